@@ -1,0 +1,32 @@
+"""Shared fixtures: where the shared test data live, and small synthetic cubes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+#: ../shared/data beside the checkout (override with FOURD_SHARED_DATA).
+SHARED_DATA = Path(os.environ.get("FOURD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of ../shared/data; tests that need it skip only when the folder is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def small_cube_array(rng) -> np.ndarray:
+    """(6, 5, 12, 10) uint16 with distinct values per position."""
+    return rng.integers(0, 1000, size=(6, 5, 12, 10), dtype=np.uint16)
