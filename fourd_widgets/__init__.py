@@ -1,8 +1,8 @@
 """fourd_widgets: interactive 4D-STEM analysis in Jupyter.
 
->>> import fourd_widgets as fw
->>> cube = fw.load("scan.h5")                      # doctest: +SKIP
->>> cube, truth = fw.datasets.simulate(scan_shape=(16, 16))  # doctest: +SKIP
+    import fourd_widgets as fw
+    cube = fw.load("scan.h5")
+    cube, truth = fw.datasets.simulate(scan_shape=(16, 16))
 """
 
 from . import errors

@@ -235,6 +235,13 @@ class DataCube:
             )
         self._calibration = value
 
+    def with_calibration(self, calibration: Calibration) -> "DataCube":
+        """The same data (not copied) under another calibration."""
+        cube = DataCube(self._array, self._calibration, source=self.source, metadata=self.metadata,
+                        _ops=self._ops, _resources=self._resources)
+        cube.calibration = calibration
+        return cube
+
     @property
     def in_memory(self) -> bool:
         """True when the backing array is an ordinary (not memory-mapped) numpy array."""
