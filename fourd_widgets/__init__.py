@@ -1,14 +1,42 @@
 """fourd_widgets: interactive 4D-STEM analysis in Jupyter.
 
+Usage::
+
     import fourd_widgets as fw
-    cube = fw.load("scan.h5")
-    cube, truth = fw.datasets.simulate(scan_shape=(16, 16))
+    cube = fw.load("scan.h5")                                  # any supported file, lazily
+    bf = fw.virtual_image(cube, fw.detectors.Circle(center=(64, 64), radius=8))
+    cube, truth = fw.datasets.sample("strained_crystal")       # simulated, with ground truth
 """
 
-from . import errors
+from . import datasets, engine, errors
 from ._version import __version__
+from .analysis import (
+    FindDisksParams,
+    PeakTable,
+    ProbeTemplateParams,
+    VirtualDiffractionParams,
+    VirtualImageParams,
+    bragg_vector_map,
+    detector_mask,
+    detectors,
+    find_disks,
+    probe_template,
+    run,
+    virtual_diffraction,
+    virtual_image,
+)
 from .core import Calibration, DataCube
-from .io import load
-from . import datasets
+from .core.params import Params
+from .core.recipe import Recipe
+from .io import describe, load
+from .io.results import Results
 
-__all__ = ["__version__", "errors", "Calibration", "DataCube", "load", "datasets"]
+__all__ = [
+    "__version__", "errors", "datasets", "engine",
+    "Calibration", "DataCube", "Params", "Recipe", "Results",
+    "load", "describe", "run",
+    "detectors", "detector_mask", "virtual_image", "virtual_diffraction",
+    "VirtualImageParams", "VirtualDiffractionParams",
+    "ProbeTemplateParams", "probe_template", "FindDisksParams", "find_disks", "PeakTable",
+    "bragg_vector_map",
+]

@@ -1,0 +1,19 @@
+"""Analysis steps, one module per step family.
+
+Importing this package registers every step with :mod:`.steps`, so ``fw.run``
+can replay any recipe.
+"""
+
+from . import detectors
+from .detectors import detector_mask
+from .disks import FindDisksParams, PeakTable, bragg_vector_map, find_disks
+from .probe import ProbeTemplateParams, probe_template
+from .run import run
+from .virtual import VirtualDiffractionParams, VirtualImageParams, virtual_diffraction, virtual_image
+
+__all__ = [
+    "detectors", "detector_mask", "run",
+    "VirtualImageParams", "VirtualDiffractionParams", "virtual_image", "virtual_diffraction",
+    "ProbeTemplateParams", "probe_template", "FindDisksParams", "PeakTable", "find_disks",
+    "bragg_vector_map",
+]

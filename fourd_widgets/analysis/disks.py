@@ -1,0 +1,689 @@
+"""Bragg disk detection: template correlation, peak filters, sub-pixel refinement, peak tables, Bragg vector maps.
+
+Each pattern is correlated with a probe template (:mod:`.probe`) in Fourier
+space: ``S = P . conj(T)``, with the magnitude raised to ``corr_power``
+(``|S|^p e^{i arg S}``: 1 = cross-correlation, 0 = phase correlation, in
+between the hybrid correlation of py4DSTEM [2]_). Gaussian smoothing of the
+pattern (``sigma_dp``) and of the correlation (``sigma_cc``) are applied as
+Fourier filters (periodic boundaries). The local maxima of the correlation are
+filtered (edge, absolute value, spacing, value relative to the n-th strongest,
+maximum number) and refined to sub-pixel precision by a parabola fit or by
+the locally DFT-upsampled correlation of Guizar-Sicairos et al. [1]_.
+
+The template spectrum is computed once; patterns go through ``scipy.fft`` in
+batches and peak finding runs in numba (:mod:`fourd_widgets.kernels.disks`).
+
+py4DSTEM parameter names (``find_Bragg_disks``) and ours:
+
+==========================  ==========================  ==========================
+py4DSTEM                    fourd_widgets               default here (py4DSTEM)
+==========================  ==========================  ==========================
+``corrPower``               ``corr_power``              1.0 (1)
+``sigma_dp``                ``sigma_dp``                0 (0)
+``sigma_cc`` / ``sigma``    ``sigma_cc``                2 (2)
+``subpixel``                ``subpixel``                'dft' ('multicorr');
+                                                        'poly' -> 'parabola',
+                                                        'pixel' -> 'none'
+``upsample_factor``         ``upsample_factor``         16 (16)
+``minAbsoluteIntensity``    ``min_absolute_intensity``  0 (0)
+``minRelativeIntensity``    ``min_relative_intensity``  0.02 (0.005)
+``relativeToPeak``          ``relative_to_peak``        1 (0)
+``minPeakSpacing``          ``min_peak_spacing``        None = disk radius (60)
+``edgeBoundary``            ``edge_boundary``           None = disk radius (20)
+``maxNumPeaks``             ``max_num_peaks``           70 (70)
+``radial_bksb``             ``radial_background``       False (False)
+==========================  ==========================  ==========================
+
+The relative threshold refers to the second strongest peak by default: in
+thin samples the zero beam holds over 90 % of the intensity (96 % in the
+shared Si test sets), so py4DSTEM's default (0.5 % of the zero beam) drops
+the (400) and (440) disks there. The two distance defaults follow the probe: a disk whose centre is closer to
+the edge than its radius is cut by the detector edge (its correlation peak is
+biased), and two disks closer than one radius overlap by more than half.
+
+Examples
+--------
+>>> import numpy as np
+>>> from fourd_widgets.analysis.probe import synthetic_disk, probe_template
+>>> pats = np.stack([synthetic_disk((64, 64), 4.0, (20.3, 30.6)) + synthetic_disk((64, 64), 4.0, (40, 25.2))])
+>>> t = probe_template(synthetic_disk((64, 64), 4.0))
+>>> peaks = find_disks_in_patterns(pats, t)
+>>> sorted(zip(np.round(peaks.at(0)["qx"], 2).tolist(), np.round(peaks.at(0)["qy"], 2).tolist()))
+[(20.3, 30.6), (40.0, 25.2)]
+
+References
+----------
+.. [1] M. Guizar-Sicairos, S. T. Thurman and J. R. Fienup, "Efficient subpixel
+   image registration algorithms", Opt. Lett. 33, 156-158 (2008).
+.. [2] B. H. Savitzky et al., "py4DSTEM: A Software Package for Four-Dimensional
+   Scanning Transmission Electron Microscopy Data Analysis", Microsc.
+   Microanal. 27, 712-743 (2021).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+import numpy as np
+import scipy.fft as sfft
+
+from ..core.errors import ParameterError, ShapeError
+from ..core.params import Params, param
+from ..kernels import disks as K
+from .probe import ProbeTemplate, ProbeTemplateParams, measure_disk, probe_template
+from .steps import RunContext, register_step
+
+__all__ = [
+    "FindDisksParams",
+    "PeakTable",
+    "DiskCorrelation",
+    "Candidates",
+    "find_disks",
+    "find_disks_in_patterns",
+    "candidate_peaks",
+    "correlate_patterns",
+    "bragg_vector_map",
+    "NoPeaksWarning",
+    "FLAG_INVALID",
+]
+
+#: Peak-table flag: the pattern held NaN or infinite values and was skipped.
+FLAG_INVALID = 1
+#: Fourier filters below this relative gain are treated as zero by the DFT refinement.
+_BAND_TOL = 1e-7
+
+
+class NoPeaksWarning(UserWarning):
+    """The thresholds rejected every peak of every pattern."""
+
+
+@dataclass(frozen=True)
+class FindDisksParams(Params):
+    """Parameters of Bragg disk detection (``fw.find_disks``); py4DSTEM names in brackets."""
+
+    step = "find_disks"
+
+    template: ProbeTemplateParams = param(ProbeTemplateParams(), doc="how the probe template is made")
+    corr_power: float = param(1.0, ge=0, le=1, doc="hybrid correlation power [corrPower]: 1 cross, 0 phase")
+    sigma_dp: float = param(0.0, units="px", ge=0, doc="Gaussian smoothing of each pattern [sigma_dp]")
+    sigma_cc: float = param(2.0, units="px", ge=0, doc="Gaussian smoothing of the correlation [sigma_cc]")
+    subpixel: Literal["none", "parabola", "dft"] = param(
+        "dft", doc="sub-pixel refinement [subpixel: 'pixel', 'poly', 'multicorr']")
+    upsample_factor: int = param(16, ge=1, le=1024, doc="DFT upsampling factor [upsample_factor]")
+    min_absolute_intensity: float = param(0.0, ge=0, doc="minimum correlation peak value "
+                                          "[minAbsoluteIntensity]")
+    min_relative_intensity: float = param(0.02, ge=0, le=1, doc="minimum value relative to the "
+                                          "relative_to_peak-th strongest peak [minRelativeIntensity]")
+    relative_to_peak: int = param(1, ge=0, doc="which peak min_relative_intensity refers to, 0 = the "
+                                  "strongest (usually the zero beam), 1 = the next [relativeToPeak]")
+    min_peak_spacing: float | None = param(None, units="px", ge=0, doc="minimum distance between peaks; "
+                                           "None: the template's disk radius [minPeakSpacing]")
+    edge_boundary: float | None = param(None, units="px", ge=0, doc="minimum distance of a peak from the "
+                                        "detector edge; None: the disk radius [edgeBoundary]")
+    max_num_peaks: int = param(70, ge=1, doc="keep at most this many peaks per pattern [maxNumPeaks]")
+    log: bool = param(False, doc="correlate log(1 + I / mean(I)) instead of I (weak disks count more)")
+    radial_background: bool = param(False, doc="subtract the median of each ring around the origin "
+                                    "first [radial_bksb]; needs the origin")
+
+
+# --- peak table ------------------------------------------------------------------------
+class PeakTable:
+    """Ragged table of peaks per scan position: flat columns plus offsets.
+
+    Parameters
+    ----------
+    scan_shape : tuple of int
+        Shape of the scan (e.g. ``(Rx, Ry)``, or ``(N,)`` for a list of patterns).
+    offsets : (prod(scan_shape) + 1,) int64 array
+        Peaks of position ``p`` (C order) are rows ``offsets[p]:offsets[p+1]``.
+    qx, qy : (n,) float64 arrays
+        Peak positions, in detector pixels (or calibrated units, see ``units``).
+    intensity : (n,) float64 array
+        Pattern intensity summed over the template disk at the peak.
+    correlation : (n,) float64 array
+        Correlation peak value (what the thresholds act on; py4DSTEM's ``intensity``).
+    flags : array of scan_shape, uint8, optional
+        Per position; bit :data:`FLAG_INVALID` = pattern held NaN/inf, skipped.
+    units : str
+        ``'px'`` (detector pixels, origin at pixel 0) or a reciprocal unit
+        (then ``qx, qy`` are relative to the beam origin).
+
+    Examples
+    --------
+    >>> t = PeakTable((1, 2), [0, 1, 3], qx=[1.0, 2, 3], qy=[4.0, 5, 6], intensity=[1.0, 1, 1],
+    ...               correlation=[0.5, 0.4, 0.3])
+    >>> t.counts().tolist(), t.at(0, 1)["qx"].tolist(), len(t)
+    ([[1, 2]], [2.0, 3.0], 3)
+    """
+
+    columns = ("qx", "qy", "intensity", "correlation")
+
+    def __init__(self, scan_shape: tuple[int, ...], offsets: Any, qx: Any, qy: Any, intensity: Any,
+                 correlation: Any, flags: Any = None, units: str = "px") -> None:
+        self.scan_shape = tuple(int(n) for n in scan_shape)
+        npos = int(np.prod(self.scan_shape))
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        if self.offsets.shape != (npos + 1,) or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0):
+            raise ShapeError(f"peak table offsets must be a non-decreasing ({npos + 1},) array from 0")
+        n = int(self.offsets[-1])
+        cols = {}
+        for name, v in zip(self.columns, (qx, qy, intensity, correlation)):
+            a = np.asarray(v, dtype=np.float64).reshape(-1)
+            if a.shape != (n,):
+                raise ShapeError(f"peak table column {name!r} has {a.size} rows, offsets say {n}")
+            cols[name] = a
+        self.qx, self.qy, self.intensity, self.correlation = (cols[c] for c in self.columns)
+        self.flags = (np.zeros(self.scan_shape, np.uint8) if flags is None
+                      else np.asarray(flags, dtype=np.uint8).reshape(self.scan_shape))
+        self.units = str(units)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def _index(self, idx: tuple[int, ...]) -> int:
+        if len(idx) != len(self.scan_shape):
+            raise ParameterError(f"peak table position needs {len(self.scan_shape)} indices, got {len(idx)}")
+        return int(np.ravel_multi_index(tuple(int(i) for i in idx), self.scan_shape))
+
+    def at(self, *idx: int) -> dict[str, np.ndarray]:
+        """Columns of the peaks at one scan position (views), e.g. ``table.at(rx, ry)``."""
+        p = self._index(idx)
+        s = slice(int(self.offsets[p]), int(self.offsets[p + 1]))
+        return {c: getattr(self, c)[s] for c in self.columns}
+
+    def counts(self) -> np.ndarray:
+        """Number of peaks per scan position, shape ``scan_shape``."""
+        return np.diff(self.offsets).reshape(self.scan_shape)
+
+    def positions(self) -> np.ndarray:
+        """Flat scan index of each peak's position, shape ``(n,)``."""
+        return np.repeat(np.arange(self.offsets.size - 1), np.diff(self.offsets))
+
+    def to_calibrated(self, calibration: Any, origin: bool = True) -> "PeakTable":
+        """Peaks relative to the beam origin, in the calibration's reciprocal units.
+
+        Parameters
+        ----------
+        calibration : Calibration
+            Uses ``origin_map`` (per position) or ``origin``, and ``reciprocal_step``.
+        origin : bool
+            Subtract the origin (default); False keeps detector coordinates.
+
+        Raises
+        ------
+        MissingCalibrationError
+            When the origin or the reciprocal step is not set.
+        """
+        if self.units != "px":
+            raise ParameterError(f"this peak table is already calibrated (units {self.units!r})")
+        step = calibration.require("reciprocal_step", "calibrating the peak table")
+        qx, qy = self.qx.copy(), self.qy.copy()
+        if origin:
+            ox, oy = _origin_per_peak(self, calibration)
+            qx -= ox
+            qy -= oy
+        return PeakTable(self.scan_shape, self.offsets, qx * step, qy * step, self.intensity, self.correlation,
+                         self.flags, units=calibration.reciprocal_units)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PeakTable):
+            return NotImplemented
+        return (self.scan_shape == other.scan_shape and self.units == other.units
+                and np.array_equal(self.offsets, other.offsets) and np.array_equal(self.flags, other.flags)
+                and all(np.array_equal(getattr(self, c), getattr(other, c), equal_nan=True)
+                        for c in self.columns))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"PeakTable(scan_shape={self.scan_shape}, peaks={len(self)}, units={self.units!r})"
+
+
+def _origin_per_peak(table: PeakTable, calibration: Any) -> tuple[np.ndarray, np.ndarray]:
+    om = getattr(calibration, "origin_map", None)
+    if om is not None:
+        om = np.asarray(om, dtype=np.float64)
+        if om.shape[:-1] != table.scan_shape:
+            raise ShapeError(f"origin_map has scan shape {om.shape[:-1]}, the peak table {table.scan_shape}")
+        flat = om.reshape(-1, 2)[table.positions()]
+        return flat[:, 0], flat[:, 1]
+    o = calibration.require("origin", "calibrating the peak table")
+    return np.full(len(table), o[0]), np.full(len(table), o[1])
+
+
+def _write_table(group: Any, t: PeakTable) -> None:
+    group.attrs["scan_shape"] = np.asarray(t.scan_shape, dtype=np.int64)
+    group.attrs["units"] = t.units
+    group.create_dataset("offsets", data=t.offsets)
+    group.create_dataset("flags", data=t.flags)
+    for c in t.columns:
+        group.create_dataset(c, data=getattr(t, c), compression="gzip" if len(t) > 4096 else None)
+
+
+def _read_table(group: Any) -> PeakTable:
+    return PeakTable(tuple(int(n) for n in group.attrs["scan_shape"]), group["offsets"][()],
+                     *(group[c][()] for c in PeakTable.columns), flags=group["flags"][()],
+                     units=str(group.attrs["units"]))
+
+
+def _register_container() -> None:
+    try:
+        from ..io.results import register_container
+    except ImportError:  # pragma: no cover - io.results is part of the package
+        return
+    register_container("peak_table", PeakTable, _write_table, _read_table)
+
+
+_register_container()
+
+
+# --- correlation -----------------------------------------------------------------------
+def _gauss_filter(shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Fourier gain ``exp(-2 pi^2 sigma^2 f^2)`` on the rfft2 grid (float32)."""
+    H, W = shape
+    u = sfft.fftfreq(H)[:, None]
+    v = sfft.rfftfreq(W)[None, :]
+    return np.exp(-2.0 * np.pi ** 2 * sigma ** 2 * (u ** 2 + v ** 2)).astype(np.float32)
+
+
+def _band(shape: tuple[int, int], sigma: float) -> int:
+    """Frequency index beyond which the correlation smoothing leaves less than ``_BAND_TOL``."""
+    if sigma <= 0:
+        return max(shape)
+    fmax = math.sqrt(math.log(1.0 / _BAND_TOL) / (2.0 * math.pi ** 2 * sigma ** 2))
+    return int(min(max(shape), math.ceil(fmax * max(shape)) + 1))
+
+
+def _preprocess(patterns: np.ndarray, params: FindDisksParams, origins: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 copy with non-finite patterns zeroed; returns (patterns, valid)."""
+    x = np.array(patterns, dtype=np.float32, copy=True)
+    valid = np.isfinite(x).all(axis=(1, 2))
+    if not valid.all():
+        x[~valid] = 0.0
+    if params.radial_background:
+        if origins is None:
+            raise ParameterError("radial_background needs the beam origin: set cube.calibration origin "
+                                 "(or origin_map), or pass origins=", field="radial_background")
+        out = np.empty_like(x)
+        K.radial_median_subtract(x, np.ascontiguousarray(origins[:, 0], dtype=np.float64),
+                                 np.ascontiguousarray(origins[:, 1], dtype=np.float64), out)
+        x = out
+    if params.log:
+        m = x.mean(axis=(1, 2), keepdims=True)
+        np.log1p(np.maximum(x, 0) / np.where(m > 0, m, 1), out=x)
+    return x, valid
+
+
+class DiskCorrelation:
+    """Correlation maps of a few patterns, kept so that filters can be re-run cheaply.
+
+    Made by :func:`correlate_patterns`. :meth:`detect` applies the filters and
+    refinement of a :class:`FindDisksParams` (only its threshold, spacing,
+    edge and refinement fields are read), :meth:`candidates` lists every
+    local maximum. Both reuse the maps: a slider on a threshold costs no FFT.
+
+    Attributes
+    ----------
+    corr : (N, H, W) float32 array
+        Correlation maps, clipped at zero.
+    spec_re, spec_im : (N, H, W//2 + 1) float32 arrays
+        Their half spectra.
+    patterns : (N, H, W) float32 array
+        The (preprocessed) patterns.
+    valid : (N,) bool array
+        False where a pattern held NaN or infinite values.
+    radius : float
+        Template disk radius, px.
+    """
+
+    def __init__(self, corr: np.ndarray, spec: np.ndarray, patterns: np.ndarray, valid: np.ndarray,
+                 radius: float, band: int, scan_shape: tuple[int, ...]) -> None:
+        self.corr = corr
+        self.spec_re = np.ascontiguousarray(spec.real)
+        self.spec_im = np.ascontiguousarray(spec.imag)
+        self.patterns = patterns
+        self.valid = valid
+        self.radius = float(radius)
+        self.band = int(band)
+        self.scan_shape = tuple(scan_shape)
+
+    def _edge_spacing(self, params: FindDisksParams) -> tuple[float, float]:
+        edge = params.edge_boundary if params.edge_boundary is not None else self.radius
+        spacing = params.min_peak_spacing if params.min_peak_spacing is not None else self.radius
+        return float(edge), float(spacing)
+
+    def detect(self, params: FindDisksParams | None = None) -> PeakTable:
+        """Filtered, refined peaks of every pattern, as a :class:`PeakTable`."""
+        p = params or FindDisksParams()
+        edge, spacing = self._edge_spacing(p)
+        N = self.corr.shape[0]
+        m = p.max_num_peaks
+        counts = np.zeros(N, np.int64)
+        cols = [np.zeros(N * m) for _ in range(4)]
+        mode = {"none": K.MODE_NONE, "parabola": K.MODE_PARABOLA, "dft": K.MODE_DFT}[p.subpixel]
+        K.detect_batch(self.corr, self.spec_re, self.spec_im, self.band, self.patterns, self.valid, edge,
+                       p.min_absolute_intensity, spacing, p.min_relative_intensity, p.relative_to_peak, m,
+                       mode, p.upsample_factor, self.radius, counts, *cols)
+        return _pack(self.scan_shape, counts, cols, m, self.valid)
+
+    def candidates(self, params: FindDisksParams | None = None) -> "Candidates":
+        """Every local maximum (pixel position, correlation value) and whether the filters keep it."""
+        p = params or FindDisksParams()
+        edge, spacing = self._edge_spacing(p)
+        N, H, W = self.corr.shape
+        xs, ys = np.empty(H * W, np.int64), np.empty(H * W, np.int64)
+        vs = np.empty(H * W, np.float64)
+        parts, keeps, counts = [], [], np.zeros(N, np.int64)
+        for i in range(N):
+            n = K.local_maxima(self.corr[i], edge, xs, ys, vs) if self.valid[i] else 0
+            keep = np.zeros(n, np.bool_)
+            K.select_peaks(xs, ys, vs, n, p.min_absolute_intensity, spacing, p.min_relative_intensity,
+                           p.relative_to_peak, p.max_num_peaks, keep)
+            parts.append((xs[:n].astype(np.float64), ys[:n].astype(np.float64), vs[:n].copy()))
+            keeps.append(keep)
+            counts[i] = n
+        cat = [np.concatenate([q[k] for q in parts]) if parts else np.zeros(0) for k in range(3)]
+        offsets = np.concatenate([[0], np.cumsum(counts)])
+        table = PeakTable(self.scan_shape, offsets, cat[0], cat[1], np.full(len(cat[0]), np.nan), cat[2],
+                          flags=np.where(self.valid, 0, FLAG_INVALID))
+        return Candidates(table, np.concatenate(keeps) if keeps else np.zeros(0, bool))
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """All local maxima of the correlation (before filters), for threshold histograms.
+
+    Attributes
+    ----------
+    table : PeakTable
+        Integer pixel positions, ``correlation`` values; ``intensity`` is NaN.
+    kept : (n,) bool array
+        True for the maxima the filters keep (same rows as ``table``).
+    """
+
+    table: PeakTable
+    kept: np.ndarray
+
+
+def _pack(scan_shape: tuple[int, ...], counts: np.ndarray, cols: list[np.ndarray], m: int,
+          valid: np.ndarray) -> PeakTable:
+    rows = (np.arange(m)[None, :] < counts[:, None]).reshape(-1)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    return PeakTable(scan_shape, offsets, cols[0][rows], cols[1][rows], cols[2][rows], cols[3][rows],
+                     flags=np.where(valid, 0, FLAG_INVALID).astype(np.uint8))
+
+
+def _template(template: Any, shape: tuple[int, int]) -> ProbeTemplate:
+    if isinstance(template, np.ndarray):
+        template = probe_template(template)
+    if not isinstance(template, ProbeTemplate):
+        raise ParameterError(f"template must be a ProbeTemplate or a 2-D probe image, got {type(template).__name__}",
+                             field="template")
+    if template.shape != tuple(shape):
+        raise ShapeError(f"the template has shape {template.shape}; the patterns are {tuple(shape)}. Make the "
+                         "template from a probe image recorded on the same detector (and binning)")
+    if not np.isfinite(template.kernel).all() or not np.any(template.kernel != 0):
+        raise ParameterError("the template kernel is empty, all zero or not finite", field="template")
+    return template
+
+
+def correlate_patterns(patterns: np.ndarray, template: Any, params: FindDisksParams | None = None, *,
+                       origins: np.ndarray | None = None, workers: int = -1) -> DiskCorrelation:
+    """Correlate patterns with the template (the expensive half of disk detection).
+
+    Parameters
+    ----------
+    patterns : (N, H, W) or (H, W) or (a, b, H, W) array
+        Patterns (the peak table takes the leading shape as its scan shape).
+    template : ProbeTemplate or (H, W) array
+        A template, or a vacuum probe image to make a ``'flat'`` one from.
+    params : FindDisksParams, optional
+        Uses ``corr_power``, ``sigma_dp``, ``sigma_cc``, ``log``, ``radial_background``.
+    origins : (N, 2) array, optional
+        Beam origin per pattern (for ``radial_background``).
+    workers : int
+        ``scipy.fft`` worker threads (-1: all cores).
+
+    Returns
+    -------
+    DiskCorrelation
+    """
+    p = params or FindDisksParams()
+    arr = np.asarray(patterns)
+    if arr.ndim < 2:
+        raise ShapeError(f"patterns must be (H, W), (N, H, W) or (a, b, H, W), got shape {arr.shape}")
+    lead = arr.shape[:-2] if arr.ndim > 2 else (1,)
+    H, W = arr.shape[-2:]
+    t = _template(template, (H, W))
+    x, valid = _preprocess(arr.reshape((-1, H, W)), p, None if origins is None else
+                           np.asarray(origins, dtype=np.float64).reshape(-1, 2))
+    spec = sfft.rfft2(x, workers=workers)
+    if p.sigma_dp > 0:
+        spec *= _gauss_filter((H, W), p.sigma_dp)
+    spec *= t.spectrum()
+    if p.corr_power != 1.0:
+        mag = np.abs(spec)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = np.where(mag > 0, mag ** (p.corr_power - 1.0), 0.0).astype(np.float32)
+        spec *= gain
+    if p.sigma_cc > 0:
+        spec *= _gauss_filter((H, W), p.sigma_cc)
+    corr = sfft.irfft2(spec, s=(H, W), workers=workers)
+    np.maximum(corr, 0, out=corr)
+    return DiskCorrelation(corr, spec, x, valid, t.radius, _band((H, W), p.sigma_cc), lead)
+
+
+def find_disks_in_patterns(patterns: np.ndarray, template: Any, params: FindDisksParams | None = None, *,
+                           origins: np.ndarray | None = None, workers: int = -1) -> PeakTable:
+    """Find the Bragg disks of a few patterns (e.g. the tuner's chosen positions).
+
+    Parameters
+    ----------
+    patterns : (N, H, W) or (H, W) or (a, b, H, W) array
+    template : ProbeTemplate or (H, W) array
+    params : FindDisksParams, optional
+        ``params.template`` is ignored (the template is given).
+    origins : (N, 2) array, optional
+        Beam origin per pattern (for ``radial_background``).
+    workers : int
+        ``scipy.fft`` worker threads.
+
+    Returns
+    -------
+    PeakTable
+        Scan shape = the leading shape of ``patterns`` (``(1,)`` for one pattern).
+    """
+    return correlate_patterns(patterns, template, params, origins=origins, workers=workers).detect(params)
+
+
+def candidate_peaks(patterns: np.ndarray, template: Any, params: FindDisksParams | None = None, *,
+                    origins: np.ndarray | None = None, workers: int = -1) -> Candidates:
+    """Every local maximum of the correlation with its value, and which ones the filters keep."""
+    return correlate_patterns(patterns, template, params, origins=origins, workers=workers).candidates(params)
+
+
+# --- whole scan ------------------------------------------------------------------------
+class _FindDisksJob:
+    """Engine job: detect the disks of each block of patterns; merge into a PeakTable."""
+
+    name = "find_disks"
+
+    def __init__(self, template: ProbeTemplate, params: FindDisksParams, origin_map: np.ndarray | None) -> None:
+        self.template = template
+        self.params = params
+        self.origin_map = origin_map
+
+    def init(self, cube: Any) -> dict:
+        return {"scan_shape": tuple(cube.scan_shape), "parts": []}
+
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> tuple:
+        nx, ny = block.shape[:2]
+        origins = None if self.origin_map is None else self.origin_map[rx, ry].reshape(-1, 2)
+        t = correlate_patterns(block.reshape((nx * ny,) + block.shape[2:]), self.template, self.params,
+                               origins=origins, workers=1).detect(self.params)
+        return t.counts().reshape(nx, ny), t.qx, t.qy, t.intensity, t.correlation, t.flags.reshape(nx, ny)
+
+    def merge(self, acc: dict, partial: tuple, rx: slice, ry: slice) -> dict:
+        acc["parts"].append((rx, ry, partial))
+        return acc
+
+    def finalize(self, acc: dict) -> PeakTable:
+        shape = acc["scan_shape"]
+        counts = np.zeros(shape, np.int64)
+        flags = np.zeros(shape, np.uint8)
+        for rx, ry, (c, *_rest, f) in acc["parts"]:
+            counts[rx, ry] = c
+            flags[rx, ry] = f
+        offsets = np.concatenate([[0], np.cumsum(counts.reshape(-1))])
+        cols = [np.full(int(offsets[-1]), np.nan) for _ in range(4)]
+        idx = np.arange(shape[0] * shape[1]).reshape(shape)
+        for rx, ry, (c, *vals, _f) in acc["parts"]:
+            starts = offsets[idx[rx, ry].reshape(-1)]
+            cc = c.reshape(-1)
+            dest = np.repeat(starts, cc) + (np.arange(cc.sum()) - np.repeat(np.cumsum(cc) - cc, cc))
+            for col, v in zip(cols, vals):
+                col[dest] = v
+        return PeakTable(shape, offsets, *cols, flags=flags)
+
+
+def _run_job(cube: Any, job: Any, engine: Mapping[str, Any]) -> Any:
+    """Run the job with the engine, or with a plain chunk loop when the engine is absent."""
+    try:
+        from ..engine import run_job
+    except ImportError:  # pragma: no cover - fallback while the engine is being built
+        acc = job.init(cube)
+        for ch in cube.iter_chunks(engine.get("chunk_bytes")):
+            acc = job.merge(acc, job.process(ch.data, ch.rx, ch.ry), ch.rx, ch.ry)
+        return job.finalize(acc)
+    opts = dict(engine)
+    opts.setdefault("progress", False)
+    return run_job(cube, job, **opts)
+
+
+def _cube_origin_map(cube: Any) -> np.ndarray | None:
+    cal = cube.calibration
+    if getattr(cal, "origin_map", None) is not None:
+        return np.asarray(cal.origin_map, dtype=np.float64)
+    if getattr(cal, "origin", None) is not None:
+        return np.broadcast_to(np.asarray(cal.origin, dtype=np.float64), tuple(cube.scan_shape) + (2,)).copy()
+    return None
+
+
+def find_disks(cube: Any, params: FindDisksParams | None = None, *, template: ProbeTemplate | np.ndarray | None = None,
+               **engine: Any) -> PeakTable:
+    """Find the Bragg disks of every pattern of a cube.
+
+    Parameters
+    ----------
+    cube : DataCube
+        Data, axes (Rx, Ry, Qx, Qy).
+    params : FindDisksParams, optional
+        Detection parameters (defaults documented in the module docstring).
+    template : ProbeTemplate or (Qx, Qy) array, optional
+        Use this template instead of making one from ``params.template``.
+    **engine
+        Options of :func:`fourd_widgets.engine.run_job` (``workers``,
+        ``scheduler``, ``chunk_bytes``, ``progress``, ``cancel``, ``on_partial``).
+
+    Returns
+    -------
+    PeakTable
+        Scan shape ``(Rx, Ry)``, positions in detector pixels. Positions whose
+        pattern held NaN/inf have no peaks and carry :data:`FLAG_INVALID`.
+
+    Warns
+    -----
+    NoPeaksWarning
+        When the thresholds rejected every peak (the table is then empty).
+    """
+    p = params or FindDisksParams()
+    t = _template(probe_template(cube, p.template) if template is None else template,
+                  tuple(cube.detector_shape))
+    om = _cube_origin_map(cube)
+    if p.radial_background and om is None:
+        (cx, cy), _ = measure_disk(cube.mean_pattern())
+        om = np.broadcast_to(np.array([cx, cy]), tuple(cube.scan_shape) + (2,)).copy()
+    table = _run_job(cube, _FindDisksJob(t, p, om), engine)
+    _warn_if_empty(table, p)
+    return table
+
+
+def _warn_if_empty(table: PeakTable, p: FindDisksParams) -> None:
+    if len(table) == 0 and not (table.flags & FLAG_INVALID).all():
+        warnings.warn(
+            "find_disks: the thresholds rejected every peak (min_absolute_intensity="
+            f"{p.min_absolute_intensity}, min_relative_intensity={p.min_relative_intensity}, edge_boundary="
+            f"{p.edge_boundary}); lower them (candidate_peaks() shows the values found)", NoPeaksWarning,
+            stacklevel=3)
+
+
+def _step(cube: Any, params: FindDisksParams, context: RunContext) -> PeakTable:
+    return find_disks(cube, params, **dict(context.engine))
+
+
+register_step(FindDisksParams, _step)
+
+
+# --- Bragg vector map ------------------------------------------------------------------
+def bragg_vector_map(peaks: PeakTable, shape: tuple[int, int], *,
+                     weights: Literal["intensity", "correlation"] | None = "intensity",
+                     origin: Any = None, centre: tuple[float, float] | None = None,
+                     sampling: float = 1.0) -> np.ndarray:
+    """2-D histogram of all peaks of a table, with sub-pixel bilinear splatting.
+
+    Parameters
+    ----------
+    peaks : PeakTable
+        In detector pixels (``units == 'px'``).
+    shape : (H, W)
+        Output shape (before ``sampling``), usually the detector shape.
+    weights : {'intensity', 'correlation'} or None
+        Column to weight each peak by, or None for counts.
+    origin : None, (2,) array, (Rx, Ry, 2) array or Calibration
+        When given, each peak is taken relative to the origin of its position
+        and placed relative to ``centre`` (origin-centred map).
+    centre : (float, float), optional
+        Where the origin lands (default ``(H // 2, W // 2)``).
+    sampling : float
+        Output pixels per detector pixel (2: twice finer).
+
+    Returns
+    -------
+    (round(H * sampling), round(W * sampling)) float64 array
+
+    Examples
+    --------
+    >>> t = PeakTable((2,), [0, 1, 2], qx=[1.5, 1.5], qy=[2.0, 2.0], intensity=[1.0, 3.0],
+    ...               correlation=[1.0, 1.0])
+    >>> m = bragg_vector_map(t, (4, 4))
+    >>> float(m[1, 2]), float(m[2, 2])
+    (2.0, 2.0)
+    """
+    if peaks.units != "px":
+        raise ParameterError(f"bragg_vector_map needs a peak table in detector pixels, got units {peaks.units!r}")
+    if sampling <= 0:
+        raise ParameterError(f"sampling must be positive, got {sampling}", field="sampling")
+    H, W = (int(n) for n in shape)
+    qx, qy = peaks.qx.copy(), peaks.qy.copy()
+    if origin is not None:
+        if hasattr(origin, "reciprocal_step"):
+            ox, oy = _origin_per_peak(peaks, origin)
+        else:
+            o = np.asarray(origin, dtype=np.float64)
+            if o.shape == (2,):
+                ox, oy = np.full(len(peaks), o[0]), np.full(len(peaks), o[1])
+            elif o.shape == peaks.scan_shape + (2,):
+                flat = o.reshape(-1, 2)[peaks.positions()]
+                ox, oy = flat[:, 0], flat[:, 1]
+            else:
+                raise ShapeError(f"origin must be (2,) or {peaks.scan_shape + (2,)}, got {o.shape}")
+        c = centre if centre is not None else (H // 2, W // 2)
+        qx += c[0] - ox
+        qy += c[1] - oy
+    w = np.ones(len(peaks)) if weights is None else getattr(peaks, weights)
+    out = np.zeros((int(round(H * sampling)), int(round(W * sampling))))
+    K.splat_bilinear(qx * sampling, qy * sampling, np.asarray(w, dtype=np.float64), out)
+    return out

@@ -1,0 +1,129 @@
+"""Helpers of the application tests: run the command line, run the demo server."""
+
+from __future__ import annotations
+
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+#: Limit for one short command-line run in a subprocess (not a speed check).
+CLI_TIMEOUT_S = 300
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m fourd_widgets.app ARGS`` in a subprocess, text output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "fourd_widgets.app", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=CLI_TIMEOUT_S,
+    )
+
+
+#: Limit for the demo to print its URL (sample data + JupyterLab start; not a speed check).
+DEMO_START_TIMEOUT_S = 300
+#: Limit for the demo to exit after it is told to stop.
+DEMO_STOP_TIMEOUT_S = 60
+URL = re.compile(r"(http://127\.0\.0\.1:(\d+)/\S*\?token=(\S+))")
+
+
+class DemoProcess:
+    """A running ``fourd-widgets demo --no-browser`` and what it printed.
+
+    Attributes
+    ----------
+    process : subprocess.Popen
+    url, port, token
+        From the URL line the demo printed.
+    """
+
+    def __init__(self, folder: Path, port: int) -> None:
+        self.folder = folder
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-u", "-m", "fourd_widgets.app", "demo", "--no-browser",
+             "--port", str(port), "--dir", str(folder)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.url, self.port, self.token = self._wait_for_url()
+
+    def _pump(self) -> None:
+        for line in self.process.stdout:  # type: ignore[union-attr]
+            self.lines.put(line)
+        self.lines.put("")  # end of output
+
+    def _next_line(self, timeout: float) -> str:
+        line = self.lines.get(timeout=timeout)
+        self.output.append(line)
+        return line
+
+    def _wait_for_url(self) -> tuple[str, int, str]:
+        deadline = time.monotonic() + DEMO_START_TIMEOUT_S
+        while True:
+            try:
+                line = self._next_line(max(0.1, deadline - time.monotonic()))
+            except queue.Empty:
+                self.stop()
+                raise AssertionError("the demo printed no URL:\n" + "".join(self.output)) from None
+            if line == "":
+                self.stop()
+                raise AssertionError("the demo exited before printing a URL:\n" + "".join(self.output))
+            match = URL.search(line)
+            if match:
+                return match.group(1), int(match.group(2)), match.group(3)
+
+    def rest_outputs(self) -> str:
+        """Everything printed after the URL, up to the end of output."""
+        while True:
+            try:
+                if self._next_line(DEMO_STOP_TIMEOUT_S) == "":
+                    break
+            except queue.Empty:
+                break
+        return "".join(self.output)
+
+    def signal(self, signum: int) -> int:
+        """Send ``signum`` and wait for the demo to exit; returns its status."""
+        self.process.send_signal(signum)
+        return self.process.wait(DEMO_STOP_TIMEOUT_S)
+
+    def stop(self) -> None:
+        """Make sure the demo is gone (SIGTERM, then kill)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(DEMO_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def port_is_open(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:``port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(probe, timeout: float, interval: float = 0.2):
+    """Call ``probe()`` until it returns something truthy, and return that.
+
+    Raises
+    ------
+    AssertionError
+        If ``timeout`` seconds pass first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{getattr(probe, '__name__', probe)} gave nothing in {timeout} s")
+        time.sleep(interval)

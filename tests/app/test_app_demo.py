@@ -1,0 +1,122 @@
+"""``fourd-widgets demo``: the demo folder, the server it starts, and how it stops."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+import fourd_widgets as fw
+from fourd_widgets.app import demo as demo_module
+
+from .app_helpers import port_is_open
+
+
+@pytest.mark.slow
+def test_demo_folder_holds_the_sample_and_the_tour(demo_folder: Path) -> None:
+    tour = nbformat.read(demo_folder / "tour.ipynb", as_version=4)
+    source = nbformat.read(demo_module.tour_notebook_source(), as_version=4)
+    assert [c.source for c in tour.cells] == [c.source for c in source.cells]
+    cube, _truth = fw.datasets.sample(demo_module.DEMO_SAMPLE)
+    with fw.load(demo_folder / f"{demo_module.DEMO_SAMPLE}.h5") as loaded:
+        assert loaded.shape == cube.shape
+        assert loaded.dtype == cube.dtype
+        np.testing.assert_array_equal(loaded.to_numpy(), cube.to_numpy())
+        assert loaded.calibration == cube.calibration
+
+
+def test_prepare_demo_keeps_what_is_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    data = folder / f"{demo_module.DEMO_SAMPLE}.h5"
+    demo_module.write_cube_h5(fw.DataCube(np.ones((2, 2, 4, 4), dtype=np.uint8)), data)
+    notebook = folder / "tour.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("my own note")]), notebook)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("the sample was simulated again although its file exists")
+
+    monkeypatch.setattr(demo_module, "write_sample_file", no_simulation)
+    assert demo_module.prepare_demo(folder) == notebook
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_prepare_demo_creates_missing_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written = []
+    monkeypatch.setattr(demo_module, "write_sample_file", lambda path: written.append(path))
+    folder = tmp_path / "a" / "b"
+    notebook = demo_module.prepare_demo(folder)
+    assert written == [folder / f"{demo_module.DEMO_SAMPLE}.h5"]
+    assert notebook.read_bytes() == demo_module.tour_notebook_source().read_bytes()
+
+
+def test_write_cube_h5_round_trips_a_calibration_in_mrad(tmp_path: Path) -> None:
+    cal = fw.Calibration(real_step=0.5, real_units="nm", reciprocal_step=0.25, reciprocal_units="mrad",
+                         energy_eV=200e3, convergence_semiangle_mrad=1.2, origin=(3.5, 4.0))
+    data = np.arange(3 * 4 * 8 * 9, dtype=np.uint16).reshape(3, 4, 8, 9)
+    path = tmp_path / "cube.h5"
+    demo_module.write_cube_h5(fw.DataCube(data, cal), path)
+    loaded = fw.load(path)
+    np.testing.assert_array_equal(loaded.to_numpy(), data)
+    assert loaded.calibration.real_step_in("nm") == 0.5
+    assert loaded.calibration.reciprocal_step_in("mrad") == 0.25
+    assert loaded.calibration.energy_eV == 200e3
+    assert loaded.calibration.convergence_semiangle_mrad == 1.2
+    assert loaded.calibration.origin == (3.5, 4.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["cube.h5"]  # no temporary file left
+
+
+def test_lab_spec_serves_only_localhost(tmp_path: Path) -> None:
+    spec = demo_module.SERVER_APPS[demo_module.DEMO_APP](tmp_path, "tour.ipynb", 8123)
+    assert spec.argv[0] == sys.executable
+    assert "--ServerApp.ip=127.0.0.1" in spec.argv
+    assert "--ServerApp.port=8123" in spec.argv
+    assert f"--ServerApp.root_dir={tmp_path}" in spec.argv
+    assert not any("token" in arg.lower() for arg in spec.argv)  # the token travels in the environment
+    assert spec.url_path == "/lab/tree/tour.ipynb"
+
+
+@pytest.mark.slow
+def test_demo_serves_and_stops_on_sigterm(demo) -> None:
+    status_url = f"http://127.0.0.1:{demo.port}/api/status?token={demo.token}"
+    with urllib.request.urlopen(status_url, timeout=60) as response:
+        assert response.status == 200
+    contents_url = f"http://127.0.0.1:{demo.port}/api/contents?token={demo.token}"
+    with urllib.request.urlopen(contents_url, timeout=60) as response:
+        names = {item["name"] for item in json.load(response)["content"]}
+    assert {"tour.ipynb", f"{demo_module.DEMO_SAMPLE}.h5"} <= names
+    assert demo.signal(signal.SIGTERM) == 0
+    assert "stopped." in demo.rest_outputs()
+    assert not port_is_open(demo.port)
+
+
+@pytest.mark.slow
+def test_demo_refuses_a_wrong_token(demo) -> None:
+    url = f"http://127.0.0.1:{demo.port}/api/contents?token=wrong"
+    try:
+        urllib.request.urlopen(url, timeout=60)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 403
+    else:
+        raise AssertionError("the server answered a request with a wrong token")
+
+
+@pytest.mark.slow
+def test_demo_reports_a_port_in_use(demo_folder: Path, run_app) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_app("demo", "--no-browser", "--port", str(port), "--dir", str(demo_folder))
+    assert result.returncode == 1
+    assert "JupyterLab did not start" in result.stderr
+    assert str(port) in result.stderr  # the log tail says which port was taken

@@ -1,0 +1,125 @@
+"""README.md says what the repository does: its commands, formats table and API tour are checked."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import stat
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fourd_widgets as fw
+from fourd_widgets.app.cli import build_parser
+from fourd_widgets.app.demo import write_cube_h5
+from fourd_widgets.io import SUPPORTED_FORMATS
+
+REPO = Path(__file__).resolve().parents[2]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+CI_RUN = REPO / ".ci" / "run"
+INSTALL = REPO / "scripts" / "install.sh"
+
+
+def section(title: str) -> str:
+    """The text of the ``## title...`` section of README.md."""
+    match = re.search(rf"^## {re.escape(title)}.*?$(.*?)(?=^## |\Z)", README, re.S | re.M)
+    assert match, f"README.md has no section '## {title}'"
+    return match.group(1)
+
+
+def code_blocks(text: str, language: str) -> list[str]:
+    return [b.strip() for b in re.findall(rf"^```{language}\n(.*?)^```", text, re.S | re.M)]
+
+
+def setup_commands() -> list[str]:
+    return code_blocks(section("Set-up"), "bash")
+
+
+def test_setup_has_exactly_two_commands() -> None:
+    demo, tests = setup_commands()
+    assert demo == 'pip install -e ".[all]" && fourd-widgets demo'
+    assert tests == "bash scripts/install.sh && python -m pytest"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    lines = [ln.strip() for ln in CI_RUN.read_text().splitlines()]
+    assert lines[0] == "#!/usr/bin/env bash"
+    assert "set -euo pipefail" in lines
+    commands = [ln for ln in lines[1:] if ln and not ln.startswith("#")]
+    assert commands[-1] == setup_commands()[1]
+    assert CI_RUN.stat().st_mode & stat.S_IXUSR
+
+
+@pytest.mark.parametrize("script", [CI_RUN, INSTALL], ids=lambda p: p.name)
+def test_scripts_are_valid_bash(script: Path) -> None:
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture
+def fake_tools(tmp_path: Path) -> tuple[dict, Path]:
+    """A PATH whose ``apt-get`` and ``python`` only log their arguments to a file."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    for tool in ("apt-get", "python"):
+        script = bin_dir / tool
+        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\n')
+        script.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    return env, log
+
+
+@pytest.mark.parametrize("chromium_present", [True, False])
+def test_install_script(fake_tools, tmp_path: Path, chromium_present: bool) -> None:
+    env, log = fake_tools
+    chromium = tmp_path / "chromium"
+    if chromium_present:
+        chromium.write_text("#!/bin/sh\n")
+        chromium.chmod(0o755)
+    result = subprocess.run(["bash", str(INSTALL)], env={**env, "CHROMIUM": str(chromium)},
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    apt = ["apt-get update", "apt-get install -y chromium"]
+    assert log.read_text().splitlines() == ([] if chromium_present else apt) + [
+        'python -m pip install -e .[all]']
+
+
+def test_install_script_checks_debian_chromium_by_default() -> None:
+    assert 'CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"' in INSTALL.read_text()
+
+
+def test_formats_table_matches_the_readers() -> None:
+    rows = [ln for ln in section("Supported formats").splitlines() if ln.startswith("| `")]
+    expected = [f"| `{name}` | {', '.join(exts)} | {what} |" for name, exts, what in SUPPORTED_FORMATS]
+    assert rows == expected
+
+
+def test_console_examples_parse() -> None:
+    commands = [ln[2:] for ln in section("A short tour").splitlines() if ln.startswith("$ ")]
+    assert len(commands) >= 3
+    parser = build_parser()
+    for command in commands:
+        argv = shlex.split(command, comments=True)
+        assert argv[0] == "fourd-widgets"
+        parser.parse_args(argv[1:])  # exits (fails the test) on a usage error
+
+
+def test_api_tour_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tour,) = code_blocks(section("A short tour"), "python")
+    data = np.random.default_rng(0).poisson(3.0, size=(8, 9, 16, 16)).astype(np.uint16)
+    cal = fw.Calibration(real_step=2.0, reciprocal_step=0.02, energy_eV=200e3, origin=(8, 8))
+    write_cube_h5(fw.DataCube(data, cal), tmp_path / "scan.h5")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(tour, "README.md", "exec"), namespace)
+    assert namespace["small"].detector_shape == (8, 8)
+    np.testing.assert_array_equal(namespace["dp"], data[3, 5])
+    assert namespace["cal"].energy_eV == 200e3
+    assert namespace["cube"].shape == (8, 8, 64, 64)  # the last line rebinds cube
+    for handle in (namespace["small"],):
+        handle.close()
+    assert os.listdir(tmp_path) == ["scan.h5"]
