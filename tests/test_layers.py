@@ -1,0 +1,77 @@
+"""DESIGN.md's layering rule: imports point one way, down the list of layers.
+
+core -> io -> kernels -> engine -> analysis -> datasets -> widgets -> app: a module
+may import its own layer or any layer before it in this list, never one after.
+Deferred imports inside functions count too: a layer above stays above.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "fourd_widgets"
+LAYERS = ["core", "io", "kernels", "engine", "analysis", "datasets", "widgets", "app"]
+# Top-level helper modules that sit at the very bottom (re-exports of core, the version).
+BASE = {"_version": -1, "errors": 0}
+
+
+def _layer_of(parts: list[str]) -> int | None:
+    if not parts:
+        return None
+    head = parts[0]
+    if head in LAYERS:
+        return LAYERS.index(head)
+    return BASE.get(head)
+
+
+def _imports(path: Path) -> list[tuple[int, list[str]]]:
+    """(line, absolute module path inside fourd_widgets) of every import in a module."""
+    rel = path.relative_to(PACKAGE).with_suffix("").parts
+    package = list(rel[:-1]) if rel[-1] != "__init__" else list(rel[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
+                target = base + (node.module.split(".") if node.module else [])
+                if not node.module:  # "from . import x" / "from .. import x"
+                    for alias in node.names:
+                        out.append((node.lineno, target + [alias.name]))
+                    continue
+                out.append((node.lineno, target))
+            elif node.module and node.module.split(".")[0] == "fourd_widgets":
+                out.append((node.lineno, node.module.split(".")[1:]))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "fourd_widgets":
+                    out.append((node.lineno, alias.name.split(".")[1:]))
+    return out
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] in LAYERS)
+
+
+def test_every_layer_is_checked():
+    found = {p.relative_to(PACKAGE).parts[0] for p in MODULES}
+    assert {"core", "io", "kernels", "engine", "analysis", "datasets", "app"} <= found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_import_from_a_layer_above(path):
+    own = LAYERS.index(path.relative_to(PACKAGE).parts[0])
+    bad = []
+    for line, target in _imports(path):
+        layer = _layer_of(target)
+        if layer is not None and layer > own:
+            bad.append(f"line {line}: imports fourd_widgets.{'.'.join(target)} ({LAYERS[layer]})")
+    assert not bad, f"{path.relative_to(PACKAGE)} ({LAYERS[own]}) imports a layer above it: " + "; ".join(bad)
+
+
+def test_kernels_know_nothing_of_datacube():
+    for path in (PACKAGE / "kernels").glob("*.py"):
+        for _line, target in _imports(path):
+            assert _layer_of(target) in (None, LAYERS.index("kernels")) or target[:1] == ["kernels"], (
+                f"{path.name} imports fourd_widgets.{'.'.join(target)}: kernels work on plain arrays")
