@@ -31,7 +31,21 @@ from .core.recipe import Recipe
 from .io import describe, load
 from .io.results import Results
 
+# Widgets load anywidget/ipywidgets; import them on first use so headless
+# scripts and batch workers stay light.
+_WIDGETS = {"Explorer", "ImageView"}
+
+
+def __getattr__(name: str):
+    if name in _WIDGETS:
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module 'fourd_widgets' has no attribute {name!r}")
+
+
 __all__ = [
+    "Explorer", "ImageView",
     "__version__", "errors", "datasets", "engine",
     "Calibration", "DataCube", "Params", "Recipe", "Results",
     "load", "describe", "run",

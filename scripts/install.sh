@@ -14,8 +14,7 @@ if [ ! -x "$CHROMIUM" ]; then
     apt-get install -y chromium
 fi
 
-# 2. The package, editable, with the app and test extras.
+# 2. The package, editable, with the app and test extras. Its build hook
+#    (hatch_build.py) bundles the front end js/ -> fourd_widgets/static/ with
+#    esbuild (npm ci && npm run build), so Node.js and npm must be present.
 python -m pip install -e ".[all]"
-
-# 3. Front-end bundle (js/ -> fourd_widgets/static/ with esbuild).
-# --- npm build step goes here (npm ci && npm run build), once js/ exists. ---
