@@ -11,7 +11,21 @@ Usage::
 from . import datasets, engine, errors
 from ._version import __version__
 from .analysis import (
+    EllipseParams,
     FindDisksParams,
+    OriginFitParams,
+    OriginParams,
+    PixelSizeParams,
+    QRRotationParams,
+    StrainMap,
+    StrainMapParams,
+    fit_ellipse,
+    fit_origin,
+    measure_origin,
+    measure_pixel_size,
+    measure_qr_rotation,
+    strain_map,
+    suggest_basis,
     PeakTable,
     ProbeTemplateParams,
     VirtualDiffractionParams,
@@ -53,4 +67,7 @@ __all__ = [
     "VirtualImageParams", "VirtualDiffractionParams",
     "ProbeTemplateParams", "probe_template", "FindDisksParams", "find_disks", "PeakTable",
     "bragg_vector_map",
+    "OriginParams", "OriginFitParams", "EllipseParams", "PixelSizeParams", "QRRotationParams",
+    "measure_origin", "fit_origin", "fit_ellipse", "measure_pixel_size", "measure_qr_rotation",
+    "StrainMap", "StrainMapParams", "strain_map", "suggest_basis",
 ]

@@ -4,16 +4,32 @@ Importing this package registers every step with :mod:`.steps`, so ``fw.run``
 can replay any recipe.
 """
 
-from . import detectors
+from . import calibration, detectors, strain
+from .calibration import (
+    EllipseParams,
+    OriginFitParams,
+    OriginParams,
+    PixelSizeParams,
+    QRRotationParams,
+    fit_ellipse,
+    fit_origin,
+    measure_origin,
+    measure_pixel_size,
+    measure_qr_rotation,
+)
 from .detectors import detector_mask
 from .disks import FindDisksParams, PeakTable, bragg_vector_map, find_disks
 from .probe import ProbeTemplateParams, probe_template
 from .run import run
+from .strain import StrainMap, StrainMapParams, strain_map, suggest_basis
 from .virtual import VirtualDiffractionParams, VirtualImageParams, virtual_diffraction, virtual_image
 
 __all__ = [
     "detectors", "detector_mask", "run",
     "VirtualImageParams", "VirtualDiffractionParams", "virtual_image", "virtual_diffraction",
     "ProbeTemplateParams", "probe_template", "FindDisksParams", "PeakTable", "find_disks",
-    "bragg_vector_map",
+    "bragg_vector_map", "calibration", "strain",
+    "OriginParams", "OriginFitParams", "EllipseParams", "PixelSizeParams", "QRRotationParams",
+    "measure_origin", "fit_origin", "fit_ellipse", "measure_pixel_size", "measure_qr_rotation",
+    "StrainMap", "StrainMapParams", "strain_map", "suggest_basis",
 ]

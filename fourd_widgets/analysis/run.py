@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .._version import __version__
+from ..core.calibration import Calibration
 from ..core.datacube import DataCube
 from ..core.errors import ParameterError
 from ..core.params import Params
@@ -71,11 +72,17 @@ def run(recipe: Recipe | Params | list, cube: DataCube, **engine: Any) -> Result
     if recipe.calibration is not None:
         cube = cube.with_calibration(recipe.calibration)
     started = _now()
+    initial = cube.calibration
     context = RunContext(engine=dict(engine))
     for label, step in recipe:
-        context.results[label] = step_function(step)(cube, step, context)
+        result = step_function(step)(cube, step, context)
+        context.results[label] = result
+        if isinstance(result, Calibration):
+            # a calibration step (origin, ellipse, pixel size...) refines the
+            # calibration every later step of the recipe works with
+            cube = cube.with_calibration(result)
     ref = input_reference(cube)
-    done = Recipe(recipe.steps, cube.calibration, recipe.input or ref, recipe.labels)
+    done = Recipe(recipe.steps, initial, recipe.input or ref, recipe.labels)
     provenance = {
         "fourd_widgets_version": __version__,
         "python": platform.python_version(),
