@@ -437,11 +437,9 @@ class DataCube:
             raise ShapeError(f"a real-space region mask must have the scan shape {self.scan_shape}, got {mask.shape}")
         return mask.astype(bool)
 
-    def mean_pattern(self, region: np.ndarray | None = None, chunk_bytes: int | None = None) -> np.ndarray:
-        """Mean diffraction pattern (float64) over all positions or a boolean scan mask."""
+    def _selected_patterns(self, region: np.ndarray | None, chunk_bytes: int | None) -> Iterator[np.ndarray]:
+        """Stream the patterns (n, Qx, Qy) of the positions a boolean scan mask selects."""
         mask = self._region_mask(region)
-        total = np.zeros(self.detector_shape, dtype=np.float64)
-        count = 0
         for ch in self.iter_chunks(chunk_bytes):
             data = ch.data.reshape(-1, *self.detector_shape)
             if mask is not None:
@@ -449,6 +447,13 @@ class DataCube:
                 if not sel.any():
                     continue
                 data = data[sel]
+            yield data
+
+    def mean_pattern(self, region: np.ndarray | None = None, chunk_bytes: int | None = None) -> np.ndarray:
+        """Mean diffraction pattern (float64) over all positions or a boolean scan mask."""
+        total = np.zeros(self.detector_shape, dtype=np.float64)
+        count = 0
+        for data in self._selected_patterns(region, chunk_bytes):
             total += data.sum(axis=0, dtype=np.float64)
             count += data.shape[0]
         if count == 0:
@@ -457,15 +462,8 @@ class DataCube:
 
     def max_pattern(self, region: np.ndarray | None = None, chunk_bytes: int | None = None) -> np.ndarray:
         """Per-pixel maximum over all positions or a boolean scan mask (input dtype)."""
-        mask = self._region_mask(region)
         out: np.ndarray | None = None
-        for ch in self.iter_chunks(chunk_bytes):
-            data = ch.data.reshape(-1, *self.detector_shape)
-            if mask is not None:
-                sel = mask[ch.rx, ch.ry].ravel()
-                if not sel.any():
-                    continue
-                data = data[sel]
+        for data in self._selected_patterns(region, chunk_bytes):
             m = data.max(axis=0)
             out = m if out is None else np.maximum(out, m)
         if out is None:
