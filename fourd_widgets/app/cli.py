@@ -24,12 +24,12 @@ from types import ModuleType
 
 from .._version import __version__
 from ..errors import FourDError
-from . import batch, demo, info
+from . import batch, dashboard, demo, info
 
 __all__ = ["SUBCOMMANDS", "USER_ERROR", "build_parser", "main"]
 
 #: The subcommand modules, in the order ``--help`` lists them.
-SUBCOMMANDS: tuple[ModuleType, ...] = (info, demo, batch)
+SUBCOMMANDS: tuple[ModuleType, ...] = (info, demo, dashboard, batch)
 
 #: Exit status for an error the user can fix (bad file, bad option).
 USER_ERROR = 2

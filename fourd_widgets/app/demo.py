@@ -1,20 +1,26 @@
-"""``fourd-widgets demo``: sample data and the tour notebook, served by JupyterLab.
+"""``fourd-widgets demo``: the Voila dashboard on the built-in sample data (``--lab``: JupyterLab and the tour).
 
 What it does, in order:
 
 1. makes the demo folder (``~/.cache/fourd_widgets/demo`` or ``--dir``);
 2. writes the built-in sample data there as HDF5, unless the file is already there;
 3. copies the tour notebook there, unless a copy is already there (your edits stay);
-4. serves the folder on 127.0.0.1 with the notebook opened and prints its URL
-   (with the access token); Ctrl-C stops the server.
+4. serves, on 127.0.0.1, the dashboard notebook with Voila (the explorer on the
+   sample; "save recipe" writes to the demo folder), or with ``--lab`` the demo
+   folder with JupyterLab and the tour opened; prints the URL (with the access
+   token); Ctrl-C stops the server.
 
-What is served is chosen in one place, :data:`DEMO_APP` (today JupyterLab with
-the tour; the Voila dashboard will take its place).
+What is served is chosen in one place, :data:`DEMO_APP` (``--lab`` picks
+``"lab"``). The servers themselves are described by :class:`ServerSpec` and
+run by :func:`serve`, which ``fourd-widgets dashboard`` uses too.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import json
 import os
 import secrets
 import shutil
@@ -22,18 +28,19 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import webbrowser
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 __all__ = [
     "DEFAULT_DIR", "DEMO_SAMPLE", "DEMO_APP", "SERVER_APPS", "ServerSpec", "add_parser", "run",
-    "tour_notebook_source", "prepare_demo", "write_cube_h5", "write_sample_file", "free_port", "lab_spec",
-    "serve",
+    "shipped_notebook", "tour_notebook_source", "dashboard_notebook_source", "prepare_demo", "write_cube_h5",
+    "write_sample_file", "free_port", "lab_spec", "voila_spec", "app_folder", "add_server_options", "serve",
 ]
 
 #: Where the demo lives unless ``--dir`` says otherwise.
@@ -42,6 +49,8 @@ DEFAULT_DIR = Path.home() / ".cache" / "fourd_widgets" / "demo"
 DEMO_SAMPLE = "strained_crystal"
 #: File name of the tour notebook.
 TOUR_NAME = "tour.ipynb"
+#: File name of the dashboard notebook.
+DASHBOARD_NAME = "explorer_dashboard.ipynb"
 #: How long the server may take to answer before the demo gives up, in seconds.
 STARTUP_TIMEOUT_S = 120.0
 #: How long the server may take to stop on SIGTERM before it is killed, in seconds.
@@ -60,15 +69,32 @@ class ServerSpec:
         Path (after ``http://127.0.0.1:PORT``) of the page to open.
     name : str
         What is served, for messages.
+    ready_path : str
+        A path that answers 200 once the server is up (and starts no kernel).
+    env : dict
+        Extra environment variables of the server (and so of its kernels).
+    config_file : str, optional
+        A JSON config file the server reads from its working folder;
+        :func:`serve` writes :attr:`config` there, with the access token.
+    config : dict
+        Configuration written to ``config_file``.
+    token_key : tuple of str
+        Where the token goes in ``config`` (section, name); empty when the
+        server reads ``JUPYTER_TOKEN`` from its environment.
     """
 
     argv: list[str]
     url_path: str
     name: str
+    ready_path: str = "/api/status"
+    env: dict[str, str] = field(default_factory=dict)
+    config_file: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    token_key: tuple[str, ...] = ()
 
 
-def lab_spec(folder: Path, notebook: str, port: int) -> ServerSpec:
-    """JupyterLab serving ``folder``, with ``notebook`` (relative to it) opened.
+def lab_spec(folder: Path, notebook: Path | str, port: int) -> ServerSpec:
+    """JupyterLab serving ``folder``, with ``notebook`` (in ``folder``) opened.
 
     The token is given through ``JUPYTER_TOKEN`` in the environment, not here,
     so it does not show in the process list. Nothing is fetched from the
@@ -88,31 +114,83 @@ def lab_spec(folder: Path, notebook: str, port: int) -> ServerSpec:
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         argv.append("--ServerApp.allow_root=True")
-    return ServerSpec(argv=argv, url_path=f"/lab/tree/{notebook}", name="JupyterLab")
+    relative = (Path(folder) / notebook).relative_to(folder).as_posix()
+    return ServerSpec(argv=argv, url_path=f"/lab/tree/{relative}", name="JupyterLab")
+
+
+def voila_spec(folder: Path, notebook: Path | str, port: int, env: dict[str, str] | None = None) -> ServerSpec:
+    """Voila rendering ``notebook`` (in ``folder``) as an app, with ``folder`` as its root.
+
+    Voila serves the one notebook (no file tree, no contents API), and is told
+    to serve no file at all (``file_allowlist`` empty: the dashboard needs
+    none). Give it a folder that holds nothing but the notebook
+    (:func:`app_folder`): the data reach the notebook's kernel only, through
+    ``env``. The token goes to a config file in the server's private working
+    folder (Voila does not read ``JUPYTER_TOKEN``), so it does not show in the
+    process list.
+
+    Parameters
+    ----------
+    folder : Path
+        Voila's root folder; holds the notebook.
+    notebook : path
+        The notebook, relative to ``folder``.
+    port : int
+        Port on 127.0.0.1.
+    env : dict, optional
+        Environment of the server and so of the notebook's kernel.
+    """
+    argv = [
+        sys.executable, "-m", "voila", str(Path(folder) / notebook),
+        "--no-browser",
+        "--Voila.ip=127.0.0.1",
+        f"--Voila.port={port}",
+        "--Voila.port_retries=0",
+        f"--Voila.root_dir={folder}",
+    ]
+    return ServerSpec(argv=argv, url_path="/", name="Voila", ready_path="/voila/templates/lab/static/index.css",
+                      env=dict(env or {}), config_file="voila.json",
+                      config={"VoilaConfiguration": {"file_allowlist": []}}, token_key=("Voila", "token"))
+
+
+@contextlib.contextmanager
+def app_folder(notebook: Path) -> Iterator[Path]:
+    """A private temporary folder holding only a copy of ``notebook``; removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="fourd-widgets-app-") as folder:
+        shutil.copyfile(notebook, Path(folder) / notebook.name)
+        yield Path(folder)
 
 
 #: The servers the demo can start, by name: ``factory(folder, notebook, port)``.
-SERVER_APPS: dict[str, Callable[[Path, str, int], ServerSpec]] = {"lab": lab_spec}
-#: The one place that picks what the demo serves.
-DEMO_APP = "lab"
+SERVER_APPS: dict[str, Callable[[Path, Path | str, int], ServerSpec]] = {"lab": lab_spec, "voila": voila_spec}
+#: The one place that picks what the demo serves (``--lab`` picks ``"lab"``).
+DEMO_APP = "voila"
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--port P`` and ``--no-browser``, the options of every command that starts a server."""
+    parser.add_argument("--port", type=int, default=0, metavar="P",
+                        help="port to serve on (default: a free one)")
+    parser.add_argument("--no-browser", action="store_true",
+                        help="only print the URL; do not open a web browser")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``demo`` subcommand to ``subparsers``."""
     parser = subparsers.add_parser(
         "demo",
-        help="write sample data and the tour notebook to a folder and open them in JupyterLab",
+        help="open the explorer dashboard on the built-in sample data (--lab: JupyterLab and the tour)",
         description=(
-            "Write the built-in sample data (HDF5) and the tour notebook to a demo folder, "
-            "then serve it with JupyterLab on 127.0.0.1. Ctrl-C stops the server."
+            "Write the built-in sample data (HDF5) and the tour notebook to a demo folder, then serve "
+            "the explorer dashboard on the sample with Voila on 127.0.0.1 (with --lab: the demo folder "
+            "with JupyterLab, the tour opened). Ctrl-C stops the server."
         ),
     )
-    parser.add_argument("--port", type=int, default=0, metavar="P",
-                        help="port to serve on (default: a free one)")
-    parser.add_argument("--no-browser", action="store_true",
-                        help="only print the URL; do not open a web browser")
+    add_server_options(parser)
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, metavar="DIR",
                         help=f"demo folder (default: {DEFAULT_DIR})")
+    parser.add_argument("--lab", action="store_true",
+                        help="serve JupyterLab with the tour notebook instead of the dashboard")
     parser.set_defaults(func=run)
     return parser
 
@@ -121,20 +199,31 @@ def run(args: argparse.Namespace) -> int:
     """Prepare the demo folder and serve it until interrupted; returns the exit status."""
     folder = Path(args.dir).expanduser().resolve()
     try:
-        notebook = prepare_demo(folder)
+        dashboard = None if args.lab else dashboard_notebook_source()
+        tour = prepare_demo(folder)
     except FileNotFoundError as exc:
         print(f"fourd-widgets demo: {exc}", file=sys.stderr)
         return 1
     port = args.port or free_port()
-    spec = SERVER_APPS[DEMO_APP](folder, notebook.name, port)
-    return serve(spec, folder, port, open_browser=not args.no_browser)
+    log = folder / "server.log"
+    if args.lab:
+        return serve(SERVER_APPS["lab"](folder, tour.name, port), folder, port,
+                     open_browser=not args.no_browser, log=log)
+    from .dashboard_ui import OUTPUT_DIR_ENV
+
+    with app_folder(dashboard) as app:
+        spec = SERVER_APPS[DEMO_APP](app, dashboard.name, port)
+        # "save recipe" writes to the demo folder
+        spec = dataclasses.replace(spec, env={**spec.env, OUTPUT_DIR_ENV: str(folder)})
+        return serve(spec, folder, port, open_browser=not args.no_browser, log=log)
 
 
-def tour_notebook_source() -> Path:
-    """The tour notebook shipped with fourd_widgets.
+def shipped_notebook(name: str) -> Path:
+    """A notebook shipped with fourd_widgets, by file name.
 
-    Looked for beside this module (an installed wheel) and then in the
-    ``notebooks/`` folder of the source checkout (an editable install).
+    Looked for beside this module (an installed wheel: the build puts it
+    there) and then in the ``notebooks/`` folder of the source checkout (an
+    editable install).
 
     Raises
     ------
@@ -142,14 +231,24 @@ def tour_notebook_source() -> Path:
         If neither is there.
     """
     here = Path(__file__).resolve().parent
-    candidates = [here / TOUR_NAME, here.parent.parent / "notebooks" / TOUR_NAME]
+    candidates = [here / name, here.parent.parent / "notebooks" / name]
     for path in candidates:
         if path.is_file():
             return path
     raise FileNotFoundError(
-        f"the tour notebook was not found (looked at {', '.join(map(str, candidates))}). "
+        f"the notebook {name} was not found (looked at {', '.join(map(str, candidates))}). "
         "Install fourd_widgets from a source checkout with pip install -e ."
     )
+
+
+def tour_notebook_source() -> Path:
+    """The tour notebook shipped with fourd_widgets (see :func:`shipped_notebook`)."""
+    return shipped_notebook(TOUR_NAME)
+
+
+def dashboard_notebook_source() -> Path:
+    """The dashboard notebook shipped with fourd_widgets (see :func:`shipped_notebook`)."""
+    return shipped_notebook(DASHBOARD_NAME)
 
 
 def write_cube_h5(cube: Any, path: Path) -> None:
@@ -272,13 +371,47 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def serve(spec: ServerSpec, folder: Path, port: int, open_browser: bool = True) -> int:
+def _write_config(spec: ServerSpec, folder: Path, token: str) -> None:
+    """Write the server's config file (with the token, readable by this user only) into ``folder``."""
+    if spec.config_file is None:
+        return
+    config = json.loads(json.dumps(spec.config))  # a deep copy
+    if spec.token_key:
+        *sections, name = spec.token_key
+        node = config
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = token
+    path = folder / spec.config_file
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f)
+
+
+def serve(spec: ServerSpec, folder: Path, port: int, open_browser: bool = True, *,
+          log: Path, command: str = "demo") -> int:
     """Start the server of ``spec``, print its URL, and wait until it stops or Ctrl-C.
 
     The server runs in its own session, so that Ctrl-C reaches only this
     process, which then stops the server cleanly (SIGTERM, and kill if it
-    hangs). SIGTERM to this process does the same. The server's log goes to
-    ``folder/server.log``.
+    hangs). SIGTERM to this process does the same. The server works in a
+    private temporary folder (its config file with the token goes there and
+    is removed afterwards).
+
+    Parameters
+    ----------
+    spec : ServerSpec
+        What to start.
+    folder : Path
+        What is served, for messages.
+    port : int
+        The port of ``spec``.
+    open_browser : bool
+        Open the URL in a web browser.
+    log : Path
+        The server's log file.
+    command : str
+        The subcommand, for messages.
 
     Returns
     -------
@@ -288,22 +421,24 @@ def serve(spec: ServerSpec, folder: Path, port: int, open_browser: bool = True) 
     token = secrets.token_urlsafe(24)
     base = f"http://127.0.0.1:{port}"
     url = f"{base}{spec.url_path}?token={token}"
-    log = folder / "server.log"
-    env = {**os.environ, "JUPYTER_TOKEN": token}
+    env = {**os.environ, **spec.env, "JUPYTER_TOKEN": token}
+    ready = f"{base}{spec.ready_path}?token={token}"
+    prefix = f"fourd-widgets {command}:"
     # Ctrl-C and SIGTERM both stop the server; set explicitly, since a shell
     # starting us in the background may have left SIGINT ignored.
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    with open(log, "wb") as log_file:
+    with tempfile.TemporaryDirectory(prefix="fourd-widgets-server-") as workdir, open(log, "wb") as log_file:
+        _write_config(spec, Path(workdir), token)
         process = subprocess.Popen(
-            spec.argv, cwd=folder, env=env, stdin=subprocess.DEVNULL,
+            spec.argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
             stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
             deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            while not _answers(f"{base}/api/status?token={token}"):
+            while not _answers(ready):
                 if process.poll() is not None or time.monotonic() > deadline:
                     status = _stop(process)
-                    print(f"fourd-widgets demo: {spec.name} did not start (status {status}). "
+                    print(f"{prefix} {spec.name} did not start (status {status}). "
                           f"Last lines of {log}:\n{_log_tail(log)}", file=sys.stderr)
                     return 1
                 time.sleep(0.2)
@@ -312,8 +447,7 @@ def serve(spec: ServerSpec, folder: Path, port: int, open_browser: bool = True) 
             if open_browser:
                 webbrowser.open(url)
             process.wait()
-            print(f"fourd-widgets demo: {spec.name} stopped (status {process.returncode}); "
-                  f"see {log}", file=sys.stderr)
+            print(f"{prefix} {spec.name} stopped (status {process.returncode}); see {log}", file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             print(f"\nstopping {spec.name} ...", flush=True)

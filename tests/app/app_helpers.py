@@ -1,4 +1,4 @@
-"""Helpers of the application tests: run the command line, run the demo server."""
+"""Helpers of the application tests: run the command line, run the demo and dashboard servers."""
 
 from __future__ import annotations
 
@@ -24,30 +24,28 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     )
 
 
-#: Limit for the demo to print its URL (sample data + JupyterLab start; not a speed check).
+#: Limit for a server command to print its URL (sample data + server start; not a speed check).
 DEMO_START_TIMEOUT_S = 300
 #: Limit for the demo to exit after it is told to stop.
 DEMO_STOP_TIMEOUT_S = 60
 URL = re.compile(r"(http://127\.0\.0\.1:(\d+)/\S*\?token=(\S+))")
 
 
-class DemoProcess:
-    """A running ``fourd-widgets demo --no-browser`` and what it printed.
+class AppProcess:
+    """A running ``fourd-widgets COMMAND ... --no-browser --port P`` server and what it printed.
 
     Attributes
     ----------
     process : subprocess.Popen
     url, port, token
-        From the URL line the demo printed.
+        From the URL line the command printed.
     """
 
-    def __init__(self, folder: Path, port: int) -> None:
-        self.folder = folder
+    def __init__(self, args: list[str], port: int) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "-u", "-m", "fourd_widgets.app", "demo", "--no-browser",
-             "--port", str(port), "--dir", str(folder)],
+            [sys.executable, "-u", "-m", "fourd_widgets.app", *args, "--no-browser", "--port", str(port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
         )
         threading.Thread(target=self._pump, daemon=True).start()
@@ -70,10 +68,10 @@ class DemoProcess:
                 line = self._next_line(max(0.1, deadline - time.monotonic()))
             except queue.Empty:
                 self.stop()
-                raise AssertionError("the demo printed no URL:\n" + "".join(self.output)) from None
+                raise AssertionError("the server printed no URL:\n" + "".join(self.output)) from None
             if line == "":
                 self.stop()
-                raise AssertionError("the demo exited before printing a URL:\n" + "".join(self.output))
+                raise AssertionError("the server exited before printing a URL:\n" + "".join(self.output))
             match = URL.search(line)
             if match:
                 return match.group(1), int(match.group(2)), match.group(3)
@@ -89,12 +87,12 @@ class DemoProcess:
         return "".join(self.output)
 
     def signal(self, signum: int) -> int:
-        """Send ``signum`` and wait for the demo to exit; returns its status."""
+        """Send ``signum`` and wait for the command to exit; returns its status."""
         self.process.send_signal(signum)
         return self.process.wait(DEMO_STOP_TIMEOUT_S)
 
     def stop(self) -> None:
-        """Make sure the demo is gone (SIGTERM, then kill)."""
+        """Make sure the command is gone (SIGTERM, then kill)."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -102,6 +100,14 @@ class DemoProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class DemoProcess(AppProcess):
+    """A running ``fourd-widgets demo --dir FOLDER [OPTIONS] --no-browser``."""
+
+    def __init__(self, folder: Path, port: int, *options: str) -> None:
+        self.folder = folder
+        super().__init__(["demo", "--dir", str(folder), *options], port)
 
 
 def port_is_open(port: int) -> bool:

@@ -1,4 +1,4 @@
-"""The demo in a real browser: JupyterLab opens with the tour notebook, and Ctrl-C stops it."""
+"""The app in a real browser: the demo's dashboard and tour, and the dashboard on a folder of data."""
 
 from __future__ import annotations
 
@@ -9,15 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from ..browser.browser_helpers import CHROMIUM, CHROMIUM_ARGS, wait_views
 from .app_helpers import port_is_open, wait_until
+from .conftest import DATA_SHAPE
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 #: Limit for the page to show something (a wait, not a speed check).
 PAGE_TIMEOUT_MS = 120_000
 
@@ -41,13 +38,38 @@ def browser_page(tmp_path: Path, request: pytest.FixtureRequest):
             report = getattr(request.node, "rep_call", None)
             if report is None or report.failed:
                 ARTIFACTS.mkdir(exist_ok=True)
-                page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"))
+                page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
             context.close()
+
+
+def assert_no_code_and_no_traceback(page) -> None:
+    """Voila shows the app only: no code cell, no source, no Python traceback."""
+    body = page.inner_text("body")
+    assert page.locator(".jp-InputArea-editor").count() == 0
+    assert "Traceback" not in body and "import" not in body
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_demo_opens_the_tour_in_jupyterlab(demo, browser_page) -> None:
+def test_demo_opens_the_dashboard(demo, browser_page) -> None:
+    page = browser_page
+    page.goto(demo.url)
+    wait_views(page, 3, timeout=PAGE_TIMEOUT_MS / 1000)  # diffraction + two virtual images, painted
+    info = page.locator(".fw-dashboard-info")
+    assert "built-in sample" in info.inner_text() and "scan 64 x 64, detector 128 x 128" in info.inner_text()
+    assert page.locator(".fw-dashboard-chooser").count() == 0  # no folder: no file chooser
+    assert_no_code_and_no_traceback(page)
+
+    # Ctrl-C: the demo stops Voila and exits cleanly.
+    assert demo.signal(signal.SIGINT) == 0
+    assert "stopped." in demo.rest_outputs()
+    assert not port_is_open(demo.port)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_demo_lab_opens_the_tour_in_jupyterlab(demo_lab, browser_page) -> None:
+    demo = demo_lab
     page = browser_page
     page.goto(demo.url)
     tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text="tour.ipynb")
@@ -67,7 +89,43 @@ def test_demo_opens_the_tour_in_jupyterlab(demo, browser_page) -> None:
     assert [(s["name"], s["type"], s["kernel"]["name"]) for s in found] == [
         ("tour.ipynb", "notebook", "python3")]
 
-    # Ctrl-C: the demo stops JupyterLab and exits cleanly.
-    assert demo.signal(signal.SIGINT) == 0
-    assert "stopped." in demo.rest_outputs()
+    assert demo.signal(signal.SIGTERM) == 0
     assert not port_is_open(demo.port)
+
+
+def chooser_options(page) -> list[str]:
+    select = page.locator(".fw-dashboard-chooser select")
+    select.wait_for(state="visible")
+    return [o.strip() for o in select.locator("option").all_inner_texts()]
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_dashboard_lists_the_folder_and_opens_a_file(dashboard, browser_page) -> None:
+    page = browser_page
+    page.goto(dashboard.url)
+    # Only the files inside the folder: not the file beside it, nor the link to that file.
+    assert chooser_options(page) == ["broken.h5", "scans/good.h5"]
+    page.locator(".fw-dashboard-chooser select").select_option("scans/good.h5")
+    wait_views(page, 3, timeout=PAGE_TIMEOUT_MS / 1000)
+    rx, ry, qx, qy = DATA_SHAPE
+    info = page.locator(".fw-dashboard-info").inner_text()
+    assert f"scans/good.h5: scan {rx} x {ry}, detector {qx} x {qy}, uint16" in info
+    assert page.locator(".fw-dashboard-error").count() == 0
+    assert_no_code_and_no_traceback(page)
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_dashboard_shows_a_corrupt_file_as_a_message(dashboard, browser_page) -> None:
+    page = browser_page
+    page.goto(dashboard.url)
+    assert "broken.h5" in chooser_options(page)
+    page.locator(".fw-dashboard-chooser select").select_option("broken.h5")
+    error = page.locator(".fw-dashboard-error")
+    error.wait_for(state="visible")
+    assert "broken.h5" in error.inner_text()
+    assert page.locator(".fw-view").count() == 0  # no explorer for a file that did not open
+    assert_no_code_and_no_traceback(page)
+    assert dashboard.signal(signal.SIGTERM) == 0
+    assert not port_is_open(dashboard.port)

@@ -15,7 +15,7 @@ from fourd_widgets.errors import FileFormatError
 def test_every_subcommand_is_registered() -> None:
     parser = cli.build_parser()
     names = set(parser._subparsers._group_actions[0].choices)  # the one subparsers action
-    assert names == {"info", "demo", "run"}
+    assert names == {"info", "demo", "dashboard", "run"}
     for module in cli.SUBCOMMANDS:
         assert callable(module.add_parser)
 

@@ -76,7 +76,7 @@ def test_write_cube_h5_round_trips_a_calibration_in_mrad(tmp_path: Path) -> None
 
 
 def test_lab_spec_serves_only_localhost(tmp_path: Path) -> None:
-    spec = demo_module.SERVER_APPS[demo_module.DEMO_APP](tmp_path, "tour.ipynb", 8123)
+    spec = demo_module.SERVER_APPS["lab"](tmp_path, "tour.ipynb", 8123)
     assert spec.argv[0] == sys.executable
     assert "--ServerApp.ip=127.0.0.1" in spec.argv
     assert "--ServerApp.port=8123" in spec.argv
@@ -85,8 +85,24 @@ def test_lab_spec_serves_only_localhost(tmp_path: Path) -> None:
     assert spec.url_path == "/lab/tree/tour.ipynb"
 
 
+def test_the_demo_serves_the_dashboard_notebook(tmp_path: Path) -> None:
+    assert demo_module.DEMO_APP == "voila"
+    source = demo_module.dashboard_notebook_source()
+    assert source.name == "explorer_dashboard.ipynb"
+    with demo_module.app_folder(source) as app:
+        assert [p.name for p in app.iterdir()] == ["explorer_dashboard.ipynb"]  # nothing else to serve
+        spec = demo_module.SERVER_APPS[demo_module.DEMO_APP](app, source.name, 8124)
+        assert spec.argv[:4] == [sys.executable, "-m", "voila", str(app / source.name)]
+        assert "--Voila.ip=127.0.0.1" in spec.argv and "--Voila.port=8124" in spec.argv
+        assert f"--Voila.root_dir={app}" in spec.argv
+    assert not app.exists()
+    assert spec.config == {"VoilaConfiguration": {"file_allowlist": []}}  # Voila serves no file
+    assert not any("token" in arg.lower() for arg in spec.argv)
+
+
 @pytest.mark.slow
-def test_demo_serves_and_stops_on_sigterm(demo) -> None:
+def test_demo_lab_serves_and_stops_on_sigterm(demo_lab) -> None:
+    demo = demo_lab
     status_url = f"http://127.0.0.1:{demo.port}/api/status?token={demo.token}"
     with urllib.request.urlopen(status_url, timeout=60) as response:
         assert response.status == 200
@@ -99,15 +115,23 @@ def test_demo_serves_and_stops_on_sigterm(demo) -> None:
     assert not port_is_open(demo.port)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
 @pytest.mark.slow
 def test_demo_refuses_a_wrong_token(demo) -> None:
-    url = f"http://127.0.0.1:{demo.port}/api/contents?token=wrong"
+    """Voila sends a request with a wrong token to its login page; the dashboard does not run."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
     try:
-        urllib.request.urlopen(url, timeout=60)
+        opener.open(f"http://127.0.0.1:{demo.port}/?token=wrong", timeout=60)
     except urllib.error.HTTPError as exc:
-        assert exc.code == 403
+        assert exc.code in (302, 403)
+        assert exc.code == 403 or "/login" in exc.headers["Location"]
     else:
         raise AssertionError("the server answered a request with a wrong token")
+    assert "Kernel started" not in (demo.folder / "server.log").read_text()
 
 
 @pytest.mark.slow
@@ -118,5 +142,5 @@ def test_demo_reports_a_port_in_use(demo_folder: Path, run_app) -> None:
         port = busy.getsockname()[1]
         result = run_app("demo", "--no-browser", "--port", str(port), "--dir", str(demo_folder))
     assert result.returncode == 1
-    assert "JupyterLab did not start" in result.stderr
+    assert "Voila did not start" in result.stderr
     assert str(port) in result.stderr  # the log tail says which port was taken
