@@ -70,6 +70,44 @@ export function hitTest(ovs, selected, x, y, scale) {
 
 const r2 = (v) => Math.round(v * 100) / 100;
 
+/** Minimum vertex count of a polygon: fewer would enclose nothing. */
+export const MIN_VERTICES = 3;
+
+/**
+ * The edge of an editable polygon under (x, y), within `tol` data px: {id, index, x, y}, where the new
+ * vertex (x, y) is the nearest point of the edge and goes in at `index`. The selected overlay first.
+ */
+export function edgeHit(ovs, selected, x, y, scale) {
+  const tol = (HANDLE + 2) / scale;
+  const order = ovs.filter((o) => o.kind === "polygon" && o.editable !== false);
+  order.sort((a, b) => (b.id === selected) - (a.id === selected));
+  for (const ov of order) {
+    const v = ov.vertices;
+    for (let i = 0; i < v.length; i++) {
+      const [ax, ay] = v[i];
+      const [bx, by] = v[(i + 1) % v.length];
+      const len2 = (bx - ax) ** 2 + (by - ay) ** 2;
+      const t = len2 > 0 ? Math.min(1, Math.max(0, ((x - ax) * (bx - ax) + (y - ay) * (by - ay)) / len2)) : 0;
+      const px = ax + t * (bx - ax), py = ay + t * (by - ay);
+      if (Math.hypot(x - px, y - py) <= tol) return { id: ov.id, index: i + 1, x: r2(px), y: r2(py) };
+    }
+  }
+  return null;
+}
+
+/** A copy of polygon `ov` with vertex (x, y) inserted at `index`. */
+export function insertVertex(ov, index, x, y) {
+  const vertices = ov.vertices.map((p) => [...p]);
+  vertices.splice(index, 0, [x, y]);
+  return { ...ov, vertices };
+}
+
+/** A copy of polygon `ov` without vertex `index`, or null when that would leave fewer than three. */
+export function removeVertex(ov, index) {
+  if (ov.kind !== "polygon" || ov.vertices.length <= MIN_VERTICES) return null;
+  return { ...ov, vertices: ov.vertices.filter((_, k) => k !== index) };
+}
+
 /** Translate an overlay by (dx, dy) data px (returns a new object). */
 export function translate(ov, dx, dy) {
   const o = { ...ov };
@@ -134,8 +172,19 @@ function latticePoints(ov, rows, cols) {
   return pts;
 }
 
+/** Add a line from (X0, Y0) to (X1, Y1) with an arrowhead at the end to the current path. */
+function arrow(ctx, X0, Y0, X1, Y1) {
+  const len = Math.hypot(X1 - X0, Y1 - Y0);
+  ctx.moveTo(X0, Y0); ctx.lineTo(X1, Y1);
+  if (len < 1) return;
+  const head = Math.min(10, len / 3), ux = (X1 - X0) / len, uy = (Y1 - Y0) / len;
+  ctx.moveTo(X1 - head * (ux - 0.5 * uy), Y1 - head * (uy + 0.5 * ux));
+  ctx.lineTo(X1, Y1);
+  ctx.lineTo(X1 - head * (ux + 0.5 * uy), Y1 - head * (uy - 0.5 * ux));
+}
+
 /** Draw every overlay; `toScreen(x, y)` gives canvas [X, Y]; `scale` is canvas px per data px. */
-export function drawOverlays(ctx, ovs, selected, toScreen, scale, rows, cols) {
+export function drawOverlays(ctx, ovs, selected, toScreen, scale, rows, cols, focused = null) {
   for (const ov of ovs) {
     const sel = ov.id === selected;
     ctx.save();
@@ -175,9 +224,11 @@ export function drawOverlays(ctx, ovs, selected, toScreen, scale, rows, cols) {
           ctx.moveTo(a + ov.r * scale, b);
           ctx.arc(a, b, ov.r * scale, 0, 2 * Math.PI);
         }
-        for (const [vx, vy] of [[ov.ax, ov.ay], [ov.bx, ov.by]]) {
+        for (const [vx, vy, name] of [[ov.ax, ov.ay, "a"], [ov.bx, ov.by, "b"]]) {
           const [a, b] = toScreen(ov.x + vx, ov.y + vy);
-          ctx.moveTo(X, Y); ctx.lineTo(a, b);
+          arrow(ctx, X, Y, a, b);
+          ctx.font = "11px sans-serif";
+          ctx.fillText(name, a + 4, b - 4);
         }
         break;
       default: break;
@@ -191,6 +242,10 @@ export function drawOverlays(ctx, ovs, selected, toScreen, scale, rows, cols) {
       for (const h of handles(ov)) {
         const [a, b] = toScreen(h.x, h.y);
         ctx.fillRect(a - HANDLE + 1, b - HANDLE + 1, 2 * HANDLE - 2, 2 * HANDLE - 2);
+        if (focused && focused.id === ov.id && focused.part === h.part) {
+          // the vertex Delete / Backspace would remove
+          ctx.strokeRect(a - HANDLE - 2, b - HANDLE - 2, 2 * HANDLE + 4, 2 * HANDLE + 4);
+        }
       }
     }
     ctx.restore();

@@ -1,7 +1,8 @@
 // The image view: canvas, colormap/scaling/contrast in the browser, histogram, colorbar,
 // zoom and pan, cursor readout, scale bar, PNG export and editable overlays.
 import { asFloat32, fmt, histogram, limits, niceLength, paintRGBA, sortedFinite } from "./scaling.js";
-import { dragTo, drawOverlays, hitTest, translate } from "./overlays.js";
+import { dragTo, drawOverlays, edgeHit, hitTest, insertVertex, removeVertex, translate } from "./overlays.js";
+import { decodeMarkers, drawMarkers } from "./markers.js";
 
 const STYLE = `
 .fw-view { font: 12px sans-serif; color: #222; display: inline-flex; flex-direction: column; gap: 3px; align-items: flex-start;
@@ -13,6 +14,11 @@ const STYLE = `
 .fw-toolbar input { width: 58px; }
 .fw-stage { position: relative; background: #333; cursor: crosshair; width: fit-content; }
 .fw-stage canvas { display: block; }
+.fw-help { position: absolute; left: 6px; top: 6px; right: 6px; padding: 6px 8px; border-radius: 4px;
+  background: rgba(255, 255, 255, 0.95); color: #222; font-size: 11px; line-height: 1.45; z-index: 2; }
+.fw-help b { display: inline-block; min-width: 86px; }
+.fw-badge { position: absolute; top: 4px; right: 4px; padding: 1px 5px; border-radius: 3px; font-size: 11px;
+  background: rgba(255, 170, 0, 0.9); color: #000; pointer-events: none; }
 .fw-readout, .fw-status { font-family: monospace; font-size: 11px; min-height: 14px; white-space: pre; }
 `;
 
@@ -48,8 +54,12 @@ export function renderView({ model, el: host }) {
   const highIn = el("input", { type: "number", step: "any", class: "fw-high", title: "high limit" }, bar);
   const resetBtn = el("button", { class: "fw-reset", title: "reset zoom (double-click)", text: "fit" }, bar);
   const pngBtn = el("button", { class: "fw-png", title: "save the view as PNG", text: "PNG" }, bar);
+  const helpBtn = el("button", { class: "fw-help-button", title: "keyboard and mouse (?)", text: "?" }, bar);
   const stage = el("div", { class: "fw-stage" }, root);
   const canvas = el("canvas", { class: "fw-canvas" }, stage);
+  const badge = el("div", { class: "fw-badge" }, stage);
+  const help = el("div", { class: "fw-help" }, stage);
+  help.style.display = "none";
   const cbar = el("canvas", { class: "fw-colorbar", height: "14" }, root);
   const hist = el("canvas", { class: "fw-hist", height: "46" }, root);
   const readout = el("div", { class: "fw-readout" }, root);
@@ -60,8 +70,8 @@ export function renderView({ model, el: host }) {
 
   const st = {
     rows: 0, cols: 0, data: new Float32Array(0), sorted: new Float32Array(0), lim: [0, 1],
-    s: 1, ox: 0, oy: 0, fitted: false, ovs: [], drag: null, pan: null, renders: 0,
-    lastSend: 0, sendTimer: null, dirtyPicture: true, frame: 0,
+    s: 1, ox: 0, oy: 0, fitted: false, ovs: [], markers: [], markersDrawn: 0, drag: null, pan: null, renders: 0,
+    lastSend: 0, sendTimer: null, dirtyPicture: true, frame: 0, focused: null,
   };
 
   const toScreen = (x, y) => [(y + 0.5) * st.s + st.ox, (x + 0.5) * st.s + st.oy];
@@ -193,6 +203,8 @@ export function renderView({ model, el: host }) {
     lowIn.title = absolute ? "vmin" : "low percentile";
     highIn.title = absolute ? "vmax" : "high percentile";
     status.textContent = model.get("status");
+    badge.textContent = model.get("badge");
+    badge.style.display = model.get("badge") ? "" : "none";
   }
 
   function draw() {
@@ -203,7 +215,9 @@ export function renderView({ model, el: host }) {
     ctx.clearRect(0, 0, canvas.width, canvas.height);
     ctx.imageSmoothingEnabled = false;
     if (st.rows) ctx.drawImage(off, st.ox, st.oy, st.cols * st.s, st.rows * st.s);
-    drawOverlays(ctx, st.ovs, model.get("selected"), toScreen, st.s, st.rows, st.cols);
+    // markers are data (peaks), drawn under the editable overlays so handles stay visible
+    st.markersDrawn = drawMarkers(ctx, st.markers, toScreen, st.s, model.get("luts"));
+    drawOverlays(ctx, st.ovs, model.get("selected"), toScreen, st.s, st.rows, st.cols, st.focused);
     drawScaleBar();
     drawColorbar();
     drawHistogram();
@@ -217,6 +231,8 @@ export function renderView({ model, el: host }) {
     ds.colormap = model.get("colormap");
     ds.transform = JSON.stringify({ s: st.s, ox: st.ox, oy: st.oy, rows: st.rows, cols: st.cols });
     ds.overlays = JSON.stringify(st.ovs);
+    ds.markersDrawn = String(st.markersDrawn);
+    ds.badge = model.get("badge");
     ds.paintedAt = String(performance.now());
   }
 
@@ -234,6 +250,10 @@ export function renderView({ model, el: host }) {
     } else {
       st.ovs = incoming;
     }
+  }
+
+  function pullMarkers() {
+    st.markers = (model.get("markers") || []).map(decodeMarkers);
   }
 
   function send(final) {
@@ -254,6 +274,22 @@ export function renderView({ model, el: host }) {
   function replaceOverlay(ov) {
     st.ovs = st.ovs.map((o) => (o.id === ov.id ? ov : o));
   }
+
+  /** Remove vertex `part` ('v<k>') of polygon `id` (never below three vertices); true if removed. */
+  function dropVertex(id, part) {
+    const ov = st.ovs.find((o) => o.id === id);
+    const out = ov && removeVertex(ov, Number(part.slice(1)));
+    if (!out) return false;
+    replaceOverlay(out);
+    st.focused = null;
+    model.set("selected", id);
+    send(true);
+    schedule();
+    return true;
+  }
+
+  const isVertex = (hit) => hit && /^v\d+$/.test(hit.part)
+    && (st.ovs.find((o) => o.id === hit.id) || {}).kind === "polygon";
 
   function eventPoint(e) {
     const r = canvas.getBoundingClientRect();
@@ -281,6 +317,12 @@ export function renderView({ model, el: host }) {
     const [x, y] = toData(X, Y);
     canvas.setPointerCapture(e.pointerId);
     const hit = hitTest(st.ovs, model.get("selected"), x, y, st.s);
+    // alt-click or right-click on a polygon vertex removes it
+    if (isVertex(hit) && (e.altKey || e.button === 2)) {
+      dropVertex(hit.id, hit.part);
+      return;
+    }
+    st.focused = isVertex(hit) && e.button === 0 ? hit : null;
     if (hit && e.button === 0) {
       const orig = st.ovs.find((o) => o.id === hit.id);
       st.drag = { id: hit.id, part: hit.part, x0: x, y0: y, orig: { ...orig } };
@@ -347,11 +389,34 @@ export function renderView({ model, el: host }) {
     st.s *= f;
     schedule();
   }, { passive: false });
-  canvas.addEventListener("dblclick", () => { fit(); schedule(); });
+  // double-click on a polygon edge inserts a vertex there; anywhere else it fits the image
+  canvas.addEventListener("dblclick", (e) => {
+    const [x, y] = toData(...eventPoint(e));
+    if (isVertex(hitTest(st.ovs, model.get("selected"), x, y, st.s))) return; // no coincident duplicate
+    const edge = edgeHit(st.ovs, model.get("selected"), x, y, st.s);
+    if (!edge) { fit(); schedule(); return; }
+    const ov = st.ovs.find((o) => o.id === edge.id);
+    replaceOverlay(insertVertex(ov, edge.index, edge.x, edge.y));
+    st.focused = { id: edge.id, part: `v${edge.index}` };
+    model.set("selected", edge.id);
+    send(true);
+    schedule();
+  });
+  canvas.addEventListener("contextmenu", (e) => {
+    // right-click is vertex removal on the canvas, not the notebook's context menu
+    e.preventDefault();
+    e.stopPropagation();
+  });
   resetBtn.addEventListener("click", () => { fit(); schedule(); });
 
   root.addEventListener("keydown", (e) => {
     if (e.target !== root && e.target !== canvas) return; // typing in the toolbar
+    if ((e.key === "Delete" || e.key === "Backspace") && st.focused) {
+      e.preventDefault();
+      e.stopPropagation();
+      dropVertex(st.focused.id, st.focused.part);
+      return;
+    }
     const keymap = model.get("keymap");
     const entry = keymap[e.key] || keymap[e.key.toLowerCase()];
     if (!entry) return;
@@ -368,6 +433,58 @@ export function renderView({ model, el: host }) {
   });
   root.addEventListener("keyup", (e) => { if (e.target === root) e.stopPropagation(); });
   root.addEventListener("keypress", (e) => { if (e.target === root) e.stopPropagation(); });
+
+  // --- help: '?' lists the shortcuts of this view's keymap, as py4D-browser users look for them ---
+  const ARROW_ORDER = ["-1,0", "0,-1", "1,0", "0,1"]; // up, left, down, right: W A S D, I J K L
+
+  function helpLines() {
+    const groups = new Map();
+    for (const [key, [id, dx, dy]] of Object.entries(model.get("keymap"))) {
+      if (!groups.has(id)) groups.set(id, []);
+      groups.get(id).push([key, ARROW_ORDER.indexOf(`${Math.sign(dx)},${Math.sign(dy)}`)]);
+    }
+    const ARROWS = { ArrowUp: "↑", ArrowDown: "↓", ArrowLeft: "←", ArrowRight: "→" };
+    const name = (k) => ARROWS[k] || k.toUpperCase();
+    const lines = [];
+    for (const [id, keys] of groups) {
+      const letters = keys.filter(([k]) => !k.startsWith("Arrow"));
+      const arrows = keys.filter(([k]) => k.startsWith("Arrow"));
+      const what = id ? `move ${id === "selector" ? "the real-space selector" : id}` : "move the selected shape";
+      for (const set of [letters, arrows]) {
+        if (set.length) lines.push([set.sort((a, b) => a[1] - b[1]).map(([k]) => name(k)).join(" "), what]);
+      }
+    }
+    lines.push(["Shift + key", "move 5 pixels"]);
+    lines.push(["drag", "a shape or its handles; the background pans"]);
+    lines.push(["wheel / dbl-click", "zoom / fit the image"]);
+    lines.push(["dbl-click edge", "insert a polygon vertex"]);
+    lines.push(["Alt-click vertex", "remove it (or click it, then Delete)"]);
+    if (model.get("click_moves")) lines.push(["click", "move the real-space selector there"]);
+    lines.push(["?  /  Esc", "show / hide this help"]);
+    return lines;
+  }
+
+  function toggleHelp(show = help.style.display === "none") {
+    help.replaceChildren();
+    if (show) {
+      for (const [keys, what] of helpLines()) {
+        const row = el("div", {}, help);
+        el("b", { text: keys }, row);
+        row.appendChild(document.createTextNode(what));
+      }
+    }
+    help.style.display = show ? "" : "none";
+    root.dataset.help = show ? "open" : "";
+  }
+  helpBtn.addEventListener("click", () => { toggleHelp(); root.focus(); });
+  root.addEventListener("keydown", (e) => {
+    if (e.target !== root && e.target !== canvas) return;
+    if (e.key === "?" || (e.key === "Escape" && help.style.display !== "none")) {
+      e.preventDefault();
+      e.stopPropagation(); // Esc would leave JupyterLab's edit mode, '?' nothing else should see
+      toggleHelp(e.key === "?" ? undefined : false);
+    }
+  });
 
   // --- toolbar ----------------------------------------------------------------------------
   cmapSel.addEventListener("change", () => { model.set("colormap", cmapSel.value); model.save_changes(); });
@@ -425,15 +542,20 @@ export function renderView({ model, el: host }) {
   const onOverlays = () => { pullOverlays(); schedule(); };
   const onSize = () => { sizeCanvas(); schedule(); };
   const onOther = () => schedule();
-  const listeners = [["image_version", onImage], ["image", onImage], ["overlays", onOverlays], ["size", onSize]];
+  const onMarkers = () => { pullMarkers(); schedule(); };
+  const listeners = [["image_version", onImage], ["image", onImage], ["overlays", onOverlays], ["size", onSize],
+                     ["markers", onMarkers]];
   for (const k of ["colormap", "scale", "gamma", "contrast", "percentiles", "vmin", "vmax", "luts"]) {
     listeners.push([k, onLook]);
   }
-  for (const k of ["selected", "title", "status", "pixel_size", "units", "origin"]) listeners.push([k, onOther]);
+  for (const k of ["selected", "title", "status", "badge", "pixel_size", "units", "origin"]) {
+    listeners.push([k, onOther]);
+  }
   for (const [k, fn] of listeners) model.on(`change:${k}`, fn);
 
   loadImage();
   pullOverlays();
+  pullMarkers();
   sizeCanvas();
   schedule(true);
 

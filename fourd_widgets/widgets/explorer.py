@@ -21,6 +21,10 @@ detector on the diffraction view, I J K L move the real-space selector, the
 arrow keys move whatever overlay is selected; Shift moves five pixels.
 Mouse: drag shapes or their handles, drag the background to pan, wheel to
 zoom, double-click to fit, click in real space to move the selector there.
+Polygons: double-click an edge to insert a vertex; Alt-click or right-click a
+vertex (or click it and press Delete / Backspace) to remove it (three stay).
+A real-space view flagged 'preview' shows a binned approximation (the cube
+does not fit the drag cache budget); the exact image replaces it on release.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import ipywidgets as w
 import numpy as np
 
 from ..analysis.detectors import Annulus, Circle, Detector, Polygon, Rectangle
-from ..analysis.interactive import DragCache, LatestOnly, interactive_cache
+from ..analysis.interactive import DragCache, LatestOnly, PreviewCache, interactive_cache
 from ..analysis.steps import RunContext
 from ..analysis.virtual import (VirtualDiffractionParams, VirtualImageParams, virtual_diffraction_from_params,
                                 virtual_image_from_params)
@@ -101,6 +105,16 @@ class Explorer:
         Build the drag cache in the background after the first images.
     size : int
         Canvas width of each view, in CSS pixels.
+    engine_options : dict, optional
+        Options of :func:`fourd_widgets.engine.run_job` for the chunked passes
+        (``chunk_bytes``, ``workers``, ``scheduler``); progress, cancel and
+        partial images are the explorer's own.
+
+    Attributes
+    ----------
+    full_passes, cancelled_passes : int
+        Chunked passes started, and those stopped because a newer request came
+        (or the cancel button was pressed): what tests count.
 
     Examples
     --------
@@ -117,7 +131,7 @@ class Explorer:
     def __init__(self, cube: DataCube, detectors: Sequence[Detector] | None = None, *,
                  selector: str | dict = "point", diffraction: str = "selection", selection_method: str = "mean",
                  colormap: str = "gray", cache_budget: int | None = None, build_cache: bool = True,
-                 size: int = 320) -> None:
+                 size: int = 320, engine_options: dict | None = None) -> None:
         if not isinstance(cube, DataCube):
             raise TypeError(f"Explorer needs a DataCube (fw.load(path) gives one), got {type(cube).__name__}")
         if diffraction not in DIFFRACTION_MODES:
@@ -142,6 +156,11 @@ class Explorer:
         self._syncing = False
         self._last_partial = 0.0
         self.updates = 0
+        self.full_passes = 0
+        self.cancelled_passes = 0
+        self._engine_options = {k: v for k, v in (engine_options or {}).items()
+                                if k not in ("progress", "cancel", "on_partial")}
+        self._latest_image: _ImageRequest | None = None
         #: (kind, seconds) of the latest image computations: 'drag'/'preview' cache queries, 'exact' passes.
         self.compute_times: deque[tuple[str, float]] = deque(maxlen=2000)
         self._size = int(size)
@@ -376,6 +395,11 @@ class Explorer:
         return self._pattern
 
     @property
+    def drag_cache(self) -> DragCache | PreviewCache | None:
+        """The cache drags query (a binned PreviewCache when the cube exceeds the budget); None until built."""
+        return self._cache if self._cache_ready.is_set() else None
+
+    @property
     def exact(self) -> bool:
         """True when every image shown is the exact one of the current detectors."""
         with self._lock:
@@ -590,9 +614,14 @@ class Explorer:
             if final:
                 self._final_pending = True
         req = _ImageRequest(dets, tuple(range(len(dets))) if changed is None else changed, final)
-        running = self._running["image"]
-        if running is not None:
-            running.cancel.cancel()  # newest request wins: a stale exact pass stops between chunks
+        with self._lock:
+            previous, self._latest_image = self._latest_image, req
+        if previous is not None:
+            # Newest request wins. Cancel the previous one whether it is pending or already
+            # running: the worker may have taken it but not yet registered it as running, and a
+            # stale chunked pass (exact, or a drag query the cache cannot answer) must stop
+            # between chunks instead of running to the end for a result nobody will see.
+            previous.cancel.cancel()
         self._image_runner.submit(req)
 
     def _request_pattern(self) -> None:
@@ -612,34 +641,59 @@ class Explorer:
             running.cancel.cancel()
         self._pattern_runner.submit(_PatternRequest(params, point))
 
-    def _compute_images(self, req: _ImageRequest) -> tuple[str, dict[int, np.ndarray]]:
+    def _compute_images(self, req: _ImageRequest) -> tuple[str, dict[int, np.ndarray], frozenset[int]]:
+        """``(kind, images by detector index, indices whose image is a binned preview)``."""
         cache = self._cache if self._cache_ready.is_set() else None
         start = time.perf_counter()
         if not req.final and cache is not None:
+            wanted = [k for k in req.changed if k < len(req.detectors)]
+            # The caches answer integrated responses only; 'max' needs a chunked pass, which
+            # must stay cancellable by the next drag update (cache.query would not be).
+            slow = [k for k in wanted if not _cache_answers(req.detectors[k])]
             out = {}
-            for k in req.changed:
-                if k < len(req.detectors):
+            previews = set()
+            for k in wanted:
+                if k not in slow:
                     res = cache.query(req.detectors[k])
                     out[k] = res.expanded() if res.is_preview else res.image
+                    if res.is_preview:
+                        previews.add(k)
             kind = "drag" if isinstance(cache, DragCache) else "preview"
+            if slow:
+                stack = self._chunked_pass(req, tuple(req.detectors[k] for k in slow), partial=False)
+                out.update(zip(slow, stack))
+                kind = "full" if len(slow) == len(wanted) else kind
             self.compute_times.append((kind, time.perf_counter() - start))
-            return kind, out
+            return kind, out, frozenset(previews)
         if req.final and cache is not None and isinstance(cache, DragCache) and self._cache_is_exact(req.detectors):
             out = {k: cache.image(d) for k, d in enumerate(req.detectors)}
             self.compute_times.append(("exact-cache", time.perf_counter() - start))
-            return "exact", out
+            return "exact", out, frozenset()
+        stack = self._chunked_pass(req, req.detectors, partial=True)
+        self.compute_times.append(("exact" if req.final else "full", time.perf_counter() - start))
+        return ("exact" if req.final else "full"), {k: stack[k] for k in range(len(req.detectors))}, frozenset()
+
+    def _chunked_pass(self, req: _ImageRequest, detectors: tuple[Detector, ...], partial: bool) -> np.ndarray:
+        """Virtual images of ``detectors`` in one chunked pass that ``req.cancel`` stops between chunks.
+
+        ``partial`` paints partial images, which only makes sense when ``detectors``
+        are all of ``req.detectors`` (view k shows image k).
+        """
         self._running["image"] = req
+        self.full_passes += 1
         self._set_busy(True, "computing virtual images")
+        engine: dict[str, Any] = {**self._engine_options, "progress": self._progress, "cancel": req.cancel}
+        if partial:
+            engine["on_partial"] = lambda v, d, t: self._partial(req, v, d, t)
         try:
-            params = VirtualImageParams(detectors=req.detectors)
-            ctx = RunContext(engine={"progress": self._progress, "cancel": req.cancel,
-                                     "on_partial": lambda v, d, t: self._partial(req, v, d, t)})
-            stack = virtual_image_from_params(self.cube, params, ctx)
-            self.compute_times.append(("exact" if req.final else "full", time.perf_counter() - start))
+            return virtual_image_from_params(self.cube, VirtualImageParams(detectors=detectors),
+                                             RunContext(engine=engine))
+        except CancelledError:
+            self.cancelled_passes += 1
+            raise
         finally:
             self._running["image"] = None
             self._set_busy(False)
-        return ("exact" if req.final else "full"), {k: stack[k] for k in range(len(req.detectors))}
 
     def _cache_is_exact(self, detectors: Sequence[Detector]) -> bool:
         """The drag cache equals the reference for integer data and integrated responses."""
@@ -655,10 +709,13 @@ class Explorer:
                 return
         for k, view in enumerate(list(self.real_views)):
             if k < value.shape[0]:
-                view.set_image(_displayable(value[k]))
+                with view.hold_sync():
+                    view.set_image(_displayable(value[k]))
+                    view.badge = f"partial {100 * done // total} %"
 
-    def _deliver_images(self, req: _ImageRequest, result: tuple[str, dict[int, np.ndarray]]) -> None:
-        kind, images = result
+    def _deliver_images(self, req: _ImageRequest,
+                        result: tuple[str, dict[int, np.ndarray], frozenset[int]]) -> None:
+        kind, images, previews = result
         with self._lock:
             if req.detectors != tuple(self._records):
                 return  # stale: the detectors changed meanwhile
@@ -670,7 +727,9 @@ class Explorer:
             views = list(self.real_views)
         for k, img in images.items():
             if k < len(views):
-                views[k].set_image(_displayable(img))
+                with views[k].hold_sync():  # image and its flag arrive together
+                    views[k].set_image(_displayable(img))
+                    views[k].badge = "preview" if k in previews else ""
         if kind == "preview":
             self._set_status("preview (binned) while dragging; the full image follows on release")
         elif kind == "exact":
@@ -685,7 +744,7 @@ class Explorer:
         self._running["pattern"] = req
         self._set_busy(True, "computing the diffraction pattern")
         try:
-            ctx = RunContext(engine={"progress": self._progress, "cancel": req.cancel})
+            ctx = RunContext(engine={**self._engine_options, "progress": self._progress, "cancel": req.cancel})
             out = virtual_diffraction_from_params(self.cube, req.params, ctx)
         finally:
             self._running["pattern"] = None
@@ -759,6 +818,11 @@ def _checked(detector: Any, calibration: Calibration) -> Detector:
                              f"got {type(detector).__name__}", field="detectors")
     overlay_from_detector(detector, "check", PALETTE[0], calibration)  # raises for shapes without handles
     return detector
+
+
+def _cache_answers(detector: Detector) -> bool:
+    """Whether an interactive cache answers this detector without a chunked pass (not for 'max')."""
+    return detector.response != "max"
 
 
 def _selector_from_region(region: Rectangle | Polygon) -> dict:

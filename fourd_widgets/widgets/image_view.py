@@ -29,9 +29,9 @@ import traitlets as t
 
 from . import colormaps
 from .overlays import calibrated_geometry, pixel_geometry, validate_overlay
-from .transport import WIRE_DTYPE, decode_image, encode_image
+from .transport import WIRE_DTYPE, decode_image, decode_points, encode_image, encode_points
 
-__all__ = ["ImageView", "STATIC", "ESM_PATH", "DEFAULT_KEYMAP"]
+__all__ = ["ImageView", "STATIC", "ESM_PATH", "DEFAULT_KEYMAP", "MARKER_STYLES"]
 
 #: Folder of the bundled front end (built by ``npm run build``; see hatch_build.py).
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
@@ -40,6 +40,24 @@ ESM_PATH = STATIC / "explorer.js"
 #: Arrow keys move the selected overlay one pixel (five with Shift): key -> [overlay id or "", dx, dy].
 DEFAULT_KEYMAP: dict[str, list] = {"ArrowUp": ["", -1, 0], "ArrowDown": ["", 1, 0],
                                    "ArrowLeft": ["", 0, -1], "ArrowRight": ["", 0, 1]}
+
+#: How a marker set draws each point: outline circle, filled dot, x, +, outline square.
+MARKER_STYLES = ("circle", "dot", "cross", "plus", "square")
+
+
+def _upsert(items: list[dict], entry: dict) -> list[dict]:
+    """``items`` with the entry of the same id replaced in place, or ``entry`` appended (a new list)."""
+    if any(o["id"] == entry["id"] for o in items):
+        return [entry if o["id"] == entry["id"] else o for o in items]
+    return [*items, entry]
+
+
+def _find(items: list[dict], id: str, what: str) -> dict:
+    """The entry of ``items`` with this id; KeyError naming the ids there are."""
+    for o in items:
+        if o["id"] == id:
+            return o
+    raise KeyError(f"no {what} {id!r}; ids are {[o['id'] for o in items]}")
 
 
 def _esm() -> pathlib.Path | str:
@@ -80,6 +98,12 @@ class ImageView(anywidget.AnyWidget):
         Id of the overlay the arrow keys move.
     dragging : str
         Id of the overlay being dragged in the browser ('' when none).
+    badge : str
+        A short flag shown over the image's corner, e.g. 'preview' for a binned
+        approximation ('' hides it).
+    markers : list of dict
+        Point sets (peak markers) drawn over the image; set them with
+        :meth:`set_markers` (positions travel as binary float32, not JSON).
     image_version : int
         Incremented by every image sent from Python (what tests count).
     """
@@ -103,11 +127,13 @@ class ImageView(anywidget.AnyWidget):
     axis_names = t.List(t.Unicode(), ["x", "y"]).tag(sync=True)
     overlays = t.List(t.Dict()).tag(sync=True)
     overlays_calibrated = t.List(t.Dict()).tag(sync=True)
+    markers = t.List(t.Dict()).tag(sync=True)
     selected = t.Unicode("").tag(sync=True)
     dragging = t.Unicode("").tag(sync=True)
     click_moves = t.Unicode("").tag(sync=True)
     keymap = t.Dict(DEFAULT_KEYMAP).tag(sync=True)
     status = t.Unicode("").tag(sync=True)
+    badge = t.Unicode("").tag(sync=True)
     size = t.Int(360).tag(sync=True)
     throttle_ms = t.Int(50).tag(sync=True)
     luts = t.Dict().tag(sync=True)
@@ -126,6 +152,7 @@ class ImageView(anywidget.AnyWidget):
     @classmethod
     def _public_traits(cls) -> list[str]:
         hidden = {"image", "image_shape", "image_dtype", "image_version", "luts", "dragging", "overlays_calibrated",
+                  "markers",
                   "comm", "log", "tabbable", "tooltip", "layout"}
         return [n for n in cls.class_trait_names(sync=True) if not n.startswith("_") and n not in hidden]
 
@@ -184,19 +211,12 @@ class ImageView(anywidget.AnyWidget):
     # --- overlays -----------------------------------------------------------------
     def overlay(self, id: str) -> dict[str, Any]:
         """The overlay with this id (KeyError if none)."""
-        for ov in self.overlays:
-            if ov["id"] == id:
-                return dict(ov)
-        raise KeyError(f"no overlay {id!r}; ids are {[o['id'] for o in self.overlays]}")
+        return dict(_find(self.overlays, id, "overlay"))
 
     def set_overlay(self, ov: Mapping[str, Any], calibrated: bool = False) -> None:
         """Add an overlay, or replace the one with the same id (geometry in ``units`` if ``calibrated``)."""
         ov = pixel_geometry(ov, self.pixel_size or 1.0, tuple(self.origin)) if calibrated else validate_overlay(ov)
-        rest = [o for o in self.overlays if o["id"] != ov["id"]]
-        if len(rest) == len(self.overlays):
-            self.overlays = [*self.overlays, ov]
-        else:
-            self.overlays = [ov if o["id"] == ov["id"] else o for o in self.overlays]
+        self.overlays = _upsert(self.overlays, ov)
 
     def remove_overlays(self, ids: Iterable[str]) -> None:
         """Remove the overlays with these ids (unknown ids are ignored)."""
@@ -209,6 +229,57 @@ class ImageView(anywidget.AnyWidget):
         if not calibrated:
             return calibrated_geometry(ov, 1.0)
         return calibrated_geometry(ov, self.pixel_size or 1.0, tuple(self.origin))
+
+    # --- markers ------------------------------------------------------------------
+    def set_markers(self, id: str, xy: Any, *, style: str = "circle", color: str = "#ffd23d", radius: float = 3.0,
+                    sizes: Any = None, values: Any = None, colormap: str = "viridis",
+                    vmin: float | None = None, vmax: float | None = None, visible: bool = True) -> None:
+        """Draw (or replace) the point set ``id``: thousands of markers in one binary message.
+
+        Parameters
+        ----------
+        id : str
+            Name of the set (one view holds several, e.g. detected peaks and a reference).
+        xy : (N, 2) array_like
+            Positions ``(x, y)`` in image pixels, x the first array axis. Empty is allowed.
+        style : {'circle', 'dot', 'cross', 'plus', 'square'}
+            What each point looks like.
+        color : str
+            CSS colour of every marker, unless ``values`` are given.
+        radius : float
+            Marker radius in image pixels (so markers grow with zoom; at least 2 screen px).
+        sizes : (N,) array_like, optional
+            Per-marker radius in image pixels, instead of ``radius``.
+        values : (N,) array_like, optional
+            Per-marker values (e.g. peak intensities) coloured through ``colormap``
+            between ``vmin`` and ``vmax`` (default: their finite range).
+        visible : bool
+            Hide the set without dropping it.
+
+        Raises
+        ------
+        ValueError
+            For an unknown style or colormap, or arrays of the wrong shape or dtype.
+        """
+        if style not in MARKER_STYLES:
+            raise ValueError(f"marker style must be one of {', '.join(MARKER_STYLES)}, got {style!r}")
+        colormaps.lut(colormap)  # raises naming the choices
+        r = float(radius)
+        if not np.isfinite(r) or r < 0:
+            raise ValueError(f"marker radius must be a finite number >= 0, got {radius!r}")
+        entry = {"id": str(id), "style": style, "color": str(color), "radius": r, "colormap": colormap,
+                 "vmin": None if vmin is None else float(vmin), "vmax": None if vmax is None else float(vmax),
+                 "visible": bool(visible), **encode_points(xy, sizes, values)}
+        self.markers = _upsert(self.markers, entry)
+
+    def remove_markers(self, ids: Iterable[str] | str) -> None:
+        """Drop the point sets with these ids (unknown ids are ignored)."""
+        drop = {ids} if isinstance(ids, str) else set(ids)
+        self.markers = [m for m in self.markers if m["id"] not in drop]
+
+    def marker_points(self, id: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """``(xy, sizes, values)`` of set ``id`` as the browser holds them (float32; None when not given)."""
+        return decode_points(_find(self.markers, id, "marker set"))
 
     # --- display limits and exports ---------------------------------------------
     def display_limits(self) -> tuple[float, float]:

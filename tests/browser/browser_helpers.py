@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -15,10 +16,16 @@ from typing import Any
 import nbformat
 import numpy as np
 
+import fourd_widgets.analysis.virtual  # noqa: F401  (registers the virtual_image step for Recipe.from_json)
+from fourd_widgets.analysis.run import run
+from fourd_widgets.core.recipe import Recipe
+
 #: Chromium flags that work in this sandbox (Playwright's own browser download does not).
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+#: The checkout these tests belong to (kernels import fourd_widgets from here).
+REPO = Path(__file__).resolve().parents[2]
 #: Limits (not speed checks): server start, one page condition.
 SERVER_START_S = 120
 WAIT_S = 90
@@ -43,12 +50,12 @@ SETUP = '''\
 import json, os, threading
 from pathlib import Path
 import numpy as np
-from fourd_widgets.analysis.detectors import Circle, Annulus
+from fourd_widgets.analysis.detectors import Circle, Annulus, Polygon
 from fourd_widgets.widgets import Explorer
 from browser_helpers import make_cube
 STATE = Path({state!r})
 cube = make_cube()
-ex = Explorer(cube, [Circle((16.0, 15.0), 4.0), Annulus((16.0, 15.0), 8.0, 11.0)], size=320)
+ex = Explorer(cube, {detectors}, size=320{options})
 _lock = threading.Lock()
 _count = [0]
 
@@ -59,7 +66,9 @@ def dump(*_):
         state = {{"count": _count[0], "params": ex.params.to_json(), "exact": ex.exact, "updates": ex.updates,
                  "versions": [v.image_version for v in views], "colormaps": [v.colormap for v in views],
                  "contrast": [v.contrast for v in views], "vmax": [v.vmax for v in views], "vmin": [v.vmin for v in views],
-                 "overlays": ex.diffraction_view.overlays, "selector": ex.selector}}
+                 "overlays": ex.diffraction_view.overlays, "selector": ex.selector,
+                 "badges": [v.badge for v in ex.real_views],
+                 "cache": type(ex.drag_cache).__name__}}
         tmp = STATE / "state.tmp.npz"
         np.savez(tmp, state=json.dumps(state), virtual=ex.virtual_images,
                  pattern=ex.diffraction_pattern if ex.diffraction_pattern is not None else np.zeros(0),
@@ -70,21 +79,36 @@ ex.on_update(dump)
 for _v in [ex.diffraction_view, *ex.real_views]:
     _v.observe(dump, names=["colormap", "contrast", "vmin", "vmax", "percentiles", "scale"])
 ex.wait()
+ex.wait_cache(120)  # drags use the cache (exact or binned preview), never a full pass
 dump()
 ex
 '''
 
 
-def write_test_notebook(folder: Path, name: str, state: Path) -> Path:
-    """A notebook that shows an Explorer on :func:`make_cube` and dumps its state to ``state``."""
-    state.mkdir(parents=True, exist_ok=True)
+#: The explorer's detectors unless a test gives others.
+DEFAULT_DETECTORS = "[Circle((16.0, 15.0), 4.0), Annulus((16.0, 15.0), 8.0, 11.0)]"
+
+
+def write_notebook(folder: Path, name: str, source: str, title: str = "# Under test") -> Path:
+    """A notebook of one markdown cell and one code cell ``source``."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell("# Explorer under test"),
-                nbformat.v4.new_code_cell(SETUP.format(state=str(state)))]
+    nb.cells = [nbformat.v4.new_markdown_cell(title), nbformat.v4.new_code_cell(source)]
     path = folder / name
     nbformat.write(nb, path)
     return path
+
+
+def write_test_notebook(folder: Path, name: str, state: Path, detectors: str = DEFAULT_DETECTORS,
+                        options: str = "") -> Path:
+    """A notebook that shows an Explorer on :func:`make_cube` and dumps its state to ``state``.
+
+    ``detectors`` is Python source of the detector list; ``options`` more keyword
+    arguments of the Explorer, as source starting with a comma.
+    """
+    state.mkdir(parents=True, exist_ok=True)
+    return write_notebook(folder, name, SETUP.format(state=str(state), detectors=detectors, options=options),
+                          "# Explorer under test")
 
 
 def read_state(state: Path) -> dict | None:
@@ -131,7 +155,8 @@ class Server:
         env = dict(os.environ)
         env.update(JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
                    JUPYTER_DATA_DIR=env.get("JUPYTER_DATA_DIR", str(Path(sys.prefix) / "share" / "jupyter")),
-                   PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")]))
+                   # the checkout under test comes first: the installed (editable) copy may be another one
+                   PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), str(REPO), env.get("PYTHONPATH", "")]))
         self.log = open(log, "w")
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env=env, cwd=home)
@@ -183,7 +208,8 @@ def view_info(page, index: int) -> dict:
         const root = document.querySelectorAll('.fw-view')[i];
         const c = root.querySelector('canvas.fw-canvas');
         const r = c.getBoundingClientRect();
-        return {version: +root.dataset.imageVersion, renders: +root.dataset.renderCount,
+        return {version: +root.dataset.imageVersion, badge: root.dataset.badge || '',
+                markersDrawn: +root.dataset.markersDrawn, renders: +root.dataset.renderCount,
                 transform: JSON.parse(root.dataset.transform || '{}'), overlays: JSON.parse(root.dataset.overlays || '[]'),
                 colormap: root.dataset.colormap, vmax: +root.dataset.vmax,
                 box: {left: r.left, top: r.top, width: r.width, height: r.height, cw: c.width, ch: c.height}};
@@ -198,13 +224,36 @@ def screen_point(info: dict, x: float, y: float) -> tuple[float, float]:
     return b["left"] + X * b["width"] / b["cw"], b["top"] + Y * b["height"] / b["ch"]
 
 
+def pixel_at(page, index: int, info: dict, x: float, y: float) -> tuple[int, int, int, int]:
+    """RGBA of the canvas pixel under image point (x = row, y = column) of the index-th view."""
+    t = info["transform"]
+    return tuple(page.evaluate("""([i, X, Y]) => {
+        const c = document.querySelectorAll('.fw-view')[i].querySelector('canvas.fw-canvas');
+        return Array.from(c.getContext('2d').getImageData(X, Y, 1, 1).data);
+    }""", [index, int((y + 0.5) * t["s"] + t["ox"]), int((x + 0.5) * t["s"] + t["oy"])]))
+
+
+def press_and_move(page, start: tuple[float, float], by: tuple[float, float], steps: int) -> None:
+    """Press the mouse at page point ``start`` and move it by ``by`` screen px in ``steps`` moves (button held)."""
+    x0, y0 = start
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for k in range(1, steps + 1):
+        page.mouse.move(x0 + by[0] * k / steps, y0 + by[1] * k / steps)
+        time.sleep(0.02)  # separate moves, as a hand makes them (the view throttles what it sends)
+
+
 def canvas_pixels(page, index: int) -> bytes:
-    """The RGBA pixels of the index-th view's canvas (read back from the page)."""
+    """The RGBA pixels of the index-th view's canvas (read back from the page, as base64: a JSON list of
+    400 000 numbers costs seconds on a loaded machine)."""
     data = page.evaluate("""(i) => {
         const c = document.querySelectorAll('.fw-view')[i].querySelector('canvas.fw-canvas');
-        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);
+        const px = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let s = '';
+        for (let k = 0; k < px.length; k += 0x8000) s += String.fromCharCode.apply(null, px.subarray(k, k + 0x8000));
+        return btoa(s);
     }""", index)
-    return bytes(data)
+    return base64.b64decode(data)
 
 
 def wait_views(page, count: int, timeout: float = WAIT_S) -> None:
@@ -213,3 +262,26 @@ def wait_views(page, count: int, timeout: float = WAIT_S) -> None:
         """(n) => { const v = document.querySelectorAll('.fw-view');
                     return v.length >= n && Array.from(v).slice(0, n).every(e => +e.dataset.imageVersion >= 1); }""",
         arg=count, timeout=timeout * 1000)
+
+
+# --- assertions shared by the browser tests ----------------------------------------------------
+def d0(state: dict) -> dict:
+    return next(o for o in state["overlays"] if o["id"] == "d0")
+
+
+def assert_replay(state: dict, cube) -> None:
+    """What Python showed equals a headless replay of explorer.params; the browser got the float32 copy."""
+    res = run(Recipe.from_json(state["params"]), cube)
+    np.testing.assert_array_equal(res["virtual_image"], state["virtual"])
+    np.testing.assert_array_equal(res["virtual_image"].astype(np.float32), state["wire"])
+    np.testing.assert_array_equal(res["virtual_diffraction"], state["pattern"])
+
+
+def wait_canvas_change(page, index: int, before: bytes, what: str) -> bytes:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        now = canvas_pixels(page, index)
+        if now != before:
+            return now
+        time.sleep(0.1)
+    raise AssertionError(f"the canvas of view {index} did not change after {what}")

@@ -7,16 +7,13 @@ Python state is read from the dumps the test notebook writes (see browser_helper
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from browser_helpers import (WAIT_S, canvas_pixels, make_cube, read_state, screen_point, view_info, wait_state,
-                             wait_views, write_test_notebook)
-import fourd_widgets.analysis.virtual  # noqa: F401  (registers the virtual_image step for Recipe.from_json)
-from fourd_widgets.analysis.run import run
+from browser_helpers import (assert_replay, canvas_pixels, d0, make_cube, press_and_move, screen_point, view_info,
+                             wait_canvas_change, wait_state, wait_views, write_test_notebook)
 from fourd_widgets.core.recipe import Recipe
 
 pytestmark = pytest.mark.browser
@@ -28,28 +25,6 @@ def cube():
     return make_cube()
 
 
-def d0(state: dict) -> dict:
-    return next(o for o in state["overlays"] if o["id"] == "d0")
-
-
-def assert_replay(state: dict, cube) -> None:
-    """What Python showed equals a headless replay of explorer.params; the browser got the float32 copy."""
-    res = run(Recipe.from_json(state["params"]), cube)
-    np.testing.assert_array_equal(res["virtual_image"], state["virtual"])
-    np.testing.assert_array_equal(res["virtual_image"].astype(np.float32), state["wire"])
-    np.testing.assert_array_equal(res["virtual_diffraction"], state["pattern"])
-
-
-def wait_canvas_change(page, index: int, before: bytes, what: str) -> bytes:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        now = canvas_pixels(page, index)
-        if now != before:
-            return now
-        time.sleep(0.1)
-    raise AssertionError(f"the canvas of view {index} did not change after {what}")
-
-
 def drag_detector(page, state_dir: Path, cube) -> dict:
     """Drag detector d0 by (+2, +3) detector pixels with the mouse; check both sides and the replay."""
     wait_views(page, 3)
@@ -59,12 +34,7 @@ def drag_detector(page, state_dir: Path, cube) -> dict:
     real_before = canvas_pixels(page, 1)
     info = view_info(page, 0)
     assert info["transform"]["s"] == pytest.approx(10.0)
-    x0, y0 = screen_point(info, 16.0, 15.0)
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for k in range(1, 11):
-        page.mouse.move(x0 + 3 * k, y0 + 2 * k)   # 30 screen px right, 20 down = (+2, +3) pixels
-        time.sleep(0.02)
+    press_and_move(page, screen_point(info, 16.0, 15.0), (30, 20), 10)  # (+2, +3) pixels at 10 px per pixel
     page.mouse.up()
     moved = wait_state(state_dir, lambda s: s["exact"] and d0(s)["x"] == 18.0 and d0(s)["y"] == 18.0,
                        "Python to see the dragged detector")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
 from fourd_widgets.analysis.detectors import Annulus, Circle, Mask, Point, Polygon, Rectangle
 from fourd_widgets.analysis.run import run
+from fourd_widgets.analysis.virtual import virtual_image
 from fourd_widgets.core import Calibration, DataCube
 from fourd_widgets.core.errors import ParameterError
 from fourd_widgets.core.recipe import Recipe
@@ -109,8 +112,10 @@ def test_preview_when_the_cube_does_not_fit(make, float_cube) -> None:
     view.overlays = [{**view.overlay("d0"), "x": 5.0}]
     ex.wait()
     assert "preview" in ex.status.value and not ex.exact
+    assert ex.real_views[0].badge == "preview"
     view.dragging = ""
     assert_replays(ex, float_cube)
+    assert ex.real_views[0].badge == ""
     assert np.isnan(ex.virtual_images[0, 1, 2])            # NaN pixel inside the detector
     assert ex.exact
 
@@ -130,7 +135,7 @@ def test_stale_result_is_dropped(make, int_cube) -> None:
     shown = ex.virtual_images.copy()
     version = ex.real_views[0].image_version
     stale = _ImageRequest((Circle((1, 1), 1),), (0,), final=True)
-    ex._deliver_images(stale, ("exact", {0: np.zeros(int_cube.scan_shape)}))
+    ex._deliver_images(stale, ("exact", {0: np.zeros(int_cube.scan_shape)}, frozenset()))
     np.testing.assert_array_equal(ex.virtual_images, shown)
     assert ex.real_views[0].image_version == version
 
@@ -235,3 +240,83 @@ def test_on_update_is_called_with_exact_images(int_cube) -> None:
     ex.wait()
     ex.close()
     assert seen and seen == sorted(seen)
+
+
+class GatedArray:
+    """A cube backing whose reads wait while the gate is shut, and are counted (deterministic slow passes)."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self.data, self.shape, self.dtype = data, data.shape, data.dtype
+        self.reads = 0
+        self.gate = threading.Event()
+        self.gate.set()
+        self.blocked = threading.Event()
+
+    def __getitem__(self, key):
+        if not self.gate.is_set():
+            self.blocked.set()
+            self.gate.wait(60)
+        self.reads += 1
+        return self.data[key]
+
+
+def test_newer_drag_update_cancels_a_running_max_pass(make, rng) -> None:
+    """A 'max' detector has no cache answer: each drag update is a chunked pass, and a newer one stops it."""
+    data = GatedArray(rng.integers(0, 500, size=(6, 7, 16, 16), dtype=np.uint16))
+    cube = DataCube(data)
+    row = 7 * 16 * 16 * 2
+    ex = make(cube, [Circle((8, 8), 3, response="max")], engine_options={"chunk_bytes": row, "workers": 1})
+    runner = ex._image_runner
+    computed, delivered, passes = runner.computed, runner.delivered, ex.full_passes
+    view = ex.diffraction_view
+    data.gate.clear()
+    view.dragging = "d0"
+    view.overlays = [{**view.overlay("d0"), "x": 7.0}]
+    assert data.blocked.wait(60), "the first drag pass never started reading"
+    reads = data.reads
+    first = ex._latest_image
+    for x in (6.0, 5.0, 4.0, 3.5):                       # the burst, while pass 1 waits on its first chunk
+        view.overlays = [{**view.overlay("d0"), "x": x}]
+    assert first.cancel.is_set()
+    data.gate.set()
+    ex.wait()
+    # pass 1 stopped after the chunk it was reading; only the newest pass ran, over all 6 rows
+    assert data.reads - reads == 1 + 6
+    assert ex.cancelled_passes == 1 and ex.full_passes - passes == 2
+    assert runner.computed - computed == 2 and runner.delivered - delivered == 1
+    assert ex.detectors[0].center == (3.5, 8.0) and not ex.exact
+    np.testing.assert_array_equal(ex.virtual_images[0], virtual_image(cube, ex.detectors[0]))
+    view.dragging = ""
+    assert_replays(ex, cube)
+    assert ex.exact
+
+
+def test_cancel_button_stops_the_exact_pass(make, rng) -> None:
+    data = GatedArray(rng.integers(0, 500, size=(6, 7, 16, 16), dtype=np.uint16))
+    cube = DataCube(data)
+    ex = make(cube, [Circle((8, 8), 3)], build_cache=False, engine_options={"chunk_bytes": 7 * 16 * 16 * 2,
+                                                                              "workers": 1})
+    data.gate.clear()
+    ex.set_detector("d0", Circle((7, 7), 3, response="com_x"))
+    assert data.blocked.wait(60)
+    ex.cancel()
+    data.gate.set()
+    ex.wait()
+    assert ex.cancelled_passes == 1 and not ex.exact
+    assert "cancelled" in ex.status.value
+
+
+def test_polygon_vertex_lists_from_the_browser(make, int_cube) -> None:
+    """What the view sends after inserting or removing a vertex becomes the detector record."""
+    ex = make(int_cube, [Polygon(((4, 4), (4, 11), (11, 11), (11, 4)))], build_cache=False)
+    view = ex.diffraction_view
+    ov = view.overlay("d0")
+    before = ex.virtual_images.copy()
+    inserted = ov["vertices"][:2] + [[7.5, 14.0]] + ov["vertices"][2:]
+    view.overlays = [{**ov, "vertices": inserted}]
+    assert_replays(ex, int_cube)
+    np.testing.assert_array_equal(np.array(ex.detectors[0].vertices), inserted)
+    assert not np.array_equal(ex.virtual_images, before)
+    view.overlays = [{**ov, "vertices": inserted[1:]}]
+    assert_replays(ex, int_cube)
+    assert len(ex.detectors[0].vertices) == 4 and ex.exact
