@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Create (idempotently) the peer virtual environments used by bench/bench_virtual_image.py.
+#
+#   bash bench/setup_peers.sh            # both peers
+#   bash bench/setup_peers.sh py4dstem   # only one
+#
+# Each peer gets its own venv OUTSIDE the repository (default /work/venvs, override with
+# FOURD_BENCH_VENVS). A venv whose marker file matches the requested pins is left alone,
+# so running this again is cheap. Set PYTHON to choose the interpreter (default: python3.11
+# if present, else python3). The benchmark itself is run by hand, never in CI.
+set -euo pipefail
+
+VENVS="${FOURD_BENCH_VENVS:-/work/venvs}"
+if [[ -z "${PYTHON:-}" ]]; then
+    if command -v python3.11 >/dev/null 2>&1; then PYTHON=python3.11; else PYTHON=python3; fi
+fi
+
+# name | pip requirements (space separated)
+PY4DSTEM_REQS="py4DSTEM==0.14.18 numpy==1.26.4 threadpoolctl"
+LIBERTEM_REQS="libertem threadpoolctl"
+
+make_venv() {
+    local name="$1" reqs="$2"
+    local dir="$VENVS/$name" marker="$VENVS/$name/.fourd_bench_reqs"
+    if [[ -x "$dir/bin/python" && -f "$marker" && "$(cat "$marker")" == "$reqs" ]]; then
+        echo "[setup_peers] $name: up to date ($dir)"
+        return 0
+    fi
+    echo "[setup_peers] $name: creating $dir with $PYTHON"
+    mkdir -p "$VENVS"
+    "$PYTHON" -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --upgrade pip
+    # shellcheck disable=SC2086  # word splitting of the requirement list is intended
+    "$dir/bin/python" -m pip install --quiet $reqs
+    echo "$reqs" > "$marker"
+    "$dir/bin/python" -m pip freeze > "$dir/.fourd_bench_freeze.txt"
+    echo "[setup_peers] $name: done"
+}
+
+want="${1:-all}"
+case "$want" in
+    all) make_venv py4dstem "$PY4DSTEM_REQS"; make_venv libertem "$LIBERTEM_REQS" ;;
+    py4dstem) make_venv py4dstem "$PY4DSTEM_REQS" ;;
+    libertem) make_venv libertem "$LIBERTEM_REQS" ;;
+    *) echo "usage: $0 [all|py4dstem|libertem]" >&2; exit 2 ;;
+esac
