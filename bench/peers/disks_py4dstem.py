@@ -30,16 +30,18 @@ probe = py4DSTEM.Probe(np.load(a.probe))
 kernel = probe.get_kernel(mode="flat", origin=(64, 64), returncalc=True)
 kw = dict(subpixel="multicorr", upsample_factor=16, corrPower=1, sigma=2, edgeBoundary=8,
           minPeakSpacing=8, minRelativeIntensity=0.02, relativeToPeak=1, maxNumPeaks=70)
-dt = float("inf")
+dt = cpu = float("inf")
 for _ in range(max(1, a.repeats)):  # the machine is shared: the fastest run is the least disturbed
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     bv = dc.find_Bragg_disks(template=kernel, **kw)
     dt = min(dt, time.perf_counter() - t0)
+    cpu = min(cpu, time.process_time() - c0)
 qx, qy, inten, counts = [], [], [], []
 for i in range(rows):
     for j in range(Ry):
         pl = bv.raw[i, j]
         qx += list(pl.qx); qy += list(pl.qy); inten += list(pl.I); counts.append(len(pl.qx))
 np.savez(a.out, qx=np.array(qx), qy=np.array(qy), intensity=np.array(inten), counts=np.array(counts))
-print("FOURD_BENCH_RESULT " + json.dumps({"patterns": rows * Ry, "seconds": dt, "import_s": t_import,
+print("FOURD_BENCH_RESULT " + json.dumps({"patterns": rows * Ry, "seconds": dt, "cpu_seconds": cpu,
+                                          "import_s": t_import,
                                           "version": py4DSTEM.__version__, "params": kw}))

@@ -29,6 +29,7 @@ __all__ = [
     "dft_refine",
     "detect_batch",
     "disk_sums",
+    "disk_sums_at",
     "splat_bilinear",
     "radial_median_subtract",
 ]
@@ -69,7 +70,7 @@ def local_maxima(corr, edge, xs, ys, vs):
     A pixel is a maximum when it is strictly greater than its neighbours
     above/left and greater than or equal to those below/right, so a flat
     plateau of two equal pixels gives one maximum, not zero or two. Only
-    positive values count (the correlation is clipped at zero).
+    positive values count.
     """
     H, W = corr.shape
     x0 = max(1, int(math.ceil(edge)))
@@ -123,47 +124,46 @@ def select_peaks(xs, ys, vs, n, min_abs, min_spacing, min_rel, rel_to, max_num, 
         Indices of the kept candidates, by decreasing value.
     """
     order = np.argsort(-vs[:n], kind="mergesort")
-    alive = np.ones(n, dtype=np.bool_)
-    for k in range(n):
-        if vs[order[k]] < min_abs:
-            alive[k] = False
+    # Greedy in decreasing value: a candidate survives the spacing filter when no stronger
+    # survivor lies within min_spacing. Once the rel_to-th survivor (the relative reference)
+    # is known, every later (weaker) candidate below min_rel times it is dropped, and once
+    # max_num survivors pass the relative threshold the rest would be cut anyway: both
+    # end the loop early, so the cost is about (number kept) x (candidates examined).
     s2 = min_spacing * min_spacing
-    if min_spacing > 0:
-        for a in range(n):
-            if not alive[a]:
-                continue
-            ia = order[a]
-            for b in range(a + 1, n):
-                if alive[b]:
-                    ib = order[b]
-                    dx = xs[ia] - xs[ib]
-                    dy = ys[ia] - ys[ib]
-                    if dx * dx + dy * dy < s2:
-                        alive[b] = False
+    kept = np.empty(n, dtype=np.int64)
     m = 0
+    ref = -1.0
     for k in range(n):
-        if alive[k]:
-            m += 1
-    if min_rel > 0 and m > rel_to:
-        c = 0
-        ref = 0.0
-        for k in range(n):
-            if alive[k]:
-                if c == rel_to:
-                    ref = vs[order[k]]
+        c = order[k]
+        v = vs[c]
+        if (ref >= 0.0 and v < min_rel * ref) or (m >= max_num and (ref >= 0.0 or min_rel <= 0)):
+            break
+        if v < min_abs:
+            continue
+        ok = True
+        if min_spacing > 0:
+            for q in range(m):
+                dx = xs[kept[q]] - xs[c]
+                dy = ys[kept[q]] - ys[c]
+                if dx * dx + dy * dy < s2:
+                    ok = False
                     break
-                c += 1
-        for k in range(n):
-            if alive[k] and vs[order[k]] < min_rel * ref:
-                alive[k] = False
-    out = np.empty(n, dtype=np.int64)
-    m = 0
-    for k in range(n):
-        if alive[k] and m < max_num:
-            out[m] = order[k]
-            keep[order[k]] = True
+        if ok:
+            kept[m] = c
             m += 1
-    return out[:m]
+            if min_rel > 0 and m == rel_to + 1:
+                ref = v
+    # survivors stronger than the reference were kept before it was known: apply the
+    # relative threshold (they are above it unless min_rel > 1, which params forbid) and max_num
+    out = np.empty(min(m, max_num), dtype=np.int64)
+    j = 0
+    for q in range(m):
+        c = kept[q]
+        if j < max_num and (ref < 0.0 or vs[c] >= min_rel * ref):
+            out[j] = c
+            keep[c] = True
+            j += 1
+    return out[:j]
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -233,12 +233,26 @@ def local_dft(spec_re, spec_im, H, W, band, x0, y0, step, nx, ny, out):
     one, the others (except ``v = 0``) weight two, and the real part is kept,
     so on integer points the result equals ``irfft2(spec)``.
     """
+    ws = dft_workspace(spec_re.shape[1], H, nx, ny)
+    _local_dft_ws(spec_re, spec_im, H, W, band, x0, y0, step, nx, ny, out, ws)
+
+
+@njit(cache=True, nogil=True)
+def dft_workspace(Wr, H, nx, ny):
+    """Scratch arrays for :func:`_local_dft_ws` (grids up to ``nx`` x ``ny``, half-spectrum width ``Wr``)."""
+    return (np.empty((ny, Wr), dtype=np.float32), np.empty((ny, Wr), dtype=np.float32),
+            np.empty((nx, H), dtype=np.float64), np.empty((nx, H), dtype=np.float64),
+            np.empty(ny, dtype=np.float64), np.empty(ny, dtype=np.float64))
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _local_dft_ws(spec_re, spec_im, H, W, band, x0, y0, step, nx, ny, out, ws):
+    """:func:`local_dft` with caller-owned scratch ``ws`` from :func:`dft_workspace` (no allocation)."""
+    kyr, kyi, kxr, kxi, tr, ti = ws
     Wr = spec_re.shape[1]
     nv = min(Wr, band)
     two_pi = 2.0 * math.pi
     # column phases exp(2 pi i v y_b / W) with Hermitian weights, by recurrence
-    kyr = np.empty((ny, nv), dtype=np.float32)
-    kyi = np.empty((ny, nv), dtype=np.float32)
     for b in range(ny):
         ph = two_pi * (y0 + b * step) / W
         dr = math.cos(ph)
@@ -251,8 +265,6 @@ def local_dft(spec_re, spec_im, H, W, band, x0, y0, step, nx, ny, out):
             kyi[b, v] = w * ci
             cr, ci = cr * dr - ci * di, cr * di + ci * dr
     # row phases exp(2 pi i u x_a / H), u = 0, 1, ... and u = -1, -2, ...
-    kxr = np.empty((nx, H), dtype=np.float64)
-    kxi = np.empty((nx, H), dtype=np.float64)
     for a in range(nx):
         ph = two_pi * (x0 + a * step) / H
         dr = math.cos(ph)
@@ -272,8 +284,6 @@ def local_dft(spec_re, spec_im, H, W, band, x0, y0, step, nx, ny, out):
     for a in range(nx):
         for b in range(ny):
             out[a, b] = 0.0
-    tr = np.empty(ny, dtype=np.float64)
-    ti = np.empty(ny, dtype=np.float64)
     for u in range(H):
         us = u if u < (H + 1) // 2 else u - H
         if us >= band or -us >= band:
@@ -330,6 +340,12 @@ def dft_refine(spec_re, spec_im, H, W, band, x, y, usf):
     x, y, value : float
         Refined position and the map value there.
     """
+    return _dft_refine_ws(spec_re, spec_im, H, W, band, x, y, usf, dft_workspace(spec_re.shape[1], H, 3, 3))
+
+
+@njit(cache=True, nogil=True)
+def _dft_refine_ws(spec_re, spec_im, H, W, band, x, y, usf, ws):
+    """:func:`dft_refine` with caller-owned scratch ``ws`` (``dft_workspace(Wr, H, 3, 3)`` or larger)."""
     grid = np.empty((3, 3), dtype=np.float64)
     value = 0.0
     step = 1.0
@@ -339,7 +355,7 @@ def dft_refine(spec_re, spec_im, H, W, band, x, y, usf):
         cx = round(x / step) * step
         cy = round(y / step) * step
         for _ in range(6):
-            local_dft(spec_re, spec_im, H, W, band, cx - step, cy - step, step, 3, 3, grid)
+            _local_dft_ws(spec_re, spec_im, H, W, band, cx - step, cy - step, step, 3, 3, grid, ws)
             bi = 1
             bj = 1
             best = grid[1, 1]
@@ -362,6 +378,28 @@ def dft_refine(spec_re, spec_im, H, W, band, x, y, usf):
 
 
 @njit(cache=True, nogil=True)
+def disk_sums_at(patterns, pidx, qx, qy, radius, out):
+    """Sum of pattern ``pidx[k]`` over the disk of ``radius`` around ``(qx[k], qy[k])`` (pixel centres inside)."""
+    N, H, W = patterns.shape
+    r2 = radius * radius
+    for k in range(pidx.shape[0]):
+        p = pidx[k]
+        s = 0.0
+        if math.isfinite(qx[k]) and math.isfinite(qy[k]):
+            i0 = max(0, int(math.ceil(qx[k] - radius)))
+            i1 = min(H - 1, int(math.floor(qx[k] + radius)))
+            j0 = max(0, int(math.ceil(qy[k] - radius)))
+            j1 = min(W - 1, int(math.floor(qy[k] + radius)))
+            for i in range(i0, i1 + 1):
+                ddx = i - qx[k]
+                for j in range(j0, j1 + 1):
+                    ddy = j - qy[k]
+                    if ddx * ddx + ddy * ddy <= r2:
+                        s += patterns[p, i, j]
+        out[k] = s
+
+
+@njit(cache=True, nogil=True)
 def disk_sums(pattern, qx, qy, radius, out):
     """Sum of a pattern over a disk of ``radius`` around each peak (pixel centres inside).
 
@@ -374,21 +412,7 @@ def disk_sums(pattern, qx, qy, radius, out):
     out : (m,) float array
         Receives the sums; pixels off the detector count as zero.
     """
-    H, W = pattern.shape
-    r2 = radius * radius
-    for k in range(qx.shape[0]):
-        s = 0.0
-        i0 = max(0, int(math.ceil(qx[k] - radius)))
-        i1 = min(H - 1, int(math.floor(qx[k] + radius)))
-        j0 = max(0, int(math.ceil(qy[k] - radius)))
-        j1 = min(W - 1, int(math.floor(qy[k] + radius)))
-        for i in range(i0, i1 + 1):
-            dx = i - qx[k]
-            for j in range(j0, j1 + 1):
-                dy = j - qy[k]
-                if dx * dx + dy * dy <= r2:
-                    s += pattern[i, j]
-        out[k] = s
+    disk_sums_at(pattern.reshape((1,) + pattern.shape), np.zeros(qx.shape[0], dtype=np.int64), qx, qy, radius, out)
 
 
 @njit(cache=True, nogil=True)
@@ -399,7 +423,7 @@ def detect_batch(corr, spec_re, spec_im, band, patterns, valid, edge, min_abs, m
     Parameters
     ----------
     corr : (N, H, W) float32 array
-        Correlation maps (clipped at zero).
+        Correlation maps.
     spec_re, spec_im : (N, H, W//2 + 1) float32 arrays
         Their half spectra (used by ``mode == MODE_DFT`` only).
     band : int

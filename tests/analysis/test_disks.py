@@ -40,11 +40,13 @@ def nearest(q, truth):
     return d.min(axis=1)
 
 
-@pytest.mark.parametrize("mode,tol", [("none", 0.5 + 1e-9), ("parabola", 0.12), ("dft", 0.03)])
+@pytest.mark.parametrize("mode,tol", [("none", 0.5 + 1e-9), ("parabola", 0.12), ("dft", 0.03), ("disk", 0.05)])
 def test_refinement_modes(template, mode, tol):
     # Same-shape disks: the cross-correlation peak is exactly at the centre, so the error is
     # the refinement's own: <= 0.5 px on the pixel grid (rounding), a few 0.1 px for a
     # parabola through a flat-topped peak, about 1/16 px grid / parabola on it for the DFT.
+    # 'disk' (the default) masks each disk's window at 1.15-1.25 r: on these 4-px disks the
+    # mask taper (0.4 px wide) cuts into the anti-aliased edge of an off-centre disk a little.
     rng = np.random.default_rng(3)
     truth = [(20 + rng.random(), 18 + rng.random()), (42 + rng.random(), 40 + rng.random()),
              (22 + rng.random(), 44 + rng.random())]
@@ -156,7 +158,7 @@ def test_whole_cube_nan_flag_and_table(template):
     assert (np.delete(counts.ravel(), 6) == 2).all()
     for (rx, ry), c in truth.items():
         if (rx, ry) != (1, 2):
-            assert nearest(found(t, rx, ry), c).max() < 0.03
+            assert nearest(found(t, rx, ry), c).max() < 0.05  # default subpixel='disk', see above
     cal = t.to_calibrated(cube.calibration)
     np.testing.assert_allclose(cal.qx, (t.qx - 32) * 0.1)
     assert cal.units == "1/Å" and cal != t and t == PeakTable(t.scan_shape, t.offsets, t.qx, t.qy, t.intensity,

@@ -82,61 +82,67 @@ def score(table, lat, keep):
     return np.asarray(errs), missed, spurious
 
 
-def noisy_table(data, vac):
-    """Peaks of the data with Poisson noise at 2000 e/probe."""
-    counts = np.random.default_rng(7).poisson(data.astype(np.float64) * 2000).astype(np.float32)
-    # With the 'flat' kernel (unit sum) a disk of N electrons correlates to about N / (pi r^2);
-    # single stray electrons give 1 / (pi r^2). Threshold: 5 electrons in a disk.
-    tmpl = probe_template(vac)
-    p = FindDisksParams(min_absolute_intensity=5 / (np.pi * tmpl.radius ** 2))
-    return find_disks_in_patterns(counts.reshape((-1,) + data.shape[2:]), tmpl, p)
-
-
 @pytest.fixture(scope="module", params=FILES)
 def dataset(request, shared_data):
     return (request.param,) + load(shared_data, request.param)
 
 
 def test_clean(dataset):
+    # Target of the issue: median <= 0.05 px, none missed, none spurious, at the defaults
+    # (subpixel='disk': each disk correlated on its own with the probe). Measured 0.014-0.018 px
+    # on the single-crystal files (p95 <= 0.04, max <= 0.061) and 0.047 on the bicrystal, whose
+    # kept positions still hold 1.7-4.5 % of the other grain (rotated disks overlapping).
     name, data, vac, lat, keep = dataset
     t = find_disks_in_patterns(data.reshape((-1,) + data.shape[2:]), probe_template(vac), FindDisksParams())
     errs, missed, spurious = score(t, lat, keep)
     print(f"{name}: clean median {np.median(errs):.4f} px p95 {np.percentile(errs, 95):.4f} "
           f"missed {missed} spurious {spurious}")
     assert missed == 0 and spurious == 0
-    # Measured 0.13-0.14 px: the whole-pattern cross-correlation is pulled towards the zero
-    # beam by the dynamical intensity inside each disk (see ../shared/data/README.md); the
-    # bound leaves ~10 % over the worst file.
-    assert np.median(errs) <= 0.18  # bicrystal (pure-grain positions) 0.167
+    assert np.median(errs) <= 0.05
+    if name != "si_001_bicrystal_10deg":
+        assert np.median(errs) <= 0.03 and np.percentile(errs, 95) <= 0.06
 
 
-@pytest.mark.xfail(strict=True, reason="target 0.05 px needs per-disk (isolated) phase correlation; the "
-                   "whole-pattern cross-correlation is biased ~0.13 px by dynamical disk contrast")
-def test_clean_target(dataset):
-    name, data, vac, lat, keep = dataset
-    t = find_disks_in_patterns(data.reshape((-1,) + data.shape[2:]), probe_template(vac), FindDisksParams())
-    assert np.median(score(t, lat, keep)[0]) <= 0.05
+def test_whole_pattern_bias_is_what_disk_refinement_removes(dataset):
+    # subpixel='dft' on the whole-pattern correlation: 0.13-0.17 px, pulled towards the zero beam
+    # by the dynamical intensity inside each disk (../shared/data/README.md).
+    _, data, vac, lat, keep = dataset
+    t = find_disks_in_patterns(data.reshape((-1,) + data.shape[2:]), probe_template(vac),
+                               FindDisksParams(subpixel="dft"))
+    assert np.median(score(t, lat, keep)[0]) > 0.1
+
+
+def noisy_table(data, vac):
+    """Peaks of the data with Poisson noise at 2000 e/probe (seeded), matched-filter settings."""
+    counts = np.random.default_rng(7).poisson(data.astype(np.float64) * 2000).astype(np.float32)
+    # With the 'flat' kernel (unit sum) a disk of N electrons correlates to about N / (pi r^2);
+    # threshold: 5 electrons in a disk; everything else at the defaults.
+    tmpl = probe_template(vac)
+    p = FindDisksParams(min_absolute_intensity=5 / (np.pi * tmpl.radius ** 2))
+    return find_disks_in_patterns(counts.reshape((-1,) + data.shape[2:]), tmpl, p)
 
 
 def test_noisy(dataset):
-    # 2000 e/probe: the zero beam gets ~1850 electrons, a (220) disk ~11, a (400) ~4, a (440) ~1,
-    # so weak disks are missed (allowed) and a (220) centre is uncertain by ~r/(2 sqrt(11)) = 1.2 px
-    # per axis: a 0.3 px median over all found disks is below the counting limit. We assert
-    # no spurious disks, the zero beam within 0.3 px, and the median over all found disks.
+    # Issue target: median <= 0.3 px and no spurious disk at 2000 e/probe. NOT reached; the
+    # counting statistics put it at or below the physical limit. Electrons per disk (data x 2000,
+    # summed inside r = 8.1 px): zero beam 1910, (220) 11.6, (400) 4.0, (440) 1.0. The
+    # Cramer-Rao bound for a disk centre, computed with the actual (220) disk of these files
+    # (its edge is blurred and its intensity not uniform), is 0.31-0.41 px per axis, i.e. a
+    # median distance of 0.37-0.49 px for an unbiased estimator (0.51-0.61 px per axis for the
+    # (400)); with the zero beams (~0.05 px) making up a quarter of the found disks, even a
+    # bound-achieving estimator would give a median over all found disks of about 0.33-0.4 px.
+    # "Spurious" here are mostly (220) and (400) disks with 6-13 electrons found 2-6 px off
+    # (farther than MATCH), not noise maxima. Measured at the defaults: median 0.56-0.60 px on
+    # the single crystals and 0.71 on the bicrystal (mixed positions), zero beam 0.07 px,
+    # 0.86-0.93 spurious per pattern (bicrystal 1.03); the whole-pattern 'dft' refinement gave
+    # 0.90-0.95 px and 1.05 per pattern. (disk_corr_power=1, disk_sigma=1 trades median for
+    # fewer spurious: 0.75-0.82 px, 0.58-0.68 per pattern.) The bounds leave ~10 % over the worst.
     name, data, vac, lat, keep = dataset
     t = noisy_table(data, vac)
     errs, missed, spurious = score(t, lat, keep)
     zero = np.array([np.hypot(t.at(k)["qx"][0] - 64, t.at(k)["qy"][0] - 64) for k in range(len(t.counts()))])
     print(f"{name}: noisy median {np.median(errs):.4f} px zero-beam median {np.median(zero):.4f} "
           f"missed {missed} spurious {spurious} found {len(errs)}")
-    assert np.median(zero) <= 0.3  # measured 0.09-0.11
-    assert np.median(errs) <= 1.0  # measured 0.90-0.95, near the counting limit above
-    assert spurious <= 1.1 * len(t.counts())  # measured ~1 per pattern (269/256): see the xfail below
-
-
-@pytest.mark.xfail(strict=True, reason="noise maxima on the zero beam's correlation shoulder (~1 per "
-                   "pattern at 2000 e/probe) pass the thresholds; not solved yet")
-def test_noisy_no_spurious(dataset):
-    name, data, vac, lat, keep = dataset
-    t = noisy_table(data, vac)
-    assert score(t, lat, keep)[2] == 0
+    assert np.median(zero) <= 0.1
+    assert np.median(errs) <= 0.8
+    assert spurious <= 1.15 * keep.sum()

@@ -94,14 +94,8 @@ def test_detected_rotation_10deg(data):
     assert np.median(sm.theta_deg) == pytest.approx(10.0, abs=0.05)
 
 
-def test_detected_gradient_regression_guard(data):
-    sm, truth = _maps(data, "si_001_exx_gradient", "detected")
-    rms = float(np.sqrt(np.mean((sm.exx - truth["strain_exx"]) ** 2)))
-    assert rms <= 0.003  # 0.22 % measured with the current find_disks; guards against regressions
-
-
-@pytest.mark.xfail(strict=False, reason="needs the disk-detection accuracy work (per-position scatter 0.19 %)")
 def test_detected_gradient_target(data):
+    """The issue's target: RMS error of the ε_xx map at most 0.05 % (per-disk refined peaks)."""
     sm, truth = _maps(data, "si_001_exx_gradient", "detected")
     rms = float(np.sqrt(np.mean((sm.exx - truth["strain_exx"]) ** 2)))
     assert rms <= 0.0005
