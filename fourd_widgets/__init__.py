@@ -47,7 +47,7 @@ from .io.results import Results
 
 # Widgets load anywidget/ipywidgets; import them on first use so headless
 # scripts and batch workers stay light.
-_WIDGETS = {"Explorer", "ImageView"}
+_WIDGETS = {"Explorer", "ImageView", "CalibrationTool", "StrainMapper"}
 
 
 def __getattr__(name: str):
@@ -59,7 +59,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "Explorer", "ImageView",
+    "Explorer", "ImageView", "CalibrationTool", "StrainMapper",
     "__version__", "errors", "datasets", "engine",
     "Calibration", "DataCube", "Params", "Recipe", "Results",
     "load", "describe", "run",

@@ -1,10 +1,14 @@
 """Widgets: anywidget views and the tools built from them (no numerics of their own).
 
 * :class:`ImageView`: one 2-D image with colormaps, contrast, zoom, readout and overlays;
-* :class:`Explorer`: diffraction and virtual-image views linked as in py4D-browser.
+* :class:`Explorer`: diffraction and virtual-image views linked as in py4D-browser;
+* :class:`CalibrationTool`: origin maps with fit and residuals, the ellipse on the Bragg vector map;
+* :class:`StrainMapper`: g1/g2 picked on the Bragg vector map, strain maps, reference region.
 """
 
+from .calibration_tool import CalibrationTool
 from .explorer import Explorer
 from .image_view import ImageView
+from .strain_mapper import StrainMapper
 
-__all__ = ["Explorer", "ImageView"]
+__all__ = ["CalibrationTool", "Explorer", "ImageView", "StrainMapper"]
