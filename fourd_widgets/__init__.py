@@ -47,7 +47,7 @@ from .io.results import Results
 
 # Widgets load anywidget/ipywidgets; import them on first use so headless
 # scripts and batch workers stay light.
-_WIDGETS = {"Explorer", "ImageView", "CalibrationTool", "StrainMapper"}
+_WIDGETS = {"Explorer", "ImageView", "CalibrationTool", "StrainMapper", "DiskTuner"}
 
 
 def __getattr__(name: str):
@@ -59,7 +59,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "Explorer", "ImageView", "CalibrationTool", "StrainMapper",
+    "Explorer", "ImageView", "CalibrationTool", "StrainMapper", "DiskTuner",
     "__version__", "errors", "datasets", "engine",
     "Calibration", "DataCube", "Params", "Recipe", "Results",
     "load", "describe", "run",

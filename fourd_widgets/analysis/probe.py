@@ -279,7 +279,7 @@ def vacuum_probe_from_region(cube: Any, region: np.ndarray, align: bool = True) 
     if not mask.any():
         raise ParameterError("the vacuum region is empty: select at least one scan position in vacuum",
                              field="region")
-    mean = _check_image(cube.mean_pattern(region=mask), "the mean pattern of the vacuum region")
+    mean = _check_image(cube.mean_pattern(region=mask, ignore_nan=True), "the mean pattern of the vacuum region")
     (cx, cy), r = measure_disk(mean)
     X, Y = np.indices(mean.shape)
     outside = mean[np.hypot(X - cx, Y - cy) > 1.5 * r + 1].sum() / mean.sum()
@@ -456,7 +456,7 @@ def probe_template(source: Any, params: ProbeTemplateParams | None = None, **cha
         elif is_array:
             probe = _check_image(source, "the vacuum image")
         elif hasattr(source, "mean_pattern"):
-            probe = _check_image(source.mean_pattern(), "the mean pattern of the vacuum recording")
+            probe = _check_image(source.mean_pattern(ignore_nan=True), "the mean pattern of the vacuum recording")
         else:
             raise ParameterError("source='vacuum_image' needs the image (params.image or an array)", field="image")
         if probe.shape != tuple(det_shape):
@@ -469,7 +469,7 @@ def probe_template(source: Any, params: ProbeTemplateParams | None = None, **cha
                                  field="region")
         probe = vacuum_probe_from_region(source, np.asarray(p.region), align=p.align)
     else:
-        mean = _check_image(source if is_array else source.mean_pattern(), "the mean pattern")
+        mean = _check_image(source if is_array else source.mean_pattern(ignore_nan=True), "the mean pattern")
         radius = p.radius if p.radius is not None else measure_disk(mean, p.threshold)[1]
         H, W = mean.shape
         centre = (float(H // 2), float(W // 2))

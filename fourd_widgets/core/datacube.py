@@ -449,16 +449,28 @@ class DataCube:
                 data = data[sel]
             yield data
 
-    def mean_pattern(self, region: np.ndarray | None = None, chunk_bytes: int | None = None) -> np.ndarray:
-        """Mean diffraction pattern (float64) over all positions or a boolean scan mask."""
+    def mean_pattern(self, region: np.ndarray | None = None, chunk_bytes: int | None = None,
+                     ignore_nan: bool = False) -> np.ndarray:
+        """Mean diffraction pattern (float64) over all positions or a boolean scan mask.
+
+        ``ignore_nan=True`` leaves non-finite pixels (dead frames, masked pixels)
+        out of the mean pixel by pixel; a pixel that is never finite stays NaN.
+        """
         total = np.zeros(self.detector_shape, dtype=np.float64)
-        count = 0
+        count: np.ndarray | int = np.zeros(self.detector_shape, dtype=np.int64) if ignore_nan else 0
+        skip = ignore_nan and self.dtype.kind in "fc"
         for data in self._selected_patterns(region, chunk_bytes):
-            total += data.sum(axis=0, dtype=np.float64)
-            count += data.shape[0]
-        if count == 0:
+            if skip:
+                finite = np.isfinite(data)
+                total += np.where(finite, data, 0).sum(axis=0, dtype=np.float64)
+                count += finite.sum(axis=0)
+            else:
+                total += data.sum(axis=0, dtype=np.float64)
+                count += data.shape[0]
+        if np.all(np.asarray(count) == 0):
             raise ShapeError("the real-space region selects no scan positions")
-        return total / count
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return total / count
 
     def max_pattern(self, region: np.ndarray | None = None, chunk_bytes: int | None = None) -> np.ndarray:
         """Per-pixel maximum over all positions or a boolean scan mask (input dtype)."""

@@ -151,3 +151,28 @@ def test_dask_backing(small_cube_array):
     assert cube.storage_chunks == (2, 5, 12, 10)
     assert np.allclose(cube.mean_pattern(), small_cube_array.mean(axis=(0, 1)))
     assert np.array_equal(cube[3, 1], small_cube_array[3, 1])
+
+
+def test_mean_pattern_can_ignore_dead_frames(small_cube_array):
+    a = small_cube_array.astype(np.float32)
+    a[2, 3] = np.nan          # a dead frame
+    a[:, :, 0, 0] = np.nan    # a pixel that is never finite
+    cube = fw.DataCube(a)
+    assert np.isnan(cube.mean_pattern()).all()  # the dead frame poisons a plain mean
+    m = cube.mean_pattern(ignore_nan=True)
+    keep = np.ones((6, 5), bool)
+    keep[2, 3] = False
+    assert np.allclose(m[1:, 1:], a[keep][:, 1:, 1:].mean(axis=0))
+    assert np.isnan(m[0, 0])
+
+
+def test_probe_template_survives_a_nan_frame():
+    cube, _ = fw.datasets.sample("strained_crystal", small=True)
+    data = cube.to_numpy().astype(np.float32)
+    data[0, 0] = np.nan
+    nan_cube = fw.DataCube(data, cube.calibration)
+    t_nan = fw.probe_template(nan_cube, fw.ProbeTemplateParams())
+    t_ref = fw.probe_template(fw.DataCube(np.delete(data.reshape(-1, *data.shape[2:]), 0, axis=0)[None],
+                                          cube.calibration), fw.ProbeTemplateParams())
+    assert t_nan.radius == pytest.approx(t_ref.radius, rel=1e-6)
+    assert np.allclose(t_nan.centre, t_ref.centre)
