@@ -201,10 +201,13 @@ def test_nan_pattern_is_skipped_with_a_message(sample) -> None:
     data = cube.to_numpy().copy()
     data[5, 5, 10, 10] = np.nan
     nan_cube = DataCube(data, cube.calibration)
-    # a synthetic template measures the mean pattern, which the NaN spoils: said beside the template
+    # the synthetic template measures a NaN-safe mean pattern, so it still works;
+    # the spoiled pattern itself is flagged beside the detection controls
     tuner = DiskTuner(nan_cube, positions=[(5, 5), (9, 9)]).wait()
     try:
-        assert "NaN" in tuner.template_message.value
+        assert tuner.template_message.value == ""
+        assert "NaN" in tuner.detect_message.value and "pattern 1" in tuner.detect_message.value
+        assert tuner.marker_counts()[0] == 0 and tuner.marker_counts()[1] > 0
     finally:
         tuner.close()
     params = FindDisksParams().replace(template=FindDisksParams().template.replace(source="vacuum_image"))
