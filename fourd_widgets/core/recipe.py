@@ -151,6 +151,17 @@ class Recipe:
             labels=tuple(d.get("labels") or ()),
         )
 
+    @classmethod
+    def coerce(cls, value: "Recipe | Mapping[str, Any] | str") -> "Recipe":
+        """A Recipe from a Recipe, its dict or its JSON text (what tools' ``from_params`` accept)."""
+        if isinstance(value, str):
+            return cls.from_json(value)
+        if isinstance(value, Mapping):
+            return cls.from_dict(value)
+        if not isinstance(value, cls):
+            raise ParameterError(f"expected a Recipe, its dict or its JSON, got {type(value).__name__}")
+        return value
+
     def to_json(self, indent: int | None = 1) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 

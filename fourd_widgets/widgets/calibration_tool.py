@@ -269,7 +269,7 @@ class CalibrationTool:
         ParameterError
             If the recipe has no origin step.
         """
-        recipe = _as_recipe(params)
+        recipe = Recipe.coerce(params)
         if recipe.calibration is not None:
             cube = cube.with_calibration(recipe.calibration)
         found = {type(s): s for s in recipe.steps}
@@ -540,14 +540,3 @@ class CalibrationTool:
                 fn(self)
             except Exception as exc:  # a user callback must not break the tool
                 self.busy.status.value = f"on_update callback failed: {exc}"
-
-
-def _as_recipe(params: Recipe | dict | str) -> Recipe:
-    """A Recipe from a Recipe, its dict or its JSON (ParameterError otherwise)."""
-    if isinstance(params, str):
-        params = Recipe.from_json(params)
-    elif isinstance(params, dict):
-        params = Recipe.from_dict(params)
-    if not isinstance(params, Recipe):
-        raise ParameterError(f"from_params needs a Recipe, got {type(params).__name__}")
-    return params

@@ -296,12 +296,7 @@ class Explorer:
             If the recipe has no virtual image step or holds something an
             explorer cannot draw (a Mask detector, an array region).
         """
-        if isinstance(params, str):
-            params = Recipe.from_json(params)
-        elif isinstance(params, dict):
-            params = Recipe.from_dict(params)
-        if not isinstance(params, Recipe):
-            raise ParameterError(f"from_params needs a Recipe, got {type(params).__name__}")
+        params = Recipe.coerce(params)
         if params.calibration is not None:
             cube = cube.with_calibration(params.calibration)
         vi = [s for s in params.steps if isinstance(s, VirtualImageParams)]

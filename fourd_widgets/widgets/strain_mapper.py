@@ -42,7 +42,7 @@ from ..core.datacube import DataCube
 from ..core.errors import FourDError, ParameterError
 from ..core.recipe import Recipe
 from ..engine.run import Cancel
-from .calibration_tool import DISK_LABEL, Busy, CalibrationTool, _as_recipe, error_text, message_label
+from .calibration_tool import DISK_LABEL, Busy, CalibrationTool, error_text, message_label
 from .image_view import ImageView
 from .overlays import make_overlay, region_from_overlay, validate_overlay
 
@@ -225,7 +225,7 @@ class StrainMapper:
         ParameterError
             If the recipe has no strain_map step.
         """
-        recipe = _as_recipe(params)
+        recipe = Recipe.coerce(params)
         strain = [s for s in recipe.steps if isinstance(s, StrainMapParams)]
         if not strain:
             raise ParameterError("this recipe has no strain_map step to show", field="steps")

@@ -61,3 +61,12 @@ def test_load_errors_name_the_file(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ParameterError, match="bad.json: recipe is not valid JSON"):
         Recipe.load(bad)
+
+
+def test_coerce_accepts_recipe_dict_and_json_only():
+    r = make()
+    assert Recipe.coerce(r) is r
+    assert Recipe.coerce(r.to_dict()) == r
+    assert Recipe.coerce(r.to_json()) == r
+    with pytest.raises(ParameterError, match="expected a Recipe, its dict or its JSON, got int"):
+        Recipe.coerce(3)
