@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "browser"))

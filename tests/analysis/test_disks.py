@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
 
 from fourd_widgets.analysis.disks import (FLAG_INVALID, FindDisksParams, NoPeaksWarning, PeakTable,
-                                          bragg_vector_map, candidate_peaks, correlate_patterns, find_disks,
+                                          bragg_vector_map, candidate_peaks, find_disks,
                                           find_disks_in_patterns)
 from fourd_widgets.analysis.probe import probe_template, synthetic_disk
 from fourd_widgets.core import Calibration, DataCube

@@ -1,7 +1,6 @@
 """Calibration: validation, unit conversions against physics, JSON round trip, clear errors."""
 
 import json
-import math
 
 import numpy as np
 import pytest
