@@ -172,6 +172,9 @@ class VirtualImageJob(ImageJob):
             self.plan.append((d.response, (len(cols), len(cols) + 1), scale, d.relative_to_origin, False))
             cols += [w, w * coord]
         self.weights, self.corner = _bbox_stack(cols, detector_shape)
+        # Weights of mixed sign can cancel (signed masks, CoM of them): float32
+        # accumulation then loses the result, so those jobs accumulate in float64.
+        self.signed = bool((self.weights < 0).any())
         self.support, self.sup_corner = _bbox_stack(sups, detector_shape)
         self.support = self.support.astype(bool)
         self.shift = shift
@@ -211,7 +214,8 @@ class VirtualImageJob(ImageJob):
             return out
         # float32 keeps float32 and 8/16-bit data exact enough (relative ~1e-6) at
         # twice the speed; 32/64-bit integers and float64 need float64
-        wide = block.dtype.itemsize > 4 or (block.dtype.kind in "ui" and block.dtype.itemsize == 4)
+        wide = (block.dtype.itemsize > 4 or (block.dtype.kind in "ui" and block.dtype.itemsize == 4)
+                or self.signed)
         dt = np.dtype(np.float64 if wide else np.float32)
         stack = self.gemm_stack.get(dt.str)
         if stack is None:  # cast once per dtype, laid out for BLAS
@@ -228,7 +232,7 @@ class VirtualImageJob(ImageJob):
 
     def _weights_as(self, dtype: np.dtype) -> np.ndarray:
         """Weights in float32 for small data types (twice the SIMD width), else float64."""
-        if dtype.itemsize <= 2 or dtype == np.float32:
+        if (dtype.itemsize <= 2 or dtype == np.float32) and not self.signed:
             if self._weights32 is None:
                 self._weights32 = self.weights.astype(np.float32)
             return self._weights32

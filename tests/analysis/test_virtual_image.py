@@ -236,3 +236,21 @@ def test_registered_step_and_schedulers_agree_bitwise(rng):
     assert sync.shape == (2, 9, 7)
     np.testing.assert_array_equal(sync, threads)
     np.testing.assert_array_equal(sync, virtual_image(cube, list(params.detectors), **opts))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32])
+@pytest.mark.parametrize("response", ["sum", "com_x"])
+def test_signed_mask_that_nearly_cancels_keeps_precision(dtype, response):
+    """A signed mask whose weighted sum nearly cancels must not lose it to float32 accumulation."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(100, 60000, size=(5, 7, 12, 11)).astype(dtype)
+    w = rng.normal(size=(12, 11))
+    # make the weighted sum at position (2, 3) cancel to ~1e-4 of its terms
+    w[0, 0] -= 0.9999 * (data[2, 3].astype(np.float64) * w).sum() / float(data[2, 3, 0, 0])
+    det = Mask(mask=w, response=response)
+    got = virtual_image(DataCube(data), det, progress=False)
+    d = data.astype(np.float64)
+    num = (d * w).sum(axis=(2, 3))
+    want = num if response == "sum" else (d * w * np.arange(12)[:, None]).sum(axis=(2, 3)) / num
+    # float32 accumulation would be off by ~1e-7 / 1e-4 = 1e-3 relative at (2, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-6)
