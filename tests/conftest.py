@@ -7,6 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI replays the same examples every run (reproducible verdicts); local runs keep
+# drawing new ones, which is where new edge cases are found.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
 #: ../shared/data beside the checkout (override with FOURD_SHARED_DATA).
