@@ -26,6 +26,7 @@ from .analysis import (
     measure_qr_rotation,
     strain_map,
     suggest_basis,
+    undistort_cube,
     PeakTable,
     ProbeTemplateParams,
     VirtualDiffractionParams,
@@ -69,5 +70,5 @@ __all__ = [
     "bragg_vector_map",
     "OriginParams", "OriginFitParams", "EllipseParams", "PixelSizeParams", "QRRotationParams",
     "measure_origin", "fit_origin", "fit_ellipse", "measure_pixel_size", "measure_qr_rotation",
-    "StrainMap", "StrainMapParams", "strain_map", "suggest_basis",
+    "undistort_cube", "StrainMap", "StrainMapParams", "strain_map", "suggest_basis",
 ]

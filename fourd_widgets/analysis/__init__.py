@@ -16,6 +16,7 @@ from .calibration import (
     measure_origin,
     measure_pixel_size,
     measure_qr_rotation,
+    undistort_cube,
 )
 from .detectors import detector_mask
 from .disks import FindDisksParams, PeakTable, bragg_vector_map, find_disks
@@ -31,5 +32,5 @@ __all__ = [
     "bragg_vector_map", "calibration", "strain",
     "OriginParams", "OriginFitParams", "EllipseParams", "PixelSizeParams", "QRRotationParams",
     "measure_origin", "fit_origin", "fit_ellipse", "measure_pixel_size", "measure_qr_rotation",
-    "StrainMap", "StrainMapParams", "strain_map", "suggest_basis",
+    "undistort_cube", "StrainMap", "StrainMapParams", "strain_map", "suggest_basis",
 ]

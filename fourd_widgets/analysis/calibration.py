@@ -43,6 +43,7 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from ..core.calibration import Calibration
+from ..core.datacube import DataCube
 from ..core.errors import MissingCalibrationError, ParameterError, ShapeError
 from ..core.params import Params, param
 from .disks import PeakTable
@@ -73,6 +74,7 @@ __all__ = [
     "reciprocal_length",
     "ring_points",
     "scan_frame_matrix",
+    "undistort_cube",
     "undistort_patterns",
 ]
 
@@ -215,6 +217,48 @@ def undistort_patterns(patterns: np.ndarray, origin: Any, ellipse: Any, order: i
     for n in range(flat.shape[0]):
         out[n] = ndimage.map_coordinates(flat[n], src, order=order, mode="constant", cval=0.0)
     return out.reshape(x.shape)
+
+
+class _UndistortedArray:
+    """Backing array of :func:`undistort_cube`: each block is resampled as it is read."""
+
+    def __init__(self, cube: DataCube, origin: Any, ellipse: Any, order: int) -> None:
+        self.cube, self.origin, self.ellipse, self.order = cube, origin, ellipse, order
+        self.shape = cube.shape
+        self.dtype = np.result_type(cube.dtype, np.float32)
+        self.chunks = None
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        # resampling needs whole patterns: read the full detector, cut afterwards
+        block = self.cube.read(key[0], key[1])
+        return undistort_patterns(block, self.origin, self.ellipse, self.order)[..., key[2], key[3]]
+
+
+def undistort_cube(cube: DataCube, ellipse: Any = None, order: int = 1) -> DataCube:
+    """A lazy cube with the elliptic distortion resampled out of every pattern.
+
+    Parameters
+    ----------
+    cube : DataCube
+        Needs ``calibration.origin`` (the centre of the distortion).
+    ellipse : (a, b, θ_deg), optional
+        Default: ``cube.calibration.ellipse``.
+    order : int
+        Spline order (1 = bilinear).
+
+    Returns
+    -------
+    DataCube
+        Same shape, float32 (or float64); nothing is read until a step asks.
+        Its calibration has no ellipse, since the distortion is gone. It has no
+        file ``source``, so it travels to Dask workers as data.
+    """
+    cal = cube.calibration
+    origin = cal.require("origin", "resampling the ellipse out of the cube")
+    if ellipse is None:
+        ellipse = cal.require("ellipse", "resampling the ellipse out of the cube")
+    arr = _UndistortedArray(cube, origin, tuple(float(v) for v in ellipse), int(order))
+    return DataCube(arr, cal.replace(ellipse=None), metadata=cube.metadata)
 
 
 # --- origin ---------------------------------------------------------------------------------

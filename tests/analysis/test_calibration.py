@@ -265,3 +265,36 @@ def test_gold_nanoparticles_calibration_scene():
 
 
 AU_RING_INVA = 0.47  # first amorphous ring of the gold_nanoparticles scene (datasets/scenes.py)
+
+
+def test_undistort_cube_removes_the_simulated_ellipse():
+    """Resampled lazily, the distorted cube's disks return to where the undistorted simulation has them."""
+    import fourd_widgets as fw
+    from fourd_widgets.analysis.calibration import undistort_cube, undistort_patterns
+
+    kw = dict(scan_shape=(2, 3), detector_shape=(96, 96), seed=4)
+    clean, truth = fw.datasets.simulate(**kw)
+    bent, _ = fw.datasets.simulate(ellipse=(1.04, 0.96, 25.0), **kw)
+    cube = bent.with_calibration(bent.calibration.replace(ellipse=(1.04, 0.96, 25.0)))
+    fixed = undistort_cube(cube)
+    assert fixed.calibration.ellipse is None and fixed.shape == cube.shape
+    block = fixed.read((0, 2), (1, 3), (10, 80), (5, 90))
+    assert np.allclose(block, undistort_patterns(cube.read((0, 2), (1, 3)), cube.calibration.origin,
+                                                 (1.04, 0.96, 25.0))[..., 10:80, 5:90])
+    qx, qy = np.meshgrid(np.arange(96.0), np.arange(96.0), indexing="ij")
+
+    def centroid(p, c, r):
+        m = (qx - c[0]) ** 2 + (qy - c[1]) ** 2 < r * r
+        w = p * m
+        return np.array([(w * qx).sum(), (w * qy).sum()]) / w.sum()
+
+    r = truth.disk_radius_px + 2
+    pk = truth.peaks_at(0, 0)
+    order = np.argsort(-pk["intensity"][1:]) + 1  # strongest diffracted disks (the central one does not move)
+    inside = [i for i in order if r < pk["qx"][i] < 96 - r and r < pk["qy"][i] < 96 - r][:4]
+    assert len(inside) == 4
+    for i in inside:
+        c = (pk["qx"][i], pk["qy"][i])
+        # the distortion moves a disk by ~0.04 * |g|; undistorted it is back within 0.1 px
+        assert np.linalg.norm(centroid(fixed.pattern(0, 0), c, r) - centroid(clean.pattern(0, 0), c, r)) < 0.1
+        assert np.linalg.norm(centroid(bent.pattern(0, 0), c, r) - centroid(clean.pattern(0, 0), c, r)) > 0.3
