@@ -46,7 +46,7 @@ from ..core.calibration import Calibration
 from ..core.datacube import DataCube
 from ..core.errors import MissingCalibrationError, ParameterError, ShapeError
 from ..core.params import Params, param
-from .disks import PeakTable
+from .disks import PeakTable, origin_per_peak
 from .steps import RunContext, register_step
 
 __all__ = [
@@ -136,19 +136,8 @@ def corrected_vectors(peaks: PeakTable, calibration: Calibration, step: str = "c
     if peaks.units != "px":
         raise ParameterError(f"{step}: the peak table is already calibrated (units {peaks.units!r}); pass the "
                              "table in detector px", field="peaks")
-    om = calibration.origin_map
-    if om is not None:
-        om = np.asarray(om, float)
-        if om.shape[:-1] != peaks.scan_shape:
-            raise ShapeError(f"origin_map has scan shape {om.shape[:-1]}, the peak table {peaks.scan_shape}")
-        o = om.reshape(-1, 2)[peaks.positions()]
-    else:
-        if calibration.origin is None:
-            raise MissingCalibrationError(
-                "origin", step, "Set cube.calibration = cube.calibration.replace(origin=(qx0, qy0)), or "
-                "measure it per position with measure_origin (recipe step 'origin').")
-        o = np.asarray(calibration.origin, float)[None]
-    v = np.stack([peaks.qx, peaks.qy], -1) - o
+    ox, oy = origin_per_peak(peaks, calibration, step)
+    v = np.stack([peaks.qx - ox, peaks.qy - oy], -1)
     if calibration.ellipse is not None:
         v = v @ np.linalg.inv(distortion_matrix(calibration.ellipse)).T
     return v

@@ -86,6 +86,7 @@ from .steps import RunContext, register_step
 __all__ = [
     "FindDisksParams",
     "PeakTable",
+    "origin_per_peak",
     "DiskCorrelation",
     "Candidates",
     "find_disks",
@@ -222,9 +223,12 @@ class PeakTable:
         Parameters
         ----------
         calibration : Calibration
-            Uses ``origin_map`` (per position) or ``origin``, and ``reciprocal_step``.
+            Uses ``origin_map`` (per position) or ``origin``, ``ellipse`` when set,
+            and ``reciprocal_step``.
         origin : bool
-            Subtract the origin (default); False keeps detector coordinates.
+            Subtract the origin and remove the ellipse (default, as
+            :func:`fourd_widgets.analysis.calibration.calibrated_peaks`); False only
+            scales detector coordinates.
 
         Raises
         ------
@@ -233,14 +237,13 @@ class PeakTable:
         """
         if self.units != "px":
             raise ParameterError(f"this peak table is already calibrated (units {self.units!r})")
-        step = calibration.require("reciprocal_step", "calibrating the peak table")
-        qx, qy = self.qx.copy(), self.qy.copy()
         if origin:
-            ox, oy = _origin_per_peak(self, calibration)
-            qx -= ox
-            qy -= oy
-        return PeakTable(self.scan_shape, self.offsets, qx * step, qy * step, self.intensity, self.correlation,
-                         self.flags, units=calibration.reciprocal_units)
+            from .calibration import calibrated_peaks  # calibration imports this module
+
+            return calibrated_peaks(self, calibration)
+        step = calibration.require("reciprocal_step", "calibrating the peak table")
+        return PeakTable(self.scan_shape, self.offsets, self.qx * step, self.qy * step, self.intensity,
+                         self.correlation, self.flags, units=calibration.reciprocal_units)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PeakTable):
@@ -256,7 +259,9 @@ class PeakTable:
         return f"PeakTable(scan_shape={self.scan_shape}, peaks={len(self)}, units={self.units!r})"
 
 
-def _origin_per_peak(table: PeakTable, calibration: Any) -> tuple[np.ndarray, np.ndarray]:
+def origin_per_peak(table: PeakTable, calibration: Any,
+                    step: str = "calibrating the peak table") -> tuple[np.ndarray, np.ndarray]:
+    """The origin (qx0, qy0) under each peak: ``origin_map`` at its position, else ``origin``."""
     om = getattr(calibration, "origin_map", None)
     if om is not None:
         om = np.asarray(om, dtype=np.float64)
@@ -264,7 +269,7 @@ def _origin_per_peak(table: PeakTable, calibration: Any) -> tuple[np.ndarray, np
             raise ShapeError(f"origin_map has scan shape {om.shape[:-1]}, the peak table {table.scan_shape}")
         flat = om.reshape(-1, 2)[table.positions()]
         return flat[:, 0], flat[:, 1]
-    o = calibration.require("origin", "calibrating the peak table")
+    o = calibration.require("origin", step)
     return np.full(len(table), o[0]), np.full(len(table), o[1])
 
 
@@ -735,7 +740,7 @@ def bragg_vector_map(peaks: PeakTable, shape: tuple[int, int], *,
     qx, qy = peaks.qx.copy(), peaks.qy.copy()
     if origin is not None:
         if hasattr(origin, "reciprocal_step"):
-            ox, oy = _origin_per_peak(peaks, origin)
+            ox, oy = origin_per_peak(peaks, origin)
         else:
             o = np.asarray(origin, dtype=np.float64)
             if o.shape == (2,):

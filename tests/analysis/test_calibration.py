@@ -298,3 +298,16 @@ def test_undistort_cube_removes_the_simulated_ellipse():
         # the distortion moves a disk by ~0.04 * |g|; undistorted it is back within 0.1 px
         assert np.linalg.norm(centroid(fixed.pattern(0, 0), c, r) - centroid(clean.pattern(0, 0), c, r)) < 0.1
         assert np.linalg.norm(centroid(bent.pattern(0, 0), c, r) - centroid(clean.pattern(0, 0), c, r)) > 0.3
+
+
+def test_peak_table_to_calibrated_removes_the_ellipse_like_calibrated_peaks():
+    from fourd_widgets.analysis.calibration import calibrated_peaks
+    from fourd_widgets.analysis.disks import PeakTable
+
+    t = PeakTable((1, 2), [0, 1, 3], qx=[14.0, 10, 7], qy=[10.0, 13, 10], intensity=[1.0, 1, 1],
+                  correlation=[1.0, 1, 1])
+    cal = Calibration(origin=(10, 10), ellipse=(2.0, 1.0, 0.0), reciprocal_step=0.5)
+    got = t.to_calibrated(cal)
+    assert got == calibrated_peaks(t, cal)
+    assert got.qx[0] == 1.0  # 4 px along the stretched axis (a = 2) is 2 px undistorted, times 0.5
+    assert t.to_calibrated(cal, origin=False).qx[0] == 7.0
