@@ -28,8 +28,15 @@ from typing import Any, Callable, Iterator
 import ipywidgets as w
 import numpy as np
 
-from ..analysis.calibration import (EllipseFit, EllipseParams, OriginFitParams, OriginParams, distortion_matrix,
-                                    fit_ellipse, fit_origin)
+from ..analysis.calibration import (
+    EllipseFit,
+    EllipseParams,
+    OriginFitParams,
+    OriginParams,
+    distortion_matrix,
+    fit_ellipse,
+    fit_origin,
+)
 from ..analysis.disks import PeakTable
 from ..analysis.interactive import LatestOnly
 from ..analysis.steps import RunContext, step_function
@@ -41,6 +48,7 @@ from ..core.recipe import Recipe
 from ..engine.run import Cancel
 from .image_view import ImageView
 from .overlays import make_overlay
+from .tool import WorkerTool
 
 __all__ = ["CalibrationTool", "ORIGIN_METHODS", "FIT_MODELS", "DISK_LABEL", "Busy", "message_label",
            "error_text"]
@@ -138,7 +146,7 @@ class _OriginRequest:
     cancel: Cancel = field(default_factory=Cancel)
 
 
-class CalibrationTool:
+class CalibrationTool(WorkerTool):
     """Origin, descan fit and ellipse of a cube, chosen by looking at the maps.
 
     Parameters
@@ -182,6 +190,8 @@ class CalibrationTool:
     True
     >>> tool.close()
     """
+
+    _tool_name = "calibration tool"
 
     def __init__(self, cube: DataCube, peaks: PeakTable | None = None, *, origin: OriginParams | None = None,
                  origin_fit: OriginFitParams | None = None, ellipse: EllipseParams | None = None,
@@ -343,16 +353,6 @@ class CalibrationTool:
             self._syncing = False
         self._fit_ellipse()
         self._notify()
-
-    def on_update(self, callback: Callable[["CalibrationTool"], Any]) -> None:
-        """Call ``callback(tool)`` whenever the calibration changed."""
-        self._callbacks.append(callback)
-
-    def wait(self, timeout: float = 120.0) -> "CalibrationTool":
-        """Block until the origin measurement is done (for scripts and tests)."""
-        if not self._runner.wait_idle(timeout):
-            raise TimeoutError(f"the calibration tool did not finish within {timeout} s")
-        return self
 
     def close(self) -> None:
         """Stop the worker and close the widgets."""

@@ -37,10 +37,23 @@ import ipywidgets as w
 import numpy as np
 
 from ..analysis.detectors import Circle, detector_mask
-from ..analysis.disks import (Candidates, DiskCorrelation, FindDisksParams, NoPeaksWarning, PeakTable,
-                              bragg_vector_map, correlate_patterns, find_disks)
+from ..analysis.disks import (
+    Candidates,
+    DiskCorrelation,
+    FindDisksParams,
+    NoPeaksWarning,
+    PeakTable,
+    bragg_vector_map,
+    correlate_patterns,
+    find_disks,
+)
 from ..analysis.interactive import LatestOnly
-from ..analysis.probe import ProbeTemplate, ProbeTemplateParams, measure_disk, probe_template
+from ..analysis.probe import (
+    ProbeTemplate,
+    ProbeTemplateParams,
+    measure_disk,
+    probe_template,
+)
 from ..analysis.virtual import virtual_image
 from ..core.datacube import DataCube
 from ..core.errors import CancelledError, ParameterError
@@ -48,6 +61,7 @@ from ..core.recipe import Recipe
 from ..engine.run import Cancel
 from .image_view import ImageView
 from .overlays import make_overlay, region_from_overlay
+from .tool import WorkerTool
 
 __all__ = ["DiskTuner", "CORRELATION_FIELDS", "TEMPLATE_SOURCES", "VACUUM_ID", "DEFAULT_POSITIONS"]
 
@@ -90,7 +104,7 @@ class _Update:
     kind: str = "filter"
 
 
-class DiskTuner:
+class DiskTuner(WorkerTool):
     """Probe template and disk-detection thresholds tuned live on a strip of chosen patterns.
 
     Parameters
@@ -135,6 +149,8 @@ class DiskTuner:
     True
     >>> tuner.close()
     """
+
+    _tool_name = "tuner"
 
     def __init__(self, cube: DataCube, params: FindDisksParams | None = None, *,
                  positions: Sequence[tuple[int, int]] | None = None, n_positions: int = DEFAULT_POSITIONS,
@@ -410,16 +426,6 @@ class DiskTuner:
             except KeyError:
                 out.append(0)
         return out
-
-    def on_update(self, callback: Callable[["DiskTuner"], Any]) -> None:
-        """Call ``callback(tuner)`` (on a worker thread) after each strip update and at the end of a run."""
-        self._callbacks.append(callback)
-
-    def wait(self, timeout: float = 120.0) -> "DiskTuner":
-        """Block until the strip shows the current record (for scripts and tests)."""
-        if not self._runner.wait_idle(timeout):
-            raise TimeoutError(f"the tuner did not finish within {timeout} s")
-        return self
 
     def run(self) -> "DiskTuner":
         """Find the disks of every pattern in a worker thread ("run on all"); returns at once."""

@@ -35,16 +35,31 @@ from ..analysis.calibration import distortion_matrix
 from ..analysis.detectors import detector_mask
 from ..analysis.disks import FindDisksParams, PeakTable
 from ..analysis.interactive import LatestOnly
-from ..analysis.strain import (LatticeBasis, LatticeFit, StrainMap, StrainMapParams, corrected_bvm, fit_lattice,
-                               strain_map_from_fit, suggest_basis)
+from ..analysis.strain import (
+    LatticeBasis,
+    LatticeFit,
+    StrainMap,
+    StrainMapParams,
+    corrected_bvm,
+    fit_lattice,
+    strain_map_from_fit,
+    suggest_basis,
+)
 from ..core.calibration import Calibration
 from ..core.datacube import DataCube
 from ..core.errors import FourDError, ParameterError
 from ..core.recipe import Recipe
 from ..engine.run import Cancel
-from .calibration_tool import DISK_LABEL, Busy, CalibrationTool, error_text, message_label
+from .calibration_tool import (
+    DISK_LABEL,
+    Busy,
+    CalibrationTool,
+    error_text,
+    message_label,
+)
 from .image_view import ImageView
 from .overlays import make_overlay, region_from_overlay, validate_overlay
+from .tool import WorkerTool
 
 __all__ = ["StrainMapper", "MAP_NAMES", "REFERENCE_ID", "POSITION_ID", "STRAIN_COLORMAP"]
 
@@ -68,7 +83,7 @@ class _Request:
     cancel: Cancel = field(default_factory=Cancel)
 
 
-class StrainMapper:
+class StrainMapper(WorkerTool):
     """Pick the lattice, see strain and rotation maps, choose the reference region, by pointing at the data.
 
     Parameters
@@ -115,6 +130,8 @@ class StrainMapper:
     ([10.0, 0.0], [0.0, 12.0], True)
     >>> m.close()
     """
+
+    _tool_name = "strain mapper"
 
     def __init__(self, cube: DataCube | None, peaks: PeakTable, calibration: Calibration | CalibrationTool | None,
                  *, params: StrainMapParams | None = None, disks: FindDisksParams | None = None,
@@ -330,16 +347,6 @@ class StrainMapper:
     def set_options(self, **changes: Any) -> None:
         """Change fields of the strain step (e.g. ``max_peak_spacing=3``, ``frame_deg=30``)."""
         self._update(**changes)
-
-    def on_update(self, callback: Callable[["StrainMapper"], Any]) -> None:
-        """Call ``callback(mapper)`` (on the worker thread) whenever new maps are shown."""
-        self._callbacks.append(callback)
-
-    def wait(self, timeout: float = 120.0) -> "StrainMapper":
-        """Block until the maps of the current parameters are shown (or failed with a message)."""
-        if not self._runner.wait_idle(timeout):
-            raise TimeoutError(f"the strain mapper did not finish within {timeout} s")
-        return self
 
     def close(self) -> None:
         """Stop the worker and close the widgets."""
