@@ -23,8 +23,10 @@ What it does, in order:
    ``fw.virtual_image(fw.load(path), det)``.
 
 Timing: the first call of every implementation is reported apart (JIT, caches); the figure used
-in ratios is the median of ``--repeats`` further calls. Every process gets the same thread count
-(``--threads``, default: all cores) through OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS.
+in ratios is the median of ``--repeats`` further calls, each started after a 0.25 s pause (so
+OpenBLAS threads still spinning after the previous call do not slow the next one). Every process
+gets the same thread count (``--threads``, default: all cores) through
+OMP/OPENBLAS/MKL/NUMBA_NUM_THREADS.
 """
 
 from __future__ import annotations
@@ -109,16 +111,24 @@ RESULT_PREFIX = _common.RESULT_PREFIX
 
 # ----------------------------------------------------------------------------- small helpers
 
+#: Pause before each timed call. OpenBLAS's worker threads keep spinning on the cores for
+#: up to ~0.1 s after a call returns; without a pause that spin is billed to whatever runs next.
+SETTLE_S = 0.25
+
+
 def interleaved(fns: dict, repeats: int) -> dict:
     """Time several callables in alternating rounds, so that load from other processes on a
-    shared machine hits all of them alike. First calls are timed apart; keeps the last results."""
+    shared machine hits all of them alike. First calls are timed apart; keeps the last results.
+    Every call starts after a pause of ``SETTLE_S`` (see there)."""
     out = {}
     for name, fn in fns.items():
+        time.sleep(SETTLE_S)
         t0 = time.perf_counter()
         res = fn()
         out[name] = {"result": res, "first_s": time.perf_counter() - t0, "times_s": []}
     for _ in range(repeats):
         for name, fn in fns.items():
+            time.sleep(SETTLE_S)
             t0 = time.perf_counter()
             out[name]["result"] = fn()
             out[name]["times_s"].append(time.perf_counter() - t0)

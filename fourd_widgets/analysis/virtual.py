@@ -46,7 +46,8 @@ from ..core.errors import MissingCalibrationError, ParameterError, ShapeError
 from ..core.params import Params, param
 from ..engine.job import ImageJob, Job
 from ..engine.run import run_job
-from ..kernels.virtual import accumulate_shifted, mac_gemm, mac_shifted, max_shifted, split_shift
+from ..kernels.virtual import (accumulate_shifted, mac_gemm, mac_ranges, mac_shifted, max_shifted, pair_ranges,
+                               split_shift)
 from .detectors import (Annulus, Circle, Detector, Mask, Point, Polygon, Rectangle, detector_mask,
                         pixel_scale, reference_origin)
 from .steps import RunContext, register_step
@@ -54,14 +55,20 @@ from .steps import RunContext, register_step
 __all__ = ["VirtualImageParams", "VirtualDiffractionParams", "virtual_image", "virtual_diffraction",
            "virtual_image_from_params", "virtual_diffraction_from_params", "VirtualImageJob",
            "VirtualDiffractionJob", "descan_shifts", "GEMM_MIN_FILL", "GEMM_MIN_COLUMNS",
+           "RANGES_MAX_COLUMNS",
            "Point", "Circle", "Annulus", "Rectangle", "Polygon", "Mask", "detector_mask"]
 
 #: Use the GEMM over the whole detector when the detectors' bounding box covers at
 #: least this fraction of it; below, the numba kernel over the box reads less.
 GEMM_MIN_FILL = 0.5
-#: Integer data go through the numba kernel (no conversion buffer) below this many
-#: weight columns, and through tiled GEMMs from it on (one BLAS call beats K dot products).
+#: Non-contiguous integer blocks go through the numba kernel (no conversion buffer)
+#: below this many weight columns, and through tiled GEMMs from it on.
 GEMM_MIN_COLUMNS = 2
+#: Contiguous blocks with at most this many weight columns (one per summed
+#: detector, two per centre of mass) go through :func:`mac_ranges`: one read of
+#: each pattern from memory, the detectors applied from cache. With more columns
+#: BLAS's blocked GEMM does fewer passes over the cached patterns.
+RANGES_MAX_COLUMNS = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -196,6 +203,8 @@ class VirtualImageJob(ImageJob):
         else:
             self.gemm_weights = self.weights
         self.gemm_stack: dict[str, np.ndarray] = {}
+        self.flat_weights: dict[str, tuple] = {}
+        self.detector_shape = (Qx, Qy)
         self._weights32: np.ndarray | None = None
         self.item_shape = (len(detectors),)
         self.dtype = np.complex128 if any(p[4] for p in self.plan) else np.float64
@@ -208,8 +217,10 @@ class VirtualImageJob(ImageJob):
 
     def _columns(self, block: np.ndarray, parts: tuple[np.ndarray, ...]) -> np.ndarray:
         nx, ny = block.shape[:2]
-        if self.shifts is not None or (block.dtype.kind in "ui" and len(self.weights) < GEMM_MIN_COLUMNS):
-            out = np.empty((nx, ny, self.weights.shape[0]))
+        K = self.weights.shape[0]
+        if self.shifts is not None or (block.dtype.kind in "ui" and K < GEMM_MIN_COLUMNS
+                                       and not block.flags.c_contiguous):
+            out = np.empty((nx, ny, K))
             mac_shifted(block, self._weights_as(block.dtype), *self.corner, *parts, out)
             return out
         # float32 keeps float32 and 8/16-bit data exact enough (relative ~1e-6) at
@@ -217,18 +228,35 @@ class VirtualImageJob(ImageJob):
         wide = (block.dtype.itemsize > 4 or (block.dtype.kind in "ui" and block.dtype.itemsize == 4)
                 or self.signed)
         dt = np.dtype(np.float64 if wide else np.float32)
-        stack = self.gemm_stack.get(dt.str)
-        if stack is None:  # cast once per dtype, laid out for BLAS
-            stack = np.asfortranarray(self.gemm_weights.reshape(len(self.gemm_weights), -1).T, dtype=dt)
-            self.gemm_stack[dt.str] = stack
-        out = mac_gemm(block, stack, *self.gemm_box[0], self.gemm_box[1])
+        if block.flags.c_contiguous and K <= RANGES_MAX_COLUMNS:
+            w, groups, lo, hi = self._flat_weights(dt)
+            out = np.empty((nx * ny, K))
+            mac_ranges(block.reshape(nx * ny, -1), w, groups, lo, hi, out)
+            out = out.reshape(nx, ny, K)
+        else:
+            stack = self.gemm_stack.get(dt.str)
+            if stack is None:  # cast once per dtype, laid out for BLAS
+                stack = np.asfortranarray(self.gemm_weights.reshape(len(self.gemm_weights), -1).T, dtype=dt)
+                self.gemm_stack[dt.str] = stack
+            out = mac_gemm(block, stack, *self.gemm_box[0], self.gemm_box[1])
         if block.dtype.kind == "f":
-            # 0 * NaN = NaN in a GEMM: re-run positions it poisoned with the kernel,
-            # which only lets NaN inside a detector through.
+            # 0 * NaN = NaN in a dot product: re-run positions it poisoned with the
+            # kernel, which only lets NaN inside a detector through.
             for a, b in np.argwhere(np.isnan(out).any(axis=-1)):
                 mac_shifted(block[a:a + 1, b:b + 1], self.weights, *self.corner,
                             *(p[a:a + 1, b:b + 1] for p in parts), out[a:a + 1, b:b + 1])
         return out
+
+    def _flat_weights(self, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+        """Weights over the whole flattened detector in ``dtype``, with their pair ranges."""
+        got = self.flat_weights.get(dtype.str)
+        if got is None:
+            K, bx, by = self.weights.shape
+            full = np.zeros((K,) + self.detector_shape, dtype=dtype)
+            full[:, self.corner[0]:self.corner[0] + bx, self.corner[1]:self.corner[1] + by] = self.weights
+            full = full.reshape(K, -1)
+            got = self.flat_weights[dtype.str] = (full,) + pair_ranges(full)
+        return got
 
     def _weights_as(self, dtype: np.dtype) -> np.ndarray:
         """Weights in float32 for small data types (twice the SIMD width), else float64."""

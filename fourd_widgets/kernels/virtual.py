@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["mac_shifted", "max_shifted", "accumulate_shifted", "split_shift", "mac_gemm", "TILE_BYTES"]
+__all__ = ["mac_shifted", "max_shifted", "accumulate_shifted", "split_shift", "mac_gemm", "TILE_BYTES",
+           "mac_ranges", "pair_ranges"]
 
 # 'reassoc' lets LLVM vectorise the reductions; NaN checks stay valid because
 # 'nnan' is not among the flags.
@@ -301,3 +302,157 @@ def mac_gemm(block: np.ndarray, stack: np.ndarray, x0: int, y0: int, box: tuple[
             np.copyto(buf[:m], block[a, b0:b0 + m, x0:x0 + bx, y0:y0 + by], casting="unsafe")
             out[a, b0:b0 + m] = buf[:m].reshape(m, bx * by) @ stack
     return out
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def mac_ranges(patterns, weights, groups, lo, hi, out):
+    """Detectors as dot products over contiguous ranges of flattened patterns.
+
+    The memory-speed path for unshifted detectors: every pattern is read once
+    from memory while up to two detectors at a time are applied to four
+    patterns at a time (each weight load feeds four multiply-adds, each pattern
+    load two), and a detector pair only sweeps the range of pixels between its
+    first and its last non-zero weight.
+
+    Parameters
+    ----------
+    patterns : (n, P) array, real dtype, C-contiguous
+        Flattened patterns, read as they are (integers converted on the fly).
+    weights : (K, P) float32 or float64 array
+        Detector weights over the flattened detector; sums accumulate in this
+        dtype (float32 doubles the SIMD width, as BLAS's sgemm does).
+    groups : (G, 2) int64 array
+        Detector indices swept together; ``-1`` in the second column for a
+        detector swept alone. The first group should be the widest: it streams
+        the patterns in from memory and the later ones find them in cache.
+    lo, hi : (G,) int64 arrays
+        Flattened pixel range ``[lo, hi)`` of each group.
+    out : (n, K) float64 array
+        Receives the sums; overwritten.
+
+    Notes
+    -----
+    A NaN pixel gives NaN for every detector whose range holds it, weighted or
+    not; callers re-run those patterns with :func:`mac_shifted`.
+
+    Examples
+    --------
+    >>> p = np.arange(12.0).reshape(3, 4)
+    >>> w = np.array([[0, 1, 1, 0], [1, 0, 0, 0]])
+    >>> out = np.empty((3, 2))
+    >>> g, lo, hi = pair_ranges(w)
+    >>> mac_ranges(p, w, g, lo, hi, out); out.tolist()
+    [[3.0, 0.0], [11.0, 4.0], [19.0, 8.0]]
+    """
+    n = patterns.shape[0]
+    z = weights.dtype.type(0)
+    for g in range(groups.shape[0]):
+        for p in range(n):
+            out[p, groups[g, 0]] = 0.0
+            if groups[g, 1] >= 0:
+                out[p, groups[g, 1]] = 0.0
+    n4 = n - n % 4
+    for p in range(0, n4, 4):
+        for g in range(groups.shape[0]):
+            a, b = lo[g], hi[g]
+            x0 = patterns[p, a:b]
+            x1 = patterns[p + 1, a:b]
+            x2 = patterns[p + 2, a:b]
+            x3 = patterns[p + 3, a:b]
+            k0, k1 = groups[g, 0], groups[g, 1]
+            u = weights[k0, a:b]
+            if k1 < 0:
+                s0 = z
+                s1 = z
+                s2 = z
+                s3 = z
+                for j in range(b - a):
+                    q = u[j]
+                    s0 += x0[j] * q
+                    s1 += x1[j] * q
+                    s2 += x2[j] * q
+                    s3 += x3[j] * q
+                out[p, k0] = s0
+                out[p + 1, k0] = s1
+                out[p + 2, k0] = s2
+                out[p + 3, k0] = s3
+            else:
+                v = weights[k1, a:b]
+                s0 = z
+                s1 = z
+                s2 = z
+                s3 = z
+                t0 = z
+                t1 = z
+                t2 = z
+                t3 = z
+                for j in range(b - a):
+                    q = u[j]
+                    r = v[j]
+                    s0 += x0[j] * q
+                    t0 += x0[j] * r
+                    s1 += x1[j] * q
+                    t1 += x1[j] * r
+                    s2 += x2[j] * q
+                    t2 += x2[j] * r
+                    s3 += x3[j] * q
+                    t3 += x3[j] * r
+                out[p, k0] = s0
+                out[p + 1, k0] = s1
+                out[p + 2, k0] = s2
+                out[p + 3, k0] = s3
+                out[p, k1] = t0
+                out[p + 1, k1] = t1
+                out[p + 2, k1] = t2
+                out[p + 3, k1] = t3
+    for p in range(n4, n):
+        for g in range(groups.shape[0]):
+            a, b = lo[g], hi[g]
+            x0 = patterns[p, a:b]
+            for c in range(2):
+                k = groups[g, c]
+                if k < 0:
+                    continue
+                u = weights[k, a:b]
+                s0 = z
+                for j in range(b - a):
+                    s0 += x0[j] * u[j]
+                out[p, k] = s0
+
+
+def pair_ranges(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group detectors in pairs of similar pixel ranges for :func:`mac_ranges`.
+
+    Parameters
+    ----------
+    weights : (K, P) array
+        Flattened detector weights.
+
+    Returns
+    -------
+    groups : (G, 2) int64 array
+        Detector pairs (``-1``: alone), the widest range first.
+    lo, hi : (G,) int64 arrays
+        Flattened range ``[lo, hi)`` holding every non-zero weight of the group
+        (empty for all-zero detectors).
+
+    Examples
+    --------
+    >>> w = np.zeros((3, 10)); w[0, 2:4] = 1; w[1, 0:9] = 1; w[2, 3:5] = 1
+    >>> g, lo, hi = pair_ranges(w)
+    >>> g.tolist(), lo.tolist(), hi.tolist()
+    ([[1, 0], [2, -1]], [0, 3], [9, 5])
+    """
+    K = weights.shape[0]
+    nz = weights != 0
+    first = np.where(nz.any(1), nz.argmax(1), 0)
+    last = np.where(nz.any(1), weights.shape[1] - nz[:, ::-1].argmax(1), 0)
+    # pairs of neighbours by range start; pairing keeps the union tight
+    order = np.argsort(first, kind="stable")
+    groups = [order[i:i + 2].tolist() + ([-1] if i + 1 >= K else []) for i in range(0, K, 2)]
+    spans = [(min(first[k] for k in g if k >= 0), max(last[k] for k in g if k >= 0)) for g in groups]
+    widest = sorted(range(len(groups)), key=lambda i: spans[i][0] - spans[i][1])
+    g = np.array([groups[i] for i in widest], dtype=np.int64).reshape(-1, 2)
+    lo = np.array([spans[i][0] for i in widest], dtype=np.int64)
+    hi = np.array([max(spans[i]) for i in widest], dtype=np.int64)
+    return g, lo, hi

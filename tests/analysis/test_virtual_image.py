@@ -170,10 +170,14 @@ def test_many_detectors_in_one_pass_equal_separate_runs(rng, dtype):
         np.testing.assert_allclose(together[k], alone, rtol=2e-6)
 
 
-@pytest.mark.parametrize("fill", [0.0, 2.0])
-def test_gemm_and_kernel_paths_agree(rng, monkeypatch, fill):
-    """Whole-detector GEMM (fill 0) and bounding-box tiles (fill 2) give the reference."""
+PATHS = [(0.0, 0), (2.0, 0), (0.0, 16)]  # (GEMM_MIN_FILL, RANGES_MAX_COLUMNS)
+
+
+@pytest.mark.parametrize("fill,ranges", PATHS)
+def test_gemm_and_kernel_paths_agree(rng, monkeypatch, fill, ranges):
+    """Whole-detector GEMM, bounding-box GEMM tiles and the range kernel give the reference."""
     monkeypatch.setattr(virtual, "GEMM_MIN_FILL", fill)
+    monkeypatch.setattr(virtual, "RANGES_MAX_COLUMNS", ranges)
     data = make_data(rng, (4, 3, 14, 16), np.float32)
     cube = DataCube(data)
     dets = [Circle((6, 7), 3), Annulus((7, 8), 2, 6, response="com_x")]
@@ -183,9 +187,10 @@ def test_gemm_and_kernel_paths_agree(rng, monkeypatch, fill):
 
 
 @pytest.mark.parametrize("shift", ["none", "subpixel"])
-@pytest.mark.parametrize("fill", [0.0, 2.0])
-def test_nan_outside_a_detector_does_not_poison_it(monkeypatch, shift, fill):
+@pytest.mark.parametrize("fill,ranges", PATHS)
+def test_nan_outside_a_detector_does_not_poison_it(monkeypatch, shift, fill, ranges):
     monkeypatch.setattr(virtual, "GEMM_MIN_FILL", fill)
+    monkeypatch.setattr(virtual, "RANGES_MAX_COLUMNS", ranges)
     data = np.ones((2, 3, 12, 12), dtype=np.float32)
     data[0, 1, 0, 0] = np.nan     # far from the disc
     data[1, 2, 6, 6] = np.nan     # at its centre
