@@ -11,6 +11,7 @@ Usage::
 from . import datasets, engine, errors
 from ._version import __version__
 from .analysis import (
+    DiskLatticeParams,
     EllipseParams,
     FindDisksParams,
     OriginFitParams,
@@ -37,6 +38,7 @@ from .analysis import (
     find_disks,
     probe_template,
     run,
+    snap_to_lattice,
     virtual_diffraction,
     virtual_image,
 )
@@ -67,7 +69,7 @@ __all__ = [
     "detectors", "detector_mask", "virtual_image", "virtual_diffraction",
     "VirtualImageParams", "VirtualDiffractionParams",
     "ProbeTemplateParams", "probe_template", "FindDisksParams", "find_disks", "PeakTable",
-    "bragg_vector_map",
+    "bragg_vector_map", "DiskLatticeParams", "snap_to_lattice",
     "OriginParams", "OriginFitParams", "EllipseParams", "PixelSizeParams", "QRRotationParams",
     "measure_origin", "fit_origin", "fit_ellipse", "measure_pixel_size", "measure_qr_rotation",
     "undistort_cube", "StrainMap", "StrainMapParams", "strain_map", "suggest_basis",

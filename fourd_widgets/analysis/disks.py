@@ -48,6 +48,12 @@ the (400) and (440) disks there. The two distance defaults follow the probe: a d
 the edge than its radius is cut by the detector edge (its correlation peak is
 biased), and two disks closer than one radius overlap by more than half.
 
+At low dose, ``lattice=DiskLatticeParams()`` reports every found disk at its site of
+the pattern's fitted lattice and drops the disks far from every site
+(:mod:`.disk_lattice`; single crystals, one lattice per pattern): at 2000 e/probe on
+the shared Si sets the median error falls from 0.56-0.71 px to 0.19-0.24 px, and no
+disk is left more than 2 px from the truth.
+
 Examples
 --------
 >>> import numpy as np
@@ -85,6 +91,7 @@ from .steps import RunContext, register_step
 
 __all__ = [
     "FindDisksParams",
+    "DiskLatticeParams",
     "PeakTable",
     "origin_per_peak",
     "DiskCorrelation",
@@ -96,16 +103,51 @@ __all__ = [
     "bragg_vector_map",
     "NoPeaksWarning",
     "FLAG_INVALID",
+    "FLAG_LATTICE",
 ]
 
 #: Peak-table flag: the pattern held NaN or infinite values and was skipped.
 FLAG_INVALID = 1
+#: Peak-table flag: the peaks of this position are sites of its fitted lattice
+#: (:func:`~fourd_widgets.analysis.disk_lattice.snap_to_lattice`), not free estimates.
+FLAG_LATTICE = 2
 #: Fourier filters below this relative gain are treated as zero by the DFT refinement.
 _BAND_TOL = 1e-7
 
 
 class NoPeaksWarning(UserWarning):
     """The thresholds rejected every peak of every pattern."""
+
+
+@dataclass(frozen=True)
+class DiskLatticeParams(Params):
+    """Lattice constraint of disk detection (:func:`~fourd_widgets.analysis.disk_lattice.snap_to_lattice`).
+
+    Every found disk of a pattern is indexed on one lattice ``q = o + h g1 + k g2``
+    (detector px, the frame of the peak table); ``o`` is fitted per pattern and
+    ``g1, g2`` over a Gaussian neighbourhood of ``scan_sigma`` scan steps, weighted
+    by the electrons in each disk. Each disk is reported at its fitted site; disks
+    farther than ``max_distance`` from every site are dropped. See
+    :mod:`fourd_widgets.analysis.disk_lattice` for when the constraint is valid.
+    """
+
+    step = "disk_lattice"
+
+    g1: tuple[float, float] | None = param(None, units="px", doc="first lattice vector (x, y) for indexing, "
+                                           "detector px; None: suggested from the Bragg vector map")
+    g2: tuple[float, float] | None = param(None, units="px", doc="second lattice vector; None: suggested")
+    max_distance: float = param(2.0, units="px", gt=0, doc="drop a disk farther than this from its fitted "
+                                "lattice site")
+    scan_sigma: float = param(1.0, units="scan steps", ge=0, doc="Gaussian width of the scan neighbourhood "
+                              "sharing g1, g2 (2-D scans only); 0: one fit per pattern. Strain maps made "
+                              "from the snapped disks are smoothed by as much")
+    min_disks: int = param(1, ge=1, doc="fewest indexed disks (zero beam included) a pattern needs to be "
+                           "snapped; others keep their free estimates")
+
+    def validate(self) -> None:
+        from .strain import _check_optional_basis  # strain imports this module
+
+        _check_optional_basis(self.step, self.g1, self.g2)
 
 
 @dataclass(frozen=True)
@@ -142,6 +184,9 @@ class FindDisksParams(Params):
     log: bool = param(False, doc="correlate log(1 + I / mean(I)) instead of I (weak disks count more)")
     radial_background: bool = param(False, doc="subtract the median of each ring around the origin "
                                     "first [radial_bksb]; needs the origin")
+    lattice: DiskLatticeParams | None = param(None, doc="report each disk at its site of the pattern's fitted "
+                                              "lattice and drop disks far from every site (noisy data); "
+                                              "None: free estimates")
 
 
 # --- peak table ------------------------------------------------------------------------
@@ -161,7 +206,8 @@ class PeakTable:
     correlation : (n,) float64 array
         Correlation peak value (what the thresholds act on; py4DSTEM's ``intensity``).
     flags : array of scan_shape, uint8, optional
-        Per position; bit :data:`FLAG_INVALID` = pattern held NaN/inf, skipped.
+        Per position; bit :data:`FLAG_INVALID` = pattern held NaN/inf, skipped;
+        bit :data:`FLAG_LATTICE` = its peaks are fitted lattice sites (lattice snap).
     units : str
         ``'px'`` (detector pixels, origin at pixel 0) or a reciprocal unit
         (then ``qx, qy`` are relative to the beam origin).
@@ -563,9 +609,21 @@ def find_disks_in_patterns(patterns: np.ndarray, template: Any, params: FindDisk
     Returns
     -------
     PeakTable
-        Scan shape = the leading shape of ``patterns`` (``(1,)`` for one pattern).
+        Scan shape = the leading shape of ``patterns`` (``(1,)`` for one pattern). With
+        ``params.lattice``, lattice-snapped (a 2-D leading shape is taken as a scan grid).
     """
-    return correlate_patterns(patterns, template, params, origins=origins, workers=workers).detect(params)
+    table = correlate_patterns(patterns, template, params, origins=origins, workers=workers).detect(params)
+    return _snap(table, params)
+
+
+def _snap(table: PeakTable, p: FindDisksParams | None) -> PeakTable:
+    """The table snapped to its lattice when ``p.lattice`` asks for it."""
+    if p is None or p.lattice is None:
+        return table
+    # disk_lattice imports strain, which imports this module
+    from .disk_lattice import snap_to_lattice
+
+    return snap_to_lattice(table, p.lattice)
 
 
 def candidate_peaks(patterns: np.ndarray, template: Any, params: FindDisksParams | None = None, *,
@@ -662,7 +720,10 @@ def find_disks(cube: Any, params: FindDisksParams | None = None, *, template: Pr
     -------
     PeakTable
         Scan shape ``(Rx, Ry)``, positions in detector pixels. Positions whose
-        pattern held NaN/inf have no peaks and carry :data:`FLAG_INVALID`.
+        pattern held NaN/inf have no peaks and carry :data:`FLAG_INVALID`. With
+        ``params.lattice`` the disks are snapped to each pattern's lattice
+        (:func:`~fourd_widgets.analysis.disk_lattice.snap_to_lattice`); snapped
+        positions carry :data:`FLAG_LATTICE`.
 
     Warns
     -----
@@ -678,7 +739,7 @@ def find_disks(cube: Any, params: FindDisksParams | None = None, *, template: Pr
         om = np.broadcast_to(np.array([cx, cy]), tuple(cube.scan_shape) + (2,)).copy()
     table = _run_job(cube, _FindDisksJob(t, p, om), engine)
     _warn_if_empty(table, p)
-    return table
+    return _snap(table, p)
 
 
 def _warn_if_empty(table: PeakTable, p: FindDisksParams) -> None:

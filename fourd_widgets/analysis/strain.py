@@ -109,17 +109,29 @@ def _vec2(v: Any, name: str) -> np.ndarray:
     return a
 
 
-def _check_basis(g1: np.ndarray, g2: np.ndarray, what: str = "g1 and g2") -> None:
+def _check_basis(g1: np.ndarray, g2: np.ndarray, what: str = "g1 and g2",
+                 fields: tuple[str, str] = ("g1", "g2")) -> None:
+    """Refuse a zero or (within 5°) collinear basis; the error names ``fields[0]`` or ``fields[1]``."""
     n1, n2 = float(np.hypot(*g1)), float(np.hypot(*g2))
     if n1 == 0 or n2 == 0:
         raise ParameterError(f"{what}: a basis vector has zero length; pick two lattice points away from "
-                             "the origin (suggest_basis lists candidates)", field="g1" if n1 == 0 else "g2")
+                             "the origin (suggest_basis lists candidates)", field=fields[0] if n1 == 0 else fields[1])
     sin = abs(g1[0] * g2[1] - g1[1] * g2[0]) / (n1 * n2)
     if sin < math.sin(math.radians(5.0)):
         ang = math.degrees(math.asin(min(1.0, sin)))
         raise ParameterError(
             f"{what} are collinear ({ang:.1f}° apart); choose two lattice vectors at least 5° apart, "
-            "e.g. the candidates of suggest_basis(...).pick(i, j)", field="g2")
+            "e.g. the candidates of suggest_basis(...).pick(i, j)", field=fields[1])
+
+
+def _check_optional_basis(step: str, g1: Any, g2: Any, fields: tuple[str, str] = ("g1", "g2"),
+                          unset: str = " (then they are suggested)") -> None:
+    """A record's pair of optional basis fields: both None, or a valid basis (errors name the field)."""
+    if (g1 is None) != (g2 is None):
+        raise ParameterError(f"{step}: give both {fields[0]} and {fields[1]}, or neither{unset}",
+                             field=fields[1] if g2 is None else fields[0])
+    if g1 is not None:
+        _check_basis(np.asarray(g1, float), np.asarray(g2, float), f"{fields[0]} and {fields[1]}", fields)
 
 
 # --- parameters ----------------------------------------------------------------------------
@@ -157,17 +169,9 @@ class StrainMapParams(Params):
                              "scan x [coordinate_rotation]")
 
     def validate(self) -> None:
-        if (self.g1 is None) != (self.g2 is None):
-            raise ParameterError(f"{self.step}: give both g1 and g2, or neither (then they are suggested)",
-                                 field="g2" if self.g2 is None else "g1")
-        if self.g1 is not None:
-            _check_basis(np.asarray(self.g1, float), np.asarray(self.g2, float))
-        if (self.reference_g1 is None) != (self.reference_g2 is None):
-            raise ParameterError(f"{self.step}: give both reference_g1 and reference_g2, or neither",
-                                 field="reference_g2" if self.reference_g2 is None else "reference_g1")
-        if self.reference_g1 is not None:
-            _check_basis(np.asarray(self.reference_g1, float), np.asarray(self.reference_g2, float),
-                         "reference_g1 and reference_g2")
+        _check_optional_basis(self.step, self.g1, self.g2)
+        _check_optional_basis(self.step, self.reference_g1, self.reference_g2, ("reference_g1", "reference_g2"),
+                              unset="")
         if self.reference_region is not None:
             r = np.asarray(self.reference_region)
             if r.ndim != 2 or r.dtype != bool:

@@ -17,6 +17,11 @@ included). Every number it shows comes from the analysis layer:
 
 So ``fw.run(tuner.params, cube)["find_disks"] == tuner.peaks``.
 
+The lattice constraint (``FindDisksParams.lattice``) has no control here; a record
+that holds one keeps it, and "run on all" applies it, but the strip shows the free
+estimates of its few patterns (the constraint shares the lattice vectors over a scan
+neighbourhood, which a handful of chosen patterns does not have).
+
 Mouse: click a numbered point on the real-space image to select it (or pick
 its number under "slot"), then click anywhere to move it there; drag the
 vacuum rectangle or polygon (source 'vacuum region'). The orange handle on the
@@ -38,6 +43,7 @@ import numpy as np
 
 from ..analysis.detectors import Circle, detector_mask
 from ..analysis.disks import (
+    FLAG_INVALID,
     Candidates,
     DiskCorrelation,
     FindDisksParams,
@@ -831,7 +837,7 @@ class DiskTuner(WorkerTool):
                 self.count_view.set_image(peaks.counts())
                 self.count_view.badge = ""
             self.bragg_view.set_image(bvm)
-            skipped = int((peaks.flags != 0).sum())
+            skipped = int(np.count_nonzero(peaks.flags & FLAG_INVALID))
             notes = [str(c.message) for c in caught if issubclass(c.category, NoPeaksWarning)]
             if skipped:
                 notes.append(f"{skipped} patterns held NaN or infinite values and were skipped")

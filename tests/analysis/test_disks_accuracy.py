@@ -19,7 +19,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fourd_widgets.analysis.disks import FindDisksParams, find_disks_in_patterns
+from fourd_widgets.analysis.disks import (
+    FLAG_LATTICE,
+    DiskLatticeParams,
+    FindDisksParams,
+    find_disks_in_patterns,
+)
 from fourd_widgets.analysis.probe import probe_template
 
 h5py = pytest.importorskip("h5py")
@@ -63,19 +68,24 @@ def load(folder, name):
     return data, vac, lat, keep
 
 
-def score(table, lat, keep):
-    errs, missed, spurious = [], 0, 0
+def nearest_truth(table, lat, keep):
+    """Per kept position (flat (N,) or (Rx, Ry) table): truth points, and each found disk's
+    distance to the nearest one and its index."""
     for p, (i, j) in enumerate(np.ndindex(lat.shape)):
         if not keep[i, j]:
             continue
-        a = table.at(p)
+        a = table.at(*np.unravel_index(p, table.scan_shape))
         q = np.stack([a["qx"], a["qy"]], 1)
-        truth = lat[i, j]
-        if len(q) == 0:
+        d = np.hypot(*(q[:, None] - lat[i, j][None]).transpose(2, 0, 1)).reshape(len(q), -1)
+        yield lat[i, j], d.min(1, initial=np.inf), d.argmin(1) if len(q) else np.zeros(0, int)
+
+
+def score(table, lat, keep):
+    errs, missed, spurious = [], 0, 0
+    for truth, nn, which in nearest_truth(table, lat, keep):
+        if len(nn) == 0:
             missed += len(truth)
             continue
-        d = np.hypot(*(q[:, None] - truth[None]).transpose(2, 0, 1))
-        nn, which = d.min(1), d.argmin(1)
         spurious += int((nn > MATCH).sum())
         missed += len(truth) - len(set(which[nn <= MATCH]))
         errs.extend(nn[nn <= MATCH])
@@ -112,14 +122,18 @@ def test_whole_pattern_bias_is_what_disk_refinement_removes(dataset):
     assert np.median(score(t, lat, keep)[0]) > 0.1
 
 
-def noisy_table(data, vac):
-    """Peaks of the data with Poisson noise at 2000 e/probe (seeded), matched-filter settings."""
+def noisy_table(data, vac, lattice=None):
+    """Peaks of the data with Poisson noise at 2000 e/probe (seeded), matched-filter settings.
+
+    Without ``lattice`` a flat (Rx * Ry,) table of free estimates; with it, an (Rx, Ry) table
+    (the scan grid the lattice constraint's neighbourhood needs) of lattice-snapped disks.
+    """
     counts = np.random.default_rng(7).poisson(data.astype(np.float64) * 2000).astype(np.float32)
     # With the 'flat' kernel (unit sum) a disk of N electrons correlates to about N / (pi r^2);
     # threshold: 5 electrons in a disk; everything else at the defaults.
     tmpl = probe_template(vac)
-    p = FindDisksParams(min_absolute_intensity=5 / (np.pi * tmpl.radius ** 2))
-    return find_disks_in_patterns(counts.reshape((-1,) + data.shape[2:]), tmpl, p)
+    p = FindDisksParams(min_absolute_intensity=5 / (np.pi * tmpl.radius ** 2), lattice=lattice)
+    return find_disks_in_patterns(counts if lattice else counts.reshape((-1,) + data.shape[2:]), tmpl, p)
 
 
 def test_noisy(dataset):
@@ -146,3 +160,74 @@ def test_noisy(dataset):
     assert np.median(zero) <= 0.1
     assert np.median(errs) <= 0.8
     assert spurious <= 1.15 * keep.sum()
+
+
+def family_errors(table, lat, keep):
+    """Distance to the nearest truth point per reflection family ('000', '220', '400', '440')."""
+    out = {}
+    for truth, nn, which in nearest_truth(table, lat, keep):
+        length = np.hypot(*(truth[which] - 64).T) / 16.65  # in units of |(220)| / 2
+        for e, n in zip(nn, np.rint(length).astype(int)):
+            out.setdefault({0: "000", 2: "220", 3: "400", 4: "440"}.get(n, str(n)), []).append(e)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def both_grains(folder, name):
+    """Truth points of both grains at every position (for the bicrystal's mixed patterns)."""
+    with h5py.File(folder / f"{name}.h5", "r") as f:
+        dk = float(np.ravel(f.attrs["reciprocal_sampling_invA"])[0])
+        o = np.asarray(f.attrs["origin_px"], float)
+        n = f["data"].shape[-1]
+        gt = f["ground_truth"].attrs
+        pts = [o + (h * np.asarray(gt[f"g1_invA_{s}"]) + k * np.asarray(gt[f"g2_invA_{s}"])) / dk
+               for s in ("grainA", "grainB") for h in range(-4, 5) for k in range(-4, 5)]
+    return np.array([q for q in pts if (q >= RADIUS).all() and (q <= n - 1 - RADIUS).all()])
+
+
+def test_noisy_lattice(dataset, shared_data):
+    # Issue target at 2000 e/probe: median <= 0.3 px, no spurious disk. The free estimates
+    # cannot reach it (test_noisy); the lattice constraint does: every found disk is
+    # reported at its site of the pattern's lattice, fitted with the origin per pattern
+    # (the zero beam's ~1900 electrons pin it to 0.07 px) and g1, g2 shared by a Gaussian
+    # neighbourhood of scan_sigma = 1 step (the default), weighted by electrons per disk.
+    # Measured (median / p95 over all matched disks, spurious, missed, found):
+    #   unstrained 0.223 / 0.61, 0, 2355, 973     exx_1pct  0.200 / 0.59, 0, 2352, 976
+    #   gradient   0.191 / 0.58, 0, 2336, 992     rot_10deg 0.190 / 0.51, 0, 2340, 988
+    #   bicrystal (pure positions) 0.235 / 0.73, 0, 1358, 514
+    # per family: zero beam 0.07, (220) 0.24-0.32, (400) 0.37-0.56 (free: (220) 0.80-1.06,
+    # (400) 1.1-1.4 including the ones > 2 px off). scan_sigma = 2 gives 0.12-0.21 median
+    # ((220) 0.14-0.27, (400) 0.20-0.38); scan_sigma = 0 (one fit per pattern: ~4.6 disks
+    # found per pattern, nearly exactly determined) stays at 0.55-0.70 with ~0.4 spurious
+    # per pattern. The snap drops the disks farther than max_distance = 2 px from their site
+    # but moves the ones found 1-2 px off onto it, so it matches slightly more truth points
+    # than the free estimates (missed 2355 vs 2386 on the unstrained file; both mostly the
+    # (400) and (440) disks with 1-4 electrons, which the issue accepts).
+    name, data, vac, lat, keep = dataset
+    free = noisy_table(data, vac)
+    t = noisy_table(data, vac, DiskLatticeParams())
+    assert t.scan_shape == data.shape[:2] and (t.flags & FLAG_LATTICE).all()
+    # the snap never adds a disk: at most the free estimates' count at every position
+    assert (t.counts().reshape(-1) <= free.counts()).all()
+    errs, missed, spurious = score(t, lat, keep)
+    fam = family_errors(t, lat, keep)
+    print(f"{name}: lattice median {np.median(errs):.4f} px p95 {np.percentile(errs, 95):.4f} missed {missed} "
+          f"spurious {spurious} found {len(errs)}; " + ", ".join(
+              f"{k} {np.median(v):.3f} (n={len(v)})" for k, v in sorted(fam.items())))
+    assert spurious == 0
+    assert np.median(errs) <= 0.3  # measured 0.19-0.235: a 0.065 px margin on the worst (bicrystal)
+    assert np.percentile(errs, 95) <= 0.9  # measured 0.51-0.73
+    assert np.median(fam["000"]) <= 0.1 and np.median(fam["220"]) <= 0.4  # measured 0.07; 0.24-0.32
+    if name == "si_001_bicrystal_10deg":
+        # The mixed patterns (5-95 % of the probe on grain B, scan rows 5-11) hold two
+        # overlapping lattices, which breaks the one-lattice assumption: a disk of the minor
+        # grain within max_distance of a site of the fitted (majority-like) lattice is moved
+        # onto it. Against the points of either grain, 7 of the 277 disks kept there end more
+        # than 2 px from both (free estimates: 144 of 418); none is added.
+        both = np.empty(lat.shape, dtype=object)
+        points = both_grains(shared_data, name)
+        for i, j in np.ndindex(lat.shape):
+            both[i, j] = points
+        e_mixed, _, spurious_mixed = score(t, both, ~keep)
+        print(f"  mixed positions: median {np.median(e_mixed):.3f} px, {spurious_mixed} of "
+              f"{len(e_mixed) + spurious_mixed} more than 2 px from both grains")
+        assert spurious_mixed <= 12 and np.median(e_mixed) <= 0.3
