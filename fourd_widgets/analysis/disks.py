@@ -104,6 +104,8 @@ __all__ = [
     "NoPeaksWarning",
     "FLAG_INVALID",
     "FLAG_LATTICE",
+    "correlation_step",
+    "DECIMATION_GAIN",
 ]
 
 #: Peak-table flag: the pattern held NaN or infinite values and was skipped.
@@ -364,10 +366,9 @@ def _band(shape: tuple[int, int], sigma: float) -> int:
 
 def _preprocess(patterns: np.ndarray, params: FindDisksParams, origins: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Float32 copy with non-finite patterns zeroed; returns (patterns, valid)."""
-    x = np.array(patterns, dtype=np.float32, copy=True)
-    valid = np.isfinite(x).all(axis=(1, 2))
-    if not valid.all():
-        x[~valid] = 0.0
+    x = np.empty(patterns.shape, dtype=np.float32)
+    valid = np.empty(patterns.shape[0], dtype=np.bool_)
+    K.copy_finite(patterns, x, valid)
     if params.radial_background:
         if origins is None:
             raise ParameterError("radial_background needs the beam origin: set cube.calibration origin "
@@ -402,11 +403,16 @@ class DiskCorrelation:
         False where a pattern held NaN or infinite values.
     radius : float
         Template disk radius, px.
+    step : int
+        Sampling of ``corr``: 1 = every pattern pixel; 2 = every other pixel (see
+        :func:`correlation_step`), so ``corr[:, i, j]`` is the correlation at pixel
+        ``(2 i, 2 j)``. Peak positions are always reported in pattern pixels.
     """
 
     def __init__(self, corr: np.ndarray, spec: np.ndarray | None, patterns: np.ndarray, valid: np.ndarray,
                  radius: float, band: int, scan_shape: tuple[int, ...], template: ProbeTemplate | None = None,
-                 workers: int = -1) -> None:
+                 workers: int = -1, step: int = 1) -> None:
+        self.step = int(step)
         self.template = template
         self.workers = workers
         self.corr = corr
@@ -436,9 +442,19 @@ class DiskCorrelation:
         return self._re_im
 
     def _edge_spacing(self, params: FindDisksParams) -> tuple[float, float]:
-        edge = params.edge_boundary if params.edge_boundary is not None else self.radius
+        """Edge and spacing filters in units of the ``corr`` grid."""
+        if self.step > 1 and params.subpixel != "disk":
+            raise ParameterError(f"this correlation is sampled every {self.step} px, which only "
+                                 f"subpixel='disk' refines; correlate again for subpixel={params.subpixel!r}",
+                                 field="subpixel")
+        edge = self._edge(params)
         spacing = params.min_peak_spacing if params.min_peak_spacing is not None else self.radius
-        return float(edge), float(spacing)
+        # the coarse maximum of a disk just inside the edge limit can lie up to a grid step past
+        # it: keep such points here; the refined centre meets the exact limit in _refine
+        return max(0.0, edge - self.step if self.step > 1 else edge) / self.step, float(spacing) / self.step
+
+    def _edge(self, params: FindDisksParams) -> float:
+        return float(params.edge_boundary if params.edge_boundary is not None else self.radius)
 
     def detect(self, params: FindDisksParams | None = None) -> PeakTable:
         """Filtered, refined peaks of every pattern, as a :class:`PeakTable`."""
@@ -454,6 +470,9 @@ class DiskCorrelation:
         K.detect_batch(self.corr, re, im, self.band, self.patterns, self.valid, edge,
                        p.min_absolute_intensity, spacing, p.min_relative_intensity, p.relative_to_peak, m,
                        mode, p.upsample_factor, 0.0 if p.subpixel == "disk" else self.radius, counts, *cols)
+        if self.step > 1:
+            cols[0] *= self.step
+            cols[1] *= self.step
         table = _pack(self.scan_shape, counts, cols, m, self.valid)
         return self._refine(table, p) if p.subpixel == "disk" else table
 
@@ -469,6 +488,11 @@ class DiskCorrelation:
                                  p.disk_sigma, p.disk_window, p.upsample_factor, self.workers)
         # a window whose correlation climbs away from its disk (or has none) holds no disk of its own
         ok = np.isfinite(qx) & (np.abs(qx - table.qx) <= REACH + 0.5) & (np.abs(qy - table.qy) <= REACH + 0.5)
+        if self.step > 1:
+            edge = self._edge(p)
+            H, W = self.patterns.shape[-2:]
+            with np.errstate(invalid="ignore"):
+                ok &= (qx >= edge) & (qx <= H - 1 - edge) & (qy >= edge) & (qy <= W - 1 - edge)
         counts = np.bincount(pidx[ok], minlength=len(table.offsets) - 1)
         qx, qy, pidx = qx[ok], qy[ok], pidx[ok]
         inten = np.empty(len(qx))
@@ -489,7 +513,7 @@ class DiskCorrelation:
             keep = np.zeros(n, np.bool_)
             K.select_peaks(xs, ys, vs, n, p.min_absolute_intensity, spacing, p.min_relative_intensity,
                            p.relative_to_peak, p.max_num_peaks, keep)
-            parts.append((xs[:n].astype(np.float64), ys[:n].astype(np.float64), vs[:n].copy()))
+            parts.append((xs[:n] * float(self.step), ys[:n] * float(self.step), vs[:n].copy()))
             keeps.append(keep)
             counts[i] = n
         cat = [np.concatenate([q[k] for q in parts]) if parts else np.zeros(0) for k in range(3)]
@@ -584,11 +608,54 @@ def correlate_patterns(patterns: np.ndarray, template: Any, params: FindDisksPar
             spec *= gain
         if post is not None:
             spec *= post
-    # negative values are never maxima; without keep_spectrum the spectra are reused as scratch
-    corr = sfft.irfft2(spec, s=(H, W), workers=workers, overwrite_x=not keep_spectrum)
+    step = correlation_step(p, (H, W))
+    if step > 1:
+        corr = _decimated_inverse(spec, (H, W), step, workers)
+    else:
+        # negative values are never maxima; without keep_spectrum the spectra are reused as scratch
+        corr = sfft.irfft2(spec, s=(H, W), workers=workers, overwrite_x=not keep_spectrum)
     if not keep_spectrum:
         spec = None
-    return DiskCorrelation(corr, spec, x, valid, t.radius, _band((H, W), p.sigma_cc), lead, t, workers)
+    return DiskCorrelation(corr, spec, x, valid, t.radius, _band((H, W), p.sigma_cc), lead, t, workers, step)
+
+
+#: Largest Fourier gain of the correlation smoothing allowed beyond the Nyquist frequency of a
+#: coarser correlation grid (see :func:`correlation_step`).
+DECIMATION_GAIN = 0.01
+
+
+def correlation_step(params: FindDisksParams, shape: tuple[int, int]) -> int:
+    """Grid step (1 or 2 px) at which the whole-pattern correlation is computed.
+
+    The correlation is smoothed by a Gaussian of ``sigma_cc`` px, whose Fourier gain
+    ``exp(-2 pi^2 sigma^2 f^2)`` is below :data:`DECIMATION_GAIN` beyond 1/4 cycle per
+    pixel when ``sigma_cc >= 1.93``: the smoothed map then holds (almost) nothing a
+    2-px grid cannot sample, and it is computed there by an inverse FFT of a quarter
+    of the size. Only ``subpixel='disk'`` uses it, since that refinement starts from
+    the map's maxima and correlates each disk again at full resolution.
+
+    Examples
+    --------
+    >>> correlation_step(FindDisksParams(), (128, 128)), correlation_step(FindDisksParams(sigma_cc=1), (128, 128))
+    (2, 1)
+    """
+    H, W = shape
+    if params.subpixel != "disk" or H % 4 or W % 4 or H < 16 or W < 16:
+        return 1
+    gain = math.exp(-2.0 * math.pi ** 2 * params.sigma_cc ** 2 * 0.25 ** 2)
+    return 2 if gain <= DECIMATION_GAIN else 1
+
+
+def _decimated_inverse(spec: np.ndarray, shape: tuple[int, int], step: int, workers: int) -> np.ndarray:
+    """The correlation on every ``step``-th pixel: inverse FFT of the spectrum's low frequencies."""
+    H, W = shape
+    h, w = H // step, W // step
+    low = np.empty(spec.shape[:-2] + (h, w // 2 + 1), dtype=spec.dtype)
+    low[..., :h // 2, :] = spec[..., :h // 2, :w // 2 + 1]
+    low[..., h // 2:, :] = spec[..., H - h // 2:, :w // 2 + 1]
+    corr = sfft.irfft2(low, s=(h, w), workers=workers, overwrite_x=True)
+    corr *= np.float32(1.0 / step ** 2)  # irfft2 normalises by the smaller grid's size
+    return corr
 
 
 def find_disks_in_patterns(patterns: np.ndarray, template: Any, params: FindDisksParams | None = None, *,

@@ -30,6 +30,7 @@ __all__ = [
     "detect_batch",
     "disk_sums",
     "disk_sums_at",
+    "copy_finite",
     "splat_bilinear",
     "radial_median_subtract",
 ]
@@ -558,3 +559,38 @@ def radial_median_subtract(patterns, ox, oy, out):
         for i in range(H):
             for j in range(W):
                 out[p, i, j] = patterns[p, i, j] - med[rings[i * W + j]]
+
+
+@njit(cache=True, nogil=True)
+def copy_finite(src, dst, valid):
+    """Copy patterns into a float32 array and mark the ones holding only finite values.
+
+    One pass instead of a conversion plus ``np.isfinite(...).all()``.
+
+    Parameters
+    ----------
+    src : (N, H, W) array, any real dtype
+    dst : (N, H, W) float32 array
+        Receives the patterns; a pattern with a NaN or infinite value is zeroed.
+    valid : (N,) bool array
+        Receives False for those patterns.
+
+    Examples
+    --------
+    >>> src = np.array([[[1.0, 2.0]], [[np.nan, 1.0]]])
+    >>> dst, ok = np.empty((2, 1, 2), np.float32), np.empty(2, np.bool_)
+    >>> copy_finite(src, dst, ok); dst.tolist(), ok.tolist()
+    ([[[1.0, 2.0]], [[0.0, 0.0]]], [True, False])
+    """
+    N, H, W = src.shape
+    for p in range(N):
+        bad = False
+        for i in range(H):
+            for j in range(W):
+                v = np.float32(src[p, i, j])
+                dst[p, i, j] = v
+                # v - v is 0 for finite v and NaN for NaN or +-inf; summed without a branch
+                bad |= (v - v) != 0.0
+        valid[p] = not bad
+        if bad:
+            dst[p] = 0.0

@@ -72,7 +72,8 @@ from .tool import WorkerTool
 __all__ = ["DiskTuner", "CORRELATION_FIELDS", "TEMPLATE_SOURCES", "VACUUM_ID", "DEFAULT_POSITIONS"]
 
 #: Fields of FindDisksParams that change the correlation maps (the others only re-filter them).
-CORRELATION_FIELDS = ("template", "corr_power", "sigma_dp", "sigma_cc", "log", "radial_background")
+# subpixel too: only "disk" lets the correlation be sampled every other pixel (correlation_step)
+CORRELATION_FIELDS = ("template", "corr_power", "sigma_dp", "sigma_cc", "log", "radial_background", "subpixel")
 #: What the template can be made from, as the source buttons name them.
 TEMPLATE_SOURCES = {"synthetic": "synthetic", "vacuum region": "vacuum_region", "vacuum image": "vacuum_image"}
 #: Overlay id of the vacuum region on the real-space view.
