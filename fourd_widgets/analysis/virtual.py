@@ -46,6 +46,7 @@ from ..core.errors import MissingCalibrationError, ParameterError, ShapeError
 from ..core.params import Params, param
 from ..engine.job import ImageJob, Job
 from ..engine.run import run_job
+from ..kernels.simd import LANES, SIMD_DTYPES, TILE_PATTERNS, TILE_PIXELS, mac_pairs_tiled, simd_available
 from ..kernels.virtual import (accumulate_shifted, mac_gemm, mac_ranges, mac_shifted, max_shifted, pair_ranges,
                                split_shift)
 from .detectors import (Annulus, Circle, Detector, Mask, Point, Polygon, Rectangle, detector_mask,
@@ -229,9 +230,12 @@ class VirtualImageJob(ImageJob):
                 or self.signed)
         dt = np.dtype(np.float64 if wide else np.float32)
         if block.flags.c_contiguous and K <= RANGES_MAX_COLUMNS:
-            w, groups, lo, hi = self._flat_weights(dt)
+            flat = block.reshape(nx * ny, -1)
             out = np.empty((nx * ny, K))
-            mac_ranges(block.reshape(nx * ny, -1), w, groups, lo, hi, out)
+            done = self._tiled_pairs(flat, dt, out)
+            if done < len(flat):
+                w, groups, lo, hi = self._flat_weights(dt)
+                mac_ranges(flat[done:], w, groups, lo, hi, out[done:])
             out = out.reshape(nx, ny, K)
         else:
             stack = self.gemm_stack.get(dt.str)
@@ -246,6 +250,38 @@ class VirtualImageJob(ImageJob):
                 mac_shifted(block[a:a + 1, b:b + 1], self.weights, *self.corner,
                             *(p[a:a + 1, b:b + 1] for p in parts), out[a:a + 1, b:b + 1])
         return out
+
+    def _tiled_pairs(self, flat: np.ndarray, dt: np.dtype, out: np.ndarray) -> int:
+        """Several detectors on float32/8-/16-bit data by :func:`mac_pairs_tiled`; rows done.
+
+        One detector stays with :func:`mac_ranges` (a single sweep is bound by memory
+        already); so do float64 weights, pixel counts not a multiple of 8 and a numba
+        that cannot compile the SIMD kernel.
+        """
+        K = out.shape[1]
+        n4 = len(flat) - len(flat) % 4
+        if (K < 2 or dt != np.float32 or flat.dtype not in SIMD_DTYPES or flat.shape[1] % LANES or n4 == 0
+                or not simd_available()):
+            return 0
+        got = self.flat_weights.get("pairs")
+        if got is None:
+            full, groups, lo, hi = self._flat_weights(np.dtype(np.float32))
+            pairs = np.zeros((2 * len(groups), full.shape[1]), np.float32)
+            for g, (k0, k1) in enumerate(groups):
+                pairs[2 * g] = full[k0]
+                if k1 >= 0:
+                    pairs[2 * g + 1] = full[k1]
+            lo8 = lo // LANES * LANES
+            hi8 = np.minimum(full.shape[1], -(-hi // LANES) * LANES)
+            got = self.flat_weights["pairs"] = (pairs, groups, lo8, hi8)
+        pairs, groups, lo8, hi8 = got
+        res = np.empty((n4, pairs.shape[0]))
+        mac_pairs_tiled(flat[:n4], pairs, lo8, hi8, res, TILE_PIXELS, TILE_PATTERNS)
+        for g, (k0, k1) in enumerate(groups):
+            out[:n4, k0] = res[:, 2 * g]
+            if k1 >= 0:
+                out[:n4, k1] = res[:, 2 * g + 1]
+        return n4
 
     def _flat_weights(self, dtype: np.dtype) -> tuple[np.ndarray, ...]:
         """Weights over the whole flattened detector in ``dtype``, with their pair ranges."""
