@@ -46,7 +46,7 @@ from ..core.errors import MissingCalibrationError, ParameterError, ShapeError
 from ..core.params import Params, param
 from ..engine.job import ImageJob, Job
 from ..engine.run import run_job
-from ..kernels.simd import LANES, SIMD_DTYPES, TILE_PATTERNS, TILE_PIXELS, mac_pairs_tiled, simd_available
+from ..kernels.simd import BLOCK_PATTERNS, LANES, SIMD_DTYPES, mac_pair_rows, pair_row_spans, simd_available
 from ..kernels.virtual import (accumulate_shifted, mac_gemm, mac_ranges, mac_shifted, max_shifted, pair_ranges,
                                split_shift)
 from .detectors import (Annulus, Circle, Detector, Mask, Point, Polygon, Rectangle, detector_mask,
@@ -197,12 +197,7 @@ class VirtualImageJob(ImageJob):
         # data are multiplied in place, without cutting tiles out of them.
         self.gemm_box = (self.corner, (bx, by))
         if bx * by >= GEMM_MIN_FILL * Qx * Qy:
-            full = np.zeros((len(cols), Qx, Qy))
-            full[:, self.corner[0]:self.corner[0] + bx, self.corner[1]:self.corner[1] + by] = self.weights
             self.gemm_box = ((0, 0), (Qx, Qy))
-            self.gemm_weights = full
-        else:
-            self.gemm_weights = self.weights
         self.gemm_stack: dict[str, np.ndarray] = {}
         self.flat_weights: dict[str, tuple] = {}
         self.detector_shape = (Qx, Qy)
@@ -240,7 +235,9 @@ class VirtualImageJob(ImageJob):
         else:
             stack = self.gemm_stack.get(dt.str)
             if stack is None:  # cast once per dtype, laid out for BLAS
-                stack = np.asfortranarray(self.gemm_weights.reshape(len(self.gemm_weights), -1).T, dtype=dt)
+                (x0, y0), (bx, by) = self.gemm_box
+                cols = self._flat_weights(dt)[0].reshape((-1,) + self.detector_shape)[:, x0:x0 + bx, y0:y0 + by]
+                stack = np.asfortranarray(cols.reshape(len(cols), -1).T)
                 self.gemm_stack[dt.str] = stack
             out = mac_gemm(block, stack, *self.gemm_box[0], self.gemm_box[1])
         if block.dtype.kind == "f":
@@ -252,31 +249,30 @@ class VirtualImageJob(ImageJob):
         return out
 
     def _tiled_pairs(self, flat: np.ndarray, dt: np.dtype, out: np.ndarray) -> int:
-        """Several detectors on float32/8-/16-bit data by :func:`mac_pairs_tiled`; rows done.
+        """Several detectors on float32/8-/16-bit data by :func:`mac_pair_rows`; rows done.
 
         One detector stays with :func:`mac_ranges` (a single sweep is bound by memory
-        already); so do float64 weights, pixel counts not a multiple of 8 and a numba
-        that cannot compile the SIMD kernel.
+        already); so do float64 weights, detector rows not a multiple of 8 pixels and a
+        numba that cannot compile the SIMD kernel.
         """
         K = out.shape[1]
         n4 = len(flat) - len(flat) % 4
-        if (K < 2 or dt != np.float32 or flat.dtype not in SIMD_DTYPES or flat.shape[1] % LANES or n4 == 0
+        width = self.detector_shape[1]
+        if (K < 2 or dt != np.float32 or flat.dtype not in SIMD_DTYPES or width % LANES or n4 == 0
                 or not simd_available()):
             return 0
         got = self.flat_weights.get("pairs")
         if got is None:
-            full, groups, lo, hi = self._flat_weights(np.dtype(np.float32))
+            full, groups, _, _ = self._flat_weights(np.dtype(np.float32))
             pairs = np.zeros((2 * len(groups), full.shape[1]), np.float32)
             for g, (k0, k1) in enumerate(groups):
                 pairs[2 * g] = full[k0]
                 if k1 >= 0:
                     pairs[2 * g + 1] = full[k1]
-            lo8 = lo // LANES * LANES
-            hi8 = np.minimum(full.shape[1], -(-hi // LANES) * LANES)
-            got = self.flat_weights["pairs"] = (pairs, groups, lo8, hi8)
-        pairs, groups, lo8, hi8 = got
+            got = self.flat_weights["pairs"] = (pairs, groups) + pair_row_spans(pairs, width)
+        pairs, groups, *spans = got
         res = np.empty((n4, pairs.shape[0]))
-        mac_pairs_tiled(flat[:n4], pairs, lo8, hi8, res, TILE_PIXELS, TILE_PATTERNS)
+        mac_pair_rows(flat[:n4], pairs, *spans, res, BLOCK_PATTERNS)
         for g, (k0, k1) in enumerate(groups):
             out[:n4, k0] = res[:, 2 * g]
             if k1 >= 0:
@@ -342,14 +338,16 @@ class VirtualImageJob(ImageJob):
 
 def _bbox_stack(cols: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int]]:
     """Stack ``cols`` cut to the bounding box of their joint support, and its corner."""
-    if not cols:
-        return np.zeros((0, 0, 0)), (0, 0)
-    stack = np.stack(cols)
-    nz = np.argwhere(np.any(stack != 0, axis=0))
-    if nz.size == 0:
+    rows, columns = np.zeros(shape[0], bool), np.zeros(shape[1], bool)
+    for c in cols:  # the box first, so only the box is stacked (no full-detector copy)
+        nz = c != 0
+        rows |= nz.any(axis=1)
+        columns |= nz.any(axis=0)
+    if not rows.any():
         return np.zeros((len(cols), 0, 0)), (0, 0)
-    (x0, y0), (x1, y1) = nz.min(axis=0), nz.max(axis=0) + 1
-    return np.ascontiguousarray(stack[:, x0:x1, y0:y1]), (int(x0), int(y0))
+    x0, x1 = int(rows.argmax()), shape[0] - int(rows[::-1].argmax())
+    y0, y1 = int(columns.argmax()), shape[1] - int(columns[::-1].argmax())
+    return np.stack([c[x0:x1, y0:y1] for c in cols]), (x0, y0)
 
 
 def _as_detectors(detector_or_list: Any) -> tuple[tuple[Detector, ...], bool]:

@@ -32,8 +32,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["pair4_accumulate", "mac_pairs_tiled", "simd_available", "SIMD_DTYPES", "LANES", "TILE_PIXELS",
-           "TILE_PATTERNS", "PREFETCH_LOCALITY"]
+__all__ = ["pair4_accumulate", "mac_pair_rows", "pair_row_spans", "simd_available", "SIMD_DTYPES", "LANES",
+           "BLOCK_PATTERNS", "PREFETCH_LOCALITY"]
 
 #: Vector width (float32 lanes) of the accumulators.
 LANES = 8
@@ -83,8 +83,9 @@ def pair4_accumulate(typingctx, patterns, p, k0, k1, weights, start, n, acc, pf_
         Eight ``<8 x float>`` partial sums, pattern-major: vector ``2 i + c`` belongs to
         pattern ``p + i`` and detector ``k_c``. Read, added to, written back.
     pf_row, pf_col, pf_lines : int
-        While the loop runs, hint the CPU to load ``pf_lines`` cache lines (16 float32
-        each, one per iteration) of ``patterns`` from ``[pf_row, pf_col]`` on.
+        While the loop runs, hint the CPU to load ``pf_lines`` 64-byte cache lines (one
+        per iteration) from ``[pf_row + i, pf_col]`` on, for each of the four patterns
+        ``i`` (``pf_row + 3`` must be a row of ``patterns``).
     """
     if not (isinstance(patterns, types.Array) and patterns.ndim == 2 and patterns.layout == "C"
             and np.dtype(str(patterns.dtype)) in SIMD_DTYPES and isinstance(weights, types.Array)
@@ -107,7 +108,8 @@ def pair4_accumulate(typingctx, patterns, p, k0, k1, weights, start, n, acc, pf_
 
         xs = [at(parr.data, builder.add(p_, ir.Constant(_I64, i)), start_) for i in range(4)]
         ws = [at(warr.data, k, start_) for k in (k0_, k1_)]
-        pf = builder.bitcast(at(parr.data, pf_row_, pf_col_), _I8P)
+        pfs = [builder.bitcast(at(parr.data, builder.add(pf_row_, ir.Constant(_I64, i)), pf_col_), _I8P)
+               for i in range(4)]
         line = ir.Constant(_I64, 64)
         prefetch = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [_I8P, _I32, _I32, _I32]), "llvm.prefetch.p0")
@@ -137,8 +139,9 @@ def pair4_accumulate(typingctx, patterns, p, k0, k1, weights, start, n, acc, pf_
             for c in range(2):
                 new.append(builder.call(fma, [xv, wv[c], sums[2 * i + c]]))
         with builder.if_then(builder.icmp_signed("<", it, pf_lines_), likely=True):
-            builder.call(prefetch, [builder.gep(pf, [builder.mul(it, line)]), ir.Constant(_I32, 0),
-                                    ir.Constant(_I32, PREFETCH_LOCALITY), ir.Constant(_I32, 1)])
+            for pf in pfs:
+                builder.call(prefetch, [builder.gep(pf, [builder.mul(it, line)]), ir.Constant(_I32, 0),
+                                        ir.Constant(_I32, PREFETCH_LOCALITY), ir.Constant(_I32, 1)])
         tail = builder.block
         j_next = builder.add(j, ir.Constant(_I64, LANES))
         j.add_incoming(j_next, tail)
@@ -187,70 +190,69 @@ def simd_available() -> bool:
         return False
 
 
-#: Pixels per tile of :func:`mac_pairs_tiled`: four patterns' tiles and the
-#: weights' tile stay in the 48 KiB L1 cache (measured best of 256-2048).
-TILE_PIXELS = 256
-#: Patterns per block of :func:`mac_pairs_tiled` (a multiple of 4): a tile of
-#: each sits in L2 while the block's pairs are swept.
-TILE_PATTERNS = 8
+#: Patterns per block of :func:`mac_pair_rows` (a multiple of 4): one detector row of
+#: each sits in L1/L2 while the block's detector pairs are swept (measured best of 4-32).
+BLOCK_PATTERNS = 8
 
 
 @njit(cache=True, nogil=True)
-def mac_pairs_tiled(patterns, weights, lo, hi, out, tile, block):
-    """Detector pairs applied to patterns four at a time, tile by tile, with prefetch.
+def mac_pair_rows(patterns, weights, rlo, rhi, ulo, uhi, out, block):
+    """Detector pairs applied to patterns four at a time, detector row by row, with prefetch.
 
-    The many-detector sibling of :func:`~fourd_widgets.kernels.virtual.mac_ranges`. For each block of ``block``
-    patterns the pixels are swept in tiles of ``tile``; each tile's weights serve
-    every pattern of the block from L1 cache, partial sums stay SIMD vectors
-    between tiles (:func:`pair4_accumulate`), and
-    while a tile is multiplied the next one is prefetched, so memory traffic and
-    arithmetic overlap.
+    The many-detector sibling of :func:`~fourd_widgets.kernels.virtual.mac_ranges`.
+    For each block of ``block`` patterns the detector is swept row by row; in each row
+    a pair only covers its span of non-zero weights, partial sums stay SIMD vectors
+    between rows (:func:`pair4_accumulate`), and while a row is multiplied the span of
+    the next row that any detector needs is prefetched, so memory traffic and
+    arithmetic overlap and detector corners no detector covers are never read.
 
     Parameters
     ----------
-    patterns : (n, P) C-contiguous array, a dtype of ``simd.SIMD_DTYPES``
-        ``n`` a multiple of 4.
+    patterns : (n, P) C-contiguous array, a dtype of :data:`SIMD_DTYPES`
+        Flattened patterns of ``R`` rows; ``n`` a multiple of 4.
     weights : (2 G, P) float32 array
         Detector pairs: rows ``2 g`` and ``2 g + 1``.
-    lo, hi : (G,) int64 arrays
-        Pixel range of each pair, multiples of 8 (weights zero outside).
+    rlo, rhi : (G, R) int64 arrays
+        Flattened span of pair ``g`` in detector row ``r``; multiples of 8, empty when
+        ``rhi <= rlo`` (see :func:`pair_row_spans`).
+    ulo, uhi : (R,) int64 arrays
+        Union of the spans of each row (what is prefetched).
     out : (n, 2 G) float64 array
         Receives the sums; overwritten.
-    tile, block : int
-        :data:`TILE_PIXELS`, :data:`TILE_PATTERNS` (a multiple of 4).
+    block : int
+        :data:`BLOCK_PATTERNS`.
 
     Examples
     --------
     >>> x = np.arange(64, dtype=np.float32).reshape(4, 16)
     >>> w = np.zeros((2, 16), np.float32); w[0, :8] = 1; w[1, 8:] = 1
     >>> out = np.empty((4, 2))
-    >>> mac_pairs_tiled(x, w, np.array([0]), np.array([16]), out, 8, 4); out[:, 0].tolist()
-    [28.0, 156.0, 284.0, 412.0]
+    >>> mac_pair_rows(x, w, *pair_row_spans(w, 8), out, 4); out.tolist()[0]
+    [28.0, 92.0]
     """
-    n, L = patterns.shape
-    G = lo.shape[0]
-    groups = block // 4
-    acc = np.zeros((groups, G, 8 * LANES), np.float32)
+    n = patterns.shape[0]
+    G, R = rlo.shape
+    itemsize = patterns.itemsize
+    acc = np.zeros((block // 4, G, 8 * LANES), np.float32)
     for b0 in range(0, n, block):
         b1 = min(b0 + block, n)
         acc[:] = 0.0
-        for t0 in range(0, L, tile):
-            t1 = min(L, t0 + tile)
+        for r in range(R):
             for q in range((b1 - b0) // 4):
                 p = b0 + 4 * q
                 c = 0
                 for g in range(G):
-                    a = max(lo[g], t0)
-                    b = min(hi[g], t1)
+                    a = rlo[g, r]
+                    b = rhi[g, r]
                     if b <= a:
                         continue
-                    # each pair call prefetches one pattern's next tile (the next block's
-                    # first tile during the last one)
+                    # the widest pair of the row (first call) prefetches the four patterns'
+                    # next row; in the last row, the first row of the next block's patterns
                     pr, pc, pn = p, 0, 0
-                    if c < 4 and t1 < L:
-                        pr, pc, pn = p + c, t1, (min(L, t1 + tile) - t1) // 16
-                    elif c < 4 and p + block + c < n:
-                        pr, pc, pn = p + block + c, 0, min(L, tile) // 16
+                    if c == 0 and r + 1 < R:
+                        pr, pc, pn = p, ulo[r + 1], (uhi[r + 1] - ulo[r + 1]) * itemsize // 64 + 1
+                    elif c == 0 and p + block + 3 < n:
+                        pr, pc, pn = p + block, ulo[0], (uhi[0] - ulo[0]) * itemsize // 64 + 1
                     c += 1
                     pair4_accumulate(patterns, p, 2 * g, 2 * g + 1, weights, a, b - a, acc[q, g], pr, pc, pn)
         for q in range((b1 - b0) // 4):
@@ -260,3 +262,40 @@ def mac_pairs_tiled(patterns, weights, lo, hi, out, tile, block):
                     for lane in range(LANES):
                         s += acc[q, g, LANES * v + lane]
                     out[b0 + 4 * q + v // 2, 2 * g + v % 2] = s
+
+
+def pair_row_spans(weights: np.ndarray, width: int) -> tuple[np.ndarray, ...]:
+    """Per-row spans of non-zero weights of each detector pair, for :func:`mac_pair_rows`.
+
+    Parameters
+    ----------
+    weights : (2 G, R * width) array
+        Detector pairs over the flattened detector; ``width`` a multiple of 8.
+    width : int
+        Detector row length.
+
+    Returns
+    -------
+    rlo, rhi : (G, R) int64 arrays
+        Flattened span per pair and row, widened to multiples of 8 (empty: equal).
+    ulo, uhi : (R,) int64 arrays
+        Union span per row.
+
+    Examples
+    --------
+    >>> w = np.zeros((2, 32)); w[0, 3] = 1; w[1, 20] = 1
+    >>> [a.tolist() for a in pair_row_spans(w, 16)]
+    [[[0, 16]], [[8, 24]], [0, 16], [8, 24]]
+    """
+    G, R = weights.shape[0] // 2, weights.shape[1] // width
+    nz = (weights.reshape(G, 2, R, width) != 0).any(axis=1)  # (G, R, width)
+    has = nz.any(axis=2)
+    first = np.where(has, nz.argmax(axis=2), 0)
+    last = np.where(has, width - nz[:, :, ::-1].argmax(axis=2), 0)
+    base = np.arange(R, dtype=np.int64) * width
+    rlo = np.where(has, base + first // LANES * LANES, 0).astype(np.int64)
+    rhi = np.where(has, base + np.minimum(width, -(-last // LANES) * LANES), 0).astype(np.int64)
+    any_row = has.any(axis=0)
+    ulo = np.where(any_row, np.where(has, rlo, np.iinfo(np.int64).max).min(axis=0), 0).astype(np.int64)
+    uhi = np.where(any_row, rhi.max(axis=0), 0).astype(np.int64)
+    return rlo, rhi, ulo, uhi

@@ -270,13 +270,13 @@ def test_simd_pair_kernel_equals_reference(rng, monkeypatch, dtype):
 
     assert simd_available()  # numba >= 0.59 on x86-64 and arm64 compiles it
     calls = []
-    real = virtual.mac_pairs_tiled
+    real = virtual.mac_pair_rows
 
     def counted(*args):
         calls.append(args[0].shape[0])
         return real(*args)
 
-    monkeypatch.setattr(virtual, "mac_pairs_tiled", counted)
+    monkeypatch.setattr(virtual, "mac_pair_rows", counted)
     data = make_data(rng, (6, 7, 16, 24), dtype)
     if np.dtype(dtype).kind == "i":
         data = (data.astype(np.int64) - np.iinfo(dtype).max // 2).astype(dtype)  # negative values too
