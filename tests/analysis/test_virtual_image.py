@@ -287,3 +287,20 @@ def test_simd_pair_kernel_equals_reference(rng, monkeypatch, dtype):
     assert calls and sum(calls) == 40
     for k, d in enumerate(dets):
         np.testing.assert_allclose(got[k], reference_image(data, d, cube.calibration), rtol=2e-5, atol=1e-3)
+
+
+def test_nan_through_the_simd_path_poisons_only_its_detector(monkeypatch):
+    calls = []
+    real = virtual.mac_pair_rows
+    monkeypatch.setattr(virtual, "mac_pair_rows", lambda *a: (calls.append(1), real(*a))[1])
+    data = np.ones((2, 4, 16, 16), dtype=np.float32)
+    data[0, 1, 0, 0] = np.nan      # outside both detectors
+    data[1, 2, 4, 4] = np.nan      # inside the first only
+    dets = [Circle((4, 4), 2), Circle((11, 11), 3)]
+    got = virtual_image(DataCube(data), dets, scheduler="sync", **QUIET)
+    assert calls
+    n = [detector_mask(d, (16, 16)).sum() for d in dets]
+    expect0 = np.full((2, 4), float(n[0]))
+    expect0[1, 2] = np.nan
+    np.testing.assert_array_equal(got[0], expect0)
+    np.testing.assert_array_equal(got[1], np.full((2, 4), float(n[1])))
