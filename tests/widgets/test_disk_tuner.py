@@ -274,3 +274,23 @@ def test_slider_echo_of_an_automatic_value_changes_nothing(tuner) -> None:
     assert tuner.find_params == before and before.min_peak_spacing is None and before.template.radius is None
     tuner._spacing.value = tuner._spacing.value + 2.0  # a real move
     assert tuner.find_params.min_peak_spacing == tuner._spacing.value
+
+
+def test_lattice_record_survives_the_tuner_and_run_applies_it(sample) -> None:
+    # The tuner has no control for the lattice constraint; a record that holds one must keep
+    # it (no silent loss) and "run on all" must apply it, equal to the headless replay.
+    from fourd_widgets.analysis.disks import FLAG_LATTICE, DiskLatticeParams
+
+    cube, _ = sample
+    p = FindDisksParams(lattice=DiskLatticeParams(scan_sigma=1.5))
+    tuner = DiskTuner.from_params(cube, p, n_positions=2).wait()
+    try:
+        tuner.set(min_relative_intensity=0.05)
+        tuner.wait()
+        assert tuner.find_params.lattice == DiskLatticeParams(scan_sigma=1.5)
+        tuner.run().wait_run()
+        assert tuner.run_state == "done"
+        assert (tuner.peaks.flags & FLAG_LATTICE).any()
+        assert fw.run(tuner.params, cube)["find_disks"] == tuner.peaks
+    finally:
+        tuner.close()
