@@ -366,6 +366,12 @@ def _band(shape: tuple[int, int], sigma: float) -> int:
 
 def _preprocess(patterns: np.ndarray, params: FindDisksParams, origins: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Float32 copy with non-finite patterns zeroed; returns (patterns, valid)."""
+    if not patterns.dtype.isnative:  # numba reads native byte order only
+        patterns = patterns.astype(patterns.dtype.newbyteorder("="))
+    if patterns.dtype.kind == "b":
+        patterns = patterns.view(np.uint8)
+    elif patterns.dtype.kind not in "uif":
+        raise ShapeError(f"disk detection needs real-valued patterns, got {patterns.dtype}")
     x = np.empty(patterns.shape, dtype=np.float32)
     valid = np.empty(patterns.shape[0], dtype=np.bool_)
     K.copy_finite(patterns, x, valid)

@@ -57,7 +57,10 @@ def _read(array: Any, key: tuple[slice, ...]) -> np.ndarray:
     out = array[key]
     if hasattr(out, "compute") and not isinstance(out, np.ndarray):  # dask
         out = out.compute()
-    return np.asarray(out)
+    out = np.asarray(out)
+    if not out.dtype.isnative:  # e.g. big-endian MIB or raw data: the kernels read native order only
+        out = out.astype(out.dtype.newbyteorder("="))
+    return out
 
 
 def _norm_range(value: Any, n: int, axis: str) -> tuple[int, int]:
@@ -216,7 +219,8 @@ class DataCube:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(self._array.dtype)
+        """The data type of blocks read from the cube (native byte order)."""
+        return np.dtype(self._array.dtype).newbyteorder("=")
 
     @property
     def nbytes(self) -> int:

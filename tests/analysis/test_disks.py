@@ -222,3 +222,16 @@ def test_bragg_vector_map():
     mc = bragg_vector_map(t, (32, 32), weights="intensity", origin=om)
     assert mc[16, 16] == pytest.approx(4 * 0.75 * 0.5) and mc.sum() == pytest.approx(4.0)
     assert bragg_vector_map(t, (32, 32), weights=None, sampling=2).shape == (64, 64)
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">u2", "bool"])
+def test_any_byte_order_and_bool_patterns(template, dtype):
+    """Big-endian detector data (MIB, raw) and boolean frames give the native result;
+    complex patterns are refused by name."""
+    pat = pattern([(20.3, 30.6), (40.0, 21.2)]) * (1 if dtype == "bool" else 1000)
+    data = (pat > 0.5) if dtype == "bool" else pat.astype(np.dtype(dtype).newbyteorder("="))
+    got = find_disks_in_patterns(data.astype(dtype)[None], template)
+    assert got == find_disks_in_patterns(data.astype(np.dtype(dtype).newbyteorder("="))[None], template)
+    assert len(got) == 2
+    with pytest.raises(ShapeError, match="real-valued"):
+        find_disks_in_patterns(pat.astype(np.complex64)[None], template)

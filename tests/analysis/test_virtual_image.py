@@ -304,3 +304,14 @@ def test_nan_through_the_simd_path_poisons_only_its_detector(monkeypatch):
     expect0[1, 2] = np.nan
     np.testing.assert_array_equal(got[0], expect0)
     np.testing.assert_array_equal(got[1], np.full((2, 4), float(n[1])))
+
+
+@pytest.mark.parametrize("dtype", [">u2", ">f4", ">i2"])
+def test_big_endian_data_equal_native(rng, dtype):
+    """Detectors write big-endian files (MIB, some raw dumps): blocks come out native."""
+    native = make_data(rng, (3, 4, 16, 16), np.dtype(dtype).newbyteorder("="))
+    cube = DataCube(native.astype(dtype))
+    assert cube.dtype == native.dtype and cube.read().dtype.isnative
+    dets = [Circle((8, 8), 3), Annulus((8, 8), 3, 7), Circle((8, 8), 5, response="com_y")]
+    for d in (dets, dets[0]):
+        np.testing.assert_array_equal(virtual_image(cube, d, **QUIET), virtual_image(DataCube(native), d, **QUIET))
