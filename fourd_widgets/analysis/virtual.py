@@ -200,6 +200,7 @@ class VirtualImageJob(ImageJob):
             self.gemm_box = ((0, 0), (Qx, Qy))
         self.gemm_stack: dict[str, np.ndarray] = {}
         self.flat_weights: dict[str, tuple] = {}
+        self._pairs: tuple | None = None
         self.detector_shape = (Qx, Qy)
         self._weights32: np.ndarray | None = None
         self.item_shape = (len(detectors),)
@@ -261,16 +262,15 @@ class VirtualImageJob(ImageJob):
         if (K < 2 or dt != np.float32 or flat.dtype not in SIMD_DTYPES or width % LANES or n4 == 0
                 or not simd_available()):
             return 0
-        got = self.flat_weights.get("pairs")
-        if got is None:
+        if self._pairs is None:  # made once per job
             full, groups, _, _ = self._flat_weights(np.dtype(np.float32))
             pairs = np.zeros((2 * len(groups), full.shape[1]), np.float32)
             for g, (k0, k1) in enumerate(groups):
                 pairs[2 * g] = full[k0]
                 if k1 >= 0:
                     pairs[2 * g + 1] = full[k1]
-            got = self.flat_weights["pairs"] = (pairs, groups) + pair_row_spans(pairs, width)
-        pairs, groups, *spans = got
+            self._pairs = (pairs, groups) + pair_row_spans(pairs, width)
+        pairs, groups, *spans = self._pairs
         res = np.empty((n4, pairs.shape[0]))
         mac_pair_rows(flat[:n4], pairs, *spans, res, BLOCK_PATTERNS)
         for g, (k0, k1) in enumerate(groups):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import ipywidgets as w
@@ -48,7 +47,7 @@ from ..core.recipe import Recipe
 from ..engine.run import Cancel
 from .image_view import ImageView
 from .overlays import make_overlay
-from .tool import WorkerTool
+from .tool import ToolRequest, WorkerTool
 
 __all__ = ["CalibrationTool", "ORIGIN_METHODS", "FIT_MODELS", "DISK_LABEL", "Busy", "message_label",
            "error_text"]
@@ -138,12 +137,6 @@ class _Watched:
             yield chunk
             done += chunk.data.shape[0] * chunk.data.shape[1]
             self._progress(done, total)
-
-
-@dataclass
-class _OriginRequest:
-    params: OriginParams
-    cancel: Cancel = field(default_factory=Cancel)
 
 
 class CalibrationTool(WorkerTool):
@@ -258,7 +251,7 @@ class CalibrationTool(WorkerTool):
         self.widget = w.VBox(sections)
         self.widget.add_class("fw-calibration-tool")
 
-        self._runner: LatestOnly[_OriginRequest] = LatestOnly(
+        self._runner: LatestOnly[ToolRequest[OriginParams]] = LatestOnly(
             self._compute_origin, self._deliver_origin, on_error=self._origin_failed, name="fourd-calibration")
         self._measure.on_click(lambda _: self.measure())
         self._method.observe(lambda c: self.measure(), names="value")
@@ -328,7 +321,7 @@ class CalibrationTool(WorkerTool):
                 self._method.value = p.method
             finally:
                 self._syncing = False
-        req = _OriginRequest(p, self.busy.start(f"measuring the origin ({p.method})"))
+        req = ToolRequest(p, self.busy.start(f"measuring the origin ({p.method})"))
         self._runner.submit(req)
 
     def set_fit(self, params: OriginFitParams) -> None:
@@ -367,12 +360,12 @@ class CalibrationTool(WorkerTool):
         return self.widget._repr_mimebundle_(**kwargs)
 
     # --- origin -----------------------------------------------------------------------------
-    def _compute_origin(self, req: _OriginRequest) -> Calibration:
+    def _compute_origin(self, req: ToolRequest[OriginParams]) -> Calibration:
         watched = _Watched(self.cube.with_calibration(self.initial_calibration), self.busy.progress, req.cancel)
         # the recipe step itself, so the tool's origin is what fw.run computes
         return step_function(req.params)(watched, req.params, RunContext())
 
-    def _deliver_origin(self, req: _OriginRequest, cal: Calibration) -> None:
+    def _deliver_origin(self, req: ToolRequest[OriginParams], cal: Calibration) -> None:
         if req.cancel.is_set():
             return
         with self._lock:
@@ -383,7 +376,7 @@ class CalibrationTool(WorkerTool):
         self.busy.finish(f"origin measured ({req.params.method})")
         self._refit()
 
-    def _origin_failed(self, req: _OriginRequest, exc: BaseException) -> None:
+    def _origin_failed(self, req: ToolRequest[OriginParams], exc: BaseException) -> None:
         self.busy.finish("cancelled" if isinstance(exc, CancelledError) else "")
         if not isinstance(exc, CancelledError):
             self.origin_message.value = error_text(exc)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import ipywidgets as w
@@ -49,7 +48,6 @@ from ..core.calibration import Calibration
 from ..core.datacube import DataCube
 from ..core.errors import FourDError, ParameterError
 from ..core.recipe import Recipe
-from ..engine.run import Cancel
 from .calibration_tool import (
     DISK_LABEL,
     Busy,
@@ -59,7 +57,7 @@ from .calibration_tool import (
 )
 from .image_view import ImageView
 from .overlays import make_overlay, region_from_overlay, validate_overlay
-from .tool import WorkerTool
+from .tool import ToolRequest, WorkerTool
 
 __all__ = ["StrainMapper", "MAP_NAMES", "REFERENCE_ID", "POSITION_ID", "STRAIN_COLORMAP"]
 
@@ -75,12 +73,6 @@ POSITION_ID = "position"
 _FIT_FIELDS = ("g1", "g2", "max_peak_spacing", "min_num_peaks", "weights", "fit_origin", "refine")
 #: A click farther than this (px of the map, at least) from every candidate picks nothing.
 SNAP_MIN_PX = 4.0
-
-
-@dataclass
-class _Request:
-    params: StrainMapParams
-    cancel: Cancel = field(default_factory=Cancel)
 
 
 class StrainMapper(WorkerTool):
@@ -205,8 +197,8 @@ class StrainMapper(WorkerTool):
                                                     layout=w.Layout(align_items="flex-start"))])
         self.widget.add_class("fw-strain-mapper")
 
-        self._runner: LatestOnly[_Request] = LatestOnly(self._compute, self._deliver, on_error=self._failed,
-                                                        name="fourd-strain")
+        self._runner: LatestOnly[ToolRequest[StrainMapParams]] = LatestOnly(
+            self._compute, self._deliver, on_error=self._failed, name="fourd-strain")
         p = params or StrainMapParams()
         if p.reference_region is None:
             p = p.replace(reference_region=self._region_mask(self._reference))
@@ -566,9 +558,9 @@ class StrainMapper(WorkerTool):
         if p.g1 is None or p.g2 is None:
             return  # the basis message says what is missing
         self._pending = True
-        self._runner.submit(_Request(p, self.busy.start("fitting the lattice")))
+        self._runner.submit(ToolRequest(p, self.busy.start("fitting the lattice")))
 
-    def _compute(self, req: _Request) -> tuple[LatticeFit, StrainMap]:
+    def _compute(self, req: ToolRequest[StrainMapParams]) -> tuple[LatticeFit, StrainMap]:
         p = req.params
         key = tuple(getattr(p, f) for f in _FIT_FIELDS)
         with self._lock:
@@ -594,7 +586,7 @@ class StrainMapper(WorkerTool):
             raise _ReferenceError(str(exc), fit, key) from exc
         return fit, sm
 
-    def _deliver(self, req: _Request, result: tuple[LatticeFit, StrainMap]) -> None:
+    def _deliver(self, req: ToolRequest[StrainMapParams], result: tuple[LatticeFit, StrainMap]) -> None:
         fit, sm = result
         if req.cancel.is_set():
             self._pending = False
@@ -618,7 +610,7 @@ class StrainMapper(WorkerTool):
             except Exception as exc:  # a user callback must not stop the mapper
                 self.busy.status.value = f"on_update callback failed: {exc}"
 
-    def _failed(self, req: _Request, exc: BaseException) -> None:
+    def _failed(self, req: ToolRequest[StrainMapParams], exc: BaseException) -> None:
         self._pending = False
         if isinstance(exc, _Cancelled):
             self.busy.finish("cancelled; the maps shown are the previous ones")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, TypeVar
 
-__all__ = ["WorkerTool"]
+from ..engine.run import Cancel
+
+__all__ = ["WorkerTool", "ToolRequest"]
+
+P = TypeVar("P")
 
 T = TypeVar("T", bound="WorkerTool")
 
@@ -29,3 +34,11 @@ class WorkerTool:
         if not self._runner.wait_idle(timeout):
             raise TimeoutError(f"the {self._tool_name} did not finish within {timeout} s")
         return self
+
+
+@dataclass
+class ToolRequest(Generic[P]):
+    """One computation asked of a tool's worker: its parameters and the token that cancels it."""
+
+    params: P
+    cancel: Cancel = field(default_factory=Cancel)
