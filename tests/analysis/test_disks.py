@@ -70,7 +70,7 @@ def test_local_dft_matches_irfft_and_brute_force():
     v = np.fft.fftfreq(24)[None, :] * 24
     brute = (sf.fft2(a) * np.exp(2j * np.pi * (u * x / 32 + v * y / 24))).sum().real / a.size
     K.local_dft(re, im, 32, 24, 999, x, y, 1.0, 1, 1, out[:1, :1])
-    assert out[0, 0] == pytest.approx(brute, abs=1e-5 * a.max())
+    assert out[0, 0] == pytest.approx(brute, abs=float(1e-5 * a.max()))
 
 
 def test_filters(template):
