@@ -10,7 +10,7 @@ import pytest
 
 from fourd_widgets.app import cli
 from fourd_widgets.app.dashboard import dashboard_spec
-from fourd_widgets.app.dashboard_ui import DATA_DIR_ENV, OUTPUT_DIR_ENV, RECIPE_NAME, Dashboard
+from fourd_widgets.app.dashboard_ui import DATA_DIR_ENV, OUTPUT_DIR_ENV, Dashboard
 from fourd_widgets.app.demo import DASHBOARD_NAME
 from fourd_widgets.app.files import list_data_files, loadable_extensions, resolve_inside
 from fourd_widgets.core.recipe import Recipe
@@ -97,7 +97,7 @@ def test_dashboard_lists_and_opens_a_file(app: Dashboard, tmp_path: Path) -> Non
     assert app.message.value == ""
     app.explorer.wait()
     saved = app.save_recipe()
-    assert saved == tmp_path / RECIPE_NAME
+    assert saved == tmp_path / "good.explore.recipe.json"  # <dataset>.<tool>.recipe.json
     assert Recipe.load(saved).to_dict() == app.explorer.params.to_dict()
 
 
