@@ -37,7 +37,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..core.datacube import DataCube
-from ..core.errors import FourDError
+from ..core.errors import FourDError, MissingOptionError
 from .chain import PAGES, NotReady, ToolChain
 from .files import MAX_DEPTH, MAX_FILES, list_data_files, loadable_extensions, resolve_inside
 from .output import OutputFolderError, is_inside, recipe_filename, resolve_output_dir
@@ -123,7 +123,19 @@ class Dashboard:
         self._save.on_click(lambda _: self.save_recipe())
         self._overwrite.on_click(lambda _: self.save_recipe(overwrite=True))
         self.tabs.layout.display = "none"
-        rows = [widgets.HBox([self.info]), self.message, self.tabs,
+        # a frame stack that does not record its scan shape: ask for the row length here
+        self._pending_stack: str | None = None
+        self._scan_width = widgets.BoundedIntText(value=0, min=0, max=10**7, description="scan width",
+                                                  layout=widgets.Layout(width="200px"),
+                                                  tooltip="Scan positions per row: the frames are laid out row by "
+                                                          "row, so rows = frames / scan width")
+        self._scan_width_note = widgets.Label()
+        open_stack = widgets.Button(description="open", tooltip="Open the stack with this scan width")
+        open_stack.on_click(lambda _: self._open_with_scan_width())
+        self._options_row = widgets.HBox([self._scan_width_note, self._scan_width, open_stack],
+                                         layout=widgets.Layout(display="none"))
+        self._options_row.add_class("fw-dashboard-options")
+        rows = [widgets.HBox([self.info]), self.message, self._options_row, self.tabs,
                 widgets.HBox([self._save, self._overwrite, self._saved])]
         if self.data_dir is not None:
             rows.insert(0, self.chooser)
@@ -147,9 +159,11 @@ class Dashboard:
         return None if self.chain is None else self.chain.current("explore")
 
     # --- actions ---------------------------------------------------------------------------
-    def open(self, relative: str) -> Any:
+    def open(self, relative: str, **load_options: Any) -> Any:
         """Open ``relative`` (a path under the data folder) on the explore page.
 
+        ``load_options`` go to :func:`fourd_widgets.load` (``scan_width=`` for a
+        frame stack that does not record its scan shape: the page asks for it).
         Returns the new explorer, or None when the file was refused or could
         not be read; the reason is then shown in :attr:`message`.
         """
@@ -161,8 +175,14 @@ class Dashboard:
             path = resolve_inside(self.data_dir, relative)
             from ..io import load
 
-            self.cube = load(path)
+            self.cube = load(path, **load_options)
             self._start(self.cube, relative)
+        except MissingOptionError as exc:
+            self._close_data()
+            self._error(str(exc))
+            if "scan_width" in exc.options:  # ask here: the message's Python has nowhere to be typed
+                self._ask_scan_width(relative, exc.frames)
+            return None
         except FourDError as exc:
             self._close_data()
             self._error(str(exc))
@@ -294,6 +314,19 @@ class Dashboard:
         for other in self.chain.drop_stale():  # built on what this page just replaced
             self._pages[other].clear()
 
+    def _ask_scan_width(self, relative: str, frames: int | None) -> None:
+        self._pending_stack = relative
+        self._scan_width.value = 0
+        self._scan_width_note.value = (f"{frames} frames: " if frames else "") + "how many positions per scan row?"
+        self._options_row.layout.display = ""
+
+    def _open_with_scan_width(self) -> None:
+        width = int(self._scan_width.value)
+        if self._pending_stack is None or width < 1:
+            return
+        relative, self._pending_stack = self._pending_stack, None
+        self.open(relative, scan_width=width)
+
     def _error(self, text: str) -> None:
         self.message.value = (f'<div class="fw-dashboard-error" style="color: #b00020; white-space: pre-wrap">'
                               f"{html.escape(text)}</div>")
@@ -312,6 +345,7 @@ class Dashboard:
             self.cube.close()
             self.cube = None
         self.tabs.layout.display = "none"
+        self._options_row.layout.display = "none"
         self._save.disabled = True
         self._overwrite.layout.display = "none"
         self.message.value = ""
