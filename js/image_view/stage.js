@@ -9,7 +9,7 @@ import { el } from "./dom.js";
 
 /**
  * Build the stage (appended to `root`) over the shared view state `st`. Returns
- * {box, canvas, loadImage, size, fit, paint, toScreen}; `box` holds the canvas (and the help panel).
+ * {box, canvas, loadImage, size, fit, paint}; `box` holds the canvas, the badge and (help.js) the help panel.
  */
 export function createStage(root, model, st) {
   const box = el("div", { class: "fw-stage" }, root);

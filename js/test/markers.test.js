@@ -32,5 +32,6 @@ test("an unaligned buffer is copied, an empty set has no positions", () => {
 });
 
 test("a count that does not match the positions is refused, naming the set", () => {
-  assert.throws(() => decodeMarkers({ id: "bad", n: 3, xy: f32([1, 2, 3, 4]) }), /marker set bad: 2 positions for n = 3/);
+  assert.throws(() => decodeMarkers({ id: "bad", n: 3, xy: f32([1, 2, 3, 4]) }),
+                /marker set bad: 2 positions for n = 3/);
 });
