@@ -37,7 +37,7 @@ from ..analysis.calibration import (
     fit_origin,
 )
 from ..analysis.disks import PeakTable
-from ..analysis.interactive import LatestOnly
+from ..tools.worker import LatestOnly
 from ..analysis.steps import RunContext, step_function
 from ..analysis.strain import corrected_bvm, suggest_basis
 from ..core.calibration import Calibration

@@ -53,7 +53,7 @@ from ..analysis.disks import (
     correlate_patterns,
     find_disks,
 )
-from ..analysis.interactive import LatestOnly
+from ..tools.worker import LatestOnly
 from ..analysis.probe import (
     ProbeTemplate,
     ProbeTemplateParams,

@@ -39,7 +39,8 @@ import ipywidgets as w
 import numpy as np
 
 from ..analysis.detectors import Annulus, Circle, Detector, Polygon, Rectangle
-from ..analysis.interactive import DragCache, LatestOnly, PreviewCache, interactive_cache
+from ..analysis.interactive import DragCache, PreviewCache, interactive_cache
+from ..tools.worker import LatestOnly
 from ..analysis.steps import RunContext
 from ..analysis.virtual import (VirtualDiffractionParams, VirtualImageParams, virtual_diffraction_from_params,
                                 virtual_image_from_params)

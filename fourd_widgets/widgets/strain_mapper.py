@@ -33,7 +33,7 @@ import numpy as np
 from ..analysis.calibration import distortion_matrix
 from ..analysis.detectors import detector_mask
 from ..analysis.disks import FindDisksParams, PeakTable
-from ..analysis.interactive import LatestOnly
+from ..tools.worker import LatestOnly
 from ..analysis.strain import (
     LatticeBasis,
     LatticeFit,
