@@ -203,10 +203,11 @@ class Tool:
         """The work of ``token`` ended (done, failed or cancelled)."""
         with self._lock:
             self._work.pop(id(token), None)
-            self.busy = next(reversed(self._work.values()))[1] if self._work else ""
+            before, self.busy = self.busy, next(reversed(self._work.values()))[1] if self._work else ""
         if not self.busy:
             self.progress = (self.progress[1], self.progress[1]) if self.progress[1] else (1, 1)
-        self._emit("busy", self.busy)
+        if not self.busy or self.busy != before:
+            self._emit("busy", self.busy)
 
     # --- workers ------------------------------------------------------------------------------
     def _add_worker(self, compute: Callable[[Any], Any], deliver: Callable[[Any, Any], Any],
