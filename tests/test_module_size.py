@@ -15,7 +15,6 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fourd_widgets"
 MAX_LINES = 400
 #: Modules not split yet, with the reason; each entry is a debt, remove it when the module is split.
 EXCEPTIONS: dict[str, str] = {
-    "widgets/disk_tuner.py": "not yet split into tools/disk_tuner.py + a view",
     "widgets/calibration_tool.py": "not yet split into tools/calibration.py + a view",
     "widgets/strain_mapper.py": "not yet split into tools/strain.py + a view",
 }

@@ -27,7 +27,6 @@ the view (besides the :class:`~fourd_widgets.tools.base.Tool` ones):
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from typing import Any, Sequence
 
