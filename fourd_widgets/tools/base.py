@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 import numpy as np
@@ -44,11 +45,19 @@ from ..core.recipe import Recipe
 from ..engine.run import Cancel
 from .worker import LatestOnly
 
-__all__ = ["Tool", "explain", "Listener"]
+__all__ = ["Tool", "Request", "explain", "Listener"]
 
 T = TypeVar("T", bound="Tool")
 #: A view's hook: ``listener(event, value)``.
 Listener = Callable[[str, Any], Any]
+
+
+@dataclass
+class Request:
+    """One computation asked of a session's worker: its parameters and the token that cancels it."""
+
+    params: Any
+    cancel: Cancel = field(default_factory=Cancel)
 
 
 def explain(exc: BaseException) -> str:

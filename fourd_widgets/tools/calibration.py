@@ -19,7 +19,6 @@ to draw), ``'ellipse'`` (vertices of the fitted ellipse, or None), ``'options'``
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -34,9 +33,9 @@ from ..core.datacube import DataCube
 from ..core.errors import CancelledError, FourDError, ParameterError
 from ..core.recipe import Recipe
 from ..engine.run import Cancel
-from .base import Tool
+from .base import Request, Tool
 
-__all__ = ["CalibrationSession", "Request", "ORIGIN_METHODS", "FIT_MODELS", "DISK_LABEL"]
+__all__ = ["CalibrationSession", "ORIGIN_METHODS", "FIT_MODELS", "DISK_LABEL"]
 
 ORIGIN_METHODS = ("com", "template", "friedel")
 FIT_MODELS = ("constant", "plane", "parabola", "bezier")
@@ -44,14 +43,6 @@ FIT_MODELS = ("constant", "plane", "parabola", "bezier")
 DISK_LABEL = "find_disks"
 #: Vertices of the drawn ellipse (a polygon overlay: the views have no ellipse shape).
 ELLIPSE_VERTICES = 72
-
-
-@dataclass
-class Request:
-    """One computation asked of a session's worker: its parameters and the token that cancels it."""
-
-    params: Any
-    cancel: Cancel = field(default_factory=Cancel)
 
 
 class _Watched:

@@ -34,8 +34,8 @@ from ..core.calibration import Calibration
 from ..core.datacube import DataCube
 from ..core.errors import FourDError, ParameterError
 from ..core.recipe import Recipe
-from .base import Tool
-from .calibration import DISK_LABEL, CalibrationSession, Request
+from .base import Request, Tool
+from .calibration import DISK_LABEL, CalibrationSession
 from .overlays import make_overlay, region_from_overlay, validate_overlay
 from .strain_compute import DISPLAY_SCALE, FIT_FIELDS, MAP_NAMES, StrainCompute
 

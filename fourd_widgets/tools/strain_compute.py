@@ -8,7 +8,7 @@ import numpy as np
 
 from ..analysis.strain import LatticeFit, StrainMap, fit_lattice, strain_map_from_fit
 from ..core.errors import FourDError, ParameterError
-from .calibration import Request
+from .base import Request
 
 __all__ = ["StrainCompute", "MAP_NAMES", "DISPLAY_SCALE", "FIT_FIELDS", "symmetric_limit"]
 
