@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fourd_widgets as fw
+from fourd_widgets.io.results import Results
 from fourd_widgets.tools.disk_tuner import DiskTunerSession
 
 ROW_BYTES = 16 * 128 * 128 * 4  # one scan row of the small sample: 16 chunks per run
@@ -57,11 +58,13 @@ def test_refused_values_are_messages(session) -> None:
     assert session.strip_peaks is not None  # the last good strip stays
 
 
-def test_run_replays_and_cancel_keeps_the_finished_part(cube) -> None:
+def test_run_replays_and_cancel_keeps_the_finished_part(cube, tmp_path) -> None:
     s = DiskTunerSession(cube, n_positions=1, engine_options={"chunk_bytes": ROW_BYTES, "workers": 1}).wait()
     try:
         s.run_on_all().wait_run()
         assert s.run_state == "done" and s.peaks == fw.run(s.params, cube)["find_disks"]
+        saved = Results.load(s.export_h5(tmp_path / "disks.h5"))
+        assert saved.recipe == s.params and saved["find_disks"] == s.peaks
         full = s.peaks.counts()
         s.listen(lambda e, v: e == "progress" and 0 < v[0] < v[1] and s.cancel())
         s.run_on_all().wait_run()

@@ -93,3 +93,14 @@ def test_errors_are_messages_not_exceptions(rng) -> None:
         assert not s.exact and np.isnan(s.virtual_images).all()
     finally:
         s.close()
+
+
+def test_exports_hold_what_is_shown_and_the_recipe(session, tmp_path) -> None:
+    from fourd_widgets.io.results import Results
+
+    back = Results.load(session.export_h5(tmp_path / "explorer.h5"))
+    assert back.recipe == session.params
+    np.testing.assert_array_equal(back["virtual_image"], session.virtual_images)
+    np.testing.assert_array_equal(back["virtual_diffraction"], session.diffraction_pattern)
+    png = session.export_png(tmp_path / "d1.png", "d1", colormap="magma")
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
