@@ -45,6 +45,7 @@ from ..core.calibration import Calibration
 from ..core.errors import MissingCalibrationError, ParameterError, ShapeError
 from ..core.params import Params, param
 from ..engine.job import ImageJob, Job
+from ..engine.patterns import median_pattern
 from ..engine.run import run_job
 from ..kernels.simd import BLOCK_PATTERNS, LANES, SIMD_DTYPES, mac_pair_rows, pair_row_spans, simd_available
 from ..kernels.virtual import (accumulate_shifted, mac_gemm, mac_ranges, mac_shifted, max_shifted, pair_ranges,
@@ -467,8 +468,9 @@ def virtual_diffraction(cube: Any, method: str = "mean", region: Any = None, ali
     subpixel : bool
         With ``align``: bilinear sub-pixel shifts instead of whole pixels.
     **engine_options
-        Options of :func:`fourd_widgets.engine.run_job` (the median uses
-        ``DataCube.median_pattern`` instead, in detector strips).
+        Options of :func:`fourd_widgets.engine.run_job` (the median runs
+        :func:`fourd_widgets.engine.median_pattern`, one pass per detector strip
+        within :data:`~fourd_widgets.core.datacube.DEFAULT_MEMORY_BUDGET`).
 
     Returns
     -------
@@ -486,7 +488,8 @@ def virtual_diffraction_from_params(cube: Any, params: VirtualDiffractionParams,
     if not weights.any():
         raise ShapeError("virtual_diffraction: the region selects no scan position")
     if params.method == "median":
-        return cube.median_pattern(region=weights != 0)
+        # several passes (detector strips) on the engine, with the same options
+        return median_pattern(cube, weights != 0, **context.engine)
     shifts = None
     if params.align:
         # reading each pattern at q + (origin - mean) puts its origin on the mean
