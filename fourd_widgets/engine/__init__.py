@@ -9,6 +9,8 @@ Importing the engine registers the mean/max/median pattern passes behind
 ``DataCube.mean_pattern`` and friends (:mod:`fourd_widgets.engine.patterns`).
 """
 
+from .checkpoint import CheckpointError
+from .iterate import IterativeJob, run_iterative
 from .job import Buffer, ImageJob, Job
 from .patterns import mean_pattern, max_pattern, median_pattern
 from .progress import in_notebook, make_progress
@@ -16,4 +18,4 @@ from .run import Cancel, JobHandle, PassRunner, process_chunk, run_job, run_pass
 
 __all__ = ["Job", "ImageJob", "Buffer", "run_job", "run_passes", "start_job", "JobHandle", "Cancel",
            "process_chunk", "PassRunner", "make_progress", "in_notebook", "mean_pattern", "max_pattern",
-           "median_pattern"]
+           "median_pattern", "IterativeJob", "run_iterative", "CheckpointError"]

@@ -135,12 +135,10 @@ def test_bad_options_are_refused(cube):
 
 
 # --- dask.distributed: the same job code on worker processes ---------------------------------
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as lc, distributed.Client(lc) as client:
-        yield lc, client
+@pytest.fixture
+def cluster(dask_cluster):
+    """The session's shared LocalCluster (tests/conftest.py)."""
+    return dask_cluster
 
 
 def _image_job(cube):
