@@ -144,6 +144,7 @@ def run_iterative(
     on_iteration: Callable[[int, Any], Any] | None = None,
     checkpoint: str | os.PathLike | None = None,
     recipe: Any = None,
+    input: Any = None,
 ) -> Any:
     """Run ``job`` for ``iterations`` iterations (fewer if it converges) and return ``job.result(state)``.
 
@@ -175,6 +176,9 @@ def run_iterative(
         :class:`~fourd_widgets.engine.checkpoint.CheckpointError`.
     recipe : Params or dict, optional
         The recipe part of the checkpoint key (default ``job.record``).
+    input : DataCube or array, optional
+        What the load-options and input-identity parts of the key describe
+        (default ``data``): e.g. the cube a per-position field was computed from.
 
     Returns
     -------
@@ -194,7 +198,8 @@ def run_iterative(
             raise ParameterError("a checkpoint needs the run's recipe to key it: set job.record or pass recipe=",
                                  field="recipe")
         key, parts = checkpoint_key({"job": f"{type(job).__module__}.{type(job).__qualname__}",
-                                     "recipe": recipe}, data)
+                                     "recipe": recipe},
+                                    data if input is None else input)
         if os.path.exists(checkpoint):
             state, start, finished = load_checkpoint(checkpoint, key, parts)
             if finished or start >= iterations:
