@@ -9,12 +9,13 @@ periodic: each iteration takes the residual ``r = M (g − ∇φ)`` (``M`` is 1 
 measured, finite positions and 0 in the padding) and adds ``step_size × ∇⁺r``,
 where ``∇⁺`` is the least-squares inverse gradient computed in Fourier space,
 ``F⁻¹[(kx R̂x + ky R̂y) / (2πi |k|²)]``. The iteration is gradient descent on
-``½‖M(∇φ − g)‖²`` preconditioned by ``(∇ᵀ∇)⁻¹``; its iteration matrix has
-eigenvalues in ``[1 − step_size, 1]`` ... ``[1 − step_size, 1 − step_size·λmin]``, so
-it decreases the residual monotonically for ``0 < step_size < 2``. Without
-padding (``padding=1``, a periodic scan) one iteration is the classic one-shot
-Fourier integration. The approach follows py4DSTEM's DPC reconstruction
-(iterative gradient descent with FFT integration); the code is our own.
+``½‖M(∇φ − g)‖²`` preconditioned by ``(∇ᵀ∇)⁻¹``: the preconditioned operator
+has eigenvalues λ in [0, 1], so each iteration multiplies the error by
+``1 − step_size·λ`` and the residual decreases monotonically for
+``0 < step_size < 2``. Without padding (``padding=1``, a periodic scan) one
+iteration is the classic one-shot Fourier integration. The approach follows
+py4DSTEM's DPC reconstruction (iterative gradient descent with FFT
+integration); the code is our own.
 
 Each iteration is a pass of the engine over the scan positions (residual and
 error, with the current phase gradient shipped to the workers once per pass)

@@ -488,8 +488,10 @@ def virtual_diffraction_from_params(cube: Any, params: VirtualDiffractionParams,
     if not weights.any():
         raise ShapeError("virtual_diffraction: the region selects no scan position")
     if params.method == "median":
-        # several passes (detector strips) on the engine, with the same options
-        return median_pattern(cube, weights != 0, **context.engine)
+        # several passes (detector strips) on the engine, with the same options;
+        # a median has no partial results to paint
+        engine = {k: v for k, v in context.engine.items() if k != "on_partial"}
+        return median_pattern(cube, weights != 0, **engine)
     shifts = None
     if params.align:
         # reading each pattern at q + (origin - mean) puts its origin on the mean

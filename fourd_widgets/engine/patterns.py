@@ -83,9 +83,9 @@ class MaxPatternJob(Job):
     def buffers(self, cube: Any) -> Buffer:
         return Buffer("pixel", dtype=cube.dtype, reduce="max")
 
-    def process(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray | None:
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
         data = _selected(block, self.mask, rx, ry)
-        if not len(data):
+        if not len(data):  # the reduction's neutral value
             return np.full(data.shape[1:], Buffer("pixel", reduce="max").initial(data.dtype), data.dtype)
         return data.max(axis=0)
 

@@ -128,3 +128,21 @@ def test_datacube_patterns_take_engine_options(rng):
     for method in (cube.mean_pattern, cube.max_pattern, cube.median_pattern):
         with pytest.raises(CancelledError):
             method(chunk_bytes=chunk, cancel=token, progress=False)
+
+
+def test_virtual_diffraction_median_runs_its_strips_on_the_engine(rng):
+    from fourd_widgets.analysis.virtual import virtual_diffraction
+
+    a = rng.integers(0, 9, (6, 4, 5, 5), dtype=np.uint8)
+    cube = DataCube(a)
+    region = np.zeros((6, 4), bool)
+    region[1:5, 1:3] = True
+    seen = []
+    got = virtual_diffraction(cube, "median", region, chunk_bytes=4 * cube.pattern_nbytes,
+                              progress=lambda d, t: seen.append((d, t)), on_partial=print)  # nothing to paint
+    np.testing.assert_array_equal(got, np.median(a[region], axis=0))
+    assert seen[-1][0] == seen[-1][1] == len(cube.chunk_slices(4 * cube.pattern_nbytes))  # budget: one strip
+    token = Cancel()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        virtual_diffraction(cube, "median", cancel=token, progress=False)
