@@ -35,7 +35,7 @@ class Cancel(threading.Event):
 
 def process_chunk(cube: Any, job: Job, rx: slice, ry: slice) -> Any:
     """Read one block of ``cube`` and run ``job.process`` on it (what a worker executes)."""
-    rows = job.detector_rows
+    rows = getattr(job, "detector_rows", None)  # duck-typed jobs need not declare it
     return job.process(cube.read(rx, ry) if rows is None else cube.read(rx, ry, rows), rx, ry)
 
 
@@ -185,7 +185,11 @@ class PassRunner:
         self.ex = _executor("sync" if single else scheduler, self.workers)
         dask = isinstance(self.ex, _Dask)
         self.window = 2 * (max(self.workers, _dask_threads(self.ex.client)) if dask else self.workers)
-        self.ex.bind_cube(cube)
+        try:
+            self.ex.bind_cube(cube)
+        except BaseException:
+            self.ex.close()
+            raise
         self._limit = contextlib.nullcontext() if dask else _blas_one_thread()
 
     def __enter__(self) -> "PassRunner":
