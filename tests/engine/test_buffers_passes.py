@@ -146,3 +146,18 @@ def test_virtual_diffraction_median_runs_its_strips_on_the_engine(rng):
     token.cancel()
     with pytest.raises(CancelledError):
         virtual_diffraction(cube, "median", cancel=token, progress=False)
+
+
+@pytest.mark.slow
+def test_pattern_passes_on_dask_match_threads_bitwise(dask_cluster, rng):
+    _, client = dask_cluster
+    a = rng.random((8, 5, 7, 6)).astype(np.float32)
+    a[2, 2, 3, 3] = np.nan
+    cube = DataCube(a)
+    mask = rng.random((8, 5)) > 0.4
+    chunk = 2 * 5 * cube.pattern_nbytes
+    for method, kw in ((cube.mean_pattern, {"ignore_nan": True}), (cube.max_pattern, {}),
+                       (cube.median_pattern, {"memory_budget": 3 * 40 * 6 * 4})):
+        want = method(mask, chunk_bytes=chunk, workers=2, progress=False, **kw)
+        got = method(mask, chunk_bytes=chunk, scheduler=client, progress=False, **kw)
+        np.testing.assert_array_equal(got, want)

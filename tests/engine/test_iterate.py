@@ -193,6 +193,31 @@ def test_dask_runs_the_same_iterations_bit_for_bit(cube, dask_cluster, tmp_path)
     chunk = 2 * 7 * cube.pattern_nbytes
     want = run_iterative(cube, PowerIteration(batches=2), iterations=6, chunk_bytes=chunk, workers=2,
                          progress=False)
-    got = run_iterative(cube, PowerIteration(batches=2), iterations=6, chunk_bytes=chunk, scheduler=client,
+    counting = CountingClient(client)
+    got = run_iterative(cube, PowerIteration(batches=2), iterations=6, chunk_bytes=chunk, scheduler=counting,
                         progress=False, checkpoint=tmp_path / "ck.npz")
     np.testing.assert_array_equal(got, want)
+    # the cube is scattered once, the job with its state once per pass (6 iterations x 2 batches),
+    # and every task refers to them instead of carrying them
+    assert counting.scattered == ["DataCube"] + ["Project"] * 12
+    assert counting.tasks == len(cube.chunk_slices(chunk)) * 6 and counting.carried == 0
+
+
+class CountingClient:
+    """A dask Client that counts what is scattered and what tasks carry."""
+
+    def __init__(self, client):
+        self.client = client
+        self.scattered, self.tasks, self.carried = [], 0, 0
+
+    def scatter(self, data, **kw):
+        self.scattered += [type(d).__name__ for d in data]
+        return self.client.scatter(data, **kw)
+
+    def submit(self, fn, *args, **kw):
+        self.tasks += 1
+        self.carried += sum(isinstance(a, (DataCube, Job)) for a in args)
+        return self.client.submit(fn, *args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
