@@ -5,6 +5,11 @@ a numpy array, a memory map, an h5py or zarr dataset, a dask array, or one of
 the readers' own adapters. Nothing is read until a step asks for it; steps read
 contiguous blocks of scan rows (:meth:`DataCube.iter_chunks`), so a cube larger
 than memory works. Cropping and binning return new lazy cubes.
+
+The whole-scan reductions (mean, maximum and median patterns) are passes of the
+engine, which sits above core in the layers: ``fourd_widgets.engine`` registers
+them here when imported (:func:`set_pattern_passes`), and ``import fourd_widgets``
+always imports it. So they run on threads or Dask with progress and cancel.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import numpy as np
 from .calibration import Calibration
 from .errors import ParameterError, ShapeError
 
-__all__ = ["DataCube", "Chunk", "DEFAULT_CHUNK_BYTES", "IN_MEMORY_CHUNK_BYTES", "DEFAULT_MEMORY_BUDGET"]
+__all__ = ["DataCube", "Chunk", "DEFAULT_CHUNK_BYTES", "IN_MEMORY_CHUNK_BYTES", "DEFAULT_MEMORY_BUDGET",
+           "set_pattern_passes"]
 
 #: Default size of one streamed block of patterns. A few MB keep the block in
 #: cache-friendly territory while amortising per-read overhead.
