@@ -171,7 +171,8 @@ def run_iterative(
     checkpoint : path, optional
         File for the state, rewritten atomically after each iteration. If it
         exists and its key matches this run (recipe, load options, input
-        identity) the run resumes from it; a finished one is returned as is.
+        identity) the run resumes from it; one that converged, or holds
+        ``iterations`` or more, gives the result without another pass.
         A checkpoint of another run raises
         :class:`~fourd_widgets.engine.checkpoint.CheckpointError`.
     recipe : Params or dict, optional
