@@ -53,15 +53,18 @@ class MeanPatternJob(Job):
         self.mask = mask
         self.ignore_nan = ignore_nan
 
+    def _skips(self, dtype: np.dtype) -> bool:
+        return self.ignore_nan and dtype.kind in "fc"
+
     def buffers(self, cube: Any) -> dict[str, Buffer]:
-        self.skip = self.ignore_nan and cube.dtype.kind in "fc"
         # per-pixel counts only when pixels can drop out; else one count
-        count = Buffer("pixel", dtype=np.int64) if self.skip else Buffer("single", dtype=np.int64)
+        per_pixel = self._skips(cube.dtype)
+        count = Buffer("pixel" if per_pixel else "single", dtype=np.int64)
         return {"total": Buffer("pixel"), "count": count}
 
     def process(self, block: np.ndarray, rx: slice, ry: slice) -> dict[str, Any]:
         data = _selected(block, self.mask, rx, ry)
-        if self.skip:
+        if self._skips(block.dtype):
             finite = np.isfinite(data)
             return {"total": np.where(finite, data, 0).sum(axis=0, dtype=np.float64),
                     "count": finite.sum(axis=0)}
