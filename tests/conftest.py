@@ -45,9 +45,11 @@ def dask_cluster():
 
     Every Dask test shares it (starting a cluster costs seconds), so the Dask tests
     stay cheap in CI. Created only when a test asks for it, closed at session end.
-    Yields ``(cluster, client)``.
+    The client is not made dask's default scheduler: later tests that compute dask
+    arrays (lazy readers) must keep running them locally. Yields ``(cluster, client)``.
     """
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
         yield cluster, client
