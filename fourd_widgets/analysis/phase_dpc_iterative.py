@@ -194,6 +194,7 @@ def dpc_phase_iterative(
     cancel: Any = None,
     on_iteration: Callable[[int, np.ndarray], Any] | None = None,
     checkpoint: Any = None,
+    chunk_bytes: int | None = None,
     **overrides: Any,
 ) -> np.ndarray:
     """Phase (rad) from differential phase contrast by iterative integration of the centre of mass.
@@ -216,6 +217,9 @@ def dpc_phase_iterative(
     checkpoint : path, optional
         State file written atomically after each iteration; an interrupted run
         called again with the same data and record resumes from it.
+    chunk_bytes : int, optional
+        Size of the blocks of scan positions each pass maps over (default: the
+        engine's); a field of a few MB is one block, so it runs on the caller.
     **overrides
         Field overrides of ``params``.
 
@@ -247,4 +251,4 @@ def dpc_phase_iterative(
     # The checkpoint is keyed on the record and the data as given: a cube by its
     # file and load options, an array by its content.
     return run_iterative(grad, job, iterations=p.iterations, progress=progress, on_iteration=on_iteration,
-                         checkpoint=checkpoint, recipe=p, input=source, **engine)
+                         checkpoint=checkpoint, recipe=p, input=source, chunk_bytes=chunk_bytes, **engine)

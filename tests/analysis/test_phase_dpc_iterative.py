@@ -170,8 +170,15 @@ def test_bad_input_is_refused():
 
 @pytest.mark.slow
 def test_dask_gives_the_threads_result_bit_for_bit(dask_cluster):
+    from distributed import get_task_stream
+
     _, client = dask_cluster
     phase, grad = known_phase((24, 20))
-    want = dpc_phase_iterative(grad, iterations=5, stopping_criterion=0, workers=2, progress=False)
-    got = dpc_phase_iterative(grad, iterations=5, stopping_criterion=0, scheduler=client, progress=False)
+    chunk = 4 * 20 * 2 * 8  # 4 scan rows of (gx, gy) float64: 6 blocks per pass
+    want = dpc_phase_iterative(grad, iterations=5, stopping_criterion=0, workers=2, chunk_bytes=chunk,
+                               progress=False)
+    with get_task_stream(client) as tasks:
+        got = dpc_phase_iterative(grad, iterations=5, stopping_criterion=0, scheduler=client, chunk_bytes=chunk,
+                                  progress=False)
     np.testing.assert_array_equal(got, want)
+    assert sum(t["key"].startswith("process_chunk") for t in tasks.data) == 5 * 6  # the passes ran on Dask
