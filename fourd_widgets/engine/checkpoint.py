@@ -47,6 +47,8 @@ def _jsonable(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
     raise TypeError(f"{type(obj).__name__} cannot be part of a checkpoint key")
 
 
