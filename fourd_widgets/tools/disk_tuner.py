@@ -176,7 +176,7 @@ class DiskTunerSession(Tool):
         note = ""
         if image is None:
             try:
-                (cx, cy), r = measure_disk(self.cube.mean_pattern())
+                (cx, cy), r = measure_disk(self.cube.mean_pattern(progress=False))
                 image = virtual_image(self.cube, Circle((cx, cy), 1.2 * r), progress=False)
             except Exception as exc:  # noqa: BLE001 - no picture to click on, but the tuner still works
                 image, note = np.zeros(self.cube.scan_shape), f"no bright-field image: {exc}"
