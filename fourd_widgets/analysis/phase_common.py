@@ -1,0 +1,195 @@
+"""What DPC, parallax and SSB share: the bright-field disk, the scan rotation, one pass of moments, a score.
+
+Conventions are those of :class:`~fourd_widgets.core.calibration.Calibration`
+(a scan-frame vector ``v`` appears on the detector as ``R(rotation_deg) S v``) and
+of :mod:`.aberrations` (``χ``, Δf = −C10).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from ..core.calibration import Calibration
+from ..core.errors import CalibrationError, MissingCalibrationError, ShapeError
+from ..engine.job import Job
+from ..engine.run import run_job
+from .calibration import measure_qr_rotation, scan_frame_matrix
+
+__all__ = ["BrightField", "bright_field", "MomentsJob", "centre_of_mass", "resolve_rotation", "relative_curl",
+           "phase_agreement"]
+
+
+@dataclass(frozen=True)
+class BrightField:
+    """The bright-field disk on the detector.
+
+    Attributes
+    ----------
+    origin : (2,) tuple of float
+        Pixel of k = 0 (the mean origin).
+    radius_px : float
+        Disk radius, px (``α / (λ dk)``).
+    step_invA : float
+        Detector pixel, 1/Å.
+    wavelength_A : float
+    k_alpha : float
+        Aperture radius, 1/Å.
+    """
+
+    origin: tuple[float, float]
+    radius_px: float
+    step_invA: float
+    wavelength_A: float
+    k_alpha: float
+
+
+def bright_field(cal: Calibration, detector_shape: tuple[int, int], step: str) -> BrightField:
+    """The calibrated bright-field disk; refuses a missing convergence angle or a disk that overhangs the detector."""
+    if cal.convergence_semiangle_mrad is None:
+        raise MissingCalibrationError(
+            "convergence_semiangle_mrad", step,
+            "Set the probe's convergence semi-angle with cube.calibration = "
+            "cube.calibration.replace(convergence_semiangle_mrad=...) (from the microscope, or measure the "
+            "bright-field disk radius in px and multiply by the detector step in mrad).")
+    cal.require("energy_eV", step)
+    cal.require("reciprocal_step", step)
+    origin = cal.origin
+    if origin is None and cal.origin_map is not None:
+        origin = tuple(np.nanmean(cal.origin_map.reshape(-1, 2), axis=0).tolist())
+    if origin is None:
+        raise MissingCalibrationError("origin", step, "Measure the unscattered beam's position (recipe step "
+                                      "'origin', fw.analysis.measure_origin) or set calibration.origin.")
+    lam = cal.wavelength_A
+    dk = cal.reciprocal_step_in("1/Å")
+    r = cal.convergence_semiangle_px
+    Qx, Qy = detector_shape
+    ox, oy = origin
+    if ox - r < -0.5 or oy - r < -0.5 or ox + r > Qx - 0.5 or oy + r > Qy - 0.5:
+        raise ShapeError(
+            f"{step}: the bright-field disk (radius {r:.1f} px about ({ox:.1f}, {oy:.1f})) does not fit the "
+            f"{Qx}x{Qy} detector. Check convergence_semiangle_mrad and reciprocal_step in the calibration, "
+            "or record with a shorter camera length so the whole disk is on the detector.")
+    return BrightField(origin=(float(ox), float(oy)), radius_px=float(r), step_invA=dk, wavelength_A=lam,
+                       k_alpha=cal.convergence_semiangle_mrad * 1e-3 / lam)
+
+
+class MomentsJob(Job):
+    """Moments ``(Σw I, Σw I qx, Σw I qy)`` of every pattern under a weight mask, and the summed pattern.
+
+    The result is ``{"moments": (Rx, Ry, 3), "pattern_sum": (Qx, Qy)}``.
+    """
+
+    name = "centre of mass"
+
+    def __init__(self, weights: np.ndarray) -> None:
+        Qx, Qy = weights.shape
+        w = np.asarray(weights, dtype=np.float64)
+        ii = np.arange(Qx, dtype=np.float64)[:, None] * w
+        jj = np.arange(Qy, dtype=np.float64)[None, :] * w
+        self.stack = np.stack([w, ii, jj], -1).reshape(Qx * Qy, 3)
+
+    def init(self, cube: Any) -> dict[str, np.ndarray]:
+        return {"moments": np.full(tuple(cube.scan_shape) + (3,), np.nan),
+                "pattern_sum": np.zeros(tuple(cube.detector_shape))}
+
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> tuple[np.ndarray, np.ndarray]:
+        flat = block.reshape(-1, self.stack.shape[0]).astype(np.float64, copy=False)
+        return (flat @ self.stack).reshape(block.shape[:2] + (3,)), flat.sum(axis=0).reshape(block.shape[2:])
+
+    def merge(self, acc: dict, partial: tuple, rx: slice, ry: slice) -> dict:
+        acc["moments"][rx, ry] = partial[0]
+        acc["pattern_sum"] += partial[1]
+        return acc
+
+    def finalize(self, acc: dict) -> dict:
+        return {k: v.copy() for k, v in acc.items()}
+
+
+def centre_of_mass(cube: Any, weights: np.ndarray, **engine: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Centre of mass ``(Rx, Ry, 2)`` in detector px from the calibrated origin (descan removed), and the mean pattern.
+
+    The origin is ``calibration.origin_map`` per position when set, else
+    ``calibration.origin``, else the mean centre of mass of the scan.
+    """
+    out = run_job(cube, MomentsJob(weights), **engine)
+    m = out["moments"]
+    mean = out["pattern_sum"] / (cube.scan_shape[0] * cube.scan_shape[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        com = m[..., 1:] / m[..., :1]
+    cal = cube.calibration
+    if cal.origin_map is not None:
+        return com - cal.origin_map, mean
+    if cal.origin is not None:
+        return com - np.asarray(cal.origin), mean
+    return com - np.nanmean(com.reshape(-1, 2), axis=0), mean
+
+
+def relative_curl(field: np.ndarray) -> float:
+    """Rms curl over rms divergence of a scan-frame vector field ``(Rx, Ry, 2)``."""
+    u, v = field[..., 0], field[..., 1]
+    ok = np.isfinite(u) & np.isfinite(v)
+    u, v = np.where(ok, u, 0.0), np.where(ok, v, 0.0)
+    dudx, dudy = np.gradient(u)
+    dvdx, dvdy = np.gradient(v)
+    curl, div = dvdx - dudy, dudx + dvdy
+    return float(np.sqrt(np.mean(curl[ok] ** 2) / max(np.mean(div[ok] ** 2), 1e-300)))
+
+
+def resolve_rotation(com: np.ndarray, cal: Calibration, mode: str, rotation_deg: float, flip: bool,
+                     tolerance_deg: float, step: str) -> tuple[float, bool]:
+    """The scan rotation and flip to use: the calibration's (checked against the CoM curl), measured, or manual.
+
+    ``mode`` 'calibration' refuses a calibration that the centre-of-mass field
+    contradicts: its rotation (mod 180°) or flip differs from the curl minimum by
+    more than ``tolerance_deg`` while leaving at least twice the curl, which is
+    what an uncalibrated scan (rotation left at 0°) looks like.
+    """
+    if mode == "manual":
+        return float(rotation_deg), bool(flip)
+    if min(com.shape[:2]) < 3:
+        if mode == "curl":
+            raise ShapeError(f"{step}: measuring the scan rotation needs at least 3x3 positions")
+        return cal.rotation_deg, cal.flip
+    found = measure_qr_rotation(com[..., 0], com[..., 1])
+    if mode == "curl":
+        return found.rotation_deg, found.flip
+    ours = relative_curl(com @ scan_frame_matrix(cal.rotation_deg, cal.flip).T)
+    best = relative_curl(com @ scan_frame_matrix(found.rotation_deg, found.flip).T)
+    off = abs((cal.rotation_deg - found.rotation_deg + 90.0) % 180.0 - 90.0)
+    if (found.flip != cal.flip or off > tolerance_deg) and ours > 2 * best:
+        raise CalibrationError(
+            f"{step}: the scan rotation in the calibration ({cal.rotation_deg:.1f}°, flip={cal.flip}) leaves the "
+            f"centre-of-mass field with {ours:.2f} relative curl, while {found.rotation_deg:.1f}° "
+            f"(flip={found.flip}) leaves {best:.2f}: this scan has no (or a wrong) rotation calibration. "
+            "Measure it first (recipe step 'qr_rotation', fw.analysis.measure_qr_rotation), or pass "
+            "rotation='curl' to measure it here, or rotation='manual' with rotation_deg= and flip=.")
+    return cal.rotation_deg, cal.flip
+
+
+def phase_agreement(image: np.ndarray, truth: np.ndarray, step_A: float, sigma_A: float = 0.3,
+                    border: int = 0) -> tuple[float, float]:
+    """Pearson correlation and fitted slope of a phase image against the truth (issue 16's score).
+
+    Both images, on the same scan grid, get the same Gaussian low-pass (``sigma_A``,
+    periodic edges) and lose ``border`` pixels at each edge; the slope is the
+    least-squares ``a`` in ``image ≈ a truth + b``.
+
+    Examples
+    --------
+    >>> t = np.random.default_rng(0).normal(size=(16, 16))
+    >>> [round(v, 6) for v in phase_agreement(2 * t + 1, t, 0.25)]
+    [1.0, 2.0]
+    """
+    s = sigma_A / step_A
+    a = ndimage.gaussian_filter(np.asarray(image, float), s, mode="wrap")
+    b = ndimage.gaussian_filter(np.asarray(truth, float), s, mode="wrap")
+    if border:
+        a, b = a[border:-border, border:-border], b[border:-border, border:-border]
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    r = float(a @ b / math.sqrt((a @ a) * (b @ b)))
+    return r, float(a @ b / (b @ b))
