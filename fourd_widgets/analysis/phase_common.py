@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.fft as sfft
 from scipy import ndimage
 
 from ..core.calibration import Calibration
@@ -21,7 +22,7 @@ from ..engine.run import run_job
 from .calibration import measure_qr_rotation, scan_frame_matrix
 
 __all__ = ["BrightField", "bright_field", "MomentsJob", "centre_of_mass", "resolve_rotation", "relative_curl",
-           "phase_agreement"]
+           "phase_agreement", "measure_shifts", "shift_images"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,89 @@ def centre_of_mass(cube: Any, weights: np.ndarray, **engine: Any) -> tuple[np.nd
     if cal.origin is not None:
         return com - np.asarray(cal.origin), mean
     return com - np.nanmean(com.reshape(-1, 2), axis=0), mean
+
+
+def _taper(n: int, frac: float = 0.25) -> np.ndarray:
+    """Tukey window: flat middle, cosine edges over ``frac`` of each side."""
+    w = np.ones(n)
+    m = max(1, int(round(frac * n)))
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(m) + 0.5) / m)
+    w[:m], w[n - m:] = ramp, ramp[::-1]
+    return w
+
+
+def measure_shifts(images: np.ndarray, reference: np.ndarray | None = None, upsample: int = 10, smooth_px: float = 0.0,
+                   members: np.ndarray | None = None) -> np.ndarray:
+    """Shift ``d`` of each image against the reference, ``image(R) ≈ reference(R − d)``, in pixels.
+
+    Parameters
+    ----------
+    images : (N, Rx, Ry) array
+    reference : (Rx, Ry) array, optional
+        None: the mean of the ``members`` images, leaving each image out of its own
+        reference (its noise would otherwise pull its peak to zero shift).
+    upsample : int
+        Peak refinement by a matrix DFT on a ±1.5 px patch, ``1/upsample`` px apart.
+    smooth_px : float
+        Gaussian low-pass of the cross-correlation (rms, px): lifts the peak above
+        the noise, which is white while the image's spectrum is not.
+    members : (N,) bool array, optional
+        Images averaged into the reference when ``reference`` is None (default all).
+
+    Returns
+    -------
+    (N, 2) array
+
+    Examples
+    --------
+    >>> x, y = np.meshgrid(np.arange(32.0), np.arange(32.0), indexing="ij")
+    >>> ref = np.exp(-((x - 15) ** 2 + (y - 16) ** 2) / 8)
+    >>> img = np.exp(-((x - 17.3) ** 2 + (y - 14.6) ** 2) / 8)
+    >>> np.round(measure_shifts(img[None], ref), 1).tolist()
+    [[2.3, -1.4]]
+    """
+    N, Rx, Ry = images.shape
+    w = _taper(Rx)[:, None] * _taper(Ry)[None, :]
+    a = (images - images.mean(axis=(1, 2), keepdims=True)) * w
+    Fa = sfft.fft2(a)
+    if reference is None:
+        m = np.ones(N, bool) if members is None else np.asarray(members, bool)
+        total = Fa[m].sum(axis=0)
+        count = m.sum() - m.astype(float)
+        Fb = (total[None] - m[:, None, None] * Fa) / np.maximum(count, 1)[:, None, None]
+        X = Fa * np.conj(Fb)
+    else:
+        b = (reference - reference.mean()) * w
+        X = Fa * np.conj(sfft.fft2(b))[None]
+    if smooth_px > 0:
+        f2 = sfft.fftfreq(Rx)[:, None] ** 2 + sfft.fftfreq(Ry)[None, :] ** 2
+        X *= np.exp(-2 * np.pi ** 2 * smooth_px ** 2 * f2)[None]
+    c = sfft.ifft2(X).real
+    flat = c.reshape(N, -1).argmax(axis=1)
+    px, py = np.unravel_index(flat, (Rx, Ry))
+    px = np.where(px > Rx // 2, px - Rx, px).astype(float)
+    py = np.where(py > Ry // 2, py - Ry, py).astype(float)
+    if upsample <= 1:
+        return np.stack([px, py], -1)
+    offs = np.arange(-1.5, 1.5 + 1e-9, 1.0 / upsample)
+    fx = sfft.fftfreq(Rx)
+    fy = sfft.fftfreq(Ry)
+    kx = np.exp(2j * np.pi * (px[:, None] + offs[None, :])[:, :, None] * fx[None, None, :])  # (N, U, Rx)
+    ky = np.exp(2j * np.pi * (py[:, None] + offs[None, :])[:, :, None] * fy[None, None, :])  # (N, U, Ry)
+    patch = np.einsum("nur,nrs,nvs->nuv", kx, X, ky, optimize=True).real
+    U = len(offs)
+    best = patch.reshape(N, -1).argmax(axis=1)
+    bi, bj = np.unravel_index(best, (U, U))
+    return np.stack([px + offs[bi], py + offs[bj]], -1)
+
+
+def shift_images(images: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Images moved by ``−d`` (Fourier shift), so that ``image(R) = f(R − d)`` becomes ``f``."""
+    N, Rx, Ry = images.shape
+    fx = sfft.fftfreq(Rx)[None, :, None]
+    fy = sfft.fftfreq(Ry)[None, None, :]
+    ramp = np.exp(2j * np.pi * (fx * d[:, 0, None, None] + fy * d[:, 1, None, None]))
+    return sfft.ifft2(sfft.fft2(images) * ramp).real
 
 
 def relative_curl(field: np.ndarray) -> float:

@@ -52,7 +52,8 @@ from ..core.datacube import DataCube
 from ..core.errors import ParameterError, ShapeError
 from .crystal import PRESETS
 
-__all__ = ["PhaseTruth", "simulate_phase", "projected_potential", "interaction_constant", "weak_phase_object"]
+__all__ = ["PhaseTruth", "simulate_phase", "projected_potential", "interaction_constant", "weak_phase_object",
+           "amorphous_phase_object"]
 
 _A0 = 0.529177210903  # Bohr radius, Å
 _H2_2PI_M0_E = 47.87801  # h² / (2π m0 e), V·Å² (Kirkland eq. 5.15)
@@ -183,6 +184,24 @@ def weak_phase_object(peak_rad: float = 0.3, crystal: str = "SrTiO3", cells: Seq
     V, px = projected_potential(crystal, cells, pixels_per_cell=pixels_per_cell)
     V = V - V.min()
     return V * (peak_rad / V.max()), px
+
+
+def amorphous_phase_object(size_A: float = 64.0, pixel_A: float = 0.2, correlation_A: float = 1.0,
+                           peak_rad: float = 0.3, seed: int = 0) -> tuple[np.ndarray, float]:
+    """A periodic random phase (Gaussian-filtered white noise) like an amorphous film, peak-to-peak ``peak_rad``.
+
+    Non-periodic at the scale of a scan (no lattice), which is what parallax's
+    cross-correlations need.
+
+    >>> phi, px = amorphous_phase_object(12.8, 0.2, 1.0, 0.25)
+    >>> phi.shape, round(float(np.ptp(phi)), 6)
+    ((64, 64), 0.25)
+    """
+    n = max(4, int(round(size_A / pixel_A)))
+    noise = np.random.default_rng(seed).normal(size=(n, n))
+    phi = ndimage.gaussian_filter(noise, correlation_A / pixel_A, mode="wrap")
+    phi -= phi.min()
+    return phi * (peak_rad / phi.max()), size_A / n
 
 
 def _scan_matrix(rotation_deg: float, flip: bool) -> np.ndarray:
