@@ -34,6 +34,11 @@ warnings.simplefilter("ignore")
 
 
 def rss_mib():
+    # VmHWM: this process's own peak (ru_maxrss would include the parent's peak across exec)
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -72,16 +77,16 @@ out["parallax_s"] = time.perf_counter() - t0
 out["parallax_align_s"] = t_align
 out["parallax_rss_mib"] = [rss0, rss_mib()]
 plt.close("all")
-ab = {k: float(v) for k, v in getattr(par, "aberration_dict_cartesian", {}).items()} \
-    if hasattr(par, "aberration_dict_cartesian") else {}
-try:
-    out["parallax_fit"] = {str(k): (float(v) if np.isscalar(v) else str(v))
-                           for k, v in par.aberration_dict_polar.items()}
-except Exception as exc:  # the fit's container differs between versions
-    out["parallax_fit"] = {"error": repr(exc)}
-for name in ("aberration_C1", "aberration_A1", "aberration_A1_theta", "rotation_Q_to_R_rads", "transpose"):
+fit = {}
+for name in ("aberrations_C1", "aberrations_C12a", "aberrations_C12b", "rotation_Q_to_R_rads", "transpose"):
     if hasattr(par, name):
         v = getattr(par, name)
-        out.setdefault("parallax_attrs", {})[name] = float(v) if np.isscalar(v) else str(v)
+        fit[name] = float(v) if np.isscalar(v) else str(v)
+for name in ("aberrations_dict_polar", "aberrations_dict_cartesian"):
+    try:
+        fit[name] = {str(k): float(v) for k, v in getattr(par, name).items() if np.isscalar(v)}
+    except Exception as exc:  # the container differs between versions
+        fit[name] = repr(exc)
+out["parallax_fit"] = fit
 np.savez(a.out + ".npz", dpc_phase=phase)
 print("FOURD_BENCH_RESULT " + json.dumps(out))
