@@ -9,8 +9,9 @@ Conventions (the same as abTEM's and Krivanek's polar notation [1]_, [2]_)
 * Free-space (Fresnel) propagation over a distance ``z`` multiplies ``ψ̂`` by
   ``exp(-i π λ z |k|²)`` (waves ``exp(+i(kz − ωt))``). So a probe with ``C10`` is
   the in-focus probe propagated a distance ``C10`` downstream: the crossover lies
-  ``C10`` above the specimen. The microscope's defocus is ``Δf = −C10``
-  (``C10 > 0`` is underfocus, as in abTEM).
+  ``C10`` above the specimen (the lens focuses too strongly: overfocus). The defocus
+  is ``Δf = −C10`` as in abTEM and Kirkland, whose ``χ = πλk²(½ Cs λ²k² − Δf)`` calls
+  ``Δf > 0`` underfocus (Scherzer's, ``C10 = −√(4/3 Cs λ)`` for ``Cs > 0``).
 * By stationary phase, the ray through aperture point ``k`` (angle ``λ k``) meets the
   specimen at ``∇χ(k) / 2π`` from the probe's nominal position; hence the
   bright-field image recorded at detector point ``k`` is the in-focus image shifted
