@@ -39,7 +39,6 @@ from typing import Any, Literal
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import ndimage
 
 from ..core.errors import ParameterError, ShapeError
 from ..core.params import Params, param
@@ -47,9 +46,10 @@ from ..engine.job import ImageJob
 from ..engine.run import run_job
 from .aberrations import Aberrations, chi, detector_k, parallax_shift
 from .calibration import scan_frame_matrix
-from .phase_common import bright_field, measure_shifts, resolve_rotation, shift_images
+from .phase_common import bright_field, measure_shifts, resolve_rotation, shift_images, splat
 
-__all__ = ["ParallaxParams", "ParallaxResult", "parallax", "fit_parallax_shifts", "measure_shifts", "BrightFieldJob"]
+__all__ = ["ParallaxParams", "ParallaxResult", "ParallaxData", "parallax", "parallax_prepare", "tcbf",
+           "fit_parallax_shifts", "measure_shifts", "BrightFieldJob"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,14 +213,88 @@ def _groups(bf: Any, shape: tuple[int, int], b: int, margin: float) -> tuple[np.
     return order, starts, kc / counts[:, None]
 
 
+@dataclass(frozen=True, eq=False)
+class ParallaxData:
+    """The bright-field images of a cube, cached for repeated fits and tcBF previews.
+
+    Attributes
+    ----------
+    images : (N, Rx, Ry) array
+        Bright-field image of each detector group, divided by its mean, minus 1.
+    k : (N, 2) array
+        Detector-frame spatial frequency of each group, 1/Å.
+    com : (Rx, Ry, 2) array
+        Centre of mass from the origin, px (for the rotation check).
+    calibration : Calibration
+    bin : int
+    edge_margin : float
+    """
+
+    images: np.ndarray
+    k: np.ndarray
+    com: np.ndarray
+    calibration: Any
+    bin: int
+    edge_margin: float
+
+
+def parallax_prepare(cube: Any, bin: int = 1, edge_margin: float = 1.0, *, progress: Any = None,
+                     cancel: Any = None, workers: int | None = None, scheduler: Any = None) -> ParallaxData:
+    """One pass over ``cube``: the bright-field image of every ``bin x bin`` group, and the centre of mass."""
+    cal = cube.calibration
+    Qx, Qy = cube.detector_shape
+    bf = bright_field(cal, (Qx, Qy), "parallax")
+    Rx, Ry = cube.scan_shape
+    if min(Rx, Ry) < 8:
+        raise ShapeError(f"parallax needs a scan of at least 8x8 positions to measure image shifts, got {Rx}x{Ry}")
+    order, starts, k = _groups(bf, (Qx, Qy), int(bin), float(edge_margin))
+    if len(starts) < 6:
+        raise ShapeError(f"parallax: only {len(starts)} bright-field groups fit in the disk; use a smaller bin "
+                         "or edge_margin")
+    ii = np.arange(Qx, dtype=float)[:, None] * np.ones((1, Qy))
+    jj = np.ones((Qx, 1)) * np.arange(Qy, dtype=float)[None, :]
+    moments = np.stack([np.ones(Qx * Qy), ii.ravel(), jj.ravel()], -1)
+    stack = run_job(cube, BrightFieldJob(order, starts, moments), progress=progress, cancel=cancel,
+                    workers=workers, scheduler=scheduler)
+    n = len(starts)
+    mom = stack[..., n:].astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        com = mom[..., 1:] / mom[..., :1]
+    com = com - (np.asarray(cal.origin) if cal.origin is not None else np.nanmean(com.reshape(-1, 2), 0))
+    images = np.moveaxis(stack[..., :n], -1, 0).astype(np.float64)
+    mean = images.mean(axis=(1, 2), keepdims=True)
+    images = images / np.where(mean > 0, mean, 1.0) - 1.0
+    return ParallaxData(images=images, k=k, com=com, calibration=cal, bin=int(bin), edge_margin=float(edge_margin))
+
+
+def tcbf(data: ParallaxData, aberrations: Aberrations, rotation_deg: float, flip: bool = False, *, upsample: int = 2,
+         kernel_px: float = 0.5, ctf_correction: bool = False) -> np.ndarray:
+    """The tcBF image for given aberrations and scan rotation (a slider's preview: no pass over the data).
+
+    Returns
+    -------
+    (Rx * upsample, Ry * upsample) array
+        Pixel ``scan step / upsample``.
+    """
+    cal = data.calibration
+    lam = cal.wavelength_A
+    step_A = cal.real_step_in("Å")
+    d = _model(data.k, aberrations, lam, rotation_deg, flip, np.zeros(2)) / step_A
+    img = splat(data.images, d, upsample, kernel_px)
+    if ctf_correction:
+        img = _phase_flip(img, step_A / upsample, lam, aberrations, rotation_deg, flip)
+    return img
+
+
 def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any = None, cancel: Any = None,
              workers: int | None = None, scheduler: Any = None, **overrides: Any) -> ParallaxResult:
     """Tilt-corrected bright field with a fit of defocus, astigmatism and scan rotation.
 
     Parameters
     ----------
-    cube : DataCube
-        Needs energy, convergence semi-angle, detector and scan steps, origin.
+    cube : DataCube or ParallaxData
+        Needs energy, convergence semi-angle, detector and scan steps, origin; or the
+        cached images of :func:`parallax_prepare` (made with the record's bin and edge_margin).
     params : ParallaxParams, optional
     progress, cancel, workers, scheduler
         Engine options (:func:`fourd_widgets.engine.run_job`).
@@ -236,34 +310,23 @@ def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any =
         raise ParameterError(f"params must be ParallaxParams, got {type(p).__name__}", field="params")
     if overrides:
         p = p.replace(**overrides)
-    cal = cube.calibration
-    Qx, Qy = cube.detector_shape
-    bf = bright_field(cal, (Qx, Qy), "parallax")
+    if isinstance(cube, ParallaxData):
+        data = cube
+        if (data.bin, data.edge_margin) != (p.bin, p.edge_margin):
+            raise ParameterError(f"parallax: the cached images were made with bin={data.bin}, edge_margin="
+                                 f"{data.edge_margin}, the record asks for bin={p.bin}, edge_margin={p.edge_margin}; "
+                                 "prepare them again with parallax_prepare", field="bin")
+    else:
+        data = parallax_prepare(cube, p.bin, p.edge_margin, progress=progress, cancel=cancel, workers=workers,
+                                scheduler=scheduler)
+    cal = data.calibration
+    lam = cal.wavelength_A  # the disk's geometry was checked when preparing
+    k_alpha = cal.convergence_semiangle_mrad * 1e-3 / lam
     step_A = cal.real_step_in("Å")
-    Rx, Ry = cube.scan_shape
-    if min(Rx, Ry) < 8:
-        raise ShapeError(f"parallax needs a scan of at least 8x8 positions to measure image shifts, got {Rx}x{Ry}")
-    order, starts, k = _groups(bf, (Qx, Qy), p.bin, p.edge_margin)
-    if len(starts) < 6:
-        raise ShapeError(f"parallax: only {len(starts)} bright-field groups fit in the disk; use a smaller bin "
-                         "or edge_margin")
-    ii = np.arange(Qx, dtype=float)[:, None] * np.ones((1, Qy))
-    jj = np.ones((Qx, 1)) * np.arange(Qy, dtype=float)[None, :]
-    moments = np.stack([np.ones(Qx * Qy), ii.ravel(), jj.ravel()], -1)
-    stack = run_job(cube, BrightFieldJob(order, starts, moments), progress=progress, cancel=cancel,
-                    workers=workers, scheduler=scheduler)
-    n = len(starts)
-    mom = stack[..., n:].astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        com = mom[..., 1:] / mom[..., :1]
-    com = com - (np.asarray(cal.origin) if cal.origin is not None else np.nanmean(com.reshape(-1, 2), 0))
-    rot0, flip = resolve_rotation(com, cal, p.rotation, p.rotation_deg, p.flip, p.rotation_tolerance_deg,
+    k, images = data.k, data.images
+    rot0, flip = resolve_rotation(data.com, cal, p.rotation, p.rotation_deg, p.flip, p.rotation_tolerance_deg,
                                   "parallax")
-    images = np.moveaxis(stack[..., :n], -1, 0).astype(np.float64)
-    mean = images.mean(axis=(1, 2), keepdims=True)
-    images = images / np.where(mean > 0, mean, 1.0) - 1.0
-    lam = bf.wavelength_A
-    fit_set = np.hypot(k[:, 0], k[:, 1]) <= p.fit_fraction * bf.k_alpha
+    fit_set = np.hypot(k[:, 0], k[:, 1]) <= p.fit_fraction * k_alpha
     if fit_set.sum() < 6:
         raise ShapeError(f"parallax: only {int(fit_set.sum())} bright-field groups lie within fit_fraction of the "
                          "disk radius; use a smaller bin or a larger fit_fraction")
@@ -271,10 +334,10 @@ def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any =
     model = np.zeros((len(kf), 2))
     ab, rot, offset = Aberrations(), rot0, np.zeros(2)
     kr = np.hypot(kf[:, 0], kf[:, 1])
-    central = kr <= max(0.25 * bf.k_alpha, np.sort(kr)[min(8, len(kr) - 1)])
+    central = kr <= max(0.25 * k_alpha, np.sort(kr)[min(8, len(kr) - 1)])
     smooth = p.smooth_px
     if smooth is None:
-        smooth = 1.0 / (math.pi * max(1.0 - p.fit_fraction, 0.05) * bf.k_alpha * step_A)
+        smooth = 1.0 / (math.pi * max(1.0 - p.fit_fraction, 0.05) * k_alpha * step_A)
     for it in range(p.iterations):
         # measure what is left after aligning by the current model: small shifts, so the taper's pull
         # towards zero shift is small too. The first reference is the mean of the central images, whose
@@ -291,42 +354,19 @@ def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any =
             use = res <= max(3 * np.median(res), 0.25)
     residual = float(np.sqrt(np.mean(np.sum((measured - model) ** 2, axis=1))))
     if p.shifts == "fit":
-        tcbf = _splat(images, _model(k, ab, lam, rot, flip, offset) / step_A, p.upsample, p.kernel_px)
+        image = splat(images, _model(k, ab, lam, rot, flip, offset) / step_A, p.upsample, p.kernel_px)
     else:
-        tcbf = _splat(imf, measured, p.upsample, p.kernel_px)
+        image = splat(imf, measured, p.upsample, p.kernel_px)
     if p.ctf_correction:
-        tcbf = _phase_flip(tcbf, step_A / p.upsample, lam, ab, rot, flip)
-    for a in (tcbf, kf, measured, model):
+        image = _phase_flip(image, step_A / p.upsample, lam, ab, rot, flip)
+    for a in (image, kf, measured, model):
         a.setflags(write=False)
-    return ParallaxResult(tcbf=tcbf, tcbf_step_A=step_A / p.upsample, k=kf, shifts=measured, fitted_shifts=model,
+    return ParallaxResult(tcbf=image, tcbf_step_A=step_A / p.upsample, k=kf, shifts=measured, fitted_shifts=model,
                           aberrations=ab, rotation_deg=rot, flip=flip, residual_px=residual, params=p)
 
 
 def _model(k: np.ndarray, ab: Aberrations, lam: float, rot: float, flip: bool, offset: np.ndarray) -> np.ndarray:
     return parallax_shift(k[:, 0], k[:, 1], lam, ab) @ scan_frame_matrix(rot, flip).T + offset
-
-
-def _splat(images: np.ndarray, d: np.ndarray, up: int, kernel_px: float) -> np.ndarray:
-    """Samples ``images[n](R)`` placed at ``up (R − d_n)`` on a periodic fine grid, bilinear, Gaussian-smoothed."""
-    N, Rx, Ry = images.shape
-    X, Y = np.meshgrid(np.arange(Rx, dtype=float), np.arange(Ry, dtype=float), indexing="ij")
-    px = ((X[None] - d[:, 0, None, None]) * up).ravel()
-    py = ((Y[None] - d[:, 1, None, None]) * up).ravel()
-    vals = images.ravel()
-    Mx, My = Rx * up, Ry * up
-    x0, y0 = np.floor(px), np.floor(py)
-    fx, fy = px - x0, py - y0
-    acc = np.zeros(Mx * My)
-    wsum = np.zeros(Mx * My)
-    for dx, wx in ((0, 1 - fx), (1, fx)):
-        for dy, wy in ((0, 1 - fy), (1, fy)):
-            idx = ((x0 + dx).astype(int) % Mx) * My + ((y0 + dy).astype(int) % My)
-            w = wx * wy
-            acc += np.bincount(idx, weights=w * vals, minlength=Mx * My)
-            wsum += np.bincount(idx, weights=w, minlength=Mx * My)
-    acc = ndimage.gaussian_filter(acc.reshape(Mx, My), kernel_px, mode="wrap")
-    wsum = ndimage.gaussian_filter(wsum.reshape(Mx, My), kernel_px, mode="wrap")
-    return acc / np.maximum(wsum, 1e-3 * wsum.max())
 
 
 def _phase_flip(image: np.ndarray, step_A: float, lam: float, ab: Aberrations, rot: float, flip: bool) -> np.ndarray:

@@ -22,7 +22,7 @@ from ..engine.run import run_job
 from .calibration import measure_qr_rotation, scan_frame_matrix
 
 __all__ = ["BrightField", "bright_field", "MomentsJob", "centre_of_mass", "resolve_rotation", "relative_curl",
-           "phase_agreement", "measure_shifts", "shift_images"]
+           "phase_agreement", "measure_shifts", "shift_images", "splat"]
 
 
 @dataclass(frozen=True)
@@ -199,6 +199,29 @@ def shift_images(images: np.ndarray, d: np.ndarray) -> np.ndarray:
     fy = sfft.fftfreq(Ry)[None, None, :]
     ramp = np.exp(2j * np.pi * (fx * d[:, 0, None, None] + fy * d[:, 1, None, None]))
     return sfft.ifft2(sfft.fft2(images) * ramp).real
+
+
+def splat(images: np.ndarray, d: np.ndarray, up: int, kernel_px: float) -> np.ndarray:
+    """Samples ``images[n](R)`` placed at ``up (R − d_n)`` on a periodic fine grid, bilinear, Gaussian-smoothed."""
+    N, Rx, Ry = images.shape
+    X, Y = np.meshgrid(np.arange(Rx, dtype=float), np.arange(Ry, dtype=float), indexing="ij")
+    px = ((X[None] - d[:, 0, None, None]) * up).ravel()
+    py = ((Y[None] - d[:, 1, None, None]) * up).ravel()
+    vals = images.ravel()
+    Mx, My = Rx * up, Ry * up
+    x0, y0 = np.floor(px), np.floor(py)
+    fx, fy = px - x0, py - y0
+    acc = np.zeros(Mx * My)
+    wsum = np.zeros(Mx * My)
+    for dx, wx in ((0, 1 - fx), (1, fx)):
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            idx = ((x0 + dx).astype(int) % Mx) * My + ((y0 + dy).astype(int) % My)
+            w = wx * wy
+            acc += np.bincount(idx, weights=w * vals, minlength=Mx * My)
+            wsum += np.bincount(idx, weights=w, minlength=Mx * My)
+    acc = ndimage.gaussian_filter(acc.reshape(Mx, My), kernel_px, mode="wrap")
+    wsum = ndimage.gaussian_filter(wsum.reshape(Mx, My), kernel_px, mode="wrap")
+    return acc / np.maximum(wsum, 1e-3 * wsum.max())
 
 
 def relative_curl(field: np.ndarray) -> float:

@@ -113,3 +113,23 @@ def test_bad_input_and_replay(film):
     b = parallax(cube, Params.from_dict(p.to_dict()), scheduler="sync", workers=1, progress=False)
     np.testing.assert_array_equal(a.tcbf, b.tcbf)
     assert a.aberrations == b.aberrations
+
+
+def test_cached_images_give_the_same_fit_and_a_tcbf_preview(film):
+    from fourd_widgets.analysis.parallax import parallax_prepare, tcbf
+    from fourd_widgets.core.errors import ParameterError
+
+    cube, truth = _scan(film, -250.0, 50.0, 35.0, None, 0.8)
+    data = parallax_prepare(cube, bin=2, progress=False)
+    a = parallax(data, bin=2)
+    b = parallax(cube, bin=2, progress=False)
+    np.testing.assert_array_equal(a.tcbf, b.tcbf)
+    with pytest.raises(ParameterError, match="bin=2"):
+        parallax(data, bin=4)
+    # the slider's preview: the truth's aberrations align the images as well as the fit does,
+    # a wrong defocus blurs them
+    right = tcbf(data, truth.aberrations, ROTATION)
+    wrong = tcbf(data, Aberrations(C10=-150.0, C12=50.0, phi12_deg=35.0), ROTATION)
+    assert right.shape == (64, 64)
+    np.testing.assert_allclose(right, a.tcbf, atol=0.05 * np.ptp(a.tcbf))
+    assert np.std(wrong) < 0.8 * np.std(right)
