@@ -185,7 +185,7 @@ def measure_shifts(images: np.ndarray, reference: np.ndarray | None = None, upsa
     fy = sfft.fftfreq(Ry)
     kx = np.exp(2j * np.pi * (px[:, None] + offs[None, :])[:, :, None] * fx[None, None, :])  # (N, U, Rx)
     ky = np.exp(2j * np.pi * (py[:, None] + offs[None, :])[:, :, None] * fy[None, None, :])  # (N, U, Ry)
-    patch = np.einsum("nur,nrs,nvs->nuv", kx, X, ky, optimize=True).real
+    patch = np.matmul(np.matmul(kx, X), ky.transpose(0, 2, 1)).real  # batched GEMMs, (N, U, U)
     U = len(offs)
     best = patch.reshape(N, -1).argmax(axis=1)
     bi, bj = np.unravel_index(best, (U, U))
