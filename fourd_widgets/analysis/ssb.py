@@ -17,8 +17,9 @@ averaged over the trotter pixels; ``A²`` is the mean bright-field intensity per
 by least squares over all bright-field pixels with the model
 ``m(k) = a(k) a(k−Q) e^{i(χ(k)−χ(k−Q))} − a(k) a(k+Q) e^{−i(χ(k)−χ(k+Q))}``, ``a`` the
 aperture with a one-pixel soft edge: ``φ̂ = −i Σ m* G / (A² Σ |m|²)``. This weights the
-thin trotters of low frequencies by their true overlap, and needs no trotter masks. Frequencies ``Q`` are taken to the detector
-frame with the calibrated scan rotation and flip. ``φ̂(0)`` is unknown (zero mean phase).
+thin trotters of low frequencies by their true overlap, and needs no trotter masks.
+Frequencies ``Q`` are taken to the detector frame with the calibrated scan rotation and flip.
+``φ̂(0)`` is unknown (zero mean phase).
 
 Speed: :func:`ssb_prepare` runs the one pass over the data (the bright-field pixels
 and the centre of mass at every position) and the FFT over the scan, and returns
@@ -35,7 +36,6 @@ References
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 

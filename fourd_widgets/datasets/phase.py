@@ -349,7 +349,8 @@ def simulate_phase(
 
     probe_real = sfft.fftshift(sfft.ifft2(sfft.ifftshift(probe_k)))
     cal = Calibration(real_step=float(scan_step_A), real_units="Å", reciprocal_step=float(reciprocal_step_mrad),
-                      reciprocal_units="mrad", energy_eV=energy, convergence_semiangle_mrad=float(convergence_semiangle_mrad),
+                      reciprocal_units="mrad", energy_eV=energy,
+                      convergence_semiangle_mrad=float(convergence_semiangle_mrad),
                       origin=origin, rotation_deg=float(scan_rotation_deg), flip=bool(flip))
     truth = PhaseTruth(
         phase_on_scan=on_scan, object_phase=obj, object_pixel_A=px, scan_positions_A=pos,

@@ -62,7 +62,8 @@ def test_com_is_the_phase_gradient_over_two_pi(weak):
                                   order=3, mode="grid-wrap", prefilter=False)
     gi, gj = np.gradient(phi, step)
     sigma = 0.21 / step  # Gaussian with the probe intensity's rms width (0.21 Å at 20 mrad, 300 kV)
-    pred = np.stack([ndimage.gaussian_filter(g, sigma, mode="wrap")[::fine, ::fine] for g in (gi, gj)], -1) / (2 * np.pi)
+    pred = np.stack([ndimage.gaussian_filter(g, sigma, mode="wrap")[::fine, ::fine] for g in (gi, gj)], -1)
+    pred /= 2 * np.pi
     slope = np.sum(res.com * pred) / np.sum(pred * pred)
     assert np.corrcoef(res.com.ravel(), pred.ravel())[0, 1] > 0.9
     assert slope == pytest.approx(1.0, abs=0.15)  # a Gaussian stands in for the Airy probe
