@@ -8,8 +8,10 @@ touching the data again:
 * ``V_mean_of_variance(k)``: the annular mean of the variance image,
   ``< Var_R[I(R, k, θ)] / <I(R, k, θ)>_R² >_θ`` (Voyles and Abelson [1]_);
 * ``V_variance_of_mean(k)``: the variance of the annular mean,
-  ``Var_R[<I>_θ] / <<I>_θ>_R²`` (Daulton, Bondi and Kelton [2]_);
-* ``V_ring(k)``: ``<Var_θ I>_R / <<I>_θ>_R²`` (py4DSTEM's ``radial_var_norm``);
+  ``Var_R[<I>_θ] / <<I>_θ>_R²`` (Daulton, Bondi and Kelton [2]_; py4DSTEM's
+  ``radial_var_norm``);
+* ``V_ring(k)``: the mean annular variance ``<Var_θ I>_R / <<I>_θ>_R²`` (the
+  scan average of the local FEM numerator);
 * local FEM maps ``Var_θ I / <I>_θ²`` per position in a k band (py4DSTEM's
   ``calculate_FEM_local``), and annular symmetry maps ``|F_n| / F_0`` of the
   angular Fourier series, orders 2 to 12.
@@ -40,9 +42,8 @@ from ..core.errors import ParameterError, ShapeError
 from ..core.params import Params, param
 from ..engine.job import Job
 from ..engine.run import run_job
-from ..kernels.polar import polar_sums
-from .polar import (PolarGroups, PolarParams, as_cube, bin_means, engine_options, k_axis, resolve_params,
-                    split_block)
+from ..kernels.polar import polar_sums, ring_statistics
+from .polar import PolarGroups, PolarParams, as_cube, engine_options, k_axis, resolve_params, split_block
 
 __all__ = ["RadialStatisticsParams", "RadialStatistics", "FEMVariance", "radial_statistics", "fem_variance",
            "local_fem_map", "symmetry_map", "k_band"]
@@ -162,44 +163,49 @@ class RadialStatisticsJob(Job):
         n = nx * ny
         flat = block.reshape(n, *block.shape[2:])
         nt, nq = self.g.reference.area.shape
-        v = np.empty((n, nt, nq))
-        noise = np.zeros((n, nt, nq))
+        nb = nt * nq
+        use = np.ascontiguousarray(self.region[rx, ry]).reshape(n)
+        mean, var = np.empty((n, nq)), np.empty((n, nq))
+        s1, s2, count = np.zeros(nb), np.zeros(nb), np.zeros(nb)
+        p = self.p
+        need_v = bool(p.symmetry_orders) or p.keep_polar
+        v = np.empty((n, nt, nq)) if need_v else None
+        noise_bins = np.zeros(nb)
         mean_noise = np.zeros((n, nq))
         for geo, idx in self.g.groups(rx, ry):
-            v[idx] = bin_means(split_block(flat, geo, idx), geo)
-            if self.p.counted:
-                sq = split_block(flat, geo, idx, squared=True)
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    noise[idx] = np.where(geo.valid, sq / geo.area**2, 0.0) * self.p.gain
+            sums = split_block(flat, geo, idx).reshape(idx.size, nb)
+            scale = geo.scale()
+            m, vv = np.empty((idx.size, nq)), np.empty((idx.size, nq))
+            ring_statistics(sums, scale, nq, use[idx], m, vv, s1, s2, count)
+            if p.counted:
+                # E[Var_θ x] = Var_θ μ + <σ_b²>_θ - Var(x̄): remove the last two
+                sq = split_block(flat, geo, idx, squared=True).reshape(idx.size, nb)
+                noise = sq * scale**2 * p.gain
+                nvalid = geo.valid.sum(axis=0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    per_ring = noise.reshape(idx.size, nt, nq).sum(axis=1) / nvalid
                 ptr, rb, rw = geo.ring_weights()
                 sub = flat[idx] if idx.size != n else flat
-                mn = np.empty((sub.shape[0], nq))
+                mn = np.empty((idx.size, nq))
                 polar_sums(sub.view(np.uint8) if sub.dtype.kind == "b" else sub, ptr, rb, rw * rw, mn)
-                mean_noise[idx] = mn * self.p.gain
-        valid = np.isfinite(v)
-        nvalid = valid.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.nansum(v, axis=1) / nvalid
-            var = np.nansum((v - mean[:, None, :]) ** 2, axis=1) / nvalid
-            if self.p.counted:
-                # E[Var_θ x] = Var_θ μ + <σ_b²>_θ - Var(x̄)
-                var = var - (np.where(valid, noise, 0).sum(axis=1) / nvalid - mean_noise)
-        mean = np.where(nvalid > 0, mean, np.nan)
-        var = np.where(nvalid > 0, var, np.nan)
-        w = self.region[rx, ry].reshape(n)
-        vz = np.where(valid, v, 0.0)[w]
+                mean_noise[idx] = mn * p.gain
+                vv = vv - (per_ring - mean_noise[idx])
+                noise_bins += noise[use[idx]].sum(axis=0)
+            mean[idx], var[idx] = m, vv
+            if need_v:
+                v[idx] = np.where(geo.valid, sums.reshape(idx.size, nt, nq) * scale.reshape(nt, nq), np.nan)
         out = {"mean": mean.reshape(nx, ny, nq), "var": var.reshape(nx, ny, nq),
-               "sum": vz.sum(axis=0), "sumsq": (vz * vz).sum(axis=0),
-               "noise": np.where(valid, noise, 0.0)[w].sum(axis=0), "count": valid[w].sum(axis=0)}
-        if self.p.counted:
+               "sum": s1.reshape(nt, nq), "sumsq": s2.reshape(nt, nq), "noise": noise_bins.reshape(nt, nq),
+               "count": count.reshape(nt, nq)}
+        if p.counted:
             out["mean_noise"] = mean_noise.reshape(nx, ny, nq)
-        if self.p.symmetry_orders:
-            filled = np.where(valid, v, mean[:, None, :])
+        if p.symmetry_orders:
+            filled = np.where(np.isfinite(v), v, mean[:, None, :])
             F = np.abs(np.fft.rfft(np.nan_to_num(filled), axis=1))
             with np.errstate(invalid="ignore", divide="ignore"):
-                sym = F[:, list(self.p.symmetry_orders), :] / F[:, :1, :]
+                sym = F[:, list(p.symmetry_orders), :] / F[:, :1, :]
             out["symmetry"] = np.moveaxis(sym, 1, 2).reshape(nx, ny, nq, -1).astype(np.float32)
-        if self.p.keep_polar:
+        if p.keep_polar:
             out["polar"] = v.reshape(nx, ny, nt, nq).astype(np.float32)
         return out
 

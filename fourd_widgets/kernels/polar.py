@@ -30,7 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["build_polar_table", "polar_sums", "bin_totals", "ring_table"]
+__all__ = ["build_polar_table", "polar_sums", "bin_totals", "ring_table", "ring_statistics"]
 
 _TWO_PI = 2.0 * math.pi
 #: Most vertices per pixel edge (pixels next to the origin).
@@ -322,3 +322,55 @@ def ring_table(indptr, bins, weights, scale, n_q):
             nnz += 1
     out_ptr[P] = nnz
     return out_ptr, rb[:nnz].copy(), rw[:nnz].copy()
+
+
+@njit(cache=True, nogil=True)
+def ring_statistics(sums, scale, n_q, use, mean, var, s1, s2, count):
+    """Annular mean and variance of split patterns, and scan sums of the bin means.
+
+    Parameters
+    ----------
+    sums : (m, n_theta * n_q) float64 array
+        Bin sums from :func:`polar_sums`.
+    scale : (n_theta * n_q,) float64 array
+        ``1 / area`` on valid bins, 0 on invalid ones.
+    n_q : int
+    use : (m,) bool array
+        Patterns that enter the scan sums.
+    mean, var : (m, n_q) float64 arrays
+        Receive the mean and (population) variance over θ of the valid bin means
+        (NaN where a ring has no valid bin); overwritten.
+    s1, s2, count : (n_theta * n_q,) float64 arrays
+        Accumulate the bin means, their squares and the number of patterns.
+    """
+    m, nb = sums.shape
+    n_t = nb // n_q
+    acc = np.empty(n_q)
+    acc2 = np.empty(n_q)
+    cnt = np.empty(n_q)
+    for i in range(m):
+        acc[:] = 0.0
+        acc2[:] = 0.0
+        cnt[:] = 0.0
+        for t in range(n_t):
+            base = t * n_q
+            for q in range(n_q):
+                s = scale[base + q]
+                if s == 0.0:
+                    continue
+                v = sums[i, base + q] * s
+                acc[q] += v
+                acc2[q] += v * v
+                cnt[q] += 1.0
+                if use[i]:
+                    s1[base + q] += v
+                    s2[base + q] += v * v
+                    count[base + q] += 1.0
+        for q in range(n_q):
+            if cnt[q] > 0:
+                mu = acc[q] / cnt[q]
+                mean[i, q] = mu
+                var[i, q] = max(acc2[q] / cnt[q] - mu * mu, 0.0)
+            else:
+                mean[i, q] = np.nan
+                var[i, q] = np.nan
