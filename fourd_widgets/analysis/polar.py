@@ -11,8 +11,11 @@ normalised to ``a b = 1``, so they equal detector pixels on average); results
 also carry ``k`` in the calibration's reciprocal units when it is set.
 
 Per-position origins (``calibration.origin_map``, descan) are rounded to
-multiples of ``origin_step`` pixels and one table is built per distinct origin
-(building a table costs about 25 splits of a pattern, see bench/RESULTS_polar.md).
+multiples of ``origin_step`` pixels. The splitting depends only on a pixel's
+offset from the origin, so one shift-invariant table is built per distinct
+sub-pixel part of the origin and each whole-pixel position is cut from it
+(a copy of rows, as fast as splitting one pattern; building a table costs
+about 50 splits, see bench/RESULTS_polar.md).
 
 Examples
 --------
@@ -39,7 +42,7 @@ from ..core.errors import MissingCalibrationError, ParameterError, ShapeError
 from ..core.params import Params, param
 from ..engine.job import Job
 from ..engine.run import run_job
-from ..kernels.polar import bin_totals, build_polar_table, polar_sums, ring_table
+from ..kernels.polar import bin_totals, build_polar_table, polar_sums, ring_table, shift_table
 
 __all__ = ["PolarParams", "PolarGeometry", "PolarCube", "polar_geometry", "polar_transform",
            "polar_pattern", "resolve_params", "engine_options", "distortion", "as_cube", "origin_key"]
@@ -58,7 +61,7 @@ class PolarParams(Params):
     mask: np.ndarray | None = param(None, doc="(Qx, Qy) bool, True where the detector is blocked "
                                     "(beam stop, hot pixels)")
     use_ellipse: bool = param(True, doc="undo calibration.ellipse before binning")
-    origin_step: float = param(0.05, units="px", gt=0, le=1,
+    origin_step: float = param(0.1, units="px", gt=0, le=1,
                                doc="per-position origins are rounded to multiples of this")
     min_coverage: float = param(0.5, ge=0, le=1,
                                 doc="bins with less unmasked area than this fraction of their own are invalid")
@@ -195,19 +198,67 @@ def polar_geometry(params: PolarParams, shape: tuple[int, int], origin: Any,
         return got
     q_max, n_q = _q_range(params, shape, origin, D)
     m = np.zeros(shape, np.bool_) if mask is None else np.ascontiguousarray(mask, np.bool_)
-    indptr, bins, weights = build_polar_table(shape[0], shape[1], origin[0], origin[1], np.linalg.inv(D),
-                                              params.q_min, params.q_step, n_q, params.n_theta, m)
-    area = bin_totals(bins, weights, n_q * params.n_theta).reshape(params.n_theta, n_q)
-    edges = params.q_min + params.q_step * np.arange(n_q + 1)
-    nominal = 0.5 * (edges[1:] ** 2 - edges[:-1] ** 2) * (2 * math.pi / params.n_theta) * abs(np.linalg.det(D))
-    valid = area >= params.min_coverage * nominal[None, :]
-    valid &= area > 0
-    geo = PolarGeometry(indptr, bins, weights, area, valid, 0.5 * (edges[1:] + edges[:-1]),
-                        (np.arange(params.n_theta) + 0.5) * 2 * math.pi / params.n_theta, origin)
+    table = build_polar_table(shape[0], shape[1], origin[0], origin[1], np.linalg.inv(D),
+                              params.q_min, params.q_step, n_q, params.n_theta, m)
+    return _remember(key, _finish(table, params, n_q, D, origin))
+
+
+def _remember(key: tuple, geo: "PolarGeometry") -> "PolarGeometry":
     _CACHE[key] = geo
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return geo
+
+
+def _finish(table: tuple, params: PolarParams, n_q: int, D: np.ndarray, origin: tuple[float, float]) -> PolarGeometry:
+    indptr, bins, weights = table
+    area = bin_totals(bins, weights, n_q * params.n_theta).reshape(params.n_theta, n_q)
+    edges = params.q_min + params.q_step * np.arange(n_q + 1)
+    nominal = 0.5 * (edges[1:] ** 2 - edges[:-1] ** 2) * (2 * math.pi / params.n_theta) * abs(np.linalg.det(D))
+    valid = (area >= params.min_coverage * nominal[None, :]) & (area > 0)
+    return PolarGeometry(indptr, bins, weights, area, valid, 0.5 * (edges[1:] + edges[:-1]),
+                         (np.arange(params.n_theta) + 0.5) * 2 * math.pi / params.n_theta, origin)
+
+
+def shifted_geometry(params: PolarParams, shape: tuple[int, int], origin: Any, D: np.ndarray, n_q: int) -> PolarGeometry:
+    """The geometry of one origin, cut from a shift-invariant table of its sub-pixel part (cached).
+
+    Used for per-position origins (descan): one table is built per distinct
+    fractional origin (rounded to ``origin_step``) on a virtual detector just
+    larger than the q range, and each whole-pixel position of it is a copy of
+    table rows (as fast as splitting one pattern), not a new build.
+    """
+    origin = (float(origin[0]), float(origin[1]))
+    mask = params.mask
+    mkey = None if mask is None else hash(mask.tobytes())
+    dkey = tuple(np.round(D, 12).ravel())
+    key = ("cut", tuple(shape), origin, dkey, params.q_min, params.q_step, n_q, params.n_theta,
+           params.min_coverage, mkey)
+    got = _CACHE.get(key)
+    if got is not None:
+        _CACHE.move_to_end(key)
+        return got
+    ix, iy = math.floor(origin[0]), math.floor(origin[1])
+    fx, fy = round(origin[0] - ix, 9), round(origin[1] - iy, 9)
+    smax = float(np.linalg.svd(D, compute_uv=False)[0])
+    c = int(math.ceil((params.q_min + n_q * params.q_step) * smax)) + 2
+    vkey = ("virtual", fx, fy, dkey, params.q_min, params.q_step, n_q, params.n_theta)
+    virtual = _VIRTUAL.get(vkey)
+    if virtual is None:
+        v = 2 * c + 1
+        virtual = build_polar_table(v, v, c + fx, c + fy, np.linalg.inv(D), params.q_min, params.q_step, n_q,
+                                    params.n_theta, np.zeros((v, v), np.bool_))
+        _VIRTUAL[vkey] = virtual
+        while len(_VIRTUAL) > _VIRTUAL_SIZE:
+            _VIRTUAL.popitem(last=False)
+    m = np.zeros(shape, np.bool_) if mask is None else np.ascontiguousarray(mask, np.bool_)
+    table = shift_table(*virtual, 2 * c + 1, c, c, shape[0], shape[1], ix, iy, m)
+    return _remember(key, _finish(table, params, n_q, D, origin))
+
+
+_VIRTUAL: "OrderedDict[tuple, tuple]" = OrderedDict()
+#: Shift-invariant tables kept: all sub-pixel parts at the default origin_step of 0.1 px.
+_VIRTUAL_SIZE = 128
 
 
 def _origins(cal: Calibration, scan_shape: tuple[int, int], step: str) -> np.ndarray | tuple[float, float]:
@@ -248,7 +299,8 @@ class PolarGroups:
         out: dict[tuple[float, float], list[int]] = {}
         for i, k in enumerate(keys):
             out.setdefault(k, []).append(i)
-        return [(polar_geometry(self.params, self.shape, k, self.D), np.asarray(v)) for k, v in out.items()]
+        n_q = self.reference.q.size
+        return [(shifted_geometry(self.params, self.shape, k, self.D, n_q), np.asarray(v)) for k, v in out.items()]
 
 
 def split_block(block: np.ndarray, geo: PolarGeometry, idx: np.ndarray | None = None,

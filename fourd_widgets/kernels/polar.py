@@ -30,7 +30,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["build_polar_table", "polar_sums", "bin_totals", "ring_table", "ring_statistics"]
+__all__ = ["build_polar_table", "polar_sums", "bin_totals", "ring_table", "ring_statistics", "shift_table"]
 
 _TWO_PI = 2.0 * math.pi
 #: Most vertices per pixel edge (pixels next to the origin).
@@ -374,3 +374,45 @@ def ring_statistics(sums, scale, n_q, use, mean, var, s1, s2, count):
             else:
                 mean[i, q] = np.nan
                 var[i, q] = np.nan
+
+
+@njit(cache=True, nogil=True)
+def shift_table(indptr, bins, weights, v_shape_y, cx, cy, shape_x, shape_y, ix, iy, mask):
+    """Detector table for an origin moved by whole pixels, cut from a larger shift-invariant table.
+
+    The splitting depends only on a pixel's offset from the origin, so a table
+    built once on a virtual detector ``(v_shape_x, v_shape_y)`` whose origin sits
+    at ``(cx + fx, cy + fy)`` serves every origin ``(ix + fx, iy + fy)``:
+    detector pixel ``(i, j)`` takes the virtual pixel ``(i - ix + cx, j - iy + cy)``.
+    Masked detector pixels get no entries. Returns (indptr, bins, weights).
+    """
+    v_shape_x = (indptr.shape[0] - 1) // v_shape_y
+    P = shape_x * shape_y
+    out_ptr = np.zeros(P + 1, np.int64)
+    nnz = 0
+    for i in range(shape_x):
+        vi = i - ix + cx
+        for j in range(shape_y):
+            vj = j - iy + cy
+            if mask[i, j] or vi < 0 or vi >= v_shape_x or vj < 0 or vj >= v_shape_y:
+                continue
+            v = vi * v_shape_y + vj
+            nnz += indptr[v + 1] - indptr[v]
+    ob = np.empty(nnz, np.int32)
+    ow = np.empty(nnz, np.float64)
+    k = 0
+    for i in range(shape_x):
+        vi = i - ix + cx
+        for j in range(shape_y):
+            p = i * shape_y + j
+            out_ptr[p] = k
+            vj = j - iy + cy
+            if mask[i, j] or vi < 0 or vi >= v_shape_x or vj < 0 or vj >= v_shape_y:
+                continue
+            v = vi * v_shape_y + vj
+            for e in range(indptr[v], indptr[v + 1]):
+                ob[k] = bins[e]
+                ow[k] = weights[e]
+                k += 1
+    out_ptr[P] = k
+    return out_ptr, ob, ow
