@@ -44,6 +44,7 @@ from ..engine.job import Job
 from ..engine.run import run_job
 from ..kernels.polar import polar_sums, ring_statistics
 from .polar import PolarGroups, PolarParams, as_cube, engine_options, k_axis, resolve_params, split_block
+from .polar_results import H5Fields
 
 __all__ = ["RadialStatisticsParams", "RadialStatistics", "FEMVariance", "radial_statistics", "fem_variance",
            "local_fem_map", "symmetry_map", "k_band"]
@@ -70,7 +71,7 @@ class RadialStatisticsParams(Params):
 
 
 @dataclass(frozen=True, eq=False)
-class RadialStatistics:
+class RadialStatistics(H5Fields):
     """Per-position radial statistics and scan sums of the polar bins.
 
     Attributes
@@ -123,7 +124,7 @@ class RadialStatistics:
 
 
 @dataclass(frozen=True, eq=False)
-class FEMVariance:
+class FEMVariance(H5Fields):
     """FEM variance curves over ``k`` (see the module docstring for the definitions)."""
 
     k: np.ndarray

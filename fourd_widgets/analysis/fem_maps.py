@@ -29,6 +29,7 @@ from ..core.errors import ParameterError
 from ..core.params import Params, param
 from .fem import FEMVariance, RadialStatistics, fem_variance, local_fem_map, radial_statistics, symmetry_map
 from .polar import resolve_params
+from .polar_results import H5Fields
 
 __all__ = ["FEMParams", "FEMResult", "fem"]
 
@@ -52,7 +53,7 @@ class FEMParams(Params):
 
 
 @dataclass(frozen=True, eq=False)
-class FEMResult:
+class FEMResult(H5Fields):
     """V(k) three ways, the local FEM map of the bands and (optionally) their symmetry map."""
 
     variance: FEMVariance

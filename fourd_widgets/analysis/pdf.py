@@ -39,6 +39,7 @@ from scipy.signal import find_peaks
 from ..core.errors import ParameterError, ShapeError
 from ..core.params import Params, param
 from .polar import resolve_params
+from .polar_results import H5Fields
 
 __all__ = ["PDFParams", "PDFResult", "pair_distribution", "background_model"]
 
@@ -81,7 +82,7 @@ def background_model(c: np.ndarray, k: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class PDFResult:
+class PDFResult(H5Fields):
     """Structure factor and pair distribution functions.
 
     Attributes

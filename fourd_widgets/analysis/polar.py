@@ -43,6 +43,7 @@ from ..core.params import Params, param
 from ..engine.job import Job
 from ..engine.run import run_job
 from ..kernels.polar import bin_totals, build_polar_table, polar_sums, ring_table, shift_table
+from .polar_results import H5Fields
 
 __all__ = ["PolarParams", "PolarGeometry", "PolarCube", "polar_geometry", "polar_transform",
            "polar_pattern", "resolve_params", "engine_options", "distortion", "as_cube", "origin_key"]
@@ -322,7 +323,7 @@ def bin_means(sums: np.ndarray, geo: PolarGeometry) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class PolarCube:
+class PolarCube(H5Fields):
     """Polar-transformed patterns.
 
     Attributes

@@ -43,6 +43,7 @@ from ..core.params import Params, param
 from ..engine.job import ImageJob
 from ..engine.run import run_job
 from .polar import as_cube, distortion, engine_options, resolve_params
+from .polar_results import H5Fields
 
 __all__ = ["RingFitParams", "RingFit", "RingFitMaps", "AmorphousStrain", "fit_ring", "fit_rings",
            "amorphous_strain", "ring_model", "N_COEFS"]
@@ -103,7 +104,7 @@ def _model_jacobian(c: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
-class RingFit:
+class RingFit(H5Fields):
     """One fitted ring: centre (px), semi-axes ``a >= b`` (px) with ``a`` along ``theta_deg``."""
 
     coefs: np.ndarray
@@ -255,7 +256,7 @@ class RingFitJob(ImageJob):
 
 
 @dataclass(frozen=True, eq=False)
-class RingFitMaps:
+class RingFitMaps(H5Fields):
     """Per-position ring coefficients ``(Rx, Ry, N_COEFS)`` (see :func:`ring_model`) and fit rms."""
 
     coefs: np.ndarray
@@ -295,7 +296,7 @@ def fit_rings(data: Any, params: RingFitParams | Mapping | None = None, *, progr
 
 
 @dataclass(frozen=True, eq=False)
-class AmorphousStrain:
+class AmorphousStrain(H5Fields):
     """Strain maps from ring shapes: ``exx, eyy, exy`` (Rx, Ry), relative to the reference ring."""
 
     exx: np.ndarray

@@ -94,3 +94,31 @@ def test_g_of_r_and_bad_input():
         pair_distribution(I, k, k_max=3.0)
     with pytest.raises(ParameterError, match="no finite value"):
         pair_distribution(np.full_like(k, np.nan), k)
+
+
+def test_results_round_trip_through_hdf5(tmp_path):
+    import h5py
+
+    from fourd_widgets.analysis.fem import fem_variance
+    from fourd_widgets.analysis.fem_maps import FEMResult, fem
+    from fourd_widgets.analysis.pdf import PDFResult
+
+    cube = debye_pattern(si_nanocrystal(12.0), (48, 48), 0.05)
+    st = radial_statistics(cube, polar=PolarParams(n_theta=12, mask=np.eye(48, dtype=bool)), progress=False)
+    res = fem(st, k_ranges=((0.3, 0.6),))
+    pdf = pair_distribution(st, k_min=0.2, r_max=5.0, density=0.05)
+    with h5py.File(tmp_path / "r.h5", "w") as f:
+        st.to_h5(f.create_group("st"))
+        res.to_h5(f.create_group("fem"))
+        pdf.to_h5(f.create_group("pdf"))
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        st2 = type(st).from_h5(f["st"])
+        res2 = FEMResult.from_h5(f["fem"])
+        pdf2 = PDFResult.from_h5(f["pdf"])
+    assert st2.params == st.params and st2.units == st.units and st2.symmetry is None
+    np.testing.assert_array_equal(st2.annular_var, st.annular_var)
+    np.testing.assert_array_equal(fem_variance(st2).V_ring, fem_variance(st).V_ring)
+    np.testing.assert_array_equal(res2.variance.V_mean_of_variance, res.variance.V_mean_of_variance)
+    assert res2.params == res.params
+    np.testing.assert_array_equal(pdf2.g, pdf.g)
+    assert pdf2.params == pdf.params
