@@ -17,7 +17,7 @@ Data: ../shared/data si_amorphous_nanocrystals_fem (16x16 x 128x128 float32) til
    FEM map of a band) with the band moved over 20 positions, from the radial statistics computed
    once (median of 20).
 
-``--write`` writes bench/RESULTS_polar.md.
+``--write`` writes bench/RESULTS_polar.md below its marker line (the accuracy section above it stays).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from fourd_widgets.core import DataCube
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 BINS = dict(q_max=60.0, q_step=1.0, n_theta=180)
+MARKER = "<!-- bench_polar.py output below; --write replaces it -->"
 
 
 def peer(py: Path, script: str, npy: Path, origin, out: Path) -> dict:
@@ -73,7 +74,7 @@ def main() -> None:
     npy = tmp / "cube.npy"
     np.save(npy, big)
     P = PolarParams(**BINS)
-    lines = ["# Polar transform, radial statistics and FEM (issue 18)", "",
+    lines = ["## Speed", "",
              f"`python bench/bench_polar.py --tile {args.tile} --drag-tile {args.drag_tile}` on 2 shared, "
              "heavily loaded cores (other sessions were running); ratios are in one run of this script. "
              f"Data: si_amorphous_nanocrystals_fem tiled to {big.shape[0]}x{big.shape[1]} x 128x128 float32; "
@@ -189,7 +190,12 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        (HERE / "RESULTS_polar.md").write_text(text + "\n", encoding="utf-8")
+        # keep what stands above the marker (the accuracy figures of the tests), replace the rest
+        path = HERE / "RESULTS_polar.md"
+        head = ""
+        if path.exists() and MARKER in path.read_text(encoding="utf-8"):
+            head = path.read_text(encoding="utf-8").split(MARKER)[0]
+        path.write_text(head + MARKER + "\n\n" + text + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

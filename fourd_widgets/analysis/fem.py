@@ -266,9 +266,22 @@ def fem_variance(stats: RadialStatistics, region: np.ndarray | None = None) -> F
     """The FEM variance V(k), three ways, over the pass's region or a sub-region.
 
     A sub-region needs the per-bin data of its positions, so ``V_mean_of_variance``
-    for a ``region`` other than the pass's needs ``keep_polar=True``.
+    for a ``region`` other than the pass's needs ``keep_polar=True``. The result
+    for the pass's region is computed once per ``stats`` and kept (a k-range
+    drag asks for it again and again).
     """
+    if region is None:
+        got = stats.__dict__.get("_fem_variance")
+        if got is None:
+            got = _fem_variance(stats, None)
+            object.__setattr__(stats, "_fem_variance", got)
+        return got
+    return _fem_variance(stats, region)
+
+
+def _fem_variance(stats: RadialStatistics, region: np.ndarray | None) -> FEMVariance:
     counted = stats.params.counted
+    nq = stats.q.size
     if region is None:
         n = stats.bin_count
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -277,8 +290,14 @@ def fem_variance(stats: RadialStatistics, region: np.ndarray | None = None) -> F
             if counted:
                 var = var - stats.bin_noise / n
             ratio = np.where(n > 1, var / mu**2, np.nan)
-        sel = (stats.params.region if stats.params.region is not None
-               else np.ones(stats.annular_mean.shape[:2], bool))
+        if stats.params.region is None:  # every position: views, no copies
+            m = stats.annular_mean.reshape(-1, nq)
+            v = stats.annular_var.reshape(-1, nq)
+            noise = None if stats.mean_noise is None else stats.mean_noise.reshape(-1, nq)
+        else:
+            sel = stats.params.region
+            m, v = stats.annular_mean[sel], stats.annular_var[sel]
+            noise = None if stats.mean_noise is None else stats.mean_noise[sel]
     else:
         sel = np.asarray(region, bool)
         if sel.shape != stats.annular_mean.shape[:2]:
@@ -293,17 +312,15 @@ def fem_variance(stats: RadialStatistics, region: np.ndarray | None = None) -> F
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # bins invalid everywhere stay NaN
             mu = np.nanmean(x, axis=0)
-            var = np.nanvar(x, axis=0)
-            ratio = var / mu**2
-    m = stats.annular_mean[sel]
-    v = stats.annular_var[sel]
+            ratio = np.nanvar(x, axis=0) / mu**2
+        m, v, noise = stats.annular_mean[sel], stats.annular_var[sel], None
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # rings hidden everywhere stay NaN
         V_mv = np.nanmean(ratio, axis=0)
         mean = np.nanmean(m, axis=0)
-        var_mean = np.nanvar(m, axis=0)
-        if counted and stats.mean_noise is not None:
-            var_mean = var_mean - np.nanmean(stats.mean_noise[sel], axis=0)
+        var_mean = np.nanmean((m - mean) ** 2, axis=0)
+        if noise is not None:
+            var_mean = var_mean - np.nanmean(noise, axis=0)
         V_vm = var_mean / mean**2
         V_ring = np.nanmean(v, axis=0) / mean**2
     return FEMVariance(stats.axis, stats.units, mean, V_mv, V_vm, V_ring)

@@ -148,7 +148,7 @@ def test_counted_variance_matches_the_noise_free_value(fem_film):
     patterns the corrected V has a spread of about 2 % (6 noise draws: mean -3 %, sd 1.6 %),
     so 5 % holds. At 1e3 the band gets about 13 electrons per pattern, and the spread of any
     unbiased estimate is about 22 % per draw: four draws (1024 patterns) are averaged and held
-    to 20 %, while without the correction V is 15 times too large.
+    to 20 %, while without the correction V is about 10 times too large.
     """
     cube, _ = fem_film
     data = cube.to_numpy()
