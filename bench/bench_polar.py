@@ -36,6 +36,7 @@ import numpy as np
 
 import fourd_widgets as fw
 from fourd_widgets.analysis import polar as polar_mod
+from fourd_widgets.analysis.polar_tables import clear_caches, origin_key
 from fourd_widgets.analysis.fem import fem_variance, radial_statistics
 from fourd_widgets.analysis.fem_maps import fem
 from fourd_widgets.analysis.polar import PolarParams, polar_geometry, split_block
@@ -82,7 +83,7 @@ def main() -> None:
 
     # 1. radial statistics vs py4DSTEM
     radial_statistics(DataCube(big[:1, :1], cal), polar=P, progress=False)  # JIT from the disk cache
-    polar_mod._CACHE.clear()
+    clear_caches()
     t0 = time.perf_counter()
     st = radial_statistics(cube, polar=P, progress=False)
     cold = time.perf_counter() - t0
@@ -154,13 +155,12 @@ def main() -> None:
     R = drag.scan_shape
     yy, xx = np.meshgrid(np.linspace(-1, 1, R[1]), np.linspace(-1, 1, R[0]), indexing="xy")
     descan = np.stack([origin[0] + 2 * xx.T, origin[1] + 1.5 * yy.T], -1)[: R[0], : R[1]]
-    keys = {polar_mod.origin_key(v, P.origin_step) for v in descan.reshape(-1, 2)}
+    keys = {origin_key(v, P.origin_step) for v in descan.reshape(-1, 2)}
     fracs = {(round(a % 1, 6), round(b % 1, 6)) for a, b in keys}
     t0 = time.perf_counter()
     st64 = radial_statistics(drag, polar=P, progress=False)
     single = time.perf_counter() - t0
-    polar_mod._CACHE.clear()
-    polar_mod._VIRTUAL.clear()
+    clear_caches()
     moving = drag.with_calibration(cal.replace(origin_map=descan))
     t0 = time.perf_counter()
     radial_statistics(moving, polar=P, progress=False)

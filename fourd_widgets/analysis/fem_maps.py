@@ -10,6 +10,7 @@ Examples
 >>> import numpy as np
 >>> from fourd_widgets.core import Calibration, DataCube
 >>> from fourd_widgets.analysis.polar import PolarParams
+>>> from fourd_widgets.analysis.fem import radial_statistics
 >>> rng = np.random.default_rng(0)
 >>> cube = DataCube(rng.random((4, 4, 32, 32)), Calibration(origin=(15.5, 15.5)))
 >>> st = radial_statistics(cube, polar=PolarParams(q_max=14, n_theta=24), progress=False)
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..core.errors import ParameterError
 from ..core.params import Params, param
-from .fem import FEMVariance, RadialStatistics, fem_variance, local_fem_map, radial_statistics, symmetry_map
+from .fem import FEMVariance, RadialStatistics, fem_variance, local_fem_map, symmetry_map
 from .polar import resolve_params
 from .polar_results import H5Fields
 
