@@ -32,9 +32,9 @@ data = np.load(a.npy, mmap_mode="r")
 dc = py4DSTEM.DataCube(np.ascontiguousarray(data))
 dc.calibration.set_origin((a.origin[0], a.origin[1]))
 pdc = py4DSTEM.PolarDatacube(dc, qmin=0.0, qmax=a.qmax, qstep=a.qstep, n_annular=a.n_annular, ellipse=False)
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 mean, var, var_norm = pdc.calculate_radial_statistics(returnval=True, progress_bar=False)
-dt = time.perf_counter() - t0
+dt, cpu = time.perf_counter() - t0, time.process_time() - c0
 np.savez(a.out, radial_mean=mean, radial_var=var, radial_var_norm=var_norm, qq=np.asarray(pdc.qq))
-print("FOURD_BENCH_RESULT " + json.dumps({"version": py4DSTEM.__version__, "radial_statistics_s": dt,
+print("FOURD_BENCH_RESULT " + json.dumps({"version": py4DSTEM.__version__, "radial_statistics_s": dt, "cpu_s": cpu,
                                           "patterns": int(data.shape[0] * data.shape[1])}))
