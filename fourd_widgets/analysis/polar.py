@@ -122,9 +122,13 @@ class PolarGroups:
         self.shape = tuple(detector_shape)
         self.D = distortion(calibration, params.use_ellipse)
         self.origins = _origins(calibration, scan_shape, step)
-        # the reference geometry fixes the bins (n_q) for every position
-        ref = self.origins if isinstance(self.origins, tuple) else self.origins.reshape(-1, 2).mean(axis=0)
-        self.reference = polar_geometry(params, self.shape, origin_key(ref, params.origin_step), self.D)
+        # the reference geometry fixes the bins (n_q) for every position; one calibrated origin
+        # is used as it is (origin_step rounds per-position origins only)
+        if isinstance(self.origins, tuple):
+            ref = self.origins
+        else:
+            ref = origin_key(self.origins.reshape(-1, 2).mean(axis=0), params.origin_step)
+        self.reference = polar_geometry(params, self.shape, ref, self.D)
         if params.q_max is None and not isinstance(self.origins, tuple):
             self.params = params.replace(q_max=float(self.reference.q[-1] + 0.5 * params.q_step))
 

@@ -133,3 +133,12 @@ def test_errors_name_what_is_missing():
 def test_record_round_trips():
     p = PolarParams(q_max=20.0, n_theta=60, mask=np.eye(4, dtype=bool))
     assert PolarParams.from_dict(p.to_dict()) == p
+
+
+def test_one_calibrated_origin_is_not_rounded():
+    rng = np.random.default_rng(8)
+    data = rng.random((1, 2, 30, 30))
+    o = (14.437, 15.262)  # not a multiple of origin_step
+    pc = polar_transform(DataCube(data, Calibration(origin=o)), q_max=12, n_theta=24, progress=False)
+    v, _ = polar_pattern(data[0, 1], o, q_max=12, n_theta=24)
+    np.testing.assert_allclose(pc.data[0, 1], v, rtol=1e-6, equal_nan=True)
