@@ -18,7 +18,7 @@ import numpy as np
 from ..core.errors import FileFormatError
 from ._common import Opened, calibration_from_attrs, choose_array, wrapped_errors
 
-__all__ = ["HDF5_SIGNATURE", "is_hdf5", "open_hdf5", "open_zarr", "h5_kind"]
+__all__ = ["HDF5_SIGNATURE", "is_hdf5", "open_hdf5", "open_zarr", "h5_kind", "storage_end", "check_extent"]
 
 #: First 8 bytes of every HDF5 file (at offset 0 unless a user block precedes it).
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -57,6 +57,58 @@ def h5_kind(path: str) -> str:
     return "hdf5"
 
 
+def storage_end(dset: h5py.Dataset) -> int | None:
+    """Byte just past the last stored byte of ``dset`` in its own file, or None.
+
+    Contiguous: offset + storage size; chunked: the furthest end of any allocated
+    chunk, from the chunk index (``chunk_iter``, one C pass, where h5py offers it).
+    None where the raw data are not in the file itself (compact data live in the
+    object header; external storage and virtual datasets elsewhere).
+    """
+    dsid = dset.id
+    dcpl = dsid.get_create_plist()
+    layout = dcpl.get_layout()
+    if dcpl.get_external_count() > 0:
+        return None
+    base = int(dset.file.userblock_size or 0)  # addresses count from the superblock
+    if layout == h5py.h5d.CONTIGUOUS:
+        offset = dsid.get_offset()
+        if offset is None:  # never written: reads give the fill value, rightly
+            return 0
+        return base + int(offset) + int(dsid.get_storage_size())
+    if layout == h5py.h5d.CHUNKED:
+        end = 0
+        if hasattr(dsid, "chunk_iter"):
+            ends: list[int] = []
+            dsid.chunk_iter(lambda info: ends.append(info.byte_offset + info.size))
+            end = max(ends, default=0)
+        else:
+            for i in range(dsid.get_num_chunks()):
+                info = dsid.get_chunk_info(i)
+                if info.byte_offset is not None:
+                    end = max(end, int(info.byte_offset) + int(info.size))
+        return base + end if end else 0
+    return None
+
+
+def check_extent(path: str, dset: h5py.Dataset) -> None:
+    """Refuse a dataset whose stored bytes run past the end of its file.
+
+    HDF5 reads past the end of a file as zeros, so a truncated file would load and
+    give a partly zero cube with no error.
+    """
+    with wrapped_errors(path, f"read the storage layout of {dset.name}"):
+        end = storage_end(dset)
+        filename = dset.file.filename
+    if end is None:
+        return
+    size = os.path.getsize(filename)
+    if end > size:
+        raise FileFormatError(
+            filename, f"is truncated: the dataset {dset.name} is stored up to byte {end}, but the file "
+            f"has only {size} bytes.", "Check the copy (compare its size with the original).")
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -84,6 +136,7 @@ def open_hdf5(path: str, dataset: str | None = None) -> Opened:
                     found[str(dataset).strip("/")] = obj
         name = choose_array(path, found, dataset, "dataset")
         dset = found[name]
+        check_extent(path, dset)
         with wrapped_errors(path, f"read the attributes of {name}"):
             parent = dset.parent
             cal = calibration_from_attrs(dict(dset.attrs), dict(parent.attrs), dict(f.attrs))

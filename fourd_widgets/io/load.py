@@ -17,7 +17,7 @@ import numpy as np
 from ..core.calibration import Calibration
 from ..core.datacube import DataCube
 from ..core.errors import CalibrationError, FileFormatError, MissingOptionError, ParameterError, ShapeError
-from ._common import Guarded, Opened, as_pair
+from ._common import Guarded, Opened, as_pair, check_numeric_dtype, check_readable_path, stamps_of
 from .stack import FrameStack, scan_shape_from_width
 
 __all__ = ["load", "open_file", "guess_format", "SUPPORTED_FORMATS"]
@@ -117,9 +117,13 @@ def open_file(path: str, fmt: str, options: dict) -> Opened:
         from .arina import open_arina
         return open_arina(path)
     from .rosetta import open_rosetta
+    files: tuple[str, ...] = ()
     if fmt == "mib" and path.lower().endswith(".hdr"):
         path = os.path.splitext(path)[0] + ".mib"  # the header names no frames; read its .mib
-    return open_rosetta(path, fmt, options.get("signal"), options.get("index"))
+        files = (path,)
+    opened = open_rosetta(path, fmt, options.get("signal"), options.get("index"))
+    opened.files = tuple(opened.files) + files
+    return opened
 
 
 def _resolve_scan_shape(path: str, n_frames: int, opened: Opened, scan_shape: Any,
@@ -241,9 +245,7 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
     """
     path = os.path.abspath(os.fspath(path))
     options = {k: v for k, v in options.items() if v is not None}
-    if not os.path.exists(path):
-        raise FileFormatError(path, "no such file.", "Check the path and the working directory "
-                              f"({os.getcwd()}).")
+    check_readable_path(path)  # missing, unreadable, a pipe or a device: refused before any reader
     fmt = options.get("format")
     if fmt is not None:
         if fmt not in _FORMATS:
@@ -260,6 +262,11 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
     binning = as_pair(options.get("binning"), "binning")
     opened = open_file(path, fmt, options)
     try:
+        # Stamped now, before the first read: any later change to these files is refused.
+        stamps = stamps_of((path, *opened.files))
+        parts = opened.array if isinstance(opened.array, list) else [opened.array]
+        for part in parts:
+            check_numeric_dtype(path, part.dtype)
         arr = _as_cube_array(path, opened, options.get("scan_shape"), options.get("scan_width"))
         try:
             cal = Calibration(**opened.calibration)
@@ -271,7 +278,7 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
             meta["storage_chunks"] = tuple(opened.storage_chunks)
         source = {"path": path, "format": fmt,
                   "options": {k: _jsonable(v) for k, v in options.items()}}
-        cube = DataCube(Guarded(arr, path), cal, source=source, metadata=meta,
+        cube = DataCube(Guarded(arr, path, stamps), cal, source=source, metadata=meta,
                         _resources=tuple(opened.resources))
         if binning is not None and binning != (1, 1):
             binned = cube.bin(detector=binning)
