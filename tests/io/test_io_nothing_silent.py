@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import pwd
-import shutil
-import stat
 import sys
 from pathlib import Path
 
@@ -19,6 +16,8 @@ import pytest
 
 import fourd_widgets as fw
 from fourd_widgets.errors import FileFormatError, FourDError, ParameterError
+
+from ..privileges import as_nobody, needs_root, open_folder  # noqa: F401 (fixture)
 
 
 def _h5(path: Path, shape=(40, 40, 16, 16), **kw) -> np.ndarray:
@@ -187,54 +186,6 @@ def test_numeric_dtypes_still_load(tmp_path):
 # reader warmed up) before the fork, because nobody may not read the Python installation.
 
 
-def _as_nobody(fn) -> str:
-    """Run ``fn()`` in a child as 'nobody'; return 'ok', or the error's class and message."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(r)
-        try:
-            os.setgid(pwd.getpwnam("nobody").pw_gid)
-            os.setuid(pwd.getpwnam("nobody").pw_uid)
-            try:
-                fn()
-                out = "ok"
-            except BaseException as exc:  # noqa: BLE001 - reported to the parent
-                out = f"{type(exc).__name__}: {exc}"
-        except BaseException as exc:  # noqa: BLE001
-            out = f"SETUP {type(exc).__name__}: {exc}"
-        os.write(w, out.encode())
-        os.close(w)
-        os._exit(0)
-    os.close(w)
-    chunks = []
-    while True:
-        b = os.read(r, 65536)
-        if not b:
-            break
-        chunks.append(b)
-    os.close(r)
-    os.waitpid(pid, 0)
-    return b"".join(chunks).decode()
-
-
-needs_root = pytest.mark.skipif(
-    not hasattr(os, "fork") or os.geteuid() != 0 or not any(u.pw_name == "nobody" for u in pwd.getpwall()),
-    reason="dropping privileges needs root and a 'nobody' user")
-
-
-@pytest.fixture
-def open_folder(tmp_path_factory):
-    """A folder 'nobody' can enter (pytest's tmp_path is private to root)."""
-    d = Path(tmp_path_factory.mktemp("perm"))
-    for p in [d, *d.parents]:
-        if str(p) in ("/", "/tmp"):
-            break
-        os.chmod(p, os.stat(p).st_mode | 0o711)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def _warm(folder: Path) -> None:
     """Import every module fw.load touches for .npy and .h5 while still root."""
     np.save(folder / "warm.npy", np.ones((1, 1, 2, 2), dtype=np.uint8))
@@ -259,7 +210,7 @@ def test_unreadable_file_is_called_unreadable(open_folder, name):
     else:
         _h5(p, shape=(2, 2, 4, 4))
     os.chmod(p, 0o000)
-    out = _as_nobody(lambda: fw.load(p))
+    out = as_nobody(lambda: fw.load(p))
     # Before: a raw PermissionError (.npy) or "not an HDF5 file ... may be corrupt" (.h5).
     assert out.startswith("FileFormatError"), out
     assert "permission denied" in out and str(p) in out and "corrupt" not in out
@@ -273,7 +224,7 @@ def test_file_in_unsearchable_folder_is_not_called_missing(open_folder):
     p = locked / "scan.npy"
     np.save(p, np.ones((2, 2, 4, 4), dtype=np.uint8))
     os.chmod(locked, 0o700)  # root's alone: nobody may not enter it
-    out = _as_nobody(lambda: fw.load(p))
+    out = as_nobody(lambda: fw.load(p))
     assert out.startswith("FileFormatError"), out
     assert "no such file" not in out
     assert f"permission denied on the folder {locked}" in out
@@ -285,7 +236,7 @@ def test_readable_file_still_loads_as_nobody(open_folder):
     p = open_folder / "scan.npy"
     np.save(p, np.ones((2, 2, 4, 4), dtype=np.uint8))
     os.chmod(p, 0o644)
-    assert _as_nobody(lambda: fw.load(p).read()) == "ok"
+    assert as_nobody(lambda: int(fw.load(p).read().sum())) == "ok 64"
 
 
 def test_missing_file_is_still_called_missing(tmp_path):
