@@ -45,7 +45,7 @@ SUPPORTED_FORMATS: list[tuple[str, tuple[str, ...], str]] = [
 _FORMATS = {name for name, _, _ in SUPPORTED_FORMATS}
 _HDF5_KINDS = ("hdf5", "arina", "emd", "hspy")
 # The options each format understands beyond the common ones.
-_COMMON_OPTIONS = {"format", "scan_shape", "scan_width", "binning"}
+_COMMON_OPTIONS = {"format", "scan_shape", "scan_width", "binning", "allow_external"}
 _FORMAT_OPTIONS = {
     "hdf5": {"dataset"}, "zarr": {"dataset"}, "raw": {"shape", "dtype", "offset"},
     **{fmt: {"signal", "index"} for fmt in ("mib", "blo", "dm", "mrc", "empad", "tvips", "tia",
@@ -217,6 +217,10 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
         defaults to the last.
     shape, dtype, offset : optional
         Raw binary: array shape, numpy dtype and header size in bytes.
+    allow_external : bool, optional
+        HDF5: also read external links, external raw storage and virtual-dataset
+        sources that resolve outside the folder of the file opened. Default False:
+        such a file is refused, as is a virtual dataset whose source is missing.
 
     Returns
     -------
@@ -227,7 +231,9 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
     Raises
     ------
     FileFormatError
-        The file is missing, not recognised, truncated or corrupt.
+        The file is missing, unreadable, not a regular file, not recognised,
+        truncated, corrupt, holds non-numeric values, points outside its folder
+        (HDF5) or changes after it was opened (raised by the read).
     MissingOptionError
         The file needs an option it does not hold (scan shape, raw shape).
     ShapeError
@@ -260,6 +266,17 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
             f"{path}: option {unknown[0]}= does not apply to the {fmt} format; "
             f"options it takes: {', '.join(sorted(allowed))}", field=unknown[0])
     binning = as_pair(options.get("binning"), "binning")
+    allow_external = options.get("allow_external", False)
+    if not isinstance(allow_external, (bool, np.bool_)):
+        raise ParameterError(f"{path}: allow_external= must be True or False, got {allow_external!r}",
+                             field="allow_external")
+    from .hdf5 import check_references_inside, is_hdf5
+
+    if not allow_external and fmt in _HDF5_KINDS and is_hdf5(path):
+        check_references_inside(
+            path, os.path.dirname(path), what="the folder of the file opened",
+            hint="If you trust the file, pass allow_external=True (for the command line, "
+                 "-o allow_external=true); or copy the files it refers to beside it.")
     opened = open_file(path, fmt, options)
     try:
         # Stamped now, before the first read: any later change to these files is refused.
