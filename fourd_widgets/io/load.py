@@ -285,6 +285,9 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
         for part in parts:
             check_numeric_dtype(path, part.dtype)
         arr = _as_cube_array(path, opened, options.get("scan_shape"), options.get("scan_width"))
+        if any(int(n) < 1 for n in arr.shape):
+            raise FileFormatError(path, f"holds an empty array (shape {tuple(int(n) for n in arr.shape)}).",
+                                  "The file is damaged or holds no patterns; check it with its own software.")
         try:
             cal = Calibration(**opened.calibration)
         except CalibrationError:
