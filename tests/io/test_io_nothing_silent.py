@@ -242,3 +242,14 @@ def test_readable_file_still_loads_as_nobody(open_folder):
 def test_missing_file_is_still_called_missing(tmp_path):
     with pytest.raises(FileFormatError, match="no such file"):
         fw.load(tmp_path / "nope.npy")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_info_command_on_a_named_pipe_is_a_usage_error(tmp_path, capsys):
+    from fourd_widgets.app.cli import main
+
+    p = tmp_path / "x.h5"
+    os.mkfifo(p)
+    assert main(["info", str(p)]) == 2  # before: hung in is_hdf5
+    err = capsys.readouterr().err
+    assert "named pipe" in err and "Traceback" not in err
