@@ -21,7 +21,6 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
@@ -134,9 +133,14 @@ class Target:
     victim: Path  # the file whose bytes are damaged
     companions: tuple[Path, ...] = ()  # copied beside the damaged copy unchanged (same names)
     options: dict = field(default_factory=dict)
-    rename: Callable[[str], str] | None = None
+    store: Path | None = None  # a Zarr folder holding ``victim``: copied whole, then opened
 
     def materialise(self, folder: Path, blob: bytes) -> Path:
+        if self.store is not None:
+            dest_store = folder / self.store.name
+            shutil.copytree(self.store, dest_store)
+            (dest_store / self.victim.relative_to(self.store)).write_bytes(blob)
+            return dest_store
         for c in self.companions:
             dest = folder / c.name
             if c.is_dir():
@@ -162,6 +166,12 @@ def _write_small_files(folder: Path) -> dict[str, Path]:
     with h5py.File(out["h5_contiguous"], "w") as f:
         f["data"] = cube
         f["data"].attrs["energy_eV"] = 3e5
+    import zarr
+
+    out["zarr"] = folder / "z.zarr"
+    z = zarr.open(str(out["zarr"]), mode="w", shape=cube.shape, chunks=(1, 2, 12, 12), dtype=cube.dtype)
+    z[...] = cube
+    z.attrs["scan_step_A"] = 1.0
     out["raw"] = folder / "r.raw"
     cube.astype(np.uint8).tofile(out["raw"])
     # Arina: the master's links and the first data file are damaged in turn.
@@ -207,8 +217,12 @@ def make_targets(folder: Path, shared_real: Path | None) -> list[Target]:
                companions=tuple(p for p in small["arina_master"].parent.glob("*.h5")
                                 if p.name != small["arina_data"].name), options={}),
     ]
+    store = small["zarr"]
+    chunk = next(p for p in sorted(store.rglob("*")) if p.is_file() and p.name != "zarr.json")
+    targets += [Target("zarr_meta", "load", store / "zarr.json", store=store),
+                Target("zarr_chunk", "load", chunk, store=store)]
     # The damaged data file is loaded through its (intact) master.
-    targets[-1].options = {"scan_width": 4, "_open": small["arina_master"].name}
+    targets[5].options = {"scan_width": 4, "_open": small["arina_master"].name}
     rp, resp = _recipe_and_results(folder)
     targets += [Target("recipe", "recipe", rp), Target("results", "results", resp)]
     if shared_real is not None and shared_real.is_dir():

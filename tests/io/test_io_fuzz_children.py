@@ -62,7 +62,8 @@ def figures():
                                          for name, t in found.items()}, indent=1))
 
 
-NAMES = ["npy", "hdf5_chunked", "hdf5_contig", "raw", "arina_master", "arina_data", "recipe", "results",
+NAMES = ["npy", "hdf5_chunked", "hdf5_contig", "raw", "arina_master", "arina_data", "zarr_meta", "zarr_chunk",
+         "recipe", "results",
          "mib", "blo", "py4dstem_emd", "prismatic_emd", "hspy", "tiff", "mrc"]
 
 
