@@ -28,6 +28,7 @@ from ..core.calibration import Calibration
 from ..core.datacube import DataCube
 from ..core.recipe import Recipe
 from ..tools.calibration import DISK_LABEL, FIT_MODELS, ORIGIN_METHODS, CalibrationSession, calibration_steps
+from .help_text import CALIBRATION, explain_controls
 from .image_view import ImageView
 from .overlays import make_overlay
 from .tool_view import Busy, ToolView, message_html, message_label
@@ -120,6 +121,7 @@ class CalibrationTool(ToolView):
             sections.append(self.ellipse_message)
         self.widget = w.VBox(sections)
         self.widget.add_class("fw-calibration-tool")
+        explain_controls(self.widget, CALIBRATION)
 
         s.listen(self._on_session)
         for where, (text, level) in s.messages.items():

@@ -28,6 +28,7 @@ from ..tools.disk_tuner import DiskTunerSession, find_disks_record
 from ..tools.disk_tuner_compute import CORRELATION_FIELDS, DEFAULT_POSITIONS, TEMPLATE_SOURCES
 from .disk_tuner_parts import (COLORS, DETECT_FIELDS, TEMPLATE_FIELDS, histogram_figure, marker_counts,
                                paint_histogram, paint_strip, profile_figure, show_record, tuner_controls)
+from .help_text import DISK_TUNER, explain_controls
 from .image_view import ImageView
 from .overlays import make_overlay
 from .tool_view import Busy, ToolView, message_html
@@ -141,6 +142,7 @@ class DiskTuner(ToolView):
             w.HBox([self.count_view, self.bragg_view]),
         ])
         self.widget.add_class("fw-disk-tuner")
+        explain_controls(self.widget, DISK_TUNER)
 
         self._source.observe(self._on_source, names="value")
         self._region_kind.observe(self._on_region_kind, names="value")

@@ -38,6 +38,7 @@ from ..core.errors import FourDError
 from ..core.recipe import Recipe
 from ..tools.strain import MAP_NAMES, POSITION_ID, REFERENCE_ID, StrainSession, recipe_calibration, strain_step
 from .calibration_tool import CalibrationTool
+from .help_text import STRAIN, explain_controls
 from .image_view import ImageView
 from .overlays import make_overlay
 from .tool_view import Busy, ToolView, error_text, message_html, message_label
@@ -131,9 +132,10 @@ class StrainMapper(ToolView):
                  w.HBox([self._region_kind, self.reference_message]),
                  w.HBox(maps[:2]), w.HBox(maps[2:]),
                  w.HBox([self._path, *self._save.values(), self.export_message])]
-        self.widget = w.VBox([self.busy.box, w.HBox([w.VBox(left), w.VBox(right)],
-                                                    layout=lay(align_items="flex-start"))])
+        self.widget = w.VBox([self.busy.box, w.HBox([w.VBox(left), w.VBox(right)],  # wraps, never crops
+                                                    layout=lay(align_items="flex-start", flex_flow="row wrap"))])
         self.widget.add_class("fw-strain-mapper")
+        explain_controls(self.widget, STRAIN)
 
         s.listen(self._on_session)
         for where, (text, level) in s.messages.items():
