@@ -108,10 +108,12 @@ def profile_figure() -> tuple[Any, Any]:
 
     xs, ys = bq.LinearScale(), bq.LinearScale()
     line = bq.Lines(x=[0.0], y=[0.0], scales={"x": xs, "y": ys}, colors=["#1f77b4"])
-    fig = bq.Figure(marks=[line], axes=[bq.Axis(scale=xs, label="r (px)"),
-                                        bq.Axis(scale=ys, side="left", tick_format=".2g")],
-                    title="radial profile", layout=w.Layout(width="260px", height="200px"),
-                    fig_margin={"top": 30, "bottom": 35, "left": 50, "right": 10})
+    # few, round ticks ("0.5", not "5.0e-1" at every 0.05): four on y, five on x
+    fig = bq.Figure(marks=[line], axes=[bq.Axis(scale=xs, label="radius r (px)", num_ticks=5, tick_format=".3~g"),
+                                        bq.Axis(scale=ys, side="left", num_ticks=4,
+                                                tick_format=".2~g", label="kernel value", label_offset="-45px")],
+                    title="radial profile", layout=w.Layout(width="280px", height="200px"),
+                    fig_margin={"top": 30, "bottom": 40, "left": 62, "right": 10})
     return fig, line
 
 

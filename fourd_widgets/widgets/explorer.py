@@ -107,8 +107,9 @@ class Explorer(ToolView):
         self.diffraction_view = ImageView(
             title="Diffraction", colormap=colormap, scale="log", size=self._size, keymap=DIFFRACTION_KEYS,
             pixel_size=cal.reciprocal_step, units=cal.reciprocal_units if cal.reciprocal_step else "px",
-            origin=list(cal.origin) if cal.origin else [0.0, 0.0], axis_names=["qx", "qy"])
-        self._real_box = w.Box(layout=w.Layout(flex_flow="row wrap"))
+            origin=list(cal.origin) if cal.origin else [0.0, 0.0], axis_names=["qx", "qy"], value_units="counts")
+        # beside the pattern, taking the width left and wrapping its views there (never below the pattern)
+        self._real_box = w.Box(layout=w.Layout(flex_flow="row wrap", flex="1 1 0%", min_width="0"))
         self.real_views: list[ImageView] = []
         lay = w.Layout
         self._diff_mode = w.Dropdown(options=DIFFRACTION_MODES, value=diffraction, description="pattern",
@@ -144,7 +145,7 @@ class Explorer(ToolView):
             self.diffraction_view.title = "Diffraction (single pattern: 1 x 1 scan)"
         self.widget = w.VBox([
             controls, self.warnings,
-            w.HBox([self.diffraction_view, self._real_box], layout=lay(align_items="flex-start", flex_flow="row wrap")),
+            w.HBox([self.diffraction_view, self._real_box], layout=lay(align_items="flex-start")),
             self.busy.box,
         ])
         self.widget.add_class("fw-explorer")
@@ -308,6 +309,7 @@ class Explorer(ToolView):
             del self.real_views[len(ids):]
             for view, d, i in zip(self.real_views, records, ids):
                 view.title = f"{i}: {d.step.split('.')[-1]} · {d.response}"
+                view.value_units = "counts" if d.response in ("sum", "max") else d.units  # centre of mass: position
                 view.overlays = [s.selector]
             self._real_box.children = tuple(self.real_views)
             self._active.options = ids
