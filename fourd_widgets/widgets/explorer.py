@@ -124,7 +124,7 @@ class Explorer(ToolView):
                                     value="circle", layout=lay(width="100px"))
         self._add = w.Button(description="add", layout=lay(width="50px"))
         self._remove = w.Button(description="remove", layout=lay(width="70px"))
-        self._centre = w.Button(description="centre on beam", icon="crosshairs", layout=lay(width="130px"))
+        self._centre = w.Button(description="centre on beam", icon="crosshairs", layout=lay(width="auto"))
         self._new_kind.tooltip = EXPLORER["new detector"]
         #: What is wrong with where the detectors sit (a detector that covers no pixel, one past the edge).
         self.warnings = w.HTML("", layout=lay(max_width="900px"))
