@@ -176,3 +176,30 @@ def test_real_files_warn_where_a_detector_sees_nothing() -> None:
         assert any("past the detector edge" in m for m in s.detector_warnings()["d1"])
     finally:
         s.close()
+
+
+def test_max_over_a_region_stops_on_cancel() -> None:
+    s = ExplorerSession(beam_cube(), build_cache=False, start=False,
+                        engine_options={"chunk_bytes": 48 * 48 * 4 * 4})
+    statuses: list[str] = []
+    pattern_before = []
+
+    def listener(ev, v) -> None:
+        if ev == "status":
+            statuses.append(v)
+        elif ev == "progress" and s._running["pattern"] is not None and v[0] < v[1]:
+            s.cancel()   # the user presses cancel as soon as the first chunk reports
+
+    try:
+        s.start()
+        s.wait()
+        pattern_before.append(s.diffraction_pattern.copy())
+        s.listen(listener)
+        s.set_selector("rectangle")
+        s.selection_method = "max"
+        s.wait()
+        assert any("cancelled" in t for t in statuses)
+        # the cancelled pass delivered nothing: the pattern shown is still the one before
+        np.testing.assert_array_equal(s.diffraction_pattern, pattern_before[0])
+    finally:
+        s.close()
