@@ -126,7 +126,14 @@ export function createStage(root, model, st) {
     st.markersDrawn = drawMarkers(ctx, st.markers, screen, st.s, model.get("luts"));
     drawOverlays(ctx, st.ovs, model.get("selected"), screen, st.s, st.rows, st.cols, st.focused);
     drawScaleBar();
-    drawColorbar();
+    // no image yet: say so, and no colorbar (a 0-1 bar would be made up)
+    cbar.style.display = st.rows ? "" : "none";
+    if (st.rows) drawColorbar();
+    else {
+      ctx.font = "12px sans-serif"; ctx.fillStyle = "#bbb"; ctx.textAlign = "center";
+      ctx.fillText(model.get("status") || "no image yet", canvas.width / 2, canvas.height / 2);
+      ctx.textAlign = "start";
+    }
     badge.textContent = model.get("badge");
     badge.style.display = model.get("badge") ? "" : "none";
     rangeEl.textContent = rangeBadge(st.range || { under: 0, over: 0 });

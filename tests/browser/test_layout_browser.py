@@ -55,7 +55,10 @@ cal = Calibration(origin_map=truth.origin_map, origin=truth.origin, real_step=c.
 tuner = DiskTuner(crystal).wait()
 calib = CalibrationTool(crystal, exact).wait()
 mapper = StrainMapper(crystal, exact, cal).wait()
-display(ex.widget, tuner.widget, calib.widget, mapper.widget)
+from fourd_widgets.widgets.image_view import ImageView
+clipped = ImageView(np.arange(100.0).reshape(10, 10), contrast="absolute", vmin=0.0, vmax=49.0, size=160)
+clipped.add_class("fw-clipped")
+display(ex.widget, tuner.widget, calib.widget, mapper.widget, clipped)
 """
 
 ROOTS = ".fw-explorer, .fw-disk-tuner, .fw-calibration-tool, .fw-strain-mapper"
@@ -112,6 +115,12 @@ def test_voila_tools_hold_their_layout_with_scale_bars_and_detectors_on_the_beam
     page.set_viewport_size({"width": SIZES[0][0], "height": SIZES[0][1]})
     page.goto(f"{voila.base}/voila/render/{name}")
     wait_views(page, 12)
+    # absolute limits [0, 49] on the values 0..99: half of them over range, and the view says so
+    page.wait_for_function("() => { const v = document.querySelector('.fw-clipped .fw-view');"
+                           " return v && +v.dataset.imageVersion >= 1; }")
+    clipped = page.evaluate("""() => { const v = document.querySelector('.fw-clipped .fw-view');
+        return {range: JSON.parse(v.dataset.overRange), badge: v.querySelector('.fw-range-badge').textContent}; }""")
+    assert clipped == {"range": {"under": 0, "over": 0.5}, "badge": "▲ 50 % over range"}
     centres = detector_centres(page)
     # the default BF and ADF sit on the disk's centre (pixel (12, 33) exactly, rounded to 0.01 px)
     for ident in ("d0", "d1"):
