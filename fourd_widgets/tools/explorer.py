@@ -120,7 +120,7 @@ class ExplorerSession(BeamPlacement, ExplorerCompute, Tool):
         self._image_runner = self._add_worker(self._compute_images, self._deliver_images, self._failed)
         self._pattern_runner = self._add_worker(self._compute_pattern, self._deliver_pattern, self._failed)
         self._selector = default_selector(selector, cube.scan_shape)
-        auto = self._beam_defaults(detectors is None)  # on the beam, measured on a sparse sample
+        auto = self._beam_defaults(detectors is None, build_cache)  # on the beam, from a sparse sample
         for det in ((auto or default_detectors(cube)) if detectors is None else detectors):
             self._add_record(det)
         self._start_build = build_cache and not is_single_pattern(cube)  # one pattern: nothing to drag
@@ -344,7 +344,7 @@ class ExplorerSession(BeamPlacement, ExplorerCompute, Tool):
         return ident
 
     def _pending(self) -> bool:
-        return self._final_pending
+        return self._final_pending or self._refining.is_set()  # wait() covers the defaults' refinement
 
     def _request_images(self, final: bool, changed: tuple[int, ...] | None = None) -> None:
         with self._lock:

@@ -6,8 +6,8 @@ the default detectors come from :mod:`fourd_widgets.analysis.beam` on the mean
 of a sparse sample of patterns (64 spread over the scan): a bright-field circle
 on the measured beam and an annular dark field over the diffracted intensity.
 Once the full mean pattern has been computed (in the background, before the
-drag cache), the defaults are placed again from it, unless the user has moved
-them. A calibrated pattern origin is the user's own measurement: when the
+drag cache), the defaults are placed again from it, unless the user has edited,
+added or removed a detector meanwhile. A calibrated pattern origin is the user's own measurement: when the
 calibration has one, the detectors are centred on it and only their sizes
 come from the pattern.
 """
@@ -93,9 +93,14 @@ class BeamPlacement:
     _ids: list[str]
     _whole: dict[str, np.ndarray]
 
-    def _beam_defaults(self, wanted: bool = True) -> list[Detector]:
-        """Measure the beam on a sparse sample of patterns; the default detectors placed from it."""
+    def _beam_defaults(self, wanted: bool = True, refine: bool = True) -> list[Detector]:
+        """Measure the beam on a sparse sample of patterns; the default detectors placed from it.
+
+        ``refine``: they will be placed again from the full mean pattern (the drag cache's thread
+        does it first); until then :meth:`wait` waits, so that a script sees the final defaults.
+        """
         self._auto: dict[int, Detector] = {}
+        self._refining = threading.Event()
         self.beam: Beam | None = None
         if not wanted:
             return []
@@ -105,13 +110,20 @@ class BeamPlacement:
         except Exception:  # noqa: BLE001 - unreadable sample: fall back to the origin-centred defaults
             return []
         self._auto = dict(enumerate(dets))
+        if refine and int(np.prod(self.cube.scan_shape)) > SPARSE_PATTERNS and not is_single_pattern(self.cube):
+            self._refining.set()
         return dets
 
     def _refine_on_mean(self, cancel: threading.Event) -> None:
-        """Compute the full mean pattern, then move the default detectors the user has not moved."""
-        n = int(np.prod(self.cube.scan_shape))
-        if not self._auto or n <= SPARSE_PATTERNS:
-            return  # the sample was the whole scan already
+        """Compute the full mean pattern, then move the default detectors if the user has moved none."""
+        try:
+            self._refine(cancel)
+        finally:
+            self._refining.clear()
+
+    def _refine(self, cancel: threading.Event) -> None:
+        if not self._auto or not self._refining.is_set():
+            return  # no defaults, or the sample was the whole scan already
         try:
             self._set_status("measuring the beam on the mean pattern")
             mean = self._whole.get("mean")
@@ -126,8 +138,11 @@ class BeamPlacement:
             return
         changed = []
         with self._lock:
+            # the user edited, added or removed a detector: the layout is theirs, nothing moves under them
+            untouched = len(self._records) == len(self._auto) and all(
+                self._records[k] == placed for k, placed in self._auto.items())
             for k, placed in self._auto.items():
-                if k < len(self._records) and self._records[k] == placed and dets[k] != placed:
+                if untouched and dets[k] != placed:
                     self._records[k] = dets[k]
                     self._exact[k] = False
                     changed.append(k)

@@ -47,22 +47,33 @@ def test_default_detectors_start_on_the_beam_not_the_detector_centre() -> None:
         s.close()
 
 
-def test_defaults_refined_on_the_full_mean_unless_moved() -> None:
+def test_defaults_refined_on_the_full_mean_before_wait_returns() -> None:
     data = beam_data(shift_even_rows=4.0)
     cube = DataCube(data)
     s = ExplorerSession(cube, build_cache=True, start=False)
     try:
-        sparse_centre = s.detectors[0].center
-        assert sparse_centre == pytest.approx((12.0, 33.0), abs=0.01)  # the sample reads odd rows only
-        mine = Annulus((20.0, 20.0), 3.0, 6.0)
-        s.set_detector(1, mine)                                         # the user moved the ADF
+        sparse = s.detectors
+        assert sparse[0].center == pytest.approx((12.0, 33.0), abs=0.01)  # the sample reads odd rows only
         s.start()
-        assert s.wait_cache(60)
-        s.wait()
+        s.wait()                                   # a script sees the final defaults, not the sparse ones
         full = find_beam(data.astype(np.float64).mean(axis=(0, 1)))
         assert s.detectors[0].center == pytest.approx(full.center, abs=0.01)
-        assert s.detectors[0].center[0] > 13.0                          # it moved towards the shifted disks
-        assert s.detectors[1] == mine                                   # the user's detector stays
+        assert s.detectors[1].center == s.detectors[0].center
+        assert s.detectors[0].center[0] > 13.0     # it moved towards the shifted disks
+        assert s.exact                             # and the images shown are those of the refined detectors
+    finally:
+        s.close()
+
+
+def test_defaults_stay_once_the_user_edited_one() -> None:
+    s = ExplorerSession(DataCube(beam_data(shift_even_rows=4.0)), build_cache=True, start=False)
+    try:
+        bf = s.detectors[0]
+        mine = Annulus((20.0, 20.0), 3.0, 6.0)
+        s.set_detector(1, mine)                    # the user moved the ADF
+        s.start()
+        s.wait()
+        assert s.detectors == (bf, mine)           # nothing moves under the user, not even the BF
     finally:
         s.close()
 
