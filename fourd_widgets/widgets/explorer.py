@@ -57,7 +57,9 @@ class Explorer(ToolView):
         The data (any backing; only what the views ask for is read).
     detectors : sequence of Detector, optional
         Virtual detectors (:mod:`fourd_widgets.analysis.detectors`); default a
-        bright-field disc and an annular dark field around the pattern origin.
+        bright-field disc on the measured beam and an annular dark field over the
+        diffracted intensity (:mod:`fourd_widgets.tools.explorer_beam`); the
+        "centre on beam" button moves every detector onto the beam.
     selector : {'point', 'rectangle', 'polygon'} or dict
         The real-space selector, or an overlay dict in scan pixels.
     diffraction : {'selection', 'mean', 'max'}
