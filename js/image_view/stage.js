@@ -94,16 +94,17 @@ export function createStage(root, model, st) {
     c.font = "10px sans-serif";
     c.fillStyle = "#fff"; c.strokeStyle = "#000"; c.lineWidth = 2;
     const lo = fmt(st.lim[0]), hi = fmt(st.lim[1]);
-    c.strokeText(lo, 2, 11); c.fillText(lo, 2, 11);
+    const r = st.range || { under: 0, over: 0 };
+    const padLo = r.under > 0 ? 12 : 2, padHi = r.over > 0 ? 12 : 2;  // room for the arrow ends
+    c.strokeText(lo, padLo, 11); c.fillText(lo, padLo, 11);
     const tw = c.measureText(hi).width;
-    c.strokeText(hi, w - tw - 2, 11); c.fillText(hi, w - tw - 2, 11);
+    c.strokeText(hi, w - tw - padHi, 11); c.fillText(hi, w - tw - padHi, 11);
     const units = model.get("value_units");
     if (units) {
       const uw = c.measureText(units).width;
       c.strokeText(units, (w - uw) / 2, 11); c.fillText(units, (w - uw) / 2, 11);
     }
     // arrow ends: values beyond the limits, clipped to the colormap's end colour
-    const r = st.range || { under: 0, over: 0 };
     c.fillStyle = "#ff3d00"; c.strokeStyle = "#fff"; c.lineWidth = 1;
     const arrow = (x0, tip) => {
       c.beginPath(); c.moveTo(x0, 0); c.lineTo(tip, h / 2); c.lineTo(x0, h); c.closePath(); c.fill(); c.stroke();
