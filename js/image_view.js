@@ -26,7 +26,7 @@ function createState() {
 
 // model traits that change the picture's colours, and those that only need a redraw
 const LOOK = ["colormap", "scale", "gamma", "contrast", "percentiles", "vmin", "vmax", "luts"];
-const REDRAW = ["selected", "title", "status", "badge", "pixel_size", "units", "origin"];
+const REDRAW = ["selected", "title", "status", "badge", "value_units", "pixel_size", "units", "origin"];
 
 function render({ model, el: host }) {
   const st = createState();
@@ -66,6 +66,8 @@ function render({ model, el: host }) {
     ds.overlays = JSON.stringify(st.ovs);
     ds.markersDrawn = String(st.markersDrawn);
     ds.badge = model.get("badge");
+    ds.scaleBar = st.scaleBarLabel || "";
+    ds.overRange = JSON.stringify(st.range || { under: 0, over: 0 });
     ds.paintedAt = String(performance.now());
   }
 

@@ -127,3 +127,32 @@ export function fmt(v) {
   if (a !== 0 && (a >= 1e5 || a < 1e-3)) return v.toExponential(3);
   return Number(v.toPrecision(5)).toString();
 }
+
+/**
+ * How much of the image lies outside the contrast limits [lo, hi]: {under, over} as fractions of the finite
+ * values (sorted ascending). With "absolute" contrast these pixels are clipped to the colormap's ends; the view
+ * says so (arrow ends on the colorbar, an "over range" badge) instead of showing a flat image with no sign.
+ */
+export function outOfRange(sorted, lo, hi) {
+  const n = sorted.length;
+  if (n === 0 || !(hi >= lo)) return { under: 0, over: 0 };
+  // first index >= lo and first index > hi, by bisection on the sorted values
+  const bisect = (v, strict) => {
+    let a = 0, b = n;
+    while (a < b) {
+      const m = (a + b) >> 1;
+      if (strict ? sorted[m] <= v : sorted[m] < v) a = m + 1; else b = m;
+    }
+    return a;
+  };
+  return { under: bisect(lo, false) / n, over: (n - bisect(hi, true)) / n };
+}
+
+/** The badge text for out-of-range fractions ("" when nothing is clipped). */
+export function rangeBadge(r) {
+  const pct = (f) => (f >= 0.01 ? `${Math.round(f * 100)} %` : "< 1 %");
+  const parts = [];
+  if (r.over > 0) parts.push(`▲ ${pct(r.over)} over range`);
+  if (r.under > 0) parts.push(`▼ ${pct(r.under)} under range`);
+  return parts.join(" · ");
+}

@@ -105,7 +105,8 @@ class Dashboard:
         self.info = widgets.HTML()
         self.info.add_class("fw-dashboard-info")
         self.chooser = widgets.Select(options=[], value=None, description="file",
-                                      layout=widgets.Layout(width="520px"))
+                                      layout=widgets.Layout(width="520px"),
+                                      tooltip="The 4D-STEM data set to open (click one; the tools below show it)")
         self.chooser.add_class("fw-dashboard-chooser")
         self._pages = {p.name: _PageBox(p.help) for p in PAGES}
         self.tabs = widgets.Tab(children=[b.box for b in self._pages.values()])

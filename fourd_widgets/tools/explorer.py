@@ -40,6 +40,7 @@ from ..core.datacube import DataCube
 from ..core.errors import CancelledError, ParameterError
 from ..core.recipe import Recipe
 from .base import Tool
+from .explorer_beam import BeamPlacement, is_single_pattern
 from .explorer_compute import (DIFFRACTION_MODES, SELECTOR_ID, SELECTOR_KINDS, ImageRequest, PatternRequest,
                                ExplorerCompute, checked_detector, clamp_point, default_detectors, default_selector,
                                new_detector, options_from_recipe, selection_region)
@@ -48,14 +49,15 @@ from .overlays import detector_from_overlay, make_overlay
 __all__ = ["ExplorerSession", "DIFFRACTION_MODES", "SELECTOR_KINDS", "SELECTOR_ID"]
 
 
-class ExplorerSession(ExplorerCompute, Tool):
+class ExplorerSession(BeamPlacement, ExplorerCompute, Tool):
     """Linked diffraction and virtual images of a cube: the explorer without its views.
 
     Parameters
     ----------
     cube : DataCube
     detectors : sequence of Detector, optional
-        Default: a bright-field disc and an annular dark field around the pattern origin.
+        Default: a bright-field disc on the beam (measured on 64 patterns spread over the scan,
+        then on the full mean pattern) and an annular dark field over the diffracted intensity.
     selector : {'point', 'rectangle', 'polygon'} or dict
         The real-space selector, or an overlay dict in scan pixels.
     diffraction : {'selection', 'mean', 'max'}
@@ -118,9 +120,10 @@ class ExplorerSession(ExplorerCompute, Tool):
         self._image_runner = self._add_worker(self._compute_images, self._deliver_images, self._failed)
         self._pattern_runner = self._add_worker(self._compute_pattern, self._deliver_pattern, self._failed)
         self._selector = default_selector(selector, cube.scan_shape)
-        for det in (default_detectors(cube) if detectors is None else detectors):
+        auto = self._beam_defaults(detectors is None, build_cache)  # on the beam, from a sparse sample
+        for det in ((auto or default_detectors(cube)) if detectors is None else detectors):
             self._add_record(det)
-        self._start_build = build_cache
+        self._start_build = build_cache and not is_single_pattern(cube)  # one pattern: nothing to drag
         if start:
             self.start()
 
@@ -341,7 +344,7 @@ class ExplorerSession(ExplorerCompute, Tool):
         return ident
 
     def _pending(self) -> bool:
-        return self._final_pending
+        return self._final_pending or self._refining.is_set()  # wait() covers the defaults' refinement
 
     def _request_images(self, final: bool, changed: tuple[int, ...] | None = None) -> None:
         with self._lock:

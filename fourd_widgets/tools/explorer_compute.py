@@ -172,6 +172,7 @@ class ExplorerCompute:
         self._notify()
 
     def _build_cache(self) -> None:
+        self._refine_on_mean(self._cache_cancel)  # the defaults, from the full mean pattern, come first
         try:
             self._set_status("building the drag cache")
             cache = interactive_cache(self.cube, self._cache_budget)

@@ -28,6 +28,7 @@ from ..core.calibration import Calibration
 from ..core.datacube import DataCube
 from ..core.recipe import Recipe
 from ..tools.calibration import DISK_LABEL, FIT_MODELS, ORIGIN_METHODS, CalibrationSession, calibration_steps
+from .help_text import CALIBRATION, explain_controls
 from .image_view import ImageView
 from .overlays import make_overlay
 from .tool_view import Busy, ToolView, message_html, message_label
@@ -85,7 +86,9 @@ class CalibrationTool(ToolView):
         self.session = s = CalibrationSession(cube, peaks, origin=origin, origin_fit=origin_fit, ellipse=ellipse,
                                               start=False)
         self._syncing = False
-        scan_axes = {"axis_names": ["rx", "ry"], "size": size}
+        cal = s.cube.calibration  # scale bars on the maps where the scan step is known; values in detector px
+        scan_axes = {"axis_names": ["rx", "ry"], "size": size, "value_units": "px", "pixel_size": cal.real_step,
+                     "units": cal.real_units if cal.real_step else "px"}
         self.origin_views = (ImageView(title="origin qx0 (px)", colormap="viridis", **scan_axes),
                              ImageView(title="origin qy0 (px)", colormap="viridis", **scan_axes))
         self.residual_views = (ImageView(title="residual qx (px)", colormap="rdbu", contrast="absolute", **scan_axes),
@@ -112,7 +115,8 @@ class CalibrationTool(ToolView):
         ]
         if peaks is not None:
             self.bvm_view = ImageView(title="Bragg vector map (origin-corrected)", colormap="magma", scale="log",
-                                      size=max(size, 320), axis_names=["qx", "qy"])
+                                      size=max(size, 320), axis_names=["qx", "qy"], pixel_size=cal.reciprocal_step,
+                                      units=cal.reciprocal_units if cal.reciprocal_step else "px")
             sections.append(w.HBox([self._fit_ellipse_btn, self._use_ellipse, self.ellipse_message]))
             sections.append(self.bvm_view)
             self.bvm_view.observe(self._on_ring, names=["overlays", "dragging"])
@@ -120,6 +124,7 @@ class CalibrationTool(ToolView):
             sections.append(self.ellipse_message)
         self.widget = w.VBox(sections)
         self.widget.add_class("fw-calibration-tool")
+        explain_controls(self.widget, CALIBRATION)
 
         s.listen(self._on_session)
         for where, (text, level) in s.messages.items():

@@ -28,6 +28,7 @@ from ..tools.disk_tuner import DiskTunerSession, find_disks_record
 from ..tools.disk_tuner_compute import CORRELATION_FIELDS, DEFAULT_POSITIONS, TEMPLATE_SOURCES
 from .disk_tuner_parts import (COLORS, DETECT_FIELDS, TEMPLATE_FIELDS, histogram_figure, marker_counts,
                                paint_histogram, paint_strip, profile_figure, show_record, tuner_controls)
+from .help_text import DISK_TUNER, explain_controls
 from .image_view import ImageView
 from .overlays import make_overlay
 from .tool_view import Busy, ToolView, message_html
@@ -102,12 +103,17 @@ class DiskTuner(ToolView):
                                    axis_names=["rx", "ry"], click_moves="p0", selected="p0",
                                    pixel_size=cal.real_step, units=cal.real_units if cal.real_step else "px")
         small = max(160, size * 2 // 3)
-        self.kernel_view = ImageView(title="kernel", size=small, colormap="rdbu")
-        self.strip_views = [ImageView(size=max(150, size * 3 // 5), scale="log", colormap="gray")
-                            for _ in s.positions]
-        self.count_view = ImageView(title="peak count", size=small, colormap="viridis", axis_names=["rx", "ry"])
+        # scale bars and calibrated axes wherever the calibration knows the pixel size
+        q_axes = dict(pixel_size=cal.reciprocal_step, units=cal.reciprocal_units if cal.reciprocal_step else "px",
+                      axis_names=["qx", "qy"])
+        self.kernel_view = ImageView(title="kernel", size=small, colormap="rdbu", **q_axes)
+        self.strip_views = [ImageView(size=max(150, size * 3 // 5), scale="log", colormap="gray",
+                                      value_units="counts", **q_axes) for _ in s.positions]
+        self.count_view = ImageView(title="peak count", size=small, colormap="viridis", axis_names=["rx", "ry"],
+                                    value_units="disks", pixel_size=cal.real_step,
+                                    units=cal.real_units if cal.real_step else "px")
         self.bragg_view = ImageView(title="Bragg vector map", size=small, scale="log", colormap="inferno",
-                                    axis_names=["qx", "qy"])
+                                    value_units="intensity", **q_axes)
         for v, cls in ((self.real_view, "fw-tuner-real"), (self.kernel_view, "fw-tuner-kernel"),
                        (self.count_view, "fw-tuner-counts"), (self.bragg_view, "fw-tuner-bragg"),
                        *((v, "fw-tuner-strip") for v in self.strip_views)):
@@ -141,6 +147,7 @@ class DiskTuner(ToolView):
             w.HBox([self.count_view, self.bragg_view]),
         ])
         self.widget.add_class("fw-disk-tuner")
+        explain_controls(self.widget, DISK_TUNER)
 
         self._source.observe(self._on_source, names="value")
         self._region_kind.observe(self._on_region_kind, names="value")

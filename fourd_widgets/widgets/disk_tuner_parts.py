@@ -106,12 +106,15 @@ def profile_figure() -> tuple[Any, Any]:
     """A small bqplot figure with the kernel's radial profile."""
     import bqplot as bq
 
-    xs, ys = bq.LinearScale(), bq.LinearScale()
+    # round ticks (d3's, at 1, 2, 5 x 10^k: no num_ticks, which spaces them evenly over the data's range)
+    # and r from 0; the y label outside the tick labels (positive offset: away from the plot)
+    xs, ys = bq.LinearScale(min=0.0), bq.LinearScale()
     line = bq.Lines(x=[0.0], y=[0.0], scales={"x": xs, "y": ys}, colors=["#1f77b4"])
-    fig = bq.Figure(marks=[line], axes=[bq.Axis(scale=xs, label="r (px)"),
-                                        bq.Axis(scale=ys, side="left", tick_format=".2g")],
-                    title="radial profile", layout=w.Layout(width="260px", height="200px"),
-                    fig_margin={"top": 30, "bottom": 35, "left": 50, "right": 10})
+    fig = bq.Figure(marks=[line], axes=[bq.Axis(scale=xs, label="radius r (px)", tick_format="~g"),
+                                        bq.Axis(scale=ys, side="left", tick_format=".2~g", label="kernel value",
+                                                label_offset="48px")],
+                    title="radial profile", layout=w.Layout(width="290px", height="200px"),
+                    fig_margin={"top": 30, "bottom": 40, "left": 72, "right": 10})
     return fig, line
 
 

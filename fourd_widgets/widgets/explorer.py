@@ -30,11 +30,13 @@ from ..analysis.detectors import Detector
 from ..core.datacube import DataCube
 from ..core.recipe import Recipe
 from ..tools.explorer import ExplorerSession
+from ..tools.explorer_beam import is_single_pattern
 from ..tools.explorer_compute import (DIFFRACTION_MODES, RESPONSES, SELECTOR_ID, SELECTOR_KINDS,
                                       ImageRequest, options_from_recipe)
+from .help_text import EXPLORER, explain_controls
 from .image_view import DEFAULT_KEYMAP, ImageView
 from .overlays import PALETTE, overlay_from_detector
-from .tool_view import Busy, ToolView
+from .tool_view import Busy, ToolView, message_html
 
 __all__ = ["Explorer", "RESPONSES", "DIFFRACTION_MODES", "SELECTOR_KINDS", "SELECTOR_ID"]
 
@@ -55,7 +57,9 @@ class Explorer(ToolView):
         The data (any backing; only what the views ask for is read).
     detectors : sequence of Detector, optional
         Virtual detectors (:mod:`fourd_widgets.analysis.detectors`); default a
-        bright-field disc and an annular dark field around the pattern origin.
+        bright-field disc on the measured beam and an annular dark field over the
+        diffracted intensity (:mod:`fourd_widgets.tools.explorer_beam`); the
+        "centre on beam" button moves every detector onto the beam.
     selector : {'point', 'rectangle', 'polygon'} or dict
         The real-space selector, or an overlay dict in scan pixels.
     diffraction : {'selection', 'mean', 'max'}
@@ -105,8 +109,9 @@ class Explorer(ToolView):
         self.diffraction_view = ImageView(
             title="Diffraction", colormap=colormap, scale="log", size=self._size, keymap=DIFFRACTION_KEYS,
             pixel_size=cal.reciprocal_step, units=cal.reciprocal_units if cal.reciprocal_step else "px",
-            origin=list(cal.origin) if cal.origin else [0.0, 0.0], axis_names=["qx", "qy"])
-        self._real_box = w.Box(layout=w.Layout(flex_flow="row wrap"))
+            origin=list(cal.origin) if cal.origin else [0.0, 0.0], axis_names=["qx", "qy"], value_units="counts")
+        # beside the pattern, taking the width left and wrapping its views there (never below the pattern)
+        self._real_box = w.Box(layout=w.Layout(flex_flow="row wrap", flex="1 1 0%", min_width="0"))
         self.real_views: list[ImageView] = []
         lay = w.Layout
         self._diff_mode = w.Dropdown(options=DIFFRACTION_MODES, value=diffraction, description="pattern",
@@ -121,19 +126,34 @@ class Explorer(ToolView):
                                     value="circle", layout=lay(width="100px"))
         self._add = w.Button(description="add", layout=lay(width="50px"))
         self._remove = w.Button(description="remove", layout=lay(width="70px"))
+        self._centre = w.Button(description="centre on beam", icon="crosshairs", layout=lay(width="auto"))
+        self._new_kind.tooltip = EXPLORER["new detector"]
+        #: What is wrong with where the detectors sit (a detector that covers no pixel, one past the edge).
+        self.warnings = w.HTML("", layout=lay(max_width="900px"))
+        self.warnings.add_class("fw-detector-warnings")
         self.busy = Busy(s, width="200px")
         self.progress, self._cancel_btn, self.status = self.busy.bar, self.busy.cancel_button, self.busy.status
+        wrap = lay(flex_flow="row wrap", align_items="center")
         controls = w.VBox([
-            w.HBox([self._diff_mode, self._sel_kind, self._sel_method]),
-            w.HBox([self._active, self._response, self._new_kind, self._add, self._remove]),
+            w.HBox([self._diff_mode, self._sel_kind, self._sel_method], layout=wrap),
+            w.HBox([self._active, self._response, self._new_kind, self._add, self._remove, self._centre],
+                   layout=wrap),
         ])
+        self.single = is_single_pattern(cube)
+        if self.single:  # one pattern: no real-space image, selector or drag cache to show
+            self._real_box.layout.display = "none"
+            for c in (self._diff_mode, self._sel_kind, self._sel_method):
+                c.layout.display = "none"
+            self.diffraction_view.title = "Diffraction (single pattern: 1 x 1 scan)"
         self.widget = w.VBox([
-            controls,
+            controls, self.warnings,
             w.HBox([self.diffraction_view, self._real_box], layout=lay(align_items="flex-start")),
             self.busy.box,
         ])
         self.widget.add_class("fw-explorer")
+        explain_controls(self.widget, EXPLORER)
         self._refresh_views()
+        self._show_warnings()
 
         s.listen(self._on_session)
         self.diffraction_view.observe(self._on_detector_overlays, names="overlays")
@@ -147,6 +167,7 @@ class Explorer(ToolView):
         self._response.observe(self._on_response, names="value")
         self._add.on_click(lambda _: s.add_new(self._new_kind.value))
         self._remove.on_click(lambda _: self._active.value and s.remove_detector(self._active.value))
+        self._centre.on_click(lambda _: s.centre_on_beam())
         s.start()
 
     @classmethod
@@ -233,6 +254,7 @@ class Explorer(ToolView):
     def _on_session(self, event: str, value: Any) -> None:
         if event == "detectors":
             self._refresh_views()
+            self._show_warnings()
         elif event == "images":
             images, previews = value
             views = list(self.real_views)
@@ -289,6 +311,7 @@ class Explorer(ToolView):
             del self.real_views[len(ids):]
             for view, d, i in zip(self.real_views, records, ids):
                 view.title = f"{i}: {d.step.split('.')[-1]} · {d.response}"
+                view.value_units = "counts" if d.response in ("sum", "max") else d.units  # centre of mass: position
                 view.overlays = [s.selector]
             self._real_box.children = tuple(self.real_views)
             self._active.options = ids
@@ -312,6 +335,12 @@ class Explorer(ToolView):
     def _on_drag_state(self, change: dict) -> None:
         if not change["new"]:
             self.session.release()
+            self._show_warnings()
+
+    def _show_warnings(self) -> None:
+        """The detectors' warnings as a visible message line ('' when every detector sees pixels)."""
+        lines = [f"{i}: {m}" for i, msgs in self.session.detector_warnings().items() for m in msgs]
+        self.warnings.value = "<br>".join(message_html(t, "warning") for t in lines)
 
     def _on_selected(self, change: dict) -> None:
         if change["new"] in self._active.options and not self._syncing:

@@ -108,6 +108,8 @@ class ImageView(anywidget.AnyWidget):
     badge : str
         A short flag shown over the image's corner, e.g. 'preview' for a binned
         approximation ('' hides it).
+    value_units : str
+        Units of the pixel values, written on the colorbar ('counts', 'px', '%', '°'; '' for none).
     markers : list of dict
         Point sets (peak markers) drawn over the image; set them with
         :meth:`set_markers` (positions travel as binary float32, not JSON).
@@ -142,6 +144,7 @@ class ImageView(anywidget.AnyWidget):
     keymap = t.Dict(DEFAULT_KEYMAP).tag(sync=True)
     status = t.Unicode("").tag(sync=True)
     badge = t.Unicode("").tag(sync=True)
+    value_units = t.Unicode("").tag(sync=True)
     size = t.Int(360).tag(sync=True)
     throttle_ms = t.Int(50).tag(sync=True)
     luts = t.Dict().tag(sync=True)

@@ -38,6 +38,7 @@ from ..core.errors import FourDError
 from ..core.recipe import Recipe
 from ..tools.strain import MAP_NAMES, POSITION_ID, REFERENCE_ID, StrainSession, recipe_calibration, strain_step
 from .calibration_tool import CalibrationTool
+from .help_text import STRAIN, explain_controls
 from .image_view import ImageView
 from .overlays import make_overlay
 from .tool_view import Busy, ToolView, error_text, message_html, message_label
@@ -115,14 +116,17 @@ class StrainMapper(ToolView):
                                        layout=lay(width="190px"))
         self._path = w.Text(value="strain", description="save as", layout=lay(width="220px"))
         self._save = {kind: w.Button(description=kind, layout=lay(width="60px")) for kind in ("HDF5", "TIFF", "PNG")}
+        q_axes = dict(pixel_size=cal.reciprocal_step, units=cal.reciprocal_units if cal.reciprocal_step else "px",
+                      axis_names=["qx", "qy"])
         self.bvm_view = ImageView(title="Bragg vector map (click a spot)", colormap="magma", scale="log",
-                                  size=max(size, 320), axis_names=["qx", "qy"], click_moves="g1", selected="g1")
+                                  size=max(size, 320), click_moves="g1", selected="g1", **q_axes)
         self.map_views = {n: ImageView(title=_TITLES[n], colormap=STRAIN_COLORMAP, contrast="absolute", size=size,
+                                       value_units="°" if n == "theta_deg" else "%",
                                        axis_names=["rx", "ry"], click_moves=POSITION_ID, selected=REFERENCE_ID,
                                        pixel_size=cal.real_step, units=cal.real_units if cal.real_step else "px")
                           for n in MAP_NAMES}
         self.pattern_view = (ImageView(title="pattern", colormap="gray", scale="log", size=max(size, 320),
-                                       axis_names=["qx", "qy"]) if cube is not None else None)
+                                       **q_axes) if cube is not None else None)
         left = [w.HBox([self._pick]), self.basis_message, self.bvm_view]
         if self.pattern_view is not None:
             left.append(self.pattern_view)
@@ -131,9 +135,10 @@ class StrainMapper(ToolView):
                  w.HBox([self._region_kind, self.reference_message]),
                  w.HBox(maps[:2]), w.HBox(maps[2:]),
                  w.HBox([self._path, *self._save.values(), self.export_message])]
-        self.widget = w.VBox([self.busy.box, w.HBox([w.VBox(left), w.VBox(right)],
-                                                    layout=lay(align_items="flex-start"))])
+        self.widget = w.VBox([self.busy.box, w.HBox([w.VBox(left), w.VBox(right)],  # wraps, never crops
+                                                    layout=lay(align_items="flex-start", flex_flow="row wrap"))])
         self.widget.add_class("fw-strain-mapper")
+        explain_controls(self.widget, STRAIN)
 
         s.listen(self._on_session)
         for where, (text, level) in s.messages.items():

@@ -1,7 +1,7 @@
 // The stage of the image view: the canvas with the coloured picture, markers, overlays and scale bar,
 // the corner badge, and the colorbar under it. Zoom and pan change the transform kept in `st`
 // (st.s, st.ox, st.oy); pointer handling is in interaction.js.
-import { asFloat32, fmt, limits, paintRGBA, sortedFinite } from "../scaling.js";
+import { asFloat32, fmt, limits, outOfRange, paintRGBA, rangeBadge, sortedFinite } from "../scaling.js";
 import { canvasHeight, fitTransform, scaleBar, toScreen } from "../view_transform.js";
 import { drawOverlays } from "../overlay_drawing.js";
 import { drawMarkers } from "../markers.js";
@@ -15,6 +15,8 @@ export function createStage(root, model, st) {
   const box = el("div", { class: "fw-stage" }, root);
   const canvas = el("canvas", { class: "fw-canvas" }, box);
   const badge = el("div", { class: "fw-badge" }, box);
+  // values clipped by absolute contrast limits: say how many (the colorbar's arrow ends say which side)
+  const rangeEl = el("div", { class: "fw-range-badge" }, box);
   const cbar = el("canvas", { class: "fw-colorbar", height: "14" }, root);
   const ctx = canvas.getContext("2d");
   const off = document.createElement("canvas"); // the picture at one canvas px per image px
@@ -49,6 +51,8 @@ export function createStage(root, model, st) {
   function repaintPicture() {
     st.lim = limits(st.sorted, { contrast: model.get("contrast"), percentiles: model.get("percentiles"),
                                  vmin: model.get("vmin"), vmax: model.get("vmax") });
+    st.range = model.get("contrast") === "absolute" ? outOfRange(st.sorted, st.lim[0], st.lim[1])
+      : { under: 0, over: 0 };
     if (!st.rows) return;
     off.width = st.cols; off.height = st.rows;
     const img = offCtx.createImageData(st.cols, st.rows);
@@ -59,6 +63,7 @@ export function createStage(root, model, st) {
 
   function drawScaleBar() {
     const ps = model.get("pixel_size");
+    st.scaleBarLabel = "";
     if (!ps || !st.rows) return;
     const bar = scaleBar(ps, st.s, canvas.width);
     const x = 10, y = canvas.height - 12;
@@ -68,7 +73,8 @@ export function createStage(root, model, st) {
     ctx.fillStyle = "#fff";
     ctx.fillRect(x, y, bar.pixels, 4);
     ctx.font = "11px sans-serif";
-    ctx.fillText(`${fmt(bar.length)} ${model.get("units")}`, x, y - 4);
+    st.scaleBarLabel = `${fmt(bar.length)} ${model.get("units")}`;
+    ctx.fillText(st.scaleBarLabel, x, y - 4);
     ctx.restore();
   }
 
@@ -88,9 +94,25 @@ export function createStage(root, model, st) {
     c.font = "10px sans-serif";
     c.fillStyle = "#fff"; c.strokeStyle = "#000"; c.lineWidth = 2;
     const lo = fmt(st.lim[0]), hi = fmt(st.lim[1]);
-    c.strokeText(lo, 2, 11); c.fillText(lo, 2, 11);
+    const r = st.range || { under: 0, over: 0 };
+    const padLo = r.under > 0 ? 12 : 2, padHi = r.over > 0 ? 12 : 2;  // room for the arrow ends
+    c.strokeText(lo, padLo, 11); c.fillText(lo, padLo, 11);
     const tw = c.measureText(hi).width;
-    c.strokeText(hi, w - tw - 2, 11); c.fillText(hi, w - tw - 2, 11);
+    c.strokeText(hi, w - tw - padHi, 11); c.fillText(hi, w - tw - padHi, 11);
+    const units = model.get("value_units");
+    if (units) {
+      const uw = c.measureText(units).width;
+      c.strokeText(units, (w - uw) / 2, 11); c.fillText(units, (w - uw) / 2, 11);
+    }
+    // arrow ends: values beyond the limits, clipped to the colormap's end colour
+    c.fillStyle = "#ff3d00"; c.strokeStyle = "#fff"; c.lineWidth = 1;
+    const arrow = (x0, tip) => {
+      c.beginPath(); c.moveTo(x0, 0); c.lineTo(tip, h / 2); c.lineTo(x0, h); c.closePath(); c.fill(); c.stroke();
+    };
+    if (r.under > 0) arrow(9, 0);
+    if (r.over > 0) arrow(w - 9, w);
+    cbar.dataset.under = String(r.under);
+    cbar.dataset.over = String(r.over);
   }
 
   /** Repaint everything on the stage (the picture itself only when st.dirtyPicture). */
@@ -105,9 +127,18 @@ export function createStage(root, model, st) {
     st.markersDrawn = drawMarkers(ctx, st.markers, screen, st.s, model.get("luts"));
     drawOverlays(ctx, st.ovs, model.get("selected"), screen, st.s, st.rows, st.cols, st.focused);
     drawScaleBar();
-    drawColorbar();
+    // no image yet: say so, and no colorbar (a 0-1 bar would be made up)
+    cbar.style.display = st.rows ? "" : "none";
+    if (st.rows) drawColorbar();
+    else {
+      ctx.font = "12px sans-serif"; ctx.fillStyle = "#bbb"; ctx.textAlign = "center";
+      ctx.fillText(model.get("status") || "no image yet", canvas.width / 2, canvas.height / 2);
+      ctx.textAlign = "start";
+    }
     badge.textContent = model.get("badge");
     badge.style.display = model.get("badge") ? "" : "none";
+    rangeEl.textContent = rangeBadge(st.range || { under: 0, over: 0 });
+    rangeEl.style.display = rangeEl.textContent ? "" : "none";
   }
 
   return { box, canvas, loadImage, size, fit, paint };

@@ -14,6 +14,10 @@ export function createToolbar(root, model, st, actions) {
   const cmapSel = select(Object.keys(model.get("luts")), bar, "fw-cmap");
   const scaleSel = select(SCALES, bar, "fw-scale");
   const modeSel = select(CONTRASTS, bar, "fw-contrast");
+  cmapSel.title = "colormap of the image";
+  scaleSel.title = "display scaling: linear, log (weak diffraction next to the bright beam), sqrt, power (gamma)";
+  modeSel.title = "contrast limits: percentiles of the image, or absolute values (fixed vmin / vmax; "
+    + "values beyond are clipped and flagged)";
   const lowIn = el("input", { type: "number", step: "any", class: "fw-low", title: "low limit" }, bar);
   const highIn = el("input", { type: "number", step: "any", class: "fw-high", title: "high limit" }, bar);
   const fitBtn = el("button", { class: "fw-reset", title: "reset zoom (double-click)", text: "fit" }, bar);
