@@ -29,6 +29,8 @@ DEMO_START_TIMEOUT_S = 300
 #: Limit for the demo to exit after it is told to stop.
 DEMO_STOP_TIMEOUT_S = 60
 URL = re.compile(r"(http://127\.0\.0\.1:(\d+)/\S*\?token=(\S+))")
+#: The line that says where the server logs (printed before the URL).
+LOG = re.compile(r"^(?:Voila|JupyterLab) log: (\S+)$")
 
 
 class AppProcess:
@@ -39,11 +41,14 @@ class AppProcess:
     process : subprocess.Popen
     url, port, token
         From the URL line the command printed.
+    log : Path or None
+        The server's log file, from the line the command printed before the URL.
     """
 
     def __init__(self, args: list[str], port: int) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
+        self.log: Path | None = None
         self.process = subprocess.Popen(
             [sys.executable, "-u", "-m", "fourd_widgets.app", *args, "--no-browser", "--port", str(port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
@@ -72,6 +77,9 @@ class AppProcess:
             if line == "":
                 self.stop()
                 raise AssertionError("the server exited before printing a URL:\n" + "".join(self.output))
+            logged = LOG.match(line.strip())
+            if logged:
+                self.log = Path(logged.group(1))
             match = URL.search(line)
             if match:
                 return match.group(1), int(match.group(2)), match.group(3)
