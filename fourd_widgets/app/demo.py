@@ -79,6 +79,9 @@ VOILA_EXTENSIONS = ("anywidget", "@jupyter-widgets/jupyterlab-manager", "@voila-
 #: Jupyter config folder shipped with this module: ``labconfig/page_config.json``
 #: disables :data:`LAB_DISABLED_PLUGINS`; JupyterLab finds it through ``JUPYTER_CONFIG_PATH``.
 LAB_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter_config"
+#: Where the demo's JupyterLab keeps its workspace (open tabs), relative to the
+#: server's private working folder.
+LAB_WORKSPACES = "lab-workspaces"
 #: JupyterLab plugins the demo turns off: the announcements plugin asks, in a pop-up,
 #: whether to fetch Jupyter news from the internet.
 LAB_DISABLED_PLUGINS = ("@jupyterlab/apputils-extension:announcements",)
@@ -112,6 +115,10 @@ class ServerSpec:
     token_key : tuple of str
         Where the token goes in ``config`` (section, name); empty when the
         server reads ``JUPYTER_TOKEN`` from its environment.
+    search_paths : dict
+        Folders :func:`serve` puts first on search-path variables of the
+        server's environment (``{"JUPYTER_PATH": folder}``), before what they
+        hold already.
     """
 
     argv: list[str]
@@ -122,12 +129,7 @@ class ServerSpec:
     config_file: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     token_key: tuple[str, ...] = ()
-
-
-def _prepend_path(variable: str, folder: Path) -> str:
-    """``folder`` followed by what the search path ``variable`` holds now, if anything."""
-    rest = os.environ.get(variable, "")
-    return os.pathsep.join([str(folder), rest]) if rest else str(folder)
+    search_paths: dict[str, Path] = field(default_factory=dict)
 
 
 def lab_spec(folder: Path, notebook: Path | str, port: int) -> ServerSpec:
@@ -150,12 +152,16 @@ def lab_spec(folder: Path, notebook: Path | str, port: int) -> ServerSpec:
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.news_url=None",
         "--LabApp.extension_manager=readonly",
+        # The layout of open tabs is kept in the server's private working folder
+        # (serve() starts it there), so each demo opens on the tour and leaves
+        # the user's own JupyterLab workspaces alone.
+        f"--LabApp.workspaces_dir={LAB_WORKSPACES}",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         argv.append("--ServerApp.allow_root=True")
     relative = (Path(folder) / notebook).relative_to(folder).as_posix()
     return ServerSpec(argv=argv, url_path=f"/lab/tree/{relative}", name="JupyterLab",
-                      env={"JUPYTER_CONFIG_PATH": _prepend_path("JUPYTER_CONFIG_PATH", LAB_CONFIG_DIR)})
+                      search_paths={"JUPYTER_CONFIG_PATH": LAB_CONFIG_DIR})
 
 
 def voila_spec(folder: Path, notebook: Path | str, port: int, env: dict[str, str] | None = None) -> ServerSpec:
@@ -192,10 +198,9 @@ def voila_spec(folder: Path, notebook: Path | str, port: int, env: dict[str, str
         f"--VoilaConfiguration.template={VOILA_TEMPLATE}",
         *(f"--VoilaConfiguration.extension_allowlist={name}" for name in VOILA_EXTENSIONS),
     ]
-    env = {"JUPYTER_PATH": _prepend_path("JUPYTER_PATH", JUPYTER_DATA_DIR), **(env or {})}
     return ServerSpec(argv=argv, url_path="/", name="Voila",
                       ready_path=f"/voila/templates/{VOILA_TEMPLATE}/static/index.css",
-                      env=env, config_file="voila.json",
+                      env=dict(env or {}), search_paths={"JUPYTER_PATH": JUPYTER_DATA_DIR}, config_file="voila.json",
                       config={"VoilaConfiguration": {"file_allowlist": []}}, token_key=("Voila", "token"))
 
 
@@ -521,6 +526,8 @@ def serve(spec: ServerSpec, folder: Path, port: int, open_browser: bool = True, 
     base = f"http://127.0.0.1:{port}"
     url = f"{base}{spec.url_path}?token={token}"
     env = {**os.environ, **spec.env, "JUPYTER_TOKEN": token}
+    for variable, first in spec.search_paths.items():
+        env[variable] = os.pathsep.join([str(first), *([env[variable]] if env.get(variable) else [])])
     ready = f"{base}{spec.ready_path}?token={token}"
     prefix = f"fourd-widgets {command}:"
     # Ctrl-C and SIGTERM both stop the server; set explicitly, since a shell

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -197,16 +196,23 @@ def test_server_log_is_outside_the_folder_served(tmp_path: Path, monkeypatch: py
 
 def test_lab_spec_turns_off_the_news_popup(tmp_path: Path) -> None:
     spec = demo_module.SERVER_APPS["lab"](tmp_path, "tour.ipynb", 8125)
-    first = Path(spec.env["JUPYTER_CONFIG_PATH"].split(os.pathsep)[0])
+    first = spec.search_paths["JUPYTER_CONFIG_PATH"]
     page_config = json.loads((first / "labconfig" / "page_config.json").read_text())
     assert page_config["disabledExtensions"] == {"@jupyterlab/apputils-extension:announcements": True}
     assert "--LabApp.news_url=None" in spec.argv  # and the server fetches no news either
 
 
+def test_lab_spec_keeps_its_workspace_in_the_servers_own_folder(tmp_path: Path) -> None:
+    """serve() starts the server in a private temporary folder: a relative path lands there."""
+    spec = demo_module.SERVER_APPS["lab"](tmp_path, "tour.ipynb", 8127)
+    (workspaces,) = [a.split("=", 1)[1] for a in spec.argv if a.startswith("--LabApp.workspaces_dir=")]
+    assert not Path(workspaces).is_absolute() and ".." not in Path(workspaces).parts
+
+
 def test_voila_spec_uses_the_offline_template(tmp_path: Path) -> None:
     spec = demo_module.SERVER_APPS["voila"](tmp_path, "x.ipynb", 8126, env={"A": "1"})
-    assert spec.env["A"] == "1"
-    first = Path(spec.env["JUPYTER_PATH"].split(os.pathsep)[0])
+    assert spec.env == {"A": "1"}
+    first = spec.search_paths["JUPYTER_PATH"]
     template = first / "voila" / "templates" / demo_module.VOILA_TEMPLATE
     assert json.loads((template / "conf.json").read_text())["base_template"] == "lab"
     assert (template / "index.html.j2").is_file()

@@ -203,6 +203,10 @@ def test_lab_opens_the_tour_without_a_news_popup(lab_demo, lab_page) -> None:
         assert [c.source for c in copy.cells] == [c.source for c in source.cells]
     assert not (lab_demo.folder / demo_module.DASHBOARD_NAME).exists()
 
+    from jupyter_core.paths import jupyter_config_dir
+
+    user_workspaces = Path(jupyter_config_dir()) / "lab" / "workspaces"
+    before = {p.name: p.stat().st_mtime_ns for p in user_workspaces.glob("*")}
     page.goto(lab_demo.url)
     heading = page.locator(".jp-NotebookPanel:visible .jp-RenderedMarkdown h1")
     heading.first.wait_for(state="visible")
@@ -212,6 +216,8 @@ def test_lab_opens_the_tour_without_a_news_popup(lab_demo, lab_page) -> None:
     _wait_kernel_idle(page)
     assert "news" not in " ".join(page.locator(".Toastify__toast").all_inner_texts()).lower()
     assert_log_outside(lab_demo)
+    # the demo's layout is its own: the user's JupyterLab workspaces are left as they were
+    assert {p.name: p.stat().st_mtime_ns for p in user_workspaces.glob("*")} == before
 
 
 def _wait_kernel_idle(page) -> None:
