@@ -51,7 +51,7 @@ __all__ = [
     "shipped_notebook", "tour_notebook_source", "dashboard_notebook_source", "prepare_demo", "write_cube_h5",
     "write_sample_file", "free_port", "lab_spec", "voila_spec", "app_folder", "add_server_options", "serve",
     "TUTORIALS", "copy_tutorials", "server_log", "VOILA_TEMPLATE", "VOILA_EXTENSIONS", "LAB_CONFIG_DIR",
-    "JUPYTER_DATA_DIR", "LAB_DISABLED_PLUGINS",
+    "JUPYTER_DATA_DIR", "LAB_DISABLED_PLUGINS", "LAB_WORKSPACES",
 ]
 
 #: Where the demo lives unless ``--dir`` says otherwise.

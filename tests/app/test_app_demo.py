@@ -199,6 +199,7 @@ def test_lab_spec_turns_off_the_news_popup(tmp_path: Path) -> None:
     first = spec.search_paths["JUPYTER_CONFIG_PATH"]
     page_config = json.loads((first / "labconfig" / "page_config.json").read_text())
     assert page_config["disabledExtensions"] == {"@jupyterlab/apputils-extension:announcements": True}
+    assert tuple(page_config["disabledExtensions"]) == demo_module.LAB_DISABLED_PLUGINS  # the documented list
     assert "--LabApp.news_url=None" in spec.argv  # and the server fetches no news either
 
 
