@@ -347,7 +347,9 @@ def write_cube_h5(cube: Any, path: Path, compress: bool = False) -> None:
     try:
         with h5py.File(tmp, "w") as f:
             rx, ry, qx, qy = cube.shape
-            packing: dict[str, Any] = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if compress else {}
+            packing: dict[str, Any] = {}
+            if compress:
+                packing = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
             dset = f.create_dataset("data", shape=cube.shape, dtype=cube.dtype, chunks=(1, ry, qx, qy), **packing)
             for chunk in cube.iter_chunks():
                 dset[chunk.rx, chunk.ry] = chunk.data
