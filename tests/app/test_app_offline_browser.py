@@ -183,7 +183,10 @@ def test_the_dashboard_loads_nothing_from_outside(voila_demo, chromium, request)
         save = page.locator("button", has_text="save recipe")
         save.wait_for(state="visible")
         assert save.locator("i.fa").count() == 1
-        page.wait_for_function("() => document.fonts.check('900 16px \"Font Awesome 5 Free\"')")
+        page.wait_for_function("""() => Array.from(document.fonts).some(
+            f => f.family.replace(/["']/g, '') === 'Font Awesome 5 Free' && f.status === 'loaded')""")
+        icon_font = save.locator("i.fa").evaluate("e => getComputedStyle(e, '::before').fontFamily")
+        assert "Font Awesome" in icon_font
         page.wait_for_load_state("networkidle")
 
         assert recorder.urls, "no request was recorded"
