@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fourd_widgets"
-LAYERS = ["core", "io", "kernels", "engine", "analysis", "datasets", "widgets", "app"]
+LAYERS = ["core", "io", "kernels", "engine", "analysis", "datasets", "tools", "widgets", "app"]
 # Top-level helper modules that sit at the very bottom (re-exports of core, the version).
 BASE = {"_version": -1, "errors": 0}
 
@@ -75,3 +75,17 @@ def test_kernels_know_nothing_of_datacube():
         for _line, target in _imports(path):
             assert _layer_of(target) in (None, LAYERS.index("kernels")) or target[:1] == ["kernels"], (
                 f"{path.name} imports fourd_widgets.{'.'.join(target)}: kernels work on plain arrays")
+
+
+#: Front-end packages a tool session must not import: sessions run and are tested without a browser.
+FRONT_END = {"ipywidgets", "anywidget", "traitlets", "bqplot", "IPython"}
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "tools").rglob("*.py")), ids=lambda p: p.name)
+def test_tool_sessions_import_no_front_end(path):
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else [])
+        bad += [f"line {node.lineno}: {n}" for n in names if n.split(".")[0] in FRONT_END]
+    assert not bad, f"tools/{path.name} imports a front-end package (views belong in widgets/): " + "; ".join(bad)
