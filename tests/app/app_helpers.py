@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import socket
@@ -45,13 +46,14 @@ class AppProcess:
         The server's log file, from the line the command printed before the URL.
     """
 
-    def __init__(self, args: list[str], port: int) -> None:
+    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.log: Path | None = None
         self.process = subprocess.Popen(
             [sys.executable, "-u", "-m", "fourd_widgets.app", *args, "--no-browser", "--port", str(port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+            env=None if env is None else {**os.environ, **env},
         )
         threading.Thread(target=self._pump, daemon=True).start()
         self.url, self.port, self.token = self._wait_for_url()
@@ -113,9 +115,9 @@ class AppProcess:
 class DemoProcess(AppProcess):
     """A running ``fourd-widgets demo --dir FOLDER [OPTIONS] --no-browser``."""
 
-    def __init__(self, folder: Path, port: int, *options: str) -> None:
+    def __init__(self, folder: Path, port: int, *options: str, env: dict[str, str] | None = None) -> None:
         self.folder = folder
-        super().__init__(["demo", "--dir", str(folder), *options], port)
+        super().__init__(["demo", "--dir", str(folder), *options], port, env)
 
 
 def port_is_open(port: int) -> bool:

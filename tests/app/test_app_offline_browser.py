@@ -71,7 +71,10 @@ def folder(demo_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _module_server(folder: Path, *options: str):
     from fourd_widgets.app.demo import free_port
 
-    running = DemoProcess(folder, free_port(), *options)
+    # A Jupyter config folder of its own (where JupyterLab would keep workspaces by default), so
+    # the test can see that the demo writes none there, whatever else runs on this machine.
+    env = {"JUPYTER_CONFIG_DIR": str(folder.parent / "jupyter-config")}
+    running = DemoProcess(folder, free_port(), *options, env=env)
     try:
         yield running
     finally:
@@ -210,10 +213,7 @@ def test_lab_opens_the_tour_without_a_news_popup(lab_demo, lab_page) -> None:
         assert [c.source for c in copy.cells] == [c.source for c in source.cells]
     assert not (lab_demo.folder / demo_module.DASHBOARD_NAME).exists()
 
-    from jupyter_core.paths import jupyter_config_dir
-
-    user_workspaces = Path(jupyter_config_dir()) / "lab" / "workspaces"
-    before = {p.name: p.stat().st_mtime_ns for p in user_workspaces.glob("*")}
+    user_workspaces = lab_demo.folder.parent / "jupyter-config" / "lab" / "workspaces"
     page.goto(lab_demo.url)
     heading = page.locator(".jp-NotebookPanel:visible .jp-RenderedMarkdown h1")
     heading.first.wait_for(state="visible")
@@ -223,8 +223,8 @@ def test_lab_opens_the_tour_without_a_news_popup(lab_demo, lab_page) -> None:
     _wait_kernel_idle(page)
     assert "news" not in " ".join(page.locator(".Toastify__toast").all_inner_texts()).lower()
     assert_log_outside(lab_demo)
-    # the demo's layout is its own: the user's JupyterLab workspaces are left as they were
-    assert {p.name: p.stat().st_mtime_ns for p in user_workspaces.glob("*")} == before
+    # the demo's layout is its own: nothing lands among the user's JupyterLab workspaces
+    assert list(user_workspaces.glob("*")) == []
 
 
 def _wait_kernel_idle(page) -> None:
