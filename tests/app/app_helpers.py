@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -110,6 +111,11 @@ class AppProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def remove_log(self) -> None:
+        """Remove the server's private log folder (a user keeps it to read; a test has no use for it)."""
+        if self.log is not None and self.log.parent.name.startswith("fourd-widgets-"):
+            shutil.rmtree(self.log.parent, ignore_errors=True)
 
 
 class DemoProcess(AppProcess):

@@ -79,6 +79,7 @@ def _module_server(folder: Path, *options: str):
         yield running
     finally:
         running.stop()
+        running.remove_log()
 
 
 @pytest.fixture(scope="module")
