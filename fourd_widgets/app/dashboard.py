@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import FileFormatError
 from .output import DEFAULT_OUT, resolve_output_dir
 from .demo import (DASHBOARD_NAME, ServerSpec, add_server_options, app_folder, dashboard_notebook_source, free_port,
-                   serve, voila_spec)
+                   serve, server_log, voila_spec)
 
 __all__ = ["add_parser", "run", "dashboard_spec"]
 
@@ -94,5 +93,5 @@ def run(args: argparse.Namespace) -> int:
     notebook = dashboard_notebook_source()
     with app_folder(notebook) as app:
         spec = dashboard_spec(folder, app, port, out)
-        log = Path(tempfile.gettempdir()) / f"fourd-widgets-dashboard-{port}.log"
+        log = server_log("dashboard")  # private: the log shows the access token
         return serve(spec, folder, port, open_browser=not args.no_browser, log=log, command="dashboard")

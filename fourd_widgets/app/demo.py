@@ -1,14 +1,23 @@
-"""``fourd-widgets demo``: the Voila dashboard on the built-in sample data (``--lab``: JupyterLab and the tour).
+"""``fourd-widgets demo``: the Voila dashboard on the built-in sample data (``--lab``: JupyterLab and the tutorials).
 
 What it does, in order:
 
 1. makes the demo folder (``~/.cache/fourd_widgets/demo`` or ``--dir``);
-2. writes the built-in sample data there as HDF5, unless the file is already there;
-3. copies the tour notebook there, unless a copy is already there (your edits stay);
+2. writes the built-in sample data there as HDF5 (compressed, about 70 MB),
+   unless the file is already there;
+3. copies the tutorial notebooks (:data:`TUTORIALS`: the tour and one per
+   tool) there, each unless a copy is already there (your edits stay);
 4. serves, on 127.0.0.1, the dashboard notebook with Voila (the explorer on the
    sample; "save recipe" writes to the demo folder), or with ``--lab`` the demo
    folder with JupyterLab and the tour opened; prints the URL (with the access
-   token); Ctrl-C stops the server.
+   token) and where the server's log goes (a private temporary folder, not the
+   demo folder); Ctrl-C stops the server.
+
+Both servers work offline and quietly: the pages they serve load nothing from
+outside 127.0.0.1 (Voila gets the :data:`VOILA_TEMPLATE` template, which drops
+the stock template's Font Awesome links to a CDN: the same fonts come with
+Voila's own bundle), and JupyterLab does not offer to fetch Jupyter news (its
+announcements plugin is disabled through :data:`LAB_CONFIG_DIR`).
 
 What is served is chosen in one place, :data:`DEMO_APP` (``--lab`` picks
 ``"lab"``). The servers themselves are described by :class:`ServerSpec` and
@@ -41,6 +50,8 @@ __all__ = [
     "DEFAULT_DIR", "DEMO_SAMPLE", "DEMO_APP", "SERVER_APPS", "ServerSpec", "add_parser", "run",
     "shipped_notebook", "tour_notebook_source", "dashboard_notebook_source", "prepare_demo", "write_cube_h5",
     "write_sample_file", "free_port", "lab_spec", "voila_spec", "app_folder", "add_server_options", "serve",
+    "TUTORIALS", "copy_tutorials", "server_log", "VOILA_TEMPLATE", "VOILA_EXTENSIONS", "LAB_CONFIG_DIR",
+    "JUPYTER_DATA_DIR", "LAB_DISABLED_PLUGINS", "LAB_WORKSPACES",
 ]
 
 #: Where the demo lives unless ``--dir`` says otherwise.
@@ -51,6 +62,29 @@ DEMO_SAMPLE = "strained_crystal"
 TOUR_NAME = "tour.ipynb"
 #: File name of the dashboard notebook.
 DASHBOARD_NAME = "explorer_dashboard.ipynb"
+#: The tutorial notebooks ``demo`` copies into the demo folder (every notebook of
+#: ``notebooks/`` but the dashboard's); the wheel ships each beside this module.
+TUTORIALS = ("tour.ipynb", "explorer_tutorial.ipynb", "disk_detection.ipynb", "strain_mapping.ipynb",
+             "recipes_and_batch.ipynb")
+#: Jupyter data folder shipped with this module: holds the Voila template
+#: :data:`VOILA_TEMPLATE` (``voila/templates/...``); Voila finds it through ``JUPYTER_PATH``.
+JUPYTER_DATA_DIR = Path(__file__).resolve().parent / "jupyter_data"
+#: The Voila template of the dashboard: Voila's ``lab`` template without its links to a CDN.
+VOILA_TEMPLATE = "fourd_widgets"
+#: The front-end extensions Voila loads for the dashboard, and no other that happens to
+#: be installed (each is more to load, and may fetch or warn): anywidget (every view of
+#: fourd_widgets is an anywidget), the ipywidgets models (jupyterlab-manager) and Voila's
+#: own widget manager.
+VOILA_EXTENSIONS = ("anywidget", "@jupyter-widgets/jupyterlab-manager", "@voila-dashboards/widgets-manager8")
+#: Jupyter config folder shipped with this module: ``labconfig/page_config.json``
+#: disables :data:`LAB_DISABLED_PLUGINS`; JupyterLab finds it through ``JUPYTER_CONFIG_PATH``.
+LAB_CONFIG_DIR = Path(__file__).resolve().parent / "jupyter_config"
+#: Where the demo's JupyterLab keeps its workspace (open tabs), relative to the
+#: server's private working folder.
+LAB_WORKSPACES = "lab-workspaces"
+#: JupyterLab plugins the demo turns off: the announcements plugin asks, in a pop-up,
+#: whether to fetch Jupyter news from the internet.
+LAB_DISABLED_PLUGINS = ("@jupyterlab/apputils-extension:announcements",)
 #: How long the server may take to answer before the demo gives up, in seconds.
 STARTUP_TIMEOUT_S = 120.0
 #: How long the server may take to stop on SIGTERM before it is killed, in seconds.
@@ -81,6 +115,10 @@ class ServerSpec:
     token_key : tuple of str
         Where the token goes in ``config`` (section, name); empty when the
         server reads ``JUPYTER_TOKEN`` from its environment.
+    search_paths : dict
+        Folders :func:`serve` puts first on search-path variables of the
+        server's environment (``{"JUPYTER_PATH": folder}``), before what they
+        hold already.
     """
 
     argv: list[str]
@@ -91,6 +129,7 @@ class ServerSpec:
     config_file: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     token_key: tuple[str, ...] = ()
+    search_paths: dict[str, Path] = field(default_factory=dict)
 
 
 def lab_spec(folder: Path, notebook: Path | str, port: int) -> ServerSpec:
@@ -98,9 +137,10 @@ def lab_spec(folder: Path, notebook: Path | str, port: int) -> ServerSpec:
 
     The token is given through ``JUPYTER_TOKEN`` in the environment, not here,
     so it does not show in the process list. Nothing is fetched from the
-    internet (no update check, no extension index): microscope PCs are often
-    offline. As root (a fresh machine or a container) JupyterLab has to be told
-    that this is intended.
+    internet (no update check, no news, no extension index) and the page does
+    not ask whether to fetch news (:data:`LAB_DISABLED_PLUGINS`, through
+    :data:`LAB_CONFIG_DIR`): microscope PCs are often offline. As root (a fresh
+    machine or a container) JupyterLab has to be told that this is intended.
     """
     argv = [
         sys.executable, "-m", "jupyterlab",
@@ -110,12 +150,18 @@ def lab_spec(folder: Path, notebook: Path | str, port: int) -> ServerSpec:
         "--ServerApp.port_retries=0",
         f"--ServerApp.root_dir={folder}",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.news_url=None",
         "--LabApp.extension_manager=readonly",
+        # The layout of open tabs is kept in the server's private working folder
+        # (serve() starts it there), so each demo opens on the tour and leaves
+        # the user's own JupyterLab workspaces alone.
+        f"--LabApp.workspaces_dir={LAB_WORKSPACES}",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         argv.append("--ServerApp.allow_root=True")
     relative = (Path(folder) / notebook).relative_to(folder).as_posix()
-    return ServerSpec(argv=argv, url_path=f"/lab/tree/{relative}", name="JupyterLab")
+    return ServerSpec(argv=argv, url_path=f"/lab/tree/{relative}", name="JupyterLab",
+                      search_paths={"JUPYTER_CONFIG_PATH": LAB_CONFIG_DIR})
 
 
 def voila_spec(folder: Path, notebook: Path | str, port: int, env: dict[str, str] | None = None) -> ServerSpec:
@@ -127,7 +173,9 @@ def voila_spec(folder: Path, notebook: Path | str, port: int, env: dict[str, str
     (:func:`app_folder`): the data reach the notebook's kernel only, through
     ``env``. The token goes to a config file in the server's private working
     folder (Voila does not read ``JUPYTER_TOKEN``), so it does not show in the
-    process list.
+    process list. The page loads nothing from outside 127.0.0.1 (the
+    :data:`VOILA_TEMPLATE` template, found through ``JUPYTER_PATH``) and only the
+    front-end extensions in :data:`VOILA_EXTENSIONS`.
 
     Parameters
     ----------
@@ -147,9 +195,12 @@ def voila_spec(folder: Path, notebook: Path | str, port: int, env: dict[str, str
         f"--Voila.port={port}",
         "--Voila.port_retries=0",
         f"--Voila.root_dir={folder}",
+        f"--VoilaConfiguration.template={VOILA_TEMPLATE}",
+        *(f"--VoilaConfiguration.extension_allowlist={name}" for name in VOILA_EXTENSIONS),
     ]
-    return ServerSpec(argv=argv, url_path="/", name="Voila", ready_path="/voila/templates/lab/static/index.css",
-                      env=dict(env or {}), config_file="voila.json",
+    return ServerSpec(argv=argv, url_path="/", name="Voila",
+                      ready_path=f"/voila/templates/{VOILA_TEMPLATE}/static/index.css",
+                      env=dict(env or {}), search_paths={"JUPYTER_PATH": JUPYTER_DATA_DIR}, config_file="voila.json",
                       config={"VoilaConfiguration": {"file_allowlist": []}}, token_key=("Voila", "token"))
 
 
@@ -179,18 +230,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``demo`` subcommand to ``subparsers``."""
     parser = subparsers.add_parser(
         "demo",
-        help="open the explorer dashboard on the built-in sample data (--lab: JupyterLab and the tour)",
+        help="open the explorer dashboard on the built-in sample data (--lab: JupyterLab and the tutorials)",
         description=(
-            "Write the built-in sample data (HDF5) and the tour notebook to a demo folder, then serve "
-            "the explorer dashboard on the sample with Voila on 127.0.0.1 (with --lab: the demo folder "
-            "with JupyterLab, the tour opened). Ctrl-C stops the server."
+            "Write the built-in sample data (HDF5, about 70 MB) and the tutorial notebooks to a demo folder, "
+            "then serve the explorer dashboard on the sample with Voila on 127.0.0.1 (with --lab: the demo "
+            "folder with JupyterLab, the tour opened). Ctrl-C stops the server."
         ),
     )
     add_server_options(parser)
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, metavar="DIR",
                         help=f"demo folder (default: {DEFAULT_DIR})")
     parser.add_argument("--lab", action="store_true",
-                        help="serve JupyterLab with the tour notebook instead of the dashboard")
+                        help="serve JupyterLab with the tutorials (the tour opened) instead of the dashboard")
     parser.set_defaults(func=run)
     return parser
 
@@ -201,11 +252,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         dashboard = None if args.lab else dashboard_notebook_source()
         tour = prepare_demo(folder)
+        copy_tutorials(folder)
     except FileNotFoundError as exc:
         print(f"fourd-widgets demo: {exc}", file=sys.stderr)
         return 1
     port = args.port or free_port()
-    log = folder / "server.log"
+    log = server_log("demo")
     if args.lab:
         return serve(SERVER_APPS["lab"](folder, tour.name, port), folder, port,
                      open_browser=not args.no_browser, log=log)
@@ -251,7 +303,7 @@ def dashboard_notebook_source() -> Path:
     return shipped_notebook(DASHBOARD_NAME)
 
 
-def write_cube_h5(cube: Any, path: Path) -> None:
+def write_cube_h5(cube: Any, path: Path, compress: bool = False) -> None:
     """Save ``cube`` as a plain HDF5 file that :func:`fourd_widgets.load` reads back.
 
     The layout is that of the shared test data: a dataset ``data`` of shape
@@ -268,6 +320,10 @@ def write_cube_h5(cube: Any, path: Path) -> None:
         What to save (read chunk by chunk).
     path : Path
         The file to write; replaced if it exists.
+    compress : bool
+        Store the data losslessly compressed (byte shuffle + gzip level 1, which
+        any HDF5 reader decodes). Simulated patterns are mostly empty detector:
+        a quarter of the size, for about a second more per 250 MB to read.
     """
     import h5py
 
@@ -291,7 +347,10 @@ def write_cube_h5(cube: Any, path: Path) -> None:
     try:
         with h5py.File(tmp, "w") as f:
             rx, ry, qx, qy = cube.shape
-            dset = f.create_dataset("data", shape=cube.shape, dtype=cube.dtype, chunks=(1, ry, qx, qy))
+            packing: dict[str, Any] = {}
+            if compress:
+                packing = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+            dset = f.create_dataset("data", shape=cube.shape, dtype=cube.dtype, chunks=(1, ry, qx, qy), **packing)
             for chunk in cube.iter_chunks():
                 dset[chunk.rx, chunk.ry] = chunk.data
             f.attrs.update(attrs)
@@ -302,11 +361,15 @@ def write_cube_h5(cube: Any, path: Path) -> None:
 
 
 def write_sample_file(path: Path, sample: str = DEMO_SAMPLE) -> None:
-    """Simulate the built-in ``sample`` and save it as HDF5 at ``path``."""
+    """Simulate the built-in ``sample`` and save it as compressed HDF5 at ``path``.
+
+    The demo's sample (64 x 64 scan of 128 x 128 float32 patterns, 268 MB in
+    memory) takes about 70 MB on disk.
+    """
     from ..datasets import sample as make_sample
 
     cube, _truth = make_sample(sample)
-    write_cube_h5(cube, path)
+    write_cube_h5(cube, path, compress=True)
 
 
 def prepare_demo(folder: Path) -> Path:
@@ -329,6 +392,49 @@ def prepare_demo(folder: Path) -> Path:
         shutil.copyfile(tour, notebook)
         print(f"tour:        {notebook}")
     return notebook
+
+
+def copy_tutorials(folder: Path) -> list[Path]:
+    """Copy the tutorial notebooks other than the tour (:data:`TUTORIALS`) into ``folder``.
+
+    :func:`prepare_demo` copies the tour; ``demo`` calls both. A notebook
+    already in ``folder`` is kept as it is (your edits stay); delete it to get
+    a fresh copy.
+
+    Returns
+    -------
+    list of Path
+        The notebooks' paths in ``folder``, in the order of :data:`TUTORIALS`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a tutorial is not shipped (see :func:`shipped_notebook`); nothing is copied then.
+    """
+    sources = [shipped_notebook(name) for name in TUTORIALS if name != TOUR_NAME]  # all found before any copy
+    folder.mkdir(parents=True, exist_ok=True)
+    copied, kept = [], []
+    for source in sources:
+        target = folder / source.name
+        if target.exists():
+            kept.append(source.name)
+        else:
+            shutil.copyfile(source, target)
+            copied.append(source.name)
+    if copied:
+        print(f"tutorials:   {', '.join(copied)} copied to {folder}")
+    if kept:
+        print(f"tutorials:   {', '.join(kept)} already there (delete one to get a fresh copy)")
+    return [folder / source.name for source in sources]
+
+
+def server_log(command: str) -> Path:
+    """Where a server started by ``command`` logs: ``server.log`` in a new private temporary folder.
+
+    Not in the folder served, which is the user's; the folder is kept after the
+    server stops, so the log can still be read.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"fourd-widgets-{command}-")) / "server.log"
 
 
 def free_port() -> int:
@@ -422,11 +528,14 @@ def serve(spec: ServerSpec, folder: Path, port: int, open_browser: bool = True, 
     base = f"http://127.0.0.1:{port}"
     url = f"{base}{spec.url_path}?token={token}"
     env = {**os.environ, **spec.env, "JUPYTER_TOKEN": token}
+    for variable, first in spec.search_paths.items():
+        env[variable] = os.pathsep.join([str(first), *([env[variable]] if env.get(variable) else [])])
     ready = f"{base}{spec.ready_path}?token={token}"
     prefix = f"fourd-widgets {command}:"
     # Ctrl-C and SIGTERM both stop the server; set explicitly, since a shell
     # starting us in the background may have left SIGINT ignored.
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    print(f"{spec.name} log: {log}", flush=True)
     with tempfile.TemporaryDirectory(prefix="fourd-widgets-server-") as workdir, open(log, "wb") as log_file:
         _write_config(spec, Path(workdir), token)
         process = subprocess.Popen(

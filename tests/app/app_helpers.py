@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,6 +31,8 @@ DEMO_START_TIMEOUT_S = 300
 #: Limit for the demo to exit after it is told to stop.
 DEMO_STOP_TIMEOUT_S = 60
 URL = re.compile(r"(http://127\.0\.0\.1:(\d+)/\S*\?token=(\S+))")
+#: The line that says where the server logs (printed before the URL).
+LOG = re.compile(r"^(?:Voila|JupyterLab) log: (\S+)$")
 
 
 class AppProcess:
@@ -39,14 +43,18 @@ class AppProcess:
     process : subprocess.Popen
     url, port, token
         From the URL line the command printed.
+    log : Path or None
+        The server's log file, from the line the command printed before the URL.
     """
 
-    def __init__(self, args: list[str], port: int) -> None:
+    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None) -> None:
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
+        self.log: Path | None = None
         self.process = subprocess.Popen(
             [sys.executable, "-u", "-m", "fourd_widgets.app", *args, "--no-browser", "--port", str(port)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+            env=None if env is None else {**os.environ, **env},
         )
         threading.Thread(target=self._pump, daemon=True).start()
         self.url, self.port, self.token = self._wait_for_url()
@@ -72,6 +80,9 @@ class AppProcess:
             if line == "":
                 self.stop()
                 raise AssertionError("the server exited before printing a URL:\n" + "".join(self.output))
+            logged = LOG.match(line.strip())
+            if logged:
+                self.log = Path(logged.group(1))
             match = URL.search(line)
             if match:
                 return match.group(1), int(match.group(2)), match.group(3)
@@ -101,13 +112,18 @@ class AppProcess:
                 self.process.kill()
                 self.process.wait()
 
+    def remove_log(self) -> None:
+        """Remove the server's private log folder (a user keeps it to read; a test has no use for it)."""
+        if self.log is not None and self.log.parent.name.startswith("fourd-widgets-"):
+            shutil.rmtree(self.log.parent, ignore_errors=True)
+
 
 class DemoProcess(AppProcess):
     """A running ``fourd-widgets demo --dir FOLDER [OPTIONS] --no-browser``."""
 
-    def __init__(self, folder: Path, port: int, *options: str) -> None:
+    def __init__(self, folder: Path, port: int, *options: str, env: dict[str, str] | None = None) -> None:
         self.folder = folder
-        super().__init__(["demo", "--dir", str(folder), *options], port)
+        super().__init__(["demo", "--dir", str(folder), *options], port, env)
 
 
 def port_is_open(port: int) -> bool:

@@ -42,6 +42,7 @@ def _running(process_factory):
         yield running
     finally:
         running.stop()
+        running.remove_log()
 
 
 @pytest.fixture

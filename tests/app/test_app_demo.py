@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import signal
 import socket
 import sys
@@ -131,7 +133,7 @@ def test_demo_refuses_a_wrong_token(demo) -> None:
         assert exc.code == 403 or "/login" in exc.headers["Location"]
     else:
         raise AssertionError("the server answered a request with a wrong token")
-    assert "Kernel started" not in (demo.folder / "server.log").read_text()
+    assert "Kernel started" not in demo.log.read_text()
 
 
 @pytest.mark.slow
@@ -144,3 +146,78 @@ def test_demo_reports_a_port_in_use(demo_folder: Path, run_app) -> None:
     assert result.returncode == 1
     assert "Voila did not start" in result.stderr
     assert str(port) in result.stderr  # the log tail says which port was taken
+
+
+def test_copy_tutorials_adds_the_others_and_keeps_your_edits(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    mine = folder / "strain_mapping.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("my own note")]), mine)
+    edited = mine.read_bytes()
+    paths = demo_module.copy_tutorials(folder)
+    others = [n for n in demo_module.TUTORIALS if n != demo_module.TOUR_NAME]
+    assert paths == [folder / n for n in others]
+    assert mine.read_bytes() == edited
+    for name in others:
+        if name != mine.name:
+            assert (folder / name).read_bytes() == demo_module.shipped_notebook(name).read_bytes()
+    # the tour is prepare_demo's, the dashboard is served from a private folder
+    assert sorted(p.name for p in folder.iterdir()) == sorted(others)
+
+
+def test_copy_tutorials_copies_nothing_if_one_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo_module, "TUTORIALS", (*demo_module.TUTORIALS, "no_such_tutorial.ipynb"))
+    with pytest.raises(FileNotFoundError, match="no_such_tutorial.ipynb"):
+        demo_module.copy_tutorials(tmp_path / "demo")
+    assert not (tmp_path / "demo").exists()
+
+
+def test_the_demo_sample_is_compressed_to_the_size_the_readme_gives(sample_h5: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    stated = re.search(r"a (\d+) MB\s+compressed HDF5 file", readme)
+    assert stated, "README.md does not give the size of the demo's sample file"
+    size_mb = sample_h5.stat().st_size / 1e6
+    assert abs(size_mb - int(stated.group(1))) <= 1  # "69 MB": rounded to the MB
+    with fw.load(sample_h5) as cube:
+        assert size_mb < cube.nbytes / 1e6 / 2  # compressed: the same data (checked above) in less space
+
+
+def test_server_log_is_outside_the_folder_served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    log, other = demo_module.server_log("demo"), demo_module.server_log("demo")
+    try:
+        assert log.name == "server.log" and not log.exists()
+        assert tmp_path not in log.parents
+        assert log.parent.stat().st_mode & 0o077 == 0  # a private folder: the log shows the access token
+        assert log.parent != other.parent  # one folder per server
+    finally:
+        shutil.rmtree(log.parent, ignore_errors=True)
+        shutil.rmtree(other.parent, ignore_errors=True)
+
+
+def test_lab_spec_turns_off_the_news_popup(tmp_path: Path) -> None:
+    spec = demo_module.SERVER_APPS["lab"](tmp_path, "tour.ipynb", 8125)
+    first = spec.search_paths["JUPYTER_CONFIG_PATH"]
+    page_config = json.loads((first / "labconfig" / "page_config.json").read_text())
+    assert page_config["disabledExtensions"] == {"@jupyterlab/apputils-extension:announcements": True}
+    assert tuple(page_config["disabledExtensions"]) == demo_module.LAB_DISABLED_PLUGINS  # the documented list
+    assert "--LabApp.news_url=None" in spec.argv  # and the server fetches no news either
+
+
+def test_lab_spec_keeps_its_workspace_in_the_servers_own_folder(tmp_path: Path) -> None:
+    """serve() starts the server in a private temporary folder: a relative path lands there."""
+    spec = demo_module.SERVER_APPS["lab"](tmp_path, "tour.ipynb", 8127)
+    (workspaces,) = [a.split("=", 1)[1] for a in spec.argv if a.startswith("--LabApp.workspaces_dir=")]
+    assert not Path(workspaces).is_absolute() and ".." not in Path(workspaces).parts
+
+
+def test_voila_spec_uses_the_offline_template(tmp_path: Path) -> None:
+    spec = demo_module.SERVER_APPS["voila"](tmp_path, "x.ipynb", 8126, env={"A": "1"})
+    assert spec.env == {"A": "1"}
+    first = spec.search_paths["JUPYTER_PATH"]
+    template = first / "voila" / "templates" / demo_module.VOILA_TEMPLATE
+    assert json.loads((template / "conf.json").read_text())["base_template"] == "lab"
+    assert (template / "index.html.j2").is_file()
+    assert f"--VoilaConfiguration.template={demo_module.VOILA_TEMPLATE}" in spec.argv
+    allowed = [a.split("=", 1)[1] for a in spec.argv if a.startswith("--VoilaConfiguration.extension_allowlist=")]
+    assert "anywidget" in allowed and "bqplot" not in allowed

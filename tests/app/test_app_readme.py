@@ -165,3 +165,21 @@ def test_api_tour_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for handle in (namespace["small"],):
         handle.close()
     assert os.listdir(tmp_path) == ["scan.h5"]
+
+
+def test_readme_describes_the_tools_that_exist() -> None:
+    import fourd_widgets.widgets as widgets
+
+    assert "headless so far" not in README and "next on the list" not in README
+    text = section("Bragg disks, calibration and strain")
+    for tool in ("DiskTuner", "CalibrationTool", "StrainMapper"):
+        assert tool in widgets.__all__
+        assert f"`fw.{tool}(" in text
+        assert hasattr(fw, tool)
+
+
+def test_readme_says_what_building_needs() -> None:
+    text = section("Set-up")
+    assert "Node.js ≥ 18" in text and "npm" in text
+    assert "Node.js (>= 18)" in (REPO / "hatch_build.py").read_text()  # the build hook asks for the same
+    assert "apt_install nodejs npm" in INSTALL.read_text()  # and install.sh installs them when missing
