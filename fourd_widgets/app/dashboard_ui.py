@@ -140,6 +140,9 @@ class Dashboard:
                 widgets.HBox([self._save, self._overwrite, self._saved])]
         if self.data_dir is not None:
             rows.insert(0, self.chooser)
+        self.help = widgets.HTML(self._help_html())
+        self.help.add_class("fw-dashboard-help")
+        rows.insert(0, self.help)
         self.widget = widgets.VBox(rows)
         self.widget.add_class("fw-dashboard")
         if self.data_dir is None:
@@ -316,6 +319,32 @@ class Dashboard:
         page.show(tool, "")
         for other in self.chain.drop_stale():  # built on what this page just replaced
             self._pages[other].clear()
+
+    def _help_html(self) -> str:
+        """What the page is and how to use it, for this dashboard (a data folder, or the demo's sample)."""
+        if self.data_dir is None:
+            first = ("This demo shows the built-in sample: a simulated, strained silicon crystal "
+                     "(64 x 64 scan, 128 x 128 detector). <code>fourd-widgets dashboard DIR</code> opens "
+                     "your own files the same way.")
+        else:
+            first = (f"<b>Pick a file</b> in the list: the data files in {html.escape(str(self.data_dir))}. "
+                     "Nothing outside that folder is listed or opened.")
+        out = (f"the output folder {html.escape(str(self.output_dir))}" if self.output_dir is not None
+               else "the output folder (start the dashboard with <code>--out</code>)")
+        items = [
+            first,
+            "The pages go <b>explore</b> (virtual images) &rarr; <b>disks</b> (Bragg disk detection) &rarr; "
+            "<b>calibration</b> (origin, descan, ellipse) &rarr; <b>strain</b>; a page that needs an earlier "
+            "one says so.",
+            "<b>Drag</b> a detector or its square handles; <b>wheel</b> zooms, dragging the background pans, "
+            "double-click fits. <b>Click</b> a virtual image to show the pattern there. Keys (click a view "
+            "first): <b>W A S D</b> move the detector, <b>I J K L</b> the scan position, <b>Shift</b> for 5 px.",
+            "Colormap, scaling and contrast are in each view's toolbar; the histogram sets the limits.",
+            f"<b>save recipe</b> writes the recipe of every page used so far to {out} as "
+            "<code>&lt;dataset&gt;.&lt;page&gt;.recipe.json</code>; <code>fourd-widgets run</code> replays it "
+            "on any number of files.",
+        ]
+        return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
 
     def _ask_scan_width(self, relative: str, frames: int | None) -> None:
         self._pending_stack = relative

@@ -168,3 +168,13 @@ def test_a_stack_without_scan_shape_gets_a_field_for_the_scan_width(tmp_path: Pa
         np.testing.assert_array_equal(board.cube.pattern(1, 2), frames[5])
     finally:
         board.close()
+
+
+def test_the_help_describes_this_dashboard(data_folder: Path, tmp_path: Path) -> None:
+    board = Dashboard(data_folder, output_dir=tmp_path, size=120)
+    assert "Pick a file" in board.help.value and str(data_folder.resolve()) in board.help.value
+    assert str(tmp_path) in board.help.value
+    board.close()
+    demo = Dashboard(None, output_dir=tmp_path, size=120)  # the demo: no folder, no file list
+    assert "Pick a file" not in demo.help.value and "built-in sample" in demo.help.value
+    demo.close()
