@@ -51,7 +51,7 @@ from ..kernels.virtual import (accumulate_shifted, mac_gemm, mac_ranges, mac_shi
                                split_shift)
 from .detectors import (Annulus, Circle, Detector, Mask, Point, Polygon, Rectangle, detector_mask,
                         pixel_scale, reference_origin)
-from .steps import RunContext, register_step
+from .steps import RunContext
 
 __all__ = ["VirtualImageParams", "VirtualDiffractionParams", "virtual_image", "virtual_diffraction",
            "virtual_image_from_params", "virtual_diffraction_from_params", "VirtualImageJob",
@@ -494,6 +494,3 @@ def virtual_diffraction_from_params(cube: Any, params: VirtualDiffractionParams,
     job = VirtualDiffractionJob(params.method, weights, shifts, params.subpixel)
     return run_job(cube, job, **context.engine)
 
-
-register_step(VirtualImageParams, virtual_image_from_params)
-register_step(VirtualDiffractionParams, virtual_diffraction_from_params)
