@@ -1,8 +1,9 @@
 """DESIGN.md's layering rule: imports point one way, down the list of layers.
 
-core -> io -> kernels -> engine -> analysis -> datasets -> widgets -> app: a module
+core -> io -> kernels -> engine -> analysis -> datasets -> tools -> widgets -> app: a module
 may import its own layer or any layer before it in this list, never one after.
-Deferred imports inside functions count too: a layer above stays above.
+Deferred imports inside functions count too: a layer above stays above. Inside one
+package, modules must not import each other in a circle (imports inside functions count).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fourd_widgets"
-LAYERS = ["core", "io", "kernels", "engine", "analysis", "datasets", "widgets", "app"]
+LAYERS = ["core", "io", "kernels", "engine", "analysis", "datasets", "tools", "widgets", "app"]
 # Top-level helper modules that sit at the very bottom (re-exports of core, the version).
 BASE = {"_version": -1, "errors": 0}
 

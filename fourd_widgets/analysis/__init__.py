@@ -12,14 +12,17 @@ import importlib
 from typing import Any
 
 from ..core import registry
+# imported here, not on first use: importing the submodule .run would otherwise
+# leave the package attribute ``run`` pointing at the module instead of the function
+from .run import run
 
 #: Modules of this package reachable as attributes (``fw.analysis.strain``).
 _MODULES = ("calibration", "detectors", "disk_lattice", "disk_refine", "disks", "fourier_filters", "interactive",
-            "lattice_basis", "peak_calibration", "peaks", "probe", "run", "steps", "strain", "virtual")
+            "lattice_basis", "peak_calibration", "peaks", "probe", "steps", "strain", "virtual")
 
 
 def _names() -> dict[str, str]:
-    out: dict[str, str] = {"run": "fourd_widgets.analysis.run:run"}
+    out: dict[str, str] = {}
     for fam in registry.families().values():
         out.update(fam.exports)
     return out
@@ -38,4 +41,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_MODULES) | set(_names()))
 
 
-__all__ = sorted(set(_names()) | {"detectors", "calibration", "strain", "disk_lattice"})
+__all__ = sorted(set(_names()) | {"run", "detectors", "calibration", "strain", "disk_lattice"})

@@ -657,8 +657,17 @@ def ring_points(image: np.ndarray, origin: Any, r_inner: float, r_outer: float, 
     return rad[ok] * np.cos(phi[ok]), rad[ok] * np.sin(phi[ok])
 
 
-def fit_ellipse(source: Any, calibration: Calibration, params: EllipseParams | None = None,
-                **changes: Any) -> EllipseFit:
+def _calibration_first(params: Any, calibration: Any, changes: dict, where: str) -> tuple[Any, Any]:
+    """Accept the order before the one convention, ``fn(data, calibration, params)``, for one release."""
+    if isinstance(params, Calibration):
+        warnings.warn(f"{where}(data, calibration, params) is deprecated; use {where}(data, params, calibration) "
+                      "as strain_map does", DeprecationWarning, stacklevel=3)
+        params, calibration = (None if isinstance(calibration, Calibration) else calibration), params
+    return params, calibration
+
+
+def fit_ellipse(source: Any, params: EllipseParams | Calibration | None = None,
+                calibration: Calibration | None = None, **changes: Any) -> EllipseFit:
     """Elliptic distortion from a ring of Bragg peaks or an amorphous ring.
 
     Parameters
@@ -668,17 +677,23 @@ def fit_ellipse(source: Any, calibration: Calibration, params: EllipseParams | N
         point of a ring, weighted by intensity; rings are told apart by radius) or an
         image such as the median pattern (``source='amorphous'``: ring radius per
         angular sector, with sectors whose radius is an outlier rejected).
+    params : EllipseParams, optional
+        Default ``EllipseParams()``; ``**changes`` override its fields.
     calibration : Calibration
         Origin (``origin_map`` for peaks, ``origin`` for an image). An existing
-        ellipse is ignored (the fit measures the raw distortion).
-    params : EllipseParams, optional
+        ellipse is ignored (the fit measures the raw distortion). The order
+        ``fit_ellipse(source, calibration, params)`` of earlier versions still
+        works, with a DeprecationWarning.
 
     Returns
     -------
     EllipseFit
         Use ``fit.ellipse`` for ``calibration.replace(ellipse=...)``.
     """
-    p = (params or EllipseParams()).replace(**changes) if changes else (params or EllipseParams())
+    params, calibration = _calibration_first(params, calibration, changes, "fit_ellipse")
+    if calibration is None:
+        raise MissingCalibrationError("origin", "fitting the ellipse", "Pass the calibration (e.g. cube.calibration).")
+    p = own_record(params, EllipseParams, changes, "fit_ellipse")
     raw = calibration.replace(ellipse=None)
     if isinstance(source, PeakTable):
         source = peaks_in_region(source, p.region)
@@ -771,16 +786,35 @@ class PixelSizeParams(Params):
                                          "(h·u + k·v + l·w must be 0)", field=name)
 
 
-def measure_pixel_size(peaks: PeakTable, calibration: Calibration, params: PixelSizeParams | None = None,
-                       **changes: Any) -> float:
+def measure_pixel_size(peaks: PeakTable, params: PixelSizeParams | Calibration | None = None,
+                       calibration: Calibration | None = None, **changes: Any) -> float:
     """Detector pixel size in 1/Å (ellipse-corrected peaks; set it with ``reciprocal_units='1/Å'``).
 
     'spacing' and 'lattice' take |g1| (and |g2|) from ``params.g1/g2`` or from
     :func:`~fourd_widgets.analysis.strain.suggest_basis` on the peaks; 'ring'
     takes the intensity-weighted mean radius of the peaks in the annulus (fit and
     set the ellipse first: the radius is measured after its correction).
+
+    Parameters
+    ----------
+    peaks : PeakTable
+        In detector px.
+    params : PixelSizeParams, optional
+        Default ``PixelSizeParams()``; ``**changes`` override its fields.
+    calibration : Calibration
+        Origin and ellipse. The order ``measure_pixel_size(peaks, calibration, params)``
+        of earlier versions still works, with a DeprecationWarning.
+
+    Returns
+    -------
+    float
+        Reciprocal step, 1/Å per px.
     """
-    p = (params or PixelSizeParams()).replace(**changes) if changes else (params or PixelSizeParams())
+    params, calibration = _calibration_first(params, calibration, changes, "measure_pixel_size")
+    if calibration is None:
+        raise MissingCalibrationError("origin", "measuring the pixel size",
+                                      "Pass the calibration (e.g. cube.calibration).")
+    p = own_record(params, PixelSizeParams, changes, "measure_pixel_size")
     peaks = peaks_in_region(peaks, p.region)
     if p.method == "ring":
         v = corrected_vectors(peaks, calibration, "the pixel size from a ring")
@@ -985,16 +1019,16 @@ def origin_fit_step(cube: Any, params: OriginFitParams, context: RunContext) -> 
 def ellipse_step(cube: Any, params: EllipseParams, context: RunContext) -> Calibration:
     cal = current_calibration(cube, context)
     if params.source == "peaks":
-        fit = fit_ellipse(_peaks_from(context, params.peaks, "the ellipse step"), cal, params)
+        fit = fit_ellipse(_peaks_from(context, params.peaks, "the ellipse step"), params, cal)
     else:
         # the median over the scan keeps the amorphous ring and drops the Bragg disks of minority grains
-        fit = fit_ellipse(cube.median_pattern(region=params.region), cal, params)
+        fit = fit_ellipse(cube.median_pattern(region=params.region), params, cal)
     return cal.replace(ellipse=fit.ellipse)
 
 
 def pixel_size_step(cube: Any, params: PixelSizeParams, context: RunContext) -> Calibration:
     cal = current_calibration(cube, context)
-    step = measure_pixel_size(_peaks_from(context, params.peaks, "the pixel_size step"), cal, params)
+    step = measure_pixel_size(_peaks_from(context, params.peaks, "the pixel_size step"), params, cal)
     return cal.replace(reciprocal_step=step, reciprocal_units="1/Å")
 
 
