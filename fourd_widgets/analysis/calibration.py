@@ -53,7 +53,7 @@ from .peaks import PeakTable
 from .probe import measure_disk, synthetic_disk
 from ..engine.job import ImageJob
 from ..engine.run import run_job
-from .steps import RunContext, current_calibration, own_record, split_engine
+from .steps import RunContext, current_calibration, deprecated_keyword, own_record, split_engine
 
 __all__ = [
     "EllipseFit",
@@ -452,7 +452,7 @@ def fit_origin(origin_map: np.ndarray, params: OriginFitParams | None = None, **
     >>> bool(np.abs(f.fitted[3, 3] - [30.6, 30.7]).max() < 1e-9), bool(f.inliers[3, 3])
     (True, False)
     """
-    p = (params or OriginFitParams()).replace(**changes) if changes else (params or OriginFitParams())
+    p = own_record(params, OriginFitParams, changes, "fit_origin")
     m = np.asarray(origin_map, dtype=np.float64)
     if m.ndim != 3 or m.shape[2] != 2:
         raise ShapeError(f"origin map must have shape (Rx, Ry, 2), got {m.shape}")
@@ -519,8 +519,9 @@ class EllipseFit:
         Semi-axes, px (``a >= b``).
     theta_deg : float
         Direction of ``a``, counter-clockwise from +qx, in [0, 180).
-    centre : (2,) array
-        Fitted centre relative to the origin (0 when fixed).
+    center : (2,) array
+        Fitted center relative to the origin (0 when fixed); ``centre`` is the
+        deprecated spelling.
     rms_px : float
         RMS radial residual of the points.
     """
@@ -528,8 +529,14 @@ class EllipseFit:
     a: float
     b: float
     theta_deg: float
-    centre: np.ndarray
+    center: np.ndarray
     rms_px: float
+
+    @property
+    def centre(self) -> np.ndarray:
+        """Deprecated spelling of :attr:`center` (kept for one release)."""
+        warnings.warn("EllipseFit.centre is deprecated, use .center", DeprecationWarning, stacklevel=2)
+        return self.center
 
     @property
     def radius(self) -> float:
@@ -544,10 +551,10 @@ class EllipseFit:
 
 
 def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None,
-                       fix_centre: bool = True) -> EllipseFit:
+                       fix_center: bool = True, **deprecated: Any) -> EllipseFit:
     """Weighted algebraic least-squares ellipse through points [3]_.
 
-    With ``fix_centre`` the conic is ``A x² + B x y + C y² = s_j`` about the origin,
+    With ``fix_center`` (``fix_centre=`` is the deprecated spelling) the conic is ``A x² + B x y + C y² = s_j`` about the origin,
     where ``j = rings[i]`` labels concentric rings of one common distortion
     (``s_0 = 1``; the others are fitted), else one ring
     ``A x² + B x y + C y² + D x + E y = 1`` with a free centre. Several rings are
@@ -568,11 +575,16 @@ def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None
     >>> round(f.a, 6), round(f.b, 6), round(f.theta_deg, 6)
     (22.0, 18.0, 30.0)
     """
+    if deprecated:
+        deprecated_keyword(deprecated, "fix_centre", "fix_center", "fit_ellipse_points")
+        if set(deprecated) - {"fix_center"}:
+            raise TypeError(f"fit_ellipse_points() got an unexpected keyword argument {sorted(deprecated)[0]!r}")
+        fix_center = bool(deprecated["fix_center"])
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     w = np.ones_like(x) if weights is None else np.asarray(weights, float).ravel()
     lab = np.zeros(x.size, np.int64) if rings is None else np.asarray(rings, np.int64).ravel()
     nring = int(lab.max()) + 1 if lab.size else 1
-    if fix_centre:
+    if fix_center:
         cols = [x * x, x * y, y * y] + [-(lab == j).astype(float) for j in range(1, nring)]
         rhs = (lab == 0).astype(float)
     else:
@@ -591,7 +603,7 @@ def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None
             "amorphous ring (source='amorphous')", field="r_outer")
     coef = np.linalg.lstsq(M, rhs * sw, rcond=None)[0]
     A, B, C = coef[:3]
-    if fix_centre:
+    if fix_center:
         c = np.zeros(2)
         k = 1.0
     else:
@@ -608,11 +620,11 @@ def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None
     a, b = 1 / math.sqrt(evals[0]), 1 / math.sqrt(evals[1])
     vx, vy = evecs[:, 0]
     theta = math.degrees(math.atan2(vy, vx)) % 180.0
-    scale = np.ones(nring) if not fix_centre else np.concatenate([[1.0], coef[3:]])
+    scale = np.ones(nring) if not fix_center else np.concatenate([[1.0], coef[3:]])
     d = np.stack([x - c[0], y - c[1]], -1)
     r_fit = np.sqrt(scale[lab] / np.maximum(np.einsum("ni,ij,nj->n", d, Q, d), 1e-300)) * np.hypot(d[:, 0], d[:, 1])
     rms = float(np.sqrt(np.average((np.hypot(d[:, 0], d[:, 1]) - r_fit) ** 2, weights=w)))
-    return EllipseFit(a=a, b=b, theta_deg=theta, centre=c, rms_px=rms)
+    return EllipseFit(a=a, b=b, theta_deg=theta, center=c, rms_px=rms)
 
 
 def _ring_labels(r: np.ndarray, gap: float = 0.06) -> np.ndarray:
@@ -691,9 +703,9 @@ def fit_ellipse(source: Any, params: EllipseParams | Calibration | None = None,
         Use ``fit.ellipse`` for ``calibration.replace(ellipse=...)``.
     """
     params, calibration = _calibration_first(params, calibration, changes, "fit_ellipse")
+    p = own_record(params, EllipseParams, changes, "fit_ellipse")
     if calibration is None:
         raise MissingCalibrationError("origin", "fitting the ellipse", "Pass the calibration (e.g. cube.calibration).")
-    p = own_record(params, EllipseParams, changes, "fit_ellipse")
     raw = calibration.replace(ellipse=None)
     if isinstance(source, PeakTable):
         source = peaks_in_region(source, p.region)
@@ -811,10 +823,10 @@ def measure_pixel_size(peaks: PeakTable, params: PixelSizeParams | Calibration |
         Reciprocal step, 1/Å per px.
     """
     params, calibration = _calibration_first(params, calibration, changes, "measure_pixel_size")
+    p = own_record(params, PixelSizeParams, changes, "measure_pixel_size")
     if calibration is None:
         raise MissingCalibrationError("origin", "measuring the pixel size",
                                       "Pass the calibration (e.g. cube.calibration).")
-    p = own_record(params, PixelSizeParams, changes, "measure_pixel_size")
     peaks = peaks_in_region(peaks, p.region)
     if p.method == "ring":
         v = corrected_vectors(peaks, calibration, "the pixel size from a ring")
@@ -917,8 +929,8 @@ def _curl_div(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dvdx - dudy, dudx + dvdy
 
 
-def measure_qr_rotation(com_x: np.ndarray, com_y: np.ndarray) -> QRRotation:
-    """Scan/detector rotation and flip that make the centre-of-mass field curl-free [4]_.
+def measure_qr_rotation(data: Any, params: QRRotationParams | None = None, **options: Any) -> QRRotation:
+    """Scan/detector rotation and flip that make the center-of-mass field curl-free [4]_.
 
     The CoM field of a non-magnetic sample is a gradient, ``∝ ∇V``. For each flip,
     the scan-frame field ``S R(-φ) c`` is linear in ``(cos φ, sin φ)``, so its mean
@@ -930,8 +942,17 @@ def measure_qr_rotation(com_x: np.ndarray, com_y: np.ndarray) -> QRRotation:
 
     Parameters
     ----------
-    com_x, com_y : (Rx, Ry) arrays
-        Centre of mass along detector qx and qy (any offset).
+    data : DataCube or pair of (Rx, Ry) arrays
+        A cube (its center-of-mass maps are computed through the engine, with
+        ``params.mask``), or the center of mass along detector qx and qy
+        ``(com_x, com_y)`` (any offset).
+    params : QRRotationParams, optional
+        ``method='curl'`` (default) measures; ``'manual'`` returns the record's
+        ``rotation_deg`` and ``flip``.
+    **options
+        Engine options of :func:`fourd_widgets.engine.run_job` and record field
+        overrides. The older form ``measure_qr_rotation(com_x, com_y)`` still
+        works, with a DeprecationWarning.
 
     Returns
     -------
@@ -944,10 +965,22 @@ def measure_qr_rotation(com_x: np.ndarray, com_y: np.ndarray) -> QRRotation:
     >>> gx, gy = np.gradient(V)
     >>> t = np.radians(25.0)
     >>> cx, cy = np.cos(t) * gx - np.sin(t) * gy, np.sin(t) * gx + np.cos(t) * gy
-    >>> r = measure_qr_rotation(cx, cy)
+    >>> r = measure_qr_rotation((cx, cy))
     >>> round(r.rotation_deg, 6), r.flip
     (25.0, False)
     """
+    if isinstance(params, np.ndarray):
+        warnings.warn("measure_qr_rotation(com_x, com_y) is deprecated; use measure_qr_rotation((com_x, com_y)) "
+                      "or measure_qr_rotation(cube, params)", DeprecationWarning, stacklevel=2)
+        data, params = (data, params), None
+    engine, changes = split_engine(options)
+    p = own_record(params, QRRotationParams, changes, "measure_qr_rotation")
+    if p.method == "manual":
+        return QRRotation(rotation_deg=p.rotation_deg, flip=p.flip, curl={}, angles_deg=np.zeros(0), curl_curve={})
+    if hasattr(data, "chunk_slices"):
+        com_x, com_y = center_of_mass_maps(data, p.mask, **engine)
+    else:
+        com_x, com_y = data
     cx = np.asarray(com_x, float)
     cy = np.asarray(com_y, float)
     if cx.shape != cy.shape or cx.ndim != 2 or min(cx.shape) < 3:
@@ -1034,9 +1067,7 @@ def pixel_size_step(cube: Any, params: PixelSizeParams, context: RunContext) -> 
 
 def qr_rotation_step(cube: Any, params: QRRotationParams, context: RunContext) -> Calibration:
     cal = current_calibration(cube, context)
-    if params.method == "manual":
-        return cal.replace(rotation_deg=params.rotation_deg, flip=params.flip)
-    r = measure_qr_rotation(*center_of_mass_maps(cube, params.mask, **context.engine))
+    r = measure_qr_rotation(cube, params, **context.engine)
     return cal.replace(rotation_deg=r.rotation_deg, flip=r.flip)
 
 

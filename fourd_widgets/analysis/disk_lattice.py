@@ -92,6 +92,7 @@ from ..core.errors import ParameterError
 from ..core.params import Params, param
 from .lattice_basis import check_basis, check_optional_basis, index_peaks, suggest_basis, vec2
 from .peaks import FLAG_INVALID, FLAG_LATTICE, PeakTable, origin_per_peak
+from .steps import own_record
 
 __all__ = ["DiskLatticeParams", "snap_to_lattice"]
 
@@ -252,9 +253,7 @@ def snap_to_lattice(peaks: PeakTable, params: DiskLatticeParams | None = None, c
     >>> np.round(s.qx, 1).tolist(), np.round(s.qy, 1).tolist(), bool(s.flags[0] & FLAG_LATTICE)
     ([32.0, 42.0, 22.0, 32.0, 32.0, 42.0], [32.0, 32.0, 32.0, 44.0, 20.0, 44.0], True)
     """
-    p = params or DiskLatticeParams()
-    if changes:
-        p = p.replace(**changes)
+    p = own_record(params, DiskLatticeParams, changes, "snap_to_lattice")
     if peaks.units != "px":
         raise ParameterError(f"snap_to_lattice needs a peak table in detector pixels, got units {peaks.units!r}; "
                              "snap first, then calibrate (table.to_calibrated(calibration))", field="peaks")

@@ -92,6 +92,7 @@ from .disk_refine import REACH, refine_disks
 from .fourier_filters import band, gauss_filter
 from .peaks import FLAG_INVALID, FLAG_LATTICE, PeakTable, bragg_vector_map, origin_per_peak
 from .probe import ProbeTemplate, ProbeTemplateParams, measure_disk, probe_template
+from .steps import own_record, split_engine
 
 __all__ = [
     "FindDisksParams",
@@ -556,7 +557,7 @@ def _cube_origin_map(cube: Any) -> np.ndarray | None:
 
 
 def find_disks(cube: Any, params: FindDisksParams | None = None, *, template: ProbeTemplate | np.ndarray | None = None,
-               **engine: Any) -> PeakTable:
+               **options: Any) -> PeakTable:
     """Find the Bragg disks of every pattern of a cube.
 
     Parameters
@@ -567,9 +568,10 @@ def find_disks(cube: Any, params: FindDisksParams | None = None, *, template: Pr
         Detection parameters (defaults documented in the module docstring).
     template : ProbeTemplate or (Qx, Qy) array, optional
         Use this template instead of making one from ``params.template``.
-    **engine
+    **options
         Options of :func:`fourd_widgets.engine.run_job` (``workers``,
-        ``scheduler``, ``chunk_bytes``, ``progress``, ``cancel``, ``on_partial``).
+        ``scheduler``, ``chunk_bytes``, ``progress``, ``cancel``, ``on_partial``),
+        and record field overrides (e.g. ``max_num_peaks=30``).
 
     Returns
     -------
@@ -585,8 +587,12 @@ def find_disks(cube: Any, params: FindDisksParams | None = None, *, template: Pr
     NoPeaksWarning
         When the thresholds rejected every peak (the table is then empty).
     """
-    p = params or FindDisksParams()
-    t = _template(probe_template(cube, p.template) if template is None else template,
+    engine, changes = split_engine(options)
+    p = own_record(params, FindDisksParams, changes, "find_disks")
+    # the template's pass shares the workers and the cancel button, not the progress and partial
+    # results (they are the peaks'), nor chunk_bytes (the mean pattern keeps its own summation order)
+    shared = {k: v for k, v in engine.items() if k in ("workers", "scheduler", "cancel")}
+    t = _template(probe_template(cube, p.template, **shared) if template is None else template,
                   tuple(cube.detector_shape))
     om = _cube_origin_map(cube)
     if p.radial_background and om is None:

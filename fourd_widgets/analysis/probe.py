@@ -18,7 +18,7 @@ These follow py4DSTEM's ``Probe.get_kernel`` modes ``'flat'``,
 Examples
 --------
 >>> import numpy as np
->>> img = synthetic_disk((32, 32), radius=5.0, centre=(16, 16))
+>>> img = synthetic_disk((32, 32), radius=5.0, center=(16, 16))
 >>> t = probe_template(img, ProbeTemplateParams(source="vacuum_image", kernel="gaussian"))
 >>> abs(t.radius - 5.0) < 0.1, t.kernel.shape, bool(abs(t.kernel.sum()) < 1e-9)
 (True, (32, 32), True)
@@ -36,6 +36,7 @@ References
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -47,7 +48,7 @@ from ..core.errors import ParameterError, ShapeError
 from ..core.params import Params, param
 from ..engine.job import Job
 from ..engine.run import run_job
-from .steps import own_record, split_engine
+from .steps import deprecated_keyword, own_record, split_engine
 
 __all__ = [
     "ProbeTemplateParams",
@@ -192,8 +193,23 @@ def measure_disk(image: np.ndarray, threshold: float = 0.5) -> tuple[tuple[float
     return centre, float(radius)
 
 
-def synthetic_disk(shape: tuple[int, int], radius: float, centre: tuple[float, float] | None = None,
-                   edge_width: float = 0.5) -> np.ndarray:
+def _renamed(deprecated: dict[str, Any], old: str, new: str, value: Any, where: str) -> Any:
+    """``value``, or the one in ``deprecated[old]`` (with a DeprecationWarning); refuses other keywords."""
+    if not deprecated:
+        return value
+    if value is not None and old in deprecated:
+        raise ParameterError(f"{where}: give {new}= only (not also {old}=)", field=new)
+    if value is not None:
+        deprecated[new] = value
+    deprecated_keyword(deprecated, old, new, where)
+    extra = sorted(set(deprecated) - {new})
+    if extra:
+        raise TypeError(f"{where}() got an unexpected keyword argument {extra[0]!r}")
+    return deprecated.get(new)
+
+
+def synthetic_disk(shape: tuple[int, int], radius: float, center: tuple[float, float] | None = None,
+                   edge_width: float = 0.5, **deprecated: Any) -> np.ndarray:
     """A disk of unit height with a logistic edge (py4DSTEM's ``generate_synthetic_probe``).
 
     Parameters
@@ -201,8 +217,9 @@ def synthetic_disk(shape: tuple[int, int], radius: float, centre: tuple[float, f
     shape : (H, W)
     radius : float
         Radius at half height, px.
-    centre : (float, float), optional
-        Default: the detector centre ``(H // 2, W // 2)``.
+    center : (float, float), optional
+        Default: the detector center ``(H // 2, W // 2)`` (``centre=`` is the
+        deprecated spelling).
     edge_width : float
         Logistic width, px (0: a hard edge with 4x4 supersampled anti-aliasing).
 
@@ -210,8 +227,9 @@ def synthetic_disk(shape: tuple[int, int], radius: float, centre: tuple[float, f
     -------
     (H, W) float64 array
     """
+    center = _renamed(deprecated, "centre", "center", center, "synthetic_disk")
     H, W = shape
-    cx, cy = centre if centre is not None else (H // 2, W // 2)
+    cx, cy = center if center is not None else (H // 2, W // 2)
     if edge_width > 0:
         X, Y = np.indices(shape, dtype=np.float64)
         r = np.hypot(X - cx, Y - cy)
@@ -384,9 +402,9 @@ def vacuum_probe_from_region(cube: Any, region: np.ndarray, align: bool = True, 
     return acc / mask.sum()
 
 
-def make_kernel(probe: np.ndarray, kind: str = "flat", centre: tuple[float, float] | None = None,
+def make_kernel(probe: np.ndarray, kind: str = "flat", center: tuple[float, float] | None = None,
                 radius: float | None = None, sigma: float | None = None,
-                radii: tuple[float, float] | None = None) -> np.ndarray:
+                radii: tuple[float, float] | None = None, **deprecated: Any) -> np.ndarray:
     """Correlation kernel from a probe image, centred at pixel (0, 0).
 
     Parameters
@@ -394,8 +412,9 @@ def make_kernel(probe: np.ndarray, kind: str = "flat", centre: tuple[float, floa
     probe : (H, W) array
         Probe image.
     kind : {'flat', 'gaussian', 'sigmoid'}
-    centre : (float, float), optional
-        Probe centre (default: measured by :func:`measure_disk`).
+    center : (float, float), optional
+        Probe center (default: measured by :func:`measure_disk`; ``centre=`` is
+        the deprecated spelling).
     radius : float, optional
         Disk radius for the defaults of ``sigma`` and ``radii`` (default: measured).
     sigma : float, optional
@@ -409,6 +428,7 @@ def make_kernel(probe: np.ndarray, kind: str = "flat", centre: tuple[float, floa
         ``'flat'`` sums to one; ``'gaussian'`` and ``'sigmoid'`` to zero.
     """
     img = _check_image(probe, "the probe image")
+    centre = _renamed(deprecated, "centre", "center", center, "make_kernel")
     if centre is None or radius is None:
         c, r = measure_disk(img)
         centre = c if centre is None else centre
@@ -441,8 +461,8 @@ class ProbeTemplate:
     ----------
     probe : (Qx, Qy) float64 array
         The probe image as recorded (or synthesised), not shifted.
-    centre : (float, float)
-        Its measured centre, px.
+    center : (float, float)
+        Its measured center, px (``centre``: the deprecated spelling).
     radius : float
         Its measured disk radius, px.
     kernel : (Qx, Qy) float64 array
@@ -451,11 +471,11 @@ class ProbeTemplate:
         Kernel type.
     """
 
-    def __init__(self, probe: np.ndarray, kernel: np.ndarray, centre: tuple[float, float], radius: float,
+    def __init__(self, probe: np.ndarray, kernel: np.ndarray, center: tuple[float, float], radius: float,
                  kind: str = "flat") -> None:
         self.probe = np.asarray(probe, dtype=np.float64)
         self.kernel = np.asarray(kernel, dtype=np.float64)
-        self.centre = (float(centre[0]), float(centre[1]))
+        self.center = (float(center[0]), float(center[1]))
         self.radius = float(radius)
         self.kind = kind
         self._spec: np.ndarray | None = None
@@ -493,15 +513,16 @@ class ProbeTemplate:
         return img, np.arange(n, dtype=np.float64), s / np.maximum(c, 1)
 
     @property
-    def center(self) -> tuple[float, float]:
-        """Its measured center, px (the same as ``centre``, the older spelling)."""
-        return self.centre
+    def centre(self) -> tuple[float, float]:
+        """Deprecated spelling of :attr:`center` (kept for one release)."""
+        warnings.warn("ProbeTemplate.centre is deprecated, use .center", DeprecationWarning, stacklevel=2)
+        return self.center
 
     def to_h5(self, group: Any) -> None:
         """Write the template into an HDF5 group (results files)."""
         group.create_dataset("probe", data=self.probe)
         group.create_dataset("kernel", data=self.kernel)
-        group.attrs["center"] = np.asarray(self.centre, dtype=np.float64)
+        group.attrs["center"] = np.asarray(self.center, dtype=np.float64)
         group.attrs["radius"] = self.radius
         group.attrs["kind"] = self.kind
 
@@ -513,11 +534,11 @@ class ProbeTemplate:
                    float(group.attrs["radius"]), str(group.attrs["kind"]))
 
     def __reduce__(self) -> tuple:
-        return (ProbeTemplate, (self.probe, self.kernel, self.centre, self.radius, self.kind))
+        return (ProbeTemplate, (self.probe, self.kernel, self.center, self.radius, self.kind))
 
     def __repr__(self) -> str:
         return (f"ProbeTemplate(kind={self.kind!r}, shape={self.shape}, radius={self.radius:.2f}, "
-                f"centre=({self.centre[0]:.2f}, {self.centre[1]:.2f}))")
+                f"center=({self.center[0]:.2f}, {self.center[1]:.2f}))")
 
 
 def _cube_mean(cube: Any, engine: dict) -> np.ndarray:

@@ -73,7 +73,7 @@ from .lattice_basis import (LatticeBasis, check_basis, check_optional_basis, cor
                             peak_vectors, suggest_basis, vec2)
 from .peak_calibration import scan_frame_matrix
 from .peaks import PeakTable
-from .steps import RunContext, current_calibration
+from .steps import RunContext, current_calibration, own_record
 
 __all__ = [
     "FIT_COLLINEAR",
@@ -526,7 +526,7 @@ def strain_map(peaks: PeakTable, params: StrainMapParams | None = None, calibrat
     ParameterError
         Missing/collinear basis, reference region without valid fits, too few peaks anywhere.
     """
-    p = (params or StrainMapParams()).replace(**changes) if changes else (params or StrainMapParams())
+    p = own_record(params, StrainMapParams, changes, "strain_map")
     ref_vecs = None
     if reference is not None:
         if isinstance(reference, StrainMap):
