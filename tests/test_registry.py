@@ -31,18 +31,6 @@ def _cube() -> fw.DataCube:
     return cube
 
 
-def _record(name: str):
-    """A valid record of each step (defaults, except fields that have none)."""
-    cls = registry.step(name).record_class()
-    if name == "virtual_image":
-        return cls(detectors=(fw.detectors.Circle(center=(32, 32), radius=5),))
-    if name == "ellipse":
-        return cls(r_inner=10.0, r_outer=30.0)
-    if name == "qr_rotation":
-        return cls(method="manual", rotation_deg=2.0)
-    return cls()
-
-
 def test_manifest_lists_the_steps_of_every_family():
     assert {"virtual_image", "virtual_diffraction", "probe_template", "find_disks", "origin", "origin_fit",
             "ellipse", "pixel_size", "qr_rotation", "strain_map"} <= set(STEPS)
@@ -103,10 +91,9 @@ def test_tunable_step_has_a_tool(name):
 @pytest.mark.slow
 def test_every_step_runs_through_fw_run_and_round_trips_through_results(tmp_path):
     cube = _cube()
-    order = ["virtual_image", "virtual_diffraction", "probe_template", "find_disks", "origin", "origin_fit",
-             "ellipse", "pixel_size", "qr_rotation", "strain_map"]
-    assert set(order) == set(STEPS), "a new step: add it to this recipe"
-    res = fw.run(Recipe(tuple(_record(n) for n in order)), cube)
+    order = registry.run_order()  # every step, each after the steps it needs
+    assert set(order) == set(STEPS)
+    res = fw.run(Recipe(tuple(registry.step(n).example_record() for n in order)), cube)
     back = Results.load(res.save(tmp_path / "all.h5"))
     for name in order:
         s = registry.step(name)
@@ -121,8 +108,9 @@ def test_every_step_runs_through_fw_run_and_round_trips_through_results(tmp_path
         else:
             for k, v in (kv for kv in vars(value).items() if not kv[0].startswith("_")):
                 np.testing.assert_array_equal(np.asarray(vars(back[name])[k]), np.asarray(v), err_msg=f"{name}.{k}")
-    # the calibration steps passed their calibration on (the flag, not the result type, decides)
+    # the calibration steps passed their calibration on (the manifest flag, not the result type, decides)
     assert res["origin_fit"].origin_map is not None and res["qr_rotation"].rotation_deg == 2.0
+    assert res["pixel_size"].ellipse == res["ellipse"].ellipse
 
 
 def test_unknown_step_names_the_known_ones():

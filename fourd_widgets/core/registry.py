@@ -18,6 +18,8 @@ A file describes one family::
           "result": "fourd_widgets.analysis.peaks:PeakTable",
           "calibration": false,                 # true: its result is the calibration of later steps
           "tunable": true,                      # true: a tool tunes it (tests check one is declared)
+          "needs": [],                          # steps whose results (or calibration) it reads
+          "example": {"max_num_peaks": 30},     # fields of a record the tests run (default: all defaults)
           "summary": "..."}],
       "records": {"disk_lattice": "fourd_widgets.analysis.disk_lattice:DiskLatticeParams"},
       "containers": {"peak_table": "fourd_widgets.analysis.peaks:PeakTable"},
@@ -62,13 +64,13 @@ from .errors import ParameterError
 
 __all__ = ["MANIFEST_DIR", "Step", "Family", "ToolEntry", "Manifest", "manifest", "step", "steps", "families",
            "tools", "record_class", "record_path", "container_class", "container_tag", "resolve",
-           "register_step", "exports"]
+           "register_step", "exports", "run_order"]
 
 #: Folder of the manifest files (package data).
 MANIFEST_DIR = Path(__file__).resolve().parent.parent / "manifest"
 
 _FAMILY_KEYS = {"family", "title", "summary", "exports", "top", "steps", "records", "containers", "tools"}
-_STEP_KEYS = {"name", "params", "function", "run", "result", "calibration", "tunable", "summary"}
+_STEP_KEYS = {"name", "params", "function", "run", "result", "calibration", "tunable", "summary", "needs", "example"}
 _TOOL_KEYS = {"name", "steps", "session", "view", "title"}
 
 
@@ -112,10 +114,16 @@ class Step:
     summary: str = ""
     run: str | None = None
     tool: ToolEntry | None = None
+    needs: tuple[str, ...] = ()
+    example: Mapping[str, Any] | None = None
 
     def record_class(self) -> type:
         """The parameter record class."""
         return resolve(self.params)
+
+    def example_record(self) -> Any:
+        """A record of this step: the manifest's ``example`` fields, else the defaults."""
+        return self.record_class().from_dict(dict(self.example or {}))
 
     def runner(self) -> Callable[[Any, Any, Any], Any]:
         """``fn(cube, params, context)`` that runs this step in a recipe."""
@@ -210,9 +218,14 @@ def _load(files: list[Path]) -> Manifest:
             if s not in raw_steps:
                 raise _fail("tools", f"tool {t.name!r} tunes step {s!r}, which no manifest declares")
             by_step.setdefault(s, t)
+    for n, s in raw_steps.items():
+        unknown = [x for x in s.get("needs", []) if x not in raw_steps]
+        if unknown:
+            raise _fail(s["family"], f"step {n!r} needs {unknown[0]!r}, which no manifest declares")
     steps_out = {n: Step(name=n, family=s["family"], params=s["params"], function=s["function"], result=s["result"],
                          calibration=bool(s.get("calibration", False)), tunable=bool(s.get("tunable", False)),
-                         summary=s.get("summary", ""), run=s.get("run"), tool=by_step.get(n))
+                         summary=s.get("summary", ""), run=s.get("run"), tool=by_step.get(n),
+                         needs=tuple(s.get("needs", [])), example=s.get("example"))
                  for n, s in raw_steps.items()}
     return Manifest(fams, steps_out, records, containers, tuple(tool_list))
 
@@ -329,3 +342,28 @@ def container_tag(value: Any) -> str | None:
         if tag is not None:
             return tag
     return None
+
+
+def run_order(names: list[str] | None = None) -> list[str]:
+    """Step names (default: every manifest step) ordered so each comes after the steps it needs.
+
+    >>> order = run_order()
+    >>> order.index("find_disks") < order.index("strain_map")
+    True
+    """
+    m = manifest()
+    todo = list(m.steps) if names is None else list(names)
+    done: list[str] = []
+
+    def visit(n: str, path: tuple[str, ...]) -> None:
+        if n in done:
+            return
+        if n in path:
+            raise _fail("needs", f"steps need each other in a circle: {' -> '.join(path + (n,))}")
+        for d in m.steps[n].needs:
+            visit(d, path + (n,))
+        done.append(n)
+
+    for n in todo:
+        visit(n, ())
+    return done
