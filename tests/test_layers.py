@@ -156,3 +156,21 @@ def test_no_import_cycles_inside_a_package():
     cycles = import_cycles(import_graph())
     assert not cycles, "modules that import each other in a circle (imports inside functions count): " + "; ".join(
         " <-> ".join(".".join(m) for m in group) for group in cycles)
+
+
+#: Modules that still import another module's private names (outside analysis/; to be mended by their owners).
+PRIVATE_IMPORT_DEBTS = {"datasets/scenes.py", "kernels/disk_windows.py"}
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_private_name_imported_across_modules(path):
+    rel = str(path.relative_to(PACKAGE))
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("fourd_widgets")):
+            bad += [f"line {node.lineno}: {a.name}" for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")]
+    if rel in PRIVATE_IMPORT_DEBTS:
+        assert bad, f"{rel} imports no private name any more: take it off PRIVATE_IMPORT_DEBTS"
+        return
+    assert not bad, f"{rel} imports private names of another module (make them public or move them): " + "; ".join(bad)

@@ -144,3 +144,37 @@ def test_deprecated_center_spelling_still_works():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fw.bragg_vector_map(t, (8, 8))
+
+
+# The public names before the manifest (fw.__all__ and fw.analysis.__all__ of 0c34757).
+OLD_TOP = ("Explorer ImageView CalibrationTool StrainMapper DiskTuner __version__ errors datasets engine Calibration "
+           "DataCube Params Recipe Results load describe run detectors detector_mask virtual_image virtual_diffraction "
+           "VirtualImageParams VirtualDiffractionParams ProbeTemplateParams probe_template FindDisksParams find_disks "
+           "PeakTable bragg_vector_map DiskLatticeParams snap_to_lattice OriginParams OriginFitParams EllipseParams "
+           "PixelSizeParams QRRotationParams measure_origin fit_origin fit_ellipse measure_pixel_size "
+           "measure_qr_rotation undistort_cube StrainMap StrainMapParams strain_map suggest_basis").split()
+OLD_ANALYSIS = ("detectors detector_mask run VirtualImageParams VirtualDiffractionParams virtual_image "
+                "virtual_diffraction ProbeTemplateParams probe_template FindDisksParams PeakTable find_disks "
+                "bragg_vector_map calibration strain disk_lattice DiskLatticeParams snap_to_lattice OriginParams "
+                "OriginFitParams EllipseParams PixelSizeParams QRRotationParams measure_origin fit_origin fit_ellipse "
+                "measure_pixel_size measure_qr_rotation undistort_cube StrainMap StrainMapParams strain_map "
+                "suggest_basis").split()
+
+
+def test_names_public_before_the_manifest_still_resolve():
+    import fourd_widgets.analysis as analysis
+
+    assert set(OLD_TOP) <= set(fw.__all__)
+    for name in OLD_TOP:
+        assert getattr(fw, name) is not None, name
+    for name in OLD_ANALYSIS:
+        assert getattr(analysis, name) is not None, name
+    assert callable(fw.run) and callable(analysis.run)
+    assert fw.find_disks is analysis.find_disks is fw.disks.find_disks
+
+
+def test_tools_list_for_the_dashboard():
+    names = {t.name: t for t in registry.tools()}
+    assert {"Explorer", "DiskTuner", "CalibrationTool", "StrainMapper"} <= set(names)
+    assert names["Explorer"].view_class() is fw.Explorer
+    assert set(names["CalibrationTool"].steps) == {"origin", "origin_fit", "ellipse"}

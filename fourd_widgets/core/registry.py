@@ -13,8 +13,8 @@ A file describes one family::
       "steps": [{
           "name": "find_disks",                 # the record's step name, the recipe label
           "params": "fourd_widgets.analysis.disks:FindDisksParams",
-          "function": "fourd_widgets.analysis.disks:find_disks",    # fn(data, params, *, engine...)
-          "run": "fourd_widgets.analysis.disks:run_step",           # optional recipe adapter
+          "function": "fourd_widgets.analysis.disks:find_disks",    # fn(data, params, **options)
+          "run": "module:adapter",              # optional recipe adapter (see below)
           "result": "fourd_widgets.analysis.peaks:PeakTable",
           "calibration": false,                 # true: its result is the calibration of later steps
           "tunable": true,                      # true: a tool tunes it (tests check one is declared)
@@ -37,6 +37,13 @@ dashboard's list of tools and the README's step table all come from it. A step's
 steps of other families (``"tools"`` only), which is how the tools layer registers
 a tool for its step without editing the step's file. Containers are classes with
 ``to_h5(group)`` and ``from_h5(group)``.
+
+Why JSON files read by glob: adding a step must not edit any file (one new file per
+family), the registry must be readable without importing the step modules (so
+``import fourd_widgets`` stays light and the registry never imports upward), and
+loading must never execute code. TOML would read more kindly but needs a
+dependency on Python 3.10; a Python literal read with ``ast`` would hide data in
+code. ``docs/how-to-add-a-step.md`` walks through a new step with its tool.
 
 Steps may also be registered at run time (:func:`register_step`), e.g. by a test
 or a notebook; those are not in the manifest and so not in the README or the
@@ -98,6 +105,14 @@ class ToolEntry:
     session: str
     view: str
     title: str = ""
+
+    def view_class(self) -> type:
+        """The view class (imports the widgets layer)."""
+        return resolve(self.view)
+
+    def session_class(self) -> type:
+        """The headless session class (imports the tools layer)."""
+        return resolve(self.session)
 
 
 @dataclass(frozen=True)
