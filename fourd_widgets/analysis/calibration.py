@@ -803,7 +803,7 @@ def measure_pixel_size(peaks: PeakTable, params: PixelSizeParams | Calibration |
     """Detector pixel size in 1/Å (ellipse-corrected peaks; set it with ``reciprocal_units='1/Å'``).
 
     'spacing' and 'lattice' take |g1| (and |g2|) from ``params.g1/g2`` or from
-    :func:`~fourd_widgets.analysis.strain.suggest_basis` on the peaks; 'ring'
+    :func:`~fourd_widgets.analysis.lattice_basis.suggest_basis` on the peaks; 'ring'
     takes the intensity-weighted mean radius of the peaks in the annulus (fit and
     set the ellipse first: the radius is measured after its correction).
 

@@ -17,7 +17,7 @@ fitted site pools the information of all the disks into each one.
    lattice point would do) or at the calibrated origin when a calibration is given.
 2. Basis: ``g1, g2`` as given, or suggested from the Bragg vector map of the
    anchor-relative peaks of the whole table
-   (:func:`~fourd_widgets.analysis.strain.suggest_basis`).
+   (:func:`~fourd_widgets.analysis.lattice_basis.suggest_basis`).
 3. Index every peak (:func:`~fourd_widgets.analysis.strain.index_peaks`) — first
    with a tolerance of a quarter of the shortest lattice vector, against the
    basis; then twice at ``max_distance``, against each pattern's own fitted

@@ -176,7 +176,7 @@ def suggest_basis(source: np.ndarray | PeakTable, calibration: Calibration | Non
     Parameters
     ----------
     source : (H, W) array or PeakTable
-        A Bragg vector map (detector px; e.g. :func:`~fourd_widgets.analysis.disks.bragg_vector_map`
+        A Bragg vector map (detector px; e.g. :func:`~fourd_widgets.analysis.peaks.bragg_vector_map`
         with ``origin=`` so that it is origin-centred), or a peak table, whose
         origin- and ellipse-corrected vectors (needs ``calibration``) are mapped here.
     calibration : Calibration, optional

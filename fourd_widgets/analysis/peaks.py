@@ -14,7 +14,7 @@ import numpy as np
 from ..core.errors import ParameterError, ShapeError
 from ..kernels import disks as K
 from .peak_calibration import calibrated_peaks, origin_per_peak
-from .steps import deprecated_keyword
+from .steps import renamed_keyword
 
 __all__ = ["PeakTable", "FLAG_INVALID", "FLAG_LATTICE", "origin_per_peak", "bragg_vector_map"]
 
@@ -108,7 +108,7 @@ class PeakTable:
             and ``reciprocal_step``.
         origin : bool
             Subtract the origin and remove the ellipse (default, as
-            :func:`fourd_widgets.analysis.calibration.calibrated_peaks`); False only
+            :func:`fourd_widgets.analysis.peak_calibration.calibrated_peaks`); False only
             scales detector coordinates.
 
         Raises
@@ -169,9 +169,10 @@ def bragg_vector_map(peaks: PeakTable, shape: tuple[int, int], *,
         Column to weight each peak by, or None for counts.
     origin : None, (2,) array, (Rx, Ry, 2) array or Calibration
         When given, each peak is taken relative to the origin of its position
-        and placed relative to ``centre`` (origin-centred map).
+        and placed relative to ``center`` (origin-centred map).
     center : (float, float), optional
-        Where the origin lands (default ``(H // 2, W // 2)``).
+        Where the origin lands (default ``(H // 2, W // 2)``; ``centre=`` is the
+        deprecated spelling).
     sampling : float
         Output pixels per detector pixel (2: twice finer).
 
@@ -187,11 +188,7 @@ def bragg_vector_map(peaks: PeakTable, shape: tuple[int, int], *,
     >>> float(m[1, 2]), float(m[2, 2])
     (2.0, 2.0)
     """
-    if deprecated:
-        deprecated_keyword(deprecated, "centre", "center", "bragg_vector_map")
-        if set(deprecated) - {"center"}:
-            raise TypeError(f"bragg_vector_map() got an unexpected keyword argument {sorted(set(deprecated) - {'center'})[0]!r}")
-        center = deprecated["center"]
+    center = renamed_keyword(deprecated, "centre", "center", center, "bragg_vector_map")
     if peaks.units != "px":
         raise ParameterError(f"bragg_vector_map needs a peak table in detector pixels, got units {peaks.units!r}")
     if sampling <= 0:

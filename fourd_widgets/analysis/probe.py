@@ -48,7 +48,7 @@ from ..core.errors import ParameterError, ShapeError
 from ..core.params import Params, param
 from ..engine.job import Job
 from ..engine.run import run_job
-from .steps import deprecated_keyword, own_record, split_engine
+from .steps import own_record, renamed_keyword, split_engine
 
 __all__ = [
     "ProbeTemplateParams",
@@ -193,21 +193,6 @@ def measure_disk(image: np.ndarray, threshold: float = 0.5) -> tuple[tuple[float
     return centre, float(radius)
 
 
-def _renamed(deprecated: dict[str, Any], old: str, new: str, value: Any, where: str) -> Any:
-    """``value``, or the one in ``deprecated[old]`` (with a DeprecationWarning); refuses other keywords."""
-    if not deprecated:
-        return value
-    if value is not None and old in deprecated:
-        raise ParameterError(f"{where}: give {new}= only (not also {old}=)", field=new)
-    if value is not None:
-        deprecated[new] = value
-    deprecated_keyword(deprecated, old, new, where)
-    extra = sorted(set(deprecated) - {new})
-    if extra:
-        raise TypeError(f"{where}() got an unexpected keyword argument {extra[0]!r}")
-    return deprecated.get(new)
-
-
 def synthetic_disk(shape: tuple[int, int], radius: float, center: tuple[float, float] | None = None,
                    edge_width: float = 0.5, **deprecated: Any) -> np.ndarray:
     """A disk of unit height with a logistic edge (py4DSTEM's ``generate_synthetic_probe``).
@@ -227,7 +212,7 @@ def synthetic_disk(shape: tuple[int, int], radius: float, center: tuple[float, f
     -------
     (H, W) float64 array
     """
-    center = _renamed(deprecated, "centre", "center", center, "synthetic_disk")
+    center = renamed_keyword(deprecated, "centre", "center", center, "synthetic_disk")
     H, W = shape
     cx, cy = center if center is not None else (H // 2, W // 2)
     if edge_width > 0:
@@ -428,7 +413,7 @@ def make_kernel(probe: np.ndarray, kind: str = "flat", center: tuple[float, floa
         ``'flat'`` sums to one; ``'gaussian'`` and ``'sigmoid'`` to zero.
     """
     img = _check_image(probe, "the probe image")
-    centre = _renamed(deprecated, "centre", "center", center, "make_kernel")
+    centre = renamed_keyword(deprecated, "centre", "center", center, "make_kernel")
     if centre is None or radius is None:
         c, r = measure_disk(img)
         centre = c if centre is None else centre

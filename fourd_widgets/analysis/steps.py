@@ -18,7 +18,7 @@ from ..core.errors import ParameterError
 from ..core.params import Params
 
 __all__ = ["RunContext", "register_step", "step_function", "StepFunction", "current_calibration", "ENGINE_OPTIONS",
-           "split_engine", "own_record", "deprecated_keyword"]
+           "split_engine", "own_record", "deprecated_keyword", "renamed_keyword"]
 
 
 @dataclass
@@ -82,10 +82,28 @@ def own_record(params: Any, cls: type[Params], overrides: dict[str, Any], where:
     return params.replace(**overrides) if overrides else params
 
 
-def deprecated_keyword(options: dict[str, Any], old: str, new: str, where: str) -> None:
-    """Move ``options[old]`` to ``options[new]`` with a DeprecationWarning (kept for one release)."""
+def deprecated_keyword(options: dict[str, Any], old: str, new: str, where: str, stacklevel: int = 3) -> None:
+    """Move ``options[old]`` to ``options[new]`` with a DeprecationWarning (kept for one release).
+
+    ``stacklevel`` 3 points the warning at the caller of the function that calls this.
+    """
     if old in options:
-        warnings.warn(f"{where}: {old}= is deprecated, use {new}=", DeprecationWarning, stacklevel=3)
+        warnings.warn(f"{where}: {old}= is deprecated, use {new}=", DeprecationWarning, stacklevel=stacklevel)
         if new in options:
             raise ParameterError(f"{where}: give {new}= only (not also {old}=)", field=new)
         options[new] = options.pop(old)
+
+
+def renamed_keyword(deprecated: dict[str, Any], old: str, new: str, value: Any, where: str) -> Any:
+    """``value``, or the one in ``deprecated[old]`` (with a DeprecationWarning); refuses other keywords."""
+    if not deprecated:
+        return value
+    if value is not None and old in deprecated:
+        raise ParameterError(f"{where}: give {new}= only (not also {old}=)", field=new)
+    if value is not None:
+        deprecated[new] = value
+    deprecated_keyword(deprecated, old, new, where, stacklevel=4)
+    extra = sorted(set(deprecated) - {new})
+    if extra:
+        raise TypeError(f"{where}() got an unexpected keyword argument {extra[0]!r}")
+    return deprecated.get(new)

@@ -26,7 +26,7 @@ The pipeline, each piece usable on its own (a widget calls them one by one):
 
 Peak coordinates are taken relative to the calibrated origin (``origin_map``
 per position when set, else ``origin``) and corrected for the elliptic
-distortion (:func:`fourd_widgets.analysis.calibration.corrected_vectors`);
+distortion (:func:`fourd_widgets.analysis.peak_calibration.corrected_vectors`);
 vectors are in corrected detector pixels. The detector-to-scan rotation and
 flip of the calibration are applied to the strain only (strain is
 dimensionless, so the pixel size does not enter).
@@ -349,7 +349,7 @@ def strain_from_lattice(g1: np.ndarray, g2: np.ndarray, g1_ref: Any, g2_ref: Any
     g1_ref, g2_ref : (2,) arrays
         Reference vectors, same frame.
     rotation_deg, flip : float, bool
-        Detector-vs-scan rotation and flip (see :func:`~fourd_widgets.analysis.calibration.scan_frame_matrix`).
+        Detector-vs-scan rotation and flip (see :func:`~fourd_widgets.analysis.peak_calibration.scan_frame_matrix`).
     frame_deg : float
         Express the strain in axes rotated counter-clockwise by this angle from scan x.
 
