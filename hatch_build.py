@@ -1,9 +1,11 @@
-"""Hatch build hook: bundle the front end (js/*.js -> fourd_widgets/static/) with esbuild.
+"""Hatch build hook: bundle the front end (js/ -> fourd_widgets/static/) with esbuild.
 
-``fourd_widgets/static/`` is a build artifact (git-ignored). When building a
-wheel or installing (editable included), this hook runs ``npm ci`` (only if
-``node_modules`` is missing) and ``npm run build`` whenever the bundle is
-missing or older than a source module in ``js/``. Node.js and npm must be on
+``fourd_widgets/static/`` is a build artifact (git-ignored): ``image_view.js``
+and ``image_view.css``, what :class:`fourd_widgets.widgets.image_view.ImageView`
+gives anywidget as ``_esm`` and ``_css``. When building a wheel or installing
+(editable included), this hook runs ``npm ci`` (only if ``node_modules`` is
+missing) and ``npm run build`` whenever a bundle is missing or older than a
+source (``.js`` or ``.css``, sub-folders of ``js/`` included). Node.js and npm must be on
 PATH; if they are not, the build stops with a message saying what to install.
 Set ``FOURD_WIDGETS_SKIP_JS=1`` to skip (the widgets then show a notice).
 """
@@ -18,11 +20,14 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-BUNDLES = ("explorer.js",)
+BUNDLES = ("image_view.js", "image_view.css")
+#: What the bundles are built from: any of these under js/ (at any depth) newer than a bundle rebuilds.
+SOURCE_SUFFIXES = (".js", ".css")
+ARTIFACTS = ("fourd_widgets/static/*.js", "fourd_widgets/static/*.css")
 
 
 class CustomBuildHook(BuildHookInterface):
-    """Builds ``fourd_widgets/static/*.js`` and ships them as artifacts."""
+    """Builds ``fourd_widgets/static/*.js`` and ``*.css`` and ships them as artifacts."""
 
     PLUGIN_NAME = "custom"
 
@@ -31,7 +36,7 @@ class CustomBuildHook(BuildHookInterface):
             return
         root = Path(self.root)
         static = root / "fourd_widgets" / "static"
-        build_data.setdefault("artifacts", []).append("fourd_widgets/static/*.js")
+        build_data.setdefault("artifacts", []).extend(ARTIFACTS)
         if os.environ.get("FOURD_WIDGETS_SKIP_JS"):
             return
         if not (root / "package.json").is_file():  # building from a wheel-only tree: nothing to bundle
@@ -56,7 +61,8 @@ def _stale(root: Path, static: Path) -> bool:
     bundles = [static / b for b in BUNDLES]
     if not all(b.is_file() for b in bundles):
         return True
-    newest_source = max((p.stat().st_mtime for p in (root / "js").glob("*.js")), default=0.0)
+    sources = (p for p in (root / "js").rglob("*") if p.suffix in SOURCE_SUFFIXES and p.is_file())
+    newest_source = max((p.stat().st_mtime for p in sources), default=0.0)
     return min(b.stat().st_mtime for b in bundles) < newest_source
 
 

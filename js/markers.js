@@ -1,5 +1,6 @@
 // Point sets (peak markers): thousands of points from raw float32 buffers, drawn in a few paths.
-// Geometry as in overlays.js: x = first array axis (screen rows), y = second (screen columns).
+// decodeMarkers is pure (unit-tested under node); drawMarkers needs a canvas context and Path2D.
+// Geometry as in overlay_geometry.js: x = first array axis (screen rows), y = second (screen columns).
 
 const COLOR_BINS = 32; // values are coloured in this many steps: one canvas path per step, not per point
 

@@ -1,4 +1,5 @@
-// Display scaling, contrast limits, histogram and the RGBA picture of a float image.
+// Display scaling, contrast limits, histogram and the RGBA picture of a float image
+// (pure: no DOM, unit-tested under node).
 // Mirrors fourd_widgets/widgets/colormaps.py: same formulas, same nearest-rank percentiles.
 
 export const LOG_STRETCH = 1000.0;
@@ -26,11 +27,20 @@ export function sortedFinite(data) {
   return out.subarray(0, k).sort();
 }
 
+/**
+ * Round to the nearest integer, halves to the even one, as Python's round() and numpy's np.round do in
+ * colormaps.py (Math.round takes halves up: rank 0.5 would be 1 here and 0 there).
+ */
+export function roundHalfEven(x) {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
 /** Nearest-rank percentile of sorted values, as colormaps.percentile_limits. */
 export function percentile(sorted, p) {
   if (sorted.length === 0) return NaN;
   const q = Math.min(100, Math.max(0, p));
-  return sorted[Math.round((q / 100) * (sorted.length - 1))];
+  return sorted[roundHalfEven((q / 100) * (sorted.length - 1))];
 }
 
 /** Contrast limits [vmin, vmax] for the view's settings. */
@@ -62,7 +72,7 @@ export function paintRGBA(data, out, lut, lo, hi, scale, gamma) {
   for (let i = 0, j = 0; i < data.length; i++, j += 4) {
     const s = scaleValue(data[i], lo, hi, scale, gamma);
     if (Number.isNaN(s)) { out[j + 3] = 0; continue; }
-    const idx = 3 * Math.round(s * 255);
+    const idx = 3 * roundHalfEven(s * 255);
     out[j] = lut[idx];
     out[j + 1] = lut[idx + 1];
     out[j + 2] = lut[idx + 2];
@@ -83,6 +93,22 @@ export function histogram(sorted, bins) {
     counts[b] += 1;
   }
   return { counts, lo, hi };
+}
+
+/** Canvas x of value `v` on a histogram `width` px wide over [H.lo, H.hi] (kept 1 px inside the edges). */
+export function histogramX(H, v, width) {
+  const span = H.hi - H.lo || 1;
+  return Math.min(width - 1, Math.max(1, ((v - H.lo) / span) * width));
+}
+
+/** The value at canvas x `X` of a histogram `width` px wide over [H.lo, H.hi]. */
+export function histogramValue(H, X, width) {
+  return H.lo + (X / width) * (H.hi - H.lo);
+}
+
+/** Which contrast limit (0 = low, 1 = high) a press at canvas x `X` grabs: the nearer line, low on a tie. */
+export function nearerLimit(H, X, lim, width) {
+  return Math.abs(X - histogramX(H, lim[0], width)) <= Math.abs(X - histogramX(H, lim[1], width)) ? 0 : 1;
 }
 
 /** A "nice" length (1, 2 or 5 times a power of ten) close to `x`. */

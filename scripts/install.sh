@@ -13,7 +13,7 @@ apt_install() {
         apt-get update
         APT_UPDATED=1
     fi
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
 }
 
 # 1. Chromium (the browser tests drive Debian's /usr/bin/chromium through Playwright;

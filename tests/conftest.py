@@ -37,3 +37,19 @@ def rng() -> np.random.Generator:
 def small_cube_array(rng) -> np.ndarray:
     """(6, 5, 12, 10) uint16 with distinct values per position."""
     return rng.integers(0, 1000, size=(6, 5, 12, 10), dtype=np.uint16)
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    """One ``LocalCluster(n_workers=2, threads_per_worker=1)`` of worker processes for the whole run.
+
+    Every Dask test shares it (starting a cluster costs seconds), so the Dask tests
+    stay cheap in CI. Created only when a test asks for it, closed at session end.
+    The client is not made dask's default scheduler: later tests that compute dask
+    arrays (lazy readers) must keep running them locally. Yields ``(cluster, client)``.
+    """
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        yield cluster, client

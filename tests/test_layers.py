@@ -174,3 +174,17 @@ def test_no_private_name_imported_across_modules(path):
         assert bad, f"{rel} imports no private name any more: take it off PRIVATE_IMPORT_DEBTS"
         return
     assert not bad, f"{rel} imports private names of another module (make them public or move them): " + "; ".join(bad)
+
+
+#: Front-end packages a tool session must not import: sessions run and are tested without a browser.
+FRONT_END = {"ipywidgets", "anywidget", "traitlets", "bqplot", "IPython"}
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "tools").rglob("*.py")), ids=lambda p: p.name)
+def test_tool_sessions_import_no_front_end(path):
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else [])
+        bad += [f"line {node.lineno}: {n}" for n in names if n.split(".")[0] in FRONT_END]
+    assert not bad, f"tools/{path.name} imports a front-end package (views belong in widgets/): " + "; ".join(bad)

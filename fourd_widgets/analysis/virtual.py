@@ -45,7 +45,8 @@ import numpy as np
 from ..core.calibration import Calibration
 from ..core.errors import MissingCalibrationError, ParameterError, ShapeError
 from ..core.params import Params, param
-from ..engine.job import ImageJob, Job
+from ..engine.job import Buffer, ImageJob, Job
+from ..engine.patterns import median_pattern
 from ..engine.run import run_job
 from ..kernels.simd import BLOCK_PATTERNS, LANES, SIMD_DTYPES, mac_pair_rows, pair_row_spans, simd_available
 from ..kernels.virtual import (accumulate_shifted, mac_gemm, mac_ranges, mac_shifted, max_shifted, pair_ranges,
@@ -408,7 +409,11 @@ def virtual_image_from_params(cube: Any, params: VirtualImageParams, context: Ru
 
 # --- virtual diffraction --------------------------------------------------------------------
 class VirtualDiffractionJob(Job):
-    """Weighted mean or maximum of (aligned) patterns; accumulator ``[total, weight, count]``."""
+    """Weighted mean or maximum of (aligned) patterns.
+
+    Buffers: ``total`` per detector pixel (summed, or maximum for 'max'),
+    ``weight`` and ``count`` single values (summed); the base class merges them.
+    """
 
     name = "virtual diffraction"
 
@@ -418,11 +423,12 @@ class VirtualDiffractionJob(Job):
         self.shifts = shifts
         self.subpixel = subpixel
 
-    def init(self, cube: Any) -> list:
-        start = -np.inf if self.method == "max" else 0.0
-        return [np.full(cube.detector_shape, start), 0.0, 0]
+    def buffers(self, cube: Any) -> dict[str, Buffer]:
+        # np.maximum propagates NaN, as np.max over the patterns would
+        return {"total": Buffer("pixel", reduce="max" if self.method == "max" else "sum"),
+                "weight": Buffer("single"), "count": Buffer("single", dtype=np.int64)}
 
-    def process(self, block: np.ndarray, rx: slice, ry: slice) -> tuple[np.ndarray, float, int]:
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> dict[str, Any]:
         if block.dtype.kind == "b":
             block = block.view(np.uint8)
         elif block.dtype == np.float16:
@@ -435,19 +441,11 @@ class VirtualDiffractionJob(Job):
             parts = split_shift(self.shifts[rx, ry], self.subpixel)
         total = np.full(block.shape[2:], -np.inf if self.method == "max" else 0.0)
         count = accumulate_shifted(block, w, *parts, total, self.method == "max")
-        return total, float(w.sum()), int(count)
+        # a chunk without selected positions leaves total at the reduction's start: a no-op merge
+        return {"total": total, "weight": float(w.sum()), "count": int(count)}
 
-    def merge(self, acc: list, partial: tuple, rx: slice, ry: slice) -> list:
-        total, wsum, count = partial
-        if count:
-            # np.maximum propagates NaN, as np.max over the patterns would
-            acc[0] = np.maximum(acc[0], total) if self.method == "max" else acc[0] + total
-        acc[1] += wsum
-        acc[2] += count
-        return acc
-
-    def finalize(self, acc: list) -> np.ndarray:
-        total, wsum, count = acc
+    def finalize(self, acc: dict) -> np.ndarray:
+        total, wsum, count = acc["total"], float(acc["weight"]), int(acc["count"])
         if self.method == "max":
             return np.where(np.isneginf(total), 0.0, total) if count else np.zeros_like(total)
         return total / wsum if wsum else np.zeros_like(total)
@@ -474,9 +472,10 @@ def virtual_diffraction(cube: Any, params: VirtualDiffractionParams | None = Non
     params : VirtualDiffractionParams, optional
         Default ``VirtualDiffractionParams()`` (the mean over the scan).
     **options
-        Engine options of :func:`fourd_widgets.engine.run_job` (the median uses
-        ``DataCube.median_pattern`` instead, in detector strips), and record field
-        overrides:
+        Engine options of :func:`fourd_widgets.engine.run_job` (the median runs
+        :func:`fourd_widgets.engine.median_pattern`, one pass per detector strip
+        within :data:`~fourd_widgets.core.datacube.DEFAULT_MEMORY_BUDGET`), and
+        record field overrides:
 
         * ``method`` ('mean', 'max', 'median');
         * ``region``: None, an (Rx, Ry) bool mask of positions, float weights
@@ -516,7 +515,10 @@ def virtual_diffraction_from_params(cube: Any, params: VirtualDiffractionParams,
     if not weights.any():
         raise ShapeError("virtual_diffraction: the region selects no scan position")
     if params.method == "median":
-        return cube.median_pattern(region=weights != 0)
+        # several passes (detector strips) on the engine, with the same options;
+        # a median has no partial results to paint
+        engine = {k: v for k, v in context.engine.items() if k != "on_partial"}
+        return median_pattern(cube, weights != 0, **engine)
     shifts = None
     if params.align:
         # reading each pattern at q + (origin - mean) puts its origin on the mean

@@ -5,6 +5,11 @@ a numpy array, a memory map, an h5py or zarr dataset, a dask array, or one of
 the readers' own adapters. Nothing is read until a step asks for it; steps read
 contiguous blocks of scan rows (:meth:`DataCube.iter_chunks`), so a cube larger
 than memory works. Cropping and binning return new lazy cubes.
+
+The whole-scan reductions (mean, maximum and median patterns) are passes of the
+engine, which sits above core in the layers: ``fourd_widgets.engine`` registers
+them here when imported (:func:`set_pattern_passes`), and ``import fourd_widgets``
+always imports it. So they run on threads or Dask with progress and cancel.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import numpy as np
 from .calibration import Calibration
 from .errors import ParameterError, ShapeError
 
-__all__ = ["DataCube", "Chunk", "DEFAULT_CHUNK_BYTES", "IN_MEMORY_CHUNK_BYTES", "DEFAULT_MEMORY_BUDGET"]
+__all__ = ["DataCube", "Chunk", "DEFAULT_CHUNK_BYTES", "IN_MEMORY_CHUNK_BYTES", "DEFAULT_MEMORY_BUDGET",
+           "set_pattern_passes"]
 
 #: Default size of one streamed block of patterns. A few MB keep the block in
 #: cache-friendly territory while amortising per-read overhead.
@@ -41,6 +47,24 @@ def set_reopener(loader: Callable[..., "DataCube"]) -> None:
     """Register the function that reopens a cube from ``source`` (done by fourd_widgets.io)."""
     global _reopener
     _reopener = loader
+
+
+# The engine registers the mean/max/median pattern passes here at import
+# (dependency inversion: core sits below the engine and cannot import it). The
+# DataCube methods stay the public entry points; the passes live in
+# fourd_widgets.engine.patterns, where they get threads, Dask, progress and cancel.
+_pattern_passes: tuple[Callable[..., np.ndarray], ...] | None = None
+
+
+def set_pattern_passes(mean: Callable[..., np.ndarray], maximum: Callable[..., np.ndarray],
+                       median: Callable[..., np.ndarray]) -> None:
+    """Register the functions behind ``DataCube.mean_pattern``/``max_pattern``/``median_pattern``.
+
+    Done by :mod:`fourd_widgets.engine.patterns`; each takes ``(cube, region, ...)``
+    and the engine options.
+    """
+    global _pattern_passes
+    _pattern_passes = (mean, maximum, median)
 
 
 @dataclass(frozen=True)
@@ -439,79 +463,42 @@ class DataCube:
         return self._derive(arr, ("bin", {"real": list(fr), "detector": list(fq), "reduce": reduce}), cal)
 
     # --- reductions ---------------------------------------------------------
-    def _region_mask(self, region: Any) -> np.ndarray | None:
-        if region is None:
-            return None
-        mask = np.asarray(region)
-        if mask.shape != self.scan_shape:
-            raise ShapeError(f"a real-space region mask must have the scan shape {self.scan_shape}, got {mask.shape}")
-        return mask.astype(bool)
-
-    def _selected_patterns(self, region: np.ndarray | None, chunk_bytes: int | None) -> Iterator[np.ndarray]:
-        """Stream the patterns (n, Qx, Qy) of the positions a boolean scan mask selects."""
-        mask = self._region_mask(region)
-        for ch in self.iter_chunks(chunk_bytes):
-            data = ch.data.reshape(-1, *self.detector_shape)
-            if mask is not None:
-                sel = mask[ch.rx, ch.ry].ravel()
-                if not sel.any():
-                    continue
-                data = data[sel]
-            yield data
+    def _passes(self) -> tuple[Callable[..., np.ndarray], ...]:
+        if _pattern_passes is None:
+            raise RuntimeError("fourd_widgets.engine is not imported; it runs the pattern passes "
+                               "(import fourd_widgets)")
+        return _pattern_passes
 
     def mean_pattern(self, region: np.ndarray | None = None, chunk_bytes: int | None = None,
-                     ignore_nan: bool = False) -> np.ndarray:
+                     ignore_nan: bool = False, **engine_options: Any) -> np.ndarray:
         """Mean diffraction pattern (float64) over all positions or a boolean scan mask.
 
         ``ignore_nan=True`` leaves non-finite pixels (dead frames, masked pixels)
         out of the mean pixel by pixel; a pixel that is never finite stays NaN.
+        Runs on the engine: ``engine_options`` are ``scheduler``, ``workers``,
+        ``progress``, ``cancel``, ``on_partial`` of :func:`fourd_widgets.engine.run_job`.
         """
-        total = np.zeros(self.detector_shape, dtype=np.float64)
-        count: np.ndarray | int = np.zeros(self.detector_shape, dtype=np.int64) if ignore_nan else 0
-        skip = ignore_nan and self.dtype.kind in "fc"
-        for data in self._selected_patterns(region, chunk_bytes):
-            if skip:
-                finite = np.isfinite(data)
-                total += np.where(finite, data, 0).sum(axis=0, dtype=np.float64)
-                count += finite.sum(axis=0)
-            else:
-                total += data.sum(axis=0, dtype=np.float64)
-                count += data.shape[0]
-        if np.all(np.asarray(count) == 0):
-            raise ShapeError("the real-space region selects no scan positions")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return total / count
+        return self._passes()[0](self, region, ignore_nan, chunk_bytes=chunk_bytes, **engine_options)
 
-    def max_pattern(self, region: np.ndarray | None = None, chunk_bytes: int | None = None) -> np.ndarray:
-        """Per-pixel maximum over all positions or a boolean scan mask (input dtype)."""
-        out: np.ndarray | None = None
-        for data in self._selected_patterns(region, chunk_bytes):
-            m = data.max(axis=0)
-            out = m if out is None else np.maximum(out, m)
-        if out is None:
-            raise ShapeError("the real-space region selects no scan positions")
-        return out
+    def max_pattern(self, region: np.ndarray | None = None, chunk_bytes: int | None = None,
+                    **engine_options: Any) -> np.ndarray:
+        """Per-pixel maximum over all positions or a boolean scan mask (input dtype).
+
+        Runs on the engine; ``engine_options`` as for :meth:`mean_pattern`.
+        """
+        return self._passes()[1](self, region, chunk_bytes=chunk_bytes, **engine_options)
 
     def median_pattern(self, region: np.ndarray | None = None,
-                       memory_budget: int = DEFAULT_MEMORY_BUDGET) -> np.ndarray:
-        """Per-pixel median over positions; works in detector strips within ``memory_budget``."""
-        mask = self._region_mask(region)
-        n = int(mask.sum()) if mask is not None else self.scan_shape[0] * self.scan_shape[1]
-        if n == 0:
-            raise ShapeError("the real-space region selects no scan positions")
-        Qx, Qy = self.detector_shape
-        strip = max(1, min(Qx, memory_budget // max(1, n * Qy * self.dtype.itemsize)))
-        out = np.empty((Qx, Qy), dtype=np.float64)
-        for q0 in range(0, Qx, strip):
-            q1 = min(Qx, q0 + strip)
-            parts = []
-            for rx, ry in self.chunk_slices():
-                block = self.read(rx, ry, (q0, q1)).reshape(-1, q1 - q0, Qy)
-                if mask is not None:
-                    block = block[mask[rx, ry].ravel()]
-                parts.append(block)
-            out[q0:q1] = np.median(np.concatenate(parts, axis=0), axis=0)
-        return out
+                       memory_budget: int = DEFAULT_MEMORY_BUDGET, **engine_options: Any) -> np.ndarray:
+        """Exact per-pixel median (float64) over all positions or a boolean scan mask.
+
+        Works in strips of detector rows, one pass over the data each, holding
+        at most ``memory_budget`` bytes of patterns (one detector row of every
+        selected pattern at the least). Runs on the engine: ``engine_options``
+        are ``chunk_bytes``, ``scheduler``, ``workers``, ``progress`` (over all
+        passes) and ``cancel``.
+        """
+        return self._passes()[2](self, region, memory_budget, **engine_options)
 
     # --- resources and pickling --------------------------------------------
     def close(self) -> None:

@@ -66,7 +66,24 @@ class FileFormatError(FourDError, OSError):
 
 
 class MissingOptionError(FileFormatError):
-    """The file does not hold something needed to open it (say, its scan shape)."""
+    """The file does not hold something needed to open it (say, its scan shape).
+
+    Parameters
+    ----------
+    path, problem, hint
+        As for :class:`FileFormatError`.
+    options : tuple of str
+        The ``load`` options that would supply what is missing (``("scan_width", "scan_shape")``),
+        so that an app can ask for them.
+    frames : int, optional
+        The number of frames in a stack whose scan shape is missing.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, problem: str, hint: str = "", *,
+                 options: tuple[str, ...] = (), frames: int | None = None) -> None:
+        super().__init__(path, problem, hint)
+        self.options = tuple(options)
+        self.frames = frames
 
 
 class ShapeError(FourDError, ValueError):

@@ -13,13 +13,13 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..core.errors import CancelledError, ParameterError
-from .job import Job
+from .job import Buffer, Job  # noqa: F401  (Buffer: used by the examples)
 from .progress import make_progress
 
-__all__ = ["run_job", "start_job", "JobHandle", "Cancel", "process_chunk"]
+__all__ = ["run_job", "run_passes", "start_job", "JobHandle", "Cancel", "process_chunk", "PassRunner"]
 
 
 class Cancel(threading.Event):
@@ -35,14 +35,22 @@ class Cancel(threading.Event):
 
 def process_chunk(cube: Any, job: Job, rx: slice, ry: slice) -> Any:
     """Read one block of ``cube`` and run ``job.process`` on it (what a worker executes)."""
-    return job.process(cube.read(rx, ry), rx, ry)
+    rows = getattr(job, "detector_rows", None)  # duck-typed jobs need not declare it
+    return job.process(cube.read(rx, ry) if rows is None else cube.read(rx, ry, rows), rx, ry)
 
 
 class _Sync:
     """Runs each chunk on the caller, when its result is asked for."""
 
+    def bind_cube(self, cube: Any) -> None:
+        self.cube = cube
+
+    def bind_job(self, job: Job) -> None:
+        self.job = job
+
     def submit(self, rx: slice, ry: slice) -> Callable[[], Any]:
-        return lambda: process_chunk(self.cube, self.job, rx, ry)
+        cube, job = self.cube, self.job
+        return lambda: process_chunk(cube, job, rx, ry)
 
     def result(self, fut: Callable[[], Any]) -> Any:
         return fut()
@@ -79,10 +87,15 @@ class _Dask(_Sync):
         self.client = client
         self.own = own
 
-    def bind(self, cube: Any, job: Job) -> None:
+    def bind_cube(self, cube: Any) -> None:
         # Scatter once: a file-backed cube pickles as "reopen this path", an
         # in-memory one as its data; either way it is not re-sent per task.
-        self.cube, self.job = self.client.scatter([cube, job], broadcast=True, hash=False)
+        [self.cube] = self.client.scatter([cube], broadcast=True, hash=False)
+
+    def bind_job(self, job: Job) -> None:
+        # Once per pass: a job carrying the state of an iterative algorithm
+        # reaches each worker once, not once per chunk.
+        [self.job] = self.client.scatter([job], broadcast=True, hash=False)
 
     def submit(self, rx: slice, ry: slice) -> Any:  # type: ignore[override]
         return self.client.submit(process_chunk, self.cube, self.job, rx, ry, pure=False)
@@ -141,6 +154,91 @@ def _executor(scheduler: Any, workers: int) -> _Sync:
     )
 
 
+def _check_workers(workers: int | None) -> int:
+    workers = int(workers or os.cpu_count() or 1)
+    if workers < 1:
+        raise ParameterError(f"workers must be at least 1, got {workers}", field="workers")
+    return workers
+
+
+class PassRunner:
+    """Runs one or more passes of jobs over one cube on one executor (threads or a Dask client).
+
+    What :func:`run_job`, :func:`run_passes` and the iterative engine share: the
+    executor (thread pool or Dask client, the cube scattered once), the
+    in-flight window, in-order merging, cancel between chunks, and the BLAS
+    thread limit. Use as a context manager; :meth:`run` runs one pass.
+
+    Parameters
+    ----------
+    cube : DataCube
+    scheduler, workers
+        As for :func:`run_job`.
+    single : bool
+        True when the whole run is one chunk: then it runs on the caller.
+    """
+
+    def __init__(self, cube: Any, scheduler: Any = None, workers: int | None = None, *,
+                 single: bool = False) -> None:
+        self.workers = _check_workers(workers)
+        self.cube = cube
+        self.ex = _executor("sync" if single else scheduler, self.workers)
+        dask = isinstance(self.ex, _Dask)
+        self.window = 2 * (max(self.workers, _dask_threads(self.ex.client)) if dask else self.workers)
+        try:
+            self.ex.bind_cube(cube)
+        except BaseException:
+            self.ex.close()
+            raise
+        self._limit = contextlib.nullcontext() if dask else _blas_one_thread()
+
+    def __enter__(self) -> "PassRunner":
+        self._limit.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.ex.close()
+        finally:
+            self._limit.__exit__(None, None, None)
+
+    def run(self, job: Job, slices: list[tuple[slice, slice]], acc: Any, *,
+            cancel: Any = None, on_merged: Callable[[Any, int], Any] | None = None,
+            where: Callable[[int], str] | None = None) -> Any:
+        """Map ``job.process`` over ``slices``, merge in order into ``acc`` and return it.
+
+        ``on_merged(acc, done)`` runs after each merge; ``cancel`` is checked
+        before each merge and raises CancelledError with ``where(done)`` saying
+        how far the work got.
+        """
+        ex = self.ex
+        ex.bind_job(job)
+        pending: deque = deque()
+        todo = iter(slices)
+        done = 0
+        try:
+            for rx, ry in todo:
+                pending.append((rx, ry, ex.submit(rx, ry)))
+                if len(pending) >= self.window:
+                    break
+            while pending:
+                if cancel is not None and cancel.is_set():
+                    how_far = where(done) if where else f"after {done} of {len(slices)} chunks"
+                    raise CancelledError(f"{getattr(job, 'name', 'job')} cancelled {how_far}; "
+                                         "the partial results delivered so far stay valid")
+                rx, ry, fut = pending.popleft()
+                acc = job.merge(acc, ex.result(fut), rx, ry)
+                done += 1
+                if on_merged is not None:
+                    on_merged(acc, done)
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt[0], nxt[1], ex.submit(*nxt)))
+            return acc
+        finally:
+            ex.cancel([f for _, _, f in pending])
+
+
 def run_job(
     cube: Any,
     job: Job,
@@ -193,47 +291,97 @@ def run_job(
     >>> run_job(cube, Total(), chunk_bytes=64, progress=False).tolist()[0]
     [4.0, 4.0, 4.0, 4.0]
     """
-    workers = int(workers or os.cpu_count() or 1)
-    if workers < 1:
-        raise ParameterError(f"workers must be at least 1, got {workers}", field="workers")
+    _check_workers(workers)
     slices = cube.chunk_slices(chunk_bytes)
     total = len(slices)
     acc = job.init(cube)
-    ex = _executor(scheduler if total > 1 else "sync", workers)
-    if isinstance(ex, _Dask):
-        ex.bind(cube, job)
-    else:
-        ex.cube, ex.job = cube, job  # type: ignore[attr-defined]
-    window = 2 * (workers if not isinstance(ex, _Dask) else max(workers, _dask_threads(ex.client)))
     reporter = make_progress(progress, total, getattr(job, "name", "job"))
-    pending: deque = deque()
-    todo = iter(slices)
-    done = 0
-    limit = contextlib.nullcontext() if isinstance(ex, _Dask) else _blas_one_thread()
-    limit.__enter__()
+
+    def on_merged(acc: Any, done: int) -> None:
+        reporter.update(done)
+        if on_partial is not None:
+            on_partial(job.finalize(acc), done, total)
+
     try:
-        for rx, ry in todo:
-            pending.append((rx, ry, ex.submit(rx, ry)))
-            if len(pending) >= window:
-                break
-        while pending:
-            if cancel is not None and cancel.is_set():
-                raise CancelledError(f"{getattr(job, 'name', 'job')} cancelled after {done} of {total} chunks; "
-                                     "the partial results delivered so far stay valid")
-            rx, ry, fut = pending.popleft()
-            acc = job.merge(acc, ex.result(fut), rx, ry)
-            done += 1
-            reporter.update(done)
-            if on_partial is not None:
-                on_partial(job.finalize(acc), done, total)
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append((nxt[0], nxt[1], ex.submit(*nxt)))
+        with PassRunner(cube, scheduler, workers, single=total <= 1) as runner:
+            acc = runner.run(job, slices, acc, cancel=cancel, on_merged=on_merged)
         return job.finalize(acc)
     finally:
-        ex.cancel([f for _, _, f in pending])
-        ex.close()
-        limit.__exit__(None, None, None)
+        reporter.close()
+
+
+def run_passes(
+    cube: Any,
+    jobs: Sequence[Job],
+    *,
+    chunk_bytes: int | None = None,
+    scheduler: Any = None,
+    workers: int | None = None,
+    progress: Any = None,
+    cancel: Any = None,
+    on_partial: Callable[[int, Any, int, int], Any] | None = None,
+    name: str | None = None,
+) -> list:
+    """Run several jobs one after the other, each a full pass over ``cube``, on one executor.
+
+    For work that cannot be merged from chunks in one pass (a median in
+    detector strips, one pass per strip): the thread pool or the Dask client,
+    and the scattered cube, serve every pass; progress counts the chunks of all
+    passes; ``cancel`` is checked between chunks.
+
+    Parameters
+    ----------
+    cube : DataCube
+    jobs : sequence of Job
+    chunk_bytes, scheduler, workers, progress, cancel
+        As for :func:`run_job`.
+    on_partial : callable, optional
+        ``on_partial(pass_index, jobs[pass_index].finalize(acc), done, total)``
+        after each merged chunk; ``done`` and ``total`` count over all passes.
+    name : str, optional
+        Shown beside the progress bar (default: the first job's name).
+
+    Returns
+    -------
+    list
+        ``job.finalize(acc)`` of each job, in order.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fourd_widgets.core import DataCube
+    >>> class RowTotal(Job):
+    ...     def __init__(self, row): self.detector_rows = (row, row + 1)
+    ...     def buffers(self, cube): return Buffer("single")
+    ...     def process(self, block, rx, ry): return block.sum()
+    >>> cube = DataCube(np.arange(16.).reshape(2, 2, 2, 2))
+    >>> [float(v) for v in run_passes(cube, [RowTotal(0), RowTotal(1)], chunk_bytes=32, progress=False)]
+    [52.0, 68.0]
+    """
+    jobs = list(jobs)
+    _check_workers(workers)
+    slices = cube.chunk_slices(chunk_bytes)
+    per, n = len(slices), len(jobs)
+    total = per * n
+    reporter = make_progress(progress, total, name or (getattr(jobs[0], "name", "job") if jobs else "job"))
+    out = []
+    try:
+        with PassRunner(cube, scheduler, workers, single=total <= 1) as runner:
+            for p, job in enumerate(jobs):
+                acc = job.init(cube)
+
+                def on_merged(acc: Any, done: int, p: int = p, job: Job = job) -> None:
+                    reporter.update(p * per + done)
+                    if on_partial is not None:
+                        on_partial(p, job.finalize(acc), p * per + done, total)
+
+                acc = runner.run(job, slices, acc, cancel=cancel, on_merged=on_merged,
+                                 where=lambda done, p=p: f"after {p * per + done} of {total} chunks "
+                                                         f"(pass {p + 1} of {n})")
+                out.append(job.finalize(acc))
+                del acc  # before the next pass allocates its own
+        return out
+    finally:
         reporter.close()
 
 

@@ -137,6 +137,7 @@ def _resolve_scan_shape(path: str, n_frames: int, opened: Opened, scan_shape: An
         path, f"holds a stack of {n_frames} diffraction frames but does not record the scan shape.",
         "Pass scan_width=<positions per scan row> or scan_shape=(Rx, Ry)"
         + (f"; Rx * Ry must be {n_frames}." if n_frames > 1 else "."),
+        options=("scan_width", "scan_shape"), frames=n_frames,
     )
 
 

@@ -1,4 +1,7 @@
-"""Widgets: anywidget views and the tools built from them (no numerics of their own).
+"""Widgets: anywidget views and the tool views built from them (no numerics of their own).
+
+Each tool is a thin view over a headless session of :mod:`fourd_widgets.tools`
+(``tool.session``): the view lays out controls and image views only.
 
 * :class:`ImageView`: one 2-D image with colormaps, contrast, zoom, readout and overlays;
 * :class:`Explorer`: diffraction and virtual-image views linked as in py4D-browser;

@@ -31,12 +31,14 @@ from . import colormaps
 from .overlays import calibrated_geometry, pixel_geometry, validate_overlay
 from .transport import WIRE_DTYPE, decode_image, decode_points, encode_image, encode_points
 
-__all__ = ["ImageView", "STATIC", "ESM_PATH", "DEFAULT_KEYMAP", "MARKER_STYLES"]
+__all__ = ["ImageView", "STATIC", "ESM_PATH", "CSS_PATH", "DEFAULT_KEYMAP", "MARKER_STYLES"]
 
 #: Folder of the bundled front end (built by ``npm run build``; see hatch_build.py).
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "static"
-#: The one bundle every view loads.
-ESM_PATH = STATIC / "explorer.js"
+#: The bundle of the view (js/image_view.js and its modules).
+ESM_PATH = STATIC / "image_view.js"
+#: Its styles (js/image_view.css), given to anywidget as ``_css``.
+CSS_PATH = STATIC / "image_view.css"
 #: Arrow keys move the selected overlay one pixel (five with Shift): key -> [overlay id or "", dx, dy].
 DEFAULT_KEYMAP: dict[str, list] = {"ArrowUp": ["", -1, 0], "ArrowDown": ["", 1, 0],
                                    "ArrowLeft": ["", 0, -1], "ArrowRight": ["", 0, 1]}
@@ -65,6 +67,11 @@ def _esm() -> pathlib.Path | str:
         return ESM_PATH
     return ("export default { render({ el }) { el.textContent = 'fourd_widgets: the front-end bundle "
             f"{ESM_PATH} is missing; run npm ci && npm run build in the source folder (or pip install -e .)'; }} }};")
+
+
+def _css() -> pathlib.Path | str:
+    # anywidget reads a path and raises for a missing one; without a build the notice needs no styles
+    return CSS_PATH if CSS_PATH.is_file() else ""
 
 
 class ImageView(anywidget.AnyWidget):
@@ -109,6 +116,7 @@ class ImageView(anywidget.AnyWidget):
     """
 
     _esm = _esm()
+    _css = _css()
     image = t.Bytes(b"").tag(sync=True)
     image_shape = t.List(t.Int(), [0, 0]).tag(sync=True)
     image_dtype = t.Unicode(WIRE_DTYPE).tag(sync=True)

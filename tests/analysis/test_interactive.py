@@ -30,13 +30,13 @@ from fourd_widgets.analysis.detectors import (
 from fourd_widgets.analysis.interactive import (
     DragCache,
     DragResult,
-    LatestOnly,
     PreviewCache,
     interactive_cache,
 )
 from fourd_widgets.analysis.virtual import virtual_image
 from fourd_widgets.core import Calibration, DataCube
 from fourd_widgets.core.errors import CancelledError, ParameterError
+from fourd_widgets.tools.worker import LatestOnly  # a threading utility of the tools layer
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*covers no pixel:UserWarning")
 

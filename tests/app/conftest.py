@@ -80,7 +80,8 @@ def data_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def dashboard(data_folder: Path):
     """``fourd-widgets dashboard DATA`` on a free port; stopped afterwards."""
-    yield from _running(lambda: AppProcess(["dashboard", str(data_folder)], free_port()))
+    out = data_folder.parent / "out"  # never the default ./fourd-widgets-out of the test's working folder
+    yield from _running(lambda: AppProcess(["dashboard", str(data_folder), "--out", str(out)], free_port()))
 
 
 @pytest.hookimpl(hookwrapper=True)

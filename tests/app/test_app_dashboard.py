@@ -10,7 +10,7 @@ import pytest
 
 from fourd_widgets.app import cli
 from fourd_widgets.app.dashboard import dashboard_spec
-from fourd_widgets.app.dashboard_ui import DATA_DIR_ENV, OUTPUT_DIR_ENV, RECIPE_NAME, Dashboard
+from fourd_widgets.app.dashboard_ui import DATA_DIR_ENV, OUTPUT_DIR_ENV, Dashboard
 from fourd_widgets.app.demo import DASHBOARD_NAME
 from fourd_widgets.app.files import list_data_files, loadable_extensions, resolve_inside
 from fourd_widgets.core.recipe import Recipe
@@ -97,7 +97,7 @@ def test_dashboard_lists_and_opens_a_file(app: Dashboard, tmp_path: Path) -> Non
     assert app.message.value == ""
     app.explorer.wait()
     saved = app.save_recipe()
-    assert saved == tmp_path / RECIPE_NAME
+    assert saved == tmp_path / "good.explore.recipe.json"  # <dataset>.<tool>.recipe.json
     assert Recipe.load(saved).to_dict() == app.explorer.params.to_dict()
 
 
@@ -147,3 +147,24 @@ def test_dashboard_spec_serves_only_localhost(data_folder: Path, tmp_path: Path)
 def test_dashboard_of_a_missing_folder_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["dashboard", str(tmp_path / "nope"), "--no-browser"]) == cli.USER_ERROR
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_stack_without_scan_shape_gets_a_field_for_the_scan_width(tmp_path: Path) -> None:
+    import numpy as np
+
+    data = tmp_path / "data"
+    data.mkdir()
+    frames = np.random.default_rng(2).integers(0, 50, size=(6, 8, 8), dtype=np.uint16)
+    np.save(data / "stack.npy", frames)
+    board = Dashboard(data, output_dir=tmp_path / "out", size=120)
+    try:
+        assert board.open("stack.npy") is None
+        assert "scan_width" in board.message.value and board._options_row.layout.display == ""
+        assert "6 frames" in board._scan_width_note.value
+        board._scan_width.value = 3
+        board._open_with_scan_width()
+        assert board.cube is not None and board.cube.scan_shape == (2, 3)
+        assert board.explorer is not None and board._options_row.layout.display == "none"
+        np.testing.assert_array_equal(board.cube.pattern(1, 2), frames[5])
+    finally:
+        board.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import shlex
 import stat
 import subprocess
@@ -60,32 +61,73 @@ def test_scripts_are_valid_bash(script: Path) -> None:
 
 
 @pytest.fixture
-def fake_tools(tmp_path: Path) -> tuple[dict, Path]:
-    """A PATH whose ``apt-get`` and ``python`` only log their arguments to a file."""
+def fake_tools(tmp_path: Path) -> tuple[dict, Path, Path]:
+    """A PATH whose ``apt-get`` and ``python`` only log their arguments to a file.
+
+    The PATH holds nothing else but ``dirname`` (which the script needs), so whether
+    ``node``/``npm`` are "installed" is decided by the test putting fakes of them there.
+    """
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
+    (bin_dir / "apt-get").write_text(f'#!/bin/sh\necho "apt-get $*" >> "{log}"\n')
+    # python also logs the constraints file pip is given through the environment
+    (bin_dir / "python").write_text(f'#!/bin/sh\necho "python $* [PIP_CONSTRAINT=$PIP_CONSTRAINT]" >> "{log}"\n')
     for tool in ("apt-get", "python"):
-        script = bin_dir / tool
-        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\n')
-        script.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    return env, log
+        (bin_dir / tool).chmod(0o755)
+    (bin_dir / "dirname").symlink_to(shutil.which("dirname"))
+    env = {**os.environ, "PATH": str(bin_dir)}
+    return env, log, bin_dir
 
 
 @pytest.mark.parametrize("chromium_present", [True, False])
-def test_install_script(fake_tools, tmp_path: Path, chromium_present: bool) -> None:
-    env, log = fake_tools
+@pytest.mark.parametrize("node_present", [True, False])
+def test_install_script(fake_tools, tmp_path: Path, chromium_present: bool, node_present: bool) -> None:
+    env, log, bin_dir = fake_tools
     chromium = tmp_path / "chromium"
     if chromium_present:
         chromium.write_text("#!/bin/sh\n")
         chromium.chmod(0o755)
-    result = subprocess.run(["bash", str(INSTALL)], env={**env, "CHROMIUM": str(chromium)},
+    if node_present:
+        for tool in ("node", "npm"):
+            (bin_dir / tool).write_text("#!/bin/sh\n")
+            (bin_dir / tool).chmod(0o755)
+    result = subprocess.run([shutil.which("bash"), str(INSTALL)], env={**env, "CHROMIUM": str(chromium)},
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    apt = ["apt-get update", "apt-get install -y chromium"]
-    assert log.read_text().splitlines() == ([] if chromium_present else apt) + [
-        'python -m pip install -e .[all]']
+    apt = (["apt-get install -y chromium"] if not chromium_present else []) + (
+        ["apt-get install -y nodejs npm"] if not node_present else [])
+    if apt:  # one index refresh before the first install, none without installs
+        apt.insert(0, "apt-get update")
+    constraints = REPO / "scripts" / "constraints.txt"
+    assert log.read_text().splitlines() == apt + [
+        f"python -m pip install -e .[all] [PIP_CONSTRAINT={constraints}]"]
+
+
+def test_constraints_pin_every_declared_dependency() -> None:
+    """Every requirement of pyproject.toml is pinned to one exact version that its bound allows."""
+    import re
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (REPO / "scripts" / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not an exact pin: {line!r}"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    requirements = list(project["build-system"]["requires"]) + list(project["project"]["dependencies"])
+    for extra in project["project"]["optional-dependencies"].values():
+        requirements += [r for r in extra if not r.startswith("fourd_widgets")]
+    for text in requirements:
+        req = Requirement(text)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert name in pins, f"{req.name} is declared but not pinned in scripts/constraints.txt"
+        assert req.specifier.contains(pins[name]), f"{req.name}=={pins[name]} is outside {req.specifier}"
+        upper = [s for s in req.specifier if s.operator in ("<", "<=")]
+        assert upper, f"{req.name} has no upper bound in pyproject.toml"
 
 
 def test_install_script_checks_debian_chromium_by_default() -> None:

@@ -135,12 +135,10 @@ def test_bad_options_are_refused(cube):
 
 
 # --- dask.distributed: the same job code on worker processes ---------------------------------
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as lc, distributed.Client(lc) as client:
-        yield lc, client
+@pytest.fixture
+def cluster(dask_cluster):
+    """The session's shared LocalCluster (tests/conftest.py)."""
+    return dask_cluster
 
 
 def _image_job(cube):
@@ -194,3 +192,23 @@ def test_dask_cancel_stops_and_reports(cluster, rng):
         run_job(cube, _image_job(cube), chunk_bytes=cube.pattern_nbytes * 4, scheduler=client,
                 cancel=token, on_partial=on_partial, progress=False)
     assert seen == [1]
+
+
+@pytest.mark.slow
+def test_shared_cluster_leaves_dask_arrays_local(cluster):
+    """The session's client is not dask's default: lazy readers' dask arrays compute in-process."""
+    import io
+
+    import dask
+    import dask.array as da
+    from distributed import default_client
+
+    with pytest.raises(ValueError):
+        default_client()
+    handle = io.BytesIO(b"\x01\x02")  # like an open file in a reader's graph: cannot be pickled
+
+    def read(block_id=None):
+        return np.frombuffer(handle.getvalue(), np.uint8)[None]
+
+    arr = da.map_blocks(read, chunks=((1,), (2,)), dtype=np.uint8)
+    assert dask.compute(arr)[0].tolist() == [[1, 2]]

@@ -1,8 +1,9 @@
-// Overlay shapes: drawing, handles, hit testing and editing.
+// Overlay geometry: handles, hit testing and editing (pure: no DOM, unit-tested under node).
 // Geometry is in image pixels: x = first array axis (screen rows), y = second (screen columns);
 // pixel (i, j) has its centre at x = i, y = j. See fourd_widgets/widgets/overlays.py.
 
-const HANDLE = 5; // half size of a handle square, screen px
+/** Half size of a handle square, screen px. */
+export const HANDLE = 5;
 
 /** Handles of an overlay: [{part, x, y}] in data coordinates. */
 export function handles(ov) {
@@ -156,7 +157,8 @@ export function dragTo(orig, part, x, y, dx, dy) {
   return o;
 }
 
-function latticePoints(ov, rows, cols) {
+/** Lattice sites x + i a + j b (|i|, |j| <= 200) inside a rows x cols image; just x when a, b are parallel. */
+export function latticePoints(ov, rows, cols) {
   const pts = [];
   const det = ov.ax * ov.by - ov.ay * ov.bx;
   if (Math.abs(det) < 1e-9) return [[ov.x, ov.y]];
@@ -172,82 +174,20 @@ function latticePoints(ov, rows, cols) {
   return pts;
 }
 
-/** Add a line from (X0, Y0) to (X1, Y1) with an arrowhead at the end to the current path. */
-function arrow(ctx, X0, Y0, X1, Y1) {
-  const len = Math.hypot(X1 - X0, Y1 - Y0);
-  ctx.moveTo(X0, Y0); ctx.lineTo(X1, Y1);
-  if (len < 1) return;
-  const head = Math.min(10, len / 3), ux = (X1 - X0) / len, uy = (Y1 - Y0) / len;
-  ctx.moveTo(X1 - head * (ux - 0.5 * uy), Y1 - head * (uy + 0.5 * ux));
-  ctx.lineTo(X1, Y1);
-  ctx.lineTo(X1 - head * (ux + 0.5 * uy), Y1 - head * (uy - 0.5 * ux));
+/** Is `hit` ({id, part} from hitTest) a vertex of a polygon among `ovs`? */
+export function isVertexHit(ovs, hit) {
+  if (!hit || !/^v\d+$/.test(hit.part)) return false;
+  const ov = ovs.find((o) => o.id === hit.id);
+  return Boolean(ov) && ov.kind === "polygon";
 }
 
-/** Draw every overlay; `toScreen(x, y)` gives canvas [X, Y]; `scale` is canvas px per data px. */
-export function drawOverlays(ctx, ovs, selected, toScreen, scale, rows, cols, focused = null) {
-  for (const ov of ovs) {
-    const sel = ov.id === selected;
-    ctx.save();
-    ctx.strokeStyle = ov.color || "#ff4d4d";
-    ctx.fillStyle = ov.color || "#ff4d4d";
-    ctx.lineWidth = sel ? 2.5 : 1.5;
-    ctx.beginPath();
-    const [X, Y] = ov.x !== undefined ? toScreen(ov.x, ov.y) : [0, 0];
-    switch (ov.kind) {
-      case "point":
-        ctx.moveTo(X - 7, Y); ctx.lineTo(X + 7, Y); ctx.moveTo(X, Y - 7); ctx.lineTo(X, Y + 7);
-        break;
-      case "circle":
-        ctx.arc(X, Y, ov.r * scale, 0, 2 * Math.PI);
-        break;
-      case "annulus":
-        ctx.arc(X, Y, ov.r_out * scale, 0, 2 * Math.PI);
-        ctx.moveTo(X + ov.r_in * scale, Y);
-        ctx.arc(X, Y, ov.r_in * scale, 0, 2 * Math.PI);
-        break;
-      case "rectangle": {
-        const [a, b] = toScreen(ov.x0 - 0.5, ov.y0 - 0.5);
-        const [c, d] = toScreen(ov.x1 - 0.5, ov.y1 - 0.5);
-        ctx.rect(a, b, c - a, d - b);
-        break;
-      }
-      case "polygon":
-        ov.vertices.forEach(([vx, vy], i) => {
-          const [a, b] = toScreen(vx, vy);
-          if (i === 0) ctx.moveTo(a, b); else ctx.lineTo(a, b);
-        });
-        if (ov.vertices.length > 2) ctx.closePath();
-        break;
-      case "lattice":
-        for (const [px, py] of latticePoints(ov, rows, cols)) {
-          const [a, b] = toScreen(px, py);
-          ctx.moveTo(a + ov.r * scale, b);
-          ctx.arc(a, b, ov.r * scale, 0, 2 * Math.PI);
-        }
-        for (const [vx, vy, name] of [[ov.ax, ov.ay, "a"], [ov.bx, ov.by, "b"]]) {
-          const [a, b] = toScreen(ov.x + vx, ov.y + vy);
-          arrow(ctx, X, Y, a, b);
-          ctx.font = "11px sans-serif";
-          ctx.fillText(name, a + 4, b - 4);
-        }
-        break;
-      default: break;
-    }
-    ctx.stroke();
-    if (ov.label) {
-      ctx.font = "11px sans-serif";
-      ctx.fillText(ov.label, X + 6, Y - 6);
-    }
-    if (sel && ov.editable !== false) {
-      for (const h of handles(ov)) {
-        const [a, b] = toScreen(h.x, h.y);
-        ctx.fillRect(a - HANDLE + 1, b - HANDLE + 1, 2 * HANDLE - 2, 2 * HANDLE - 2);
-        if (focused && focused.id === ov.id && focused.part === h.part) {
-          // the vertex Delete / Backspace would remove
-          ctx.strokeRect(a - HANDLE - 2, b - HANDLE - 2, 2 * HANDLE + 4, 2 * HANDLE + 4);
-        }
-      }
-    }
-    ctx.restore();
-  }
+/**
+ * A click on pixel (i, j) moves a point or rectangle so that its centre lands on that pixel (a rectangle
+ * keeps whole-pixel edges); null for other kinds, which a click does not move.
+ */
+export function clickMoveTo(ov, i, j) {
+  if (ov.kind !== "point" && ov.kind !== "rectangle") return null;
+  const cx = ov.kind === "rectangle" ? (ov.x0 + ov.x1 - 1) / 2 : ov.x;
+  const cy = ov.kind === "rectangle" ? (ov.y0 + ov.y1 - 1) / 2 : ov.y;
+  return translate(ov, Math.round(i - cx), Math.round(j - cy));
 }
