@@ -9,7 +9,8 @@ Usage::
     peaks = fw.disks.find_disks(cube)                          # each step family is a namespace
 
 Every name is imported on first use (module ``__getattr__``), so ``import
-fourd_widgets`` loads no analysis, kernel or widget module. The analysis names,
+fourd_widgets`` loads no analysis, kernel or widget module (only core, io and the
+engine, which runs ``DataCube``'s pattern passes). The analysis names,
 their families (``fw.virtual``, ``fw.disks``, ``fw.calibration``, ``fw.strain``...)
 and the tools come from the step manifest (:mod:`fourd_widgets.core.registry`).
 """
@@ -21,7 +22,10 @@ import sys
 import types
 from typing import Any
 
-from . import errors
+# The engine is imported here, not on first use: it runs DataCube's pattern passes
+# (mean, max, median), and importing it registers them with core (which may not
+# import the engine itself). It loads no kernels or analysis.
+from . import engine, errors
 from ._version import __version__
 from .core import registry
 

@@ -44,6 +44,9 @@ def test_import_is_light_and_records_load_without_importing_steps():
     code = ("import sys, json, fourd_widgets as fw\n"
             "assert not [m for m in sys.modules if m.startswith('fourd_widgets.analysis')], sorted(sys.modules)\n"
             "assert 'numba' not in sys.modules\n"
+            "import numpy as np\n"
+            "from fourd_widgets.core.datacube import DataCube\n"
+            "assert DataCube(np.ones((2, 2, 3, 3))).mean_pattern(progress=False).tolist() == [[1.0] * 3] * 3\n"
             "from fourd_widgets.core.recipe import Recipe\n"
             "r = Recipe.from_json(open(sys.argv[1]).read())\n"
             "print(json.dumps([s.step for s in r.steps]))\n")
