@@ -2,32 +2,53 @@
 
 One results file per input (``DIR/<name>.results.h5``), written atomically.
 Inputs are opened read-only. A rerun skips inputs whose results file already
-exists from the same recipe, so an interrupted batch resumes without redoing
-finished work; an existing file from a *different* recipe is never
-overwritten (the input is reported as failed, use ``--force``). One bad input
-is reported (which file, which error) and the others go on. The exit status is
-0 when every input succeeded or was already done, 1 when any failed, 2 for a
-usage error (bad recipe, missing output folder's parent...).
+exists from the same *run*: the same whole recipe (calibration included), the
+same load options and the same input (path, size, modification time and a hash
+of its ends; see :func:`fourd_widgets.io.identity.run_key`). So an interrupted
+batch resumes without redoing finished work, and a changed recipe or input is
+never answered with stale results. An existing file from another run is never
+overwritten (the input is reported as failed, saying what differs; use
+``--force``). One bad input is reported (which file, which error) and the
+others go on.
+
+Two batches may share an ``--out`` folder: each output is worked on under its
+own lock (``fcntl``), so the second waits and then finds the output done; only
+partial files whose process is gone are removed. The ``--out`` folder is checked
+(a folder, writable) before anything is computed.
+
+The exit status is 0 when every input succeeded or was already done, 1 when any
+failed, 2 for a usage error (bad recipe, an ``--out`` that is a file or cannot be
+written...).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import hashlib
 import json
 import os
+import re
+import stat
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import h5py
 
 from ..core.errors import FileFormatError, FourDError, ParameterError
 from ..core.recipe import Recipe
+from ..io.identity import input_identity, run_key, run_key_parts
 
-__all__ = ["add_parser", "run_batch", "BatchReport", "output_paths"]
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one batch per --out folder there
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["add_parser", "run_batch", "BatchReport", "output_paths", "check_out_dir"]
 
 RESULTS_SUFFIX = ".results.h5"
 
@@ -65,30 +86,178 @@ def output_paths(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
     return out
 
 
-def _existing_recipe(path: str) -> dict | None:
-    """The recipe stored in a finished results file, or None if it is not one."""
+def _existing_run(path: str) -> dict | None:
+    """The run record (key, parts) stored in a finished results file, or None if it has none."""
     try:
         with h5py.File(path, "r") as f:
             if "fourd_widgets_results" not in f.attrs or "recipe" not in f:
                 return None
-            return json.loads(f["recipe"].asstr()[()])
-    except (OSError, ValueError, KeyError):
+            if f.attrs.get("partial", False):
+                return None  # a cancelled run's partial results are never "done"
+            prov = json.loads(f["provenance"].asstr()[()]) if "provenance" in f else {}
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    run = prov.get("run") if isinstance(prov, dict) else None
+    if not isinstance(run, dict) or prov.get("partial"):
+        return None
+    return run
 
 
-def _same_steps(stored: dict, recipe: Recipe) -> bool:
-    mine = recipe.to_dict()
-    return stored.get("steps") == mine["steps"] and stored.get("labels") == mine["labels"]
+_DIFFERS = {
+    "recipe": "was not made by this recipe (its steps, parameters or calibration differ)",
+    "load options": "was made with other load options",
+    "input": "was made from another version of the input (its size, modification time or content differ)",
+}
+
+
+def _why_not_same(stored: dict | None, parts: dict[str, str], options: dict) -> str | None:
+    """None when ``stored`` is the same run; else what differs, in words."""
+    if stored is None:
+        return ("exists and was not made by this recipe, or not by this run of it (it records no run "
+                "key to compare)")
+    old_parts = stored.get("parts") if isinstance(stored.get("parts"), dict) else {}
+    if old_parts == parts:
+        return None
+    reasons = [text for name, text in _DIFFERS.items() if old_parts.get(name) != parts[name]]
+    if old_parts.get("load options") != parts["load options"]:
+        reasons = [r + (f" ({stored.get('load_options')} then, {options} now)" if r.startswith("was made with")
+                        else "") for r in reasons]
+    return "exists and " + "; it ".join(reasons)
+
+
+def _identity(src: str) -> dict:
+    """The input's identity; only the path for what is not a readable file or folder
+    (fw.load then says what is wrong with it, and a pipe is never read here)."""
+    try:
+        mode = os.stat(src).st_mode
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            return input_identity(src)
+    except OSError:
+        pass
+    return {"path": os.path.abspath(src)}
+
+
+def _recipe_for_key(recipe: Recipe) -> dict:
+    """The recipe as keyed: all of it (calibration included) but the version that wrote it,
+    so that an upgrade alone does not make every finished output "another run"."""
+    d = recipe.to_dict()
+    d.pop("fourd_widgets_version", None)
+    return d
+
+
+_PARTIAL_PID = re.compile(r"\.partial-(\d+)")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours, left by an earlier failed save in this process (we hold the lock)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to someone else
+    except OSError:
+        return False
+    return True
 
 
 def _remove_stale_partials(target: str) -> None:
-    # A batch killed mid-write leaves ".<name>.partial-<pid>" beside the target.
+    # A batch killed mid-write leaves ".<name>.partial-<pid>" beside the target. Only
+    # partials whose process is gone are removed: a live one is another writer's.
     d, base = os.path.split(os.path.abspath(target))
     for stale in glob.glob(os.path.join(glob.escape(d), f".{glob.escape(base)}.partial-*")):
+        m = _PARTIAL_PID.search(os.path.basename(stale)[len(base) + 1:])
+        if m is not None and _pid_alive(int(m.group(1))):
+            continue
         try:
             os.remove(stale)
         except OSError:
             pass
+
+
+@contextlib.contextmanager
+def _output_lock(target: str, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold an exclusive lock on ``target`` (through ``.<name>.lock`` beside it).
+
+    The lock file is removed by its holder before release; a waiter that then
+    locks the removed file notices (its inode is no longer the path's) and
+    starts again, so two holders can never overlap.
+    """
+    if fcntl is None:
+        yield
+        return
+    d, base = os.path.split(os.path.abspath(target))
+    lock_path = os.path.join(d, f".{base}.lock")
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"waiting: another batch is writing {target}")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        try:
+            os.remove(lock_path)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def check_out_dir(out_dir: str | os.PathLike) -> str:
+    """Make sure ``out_dir`` is (or can be made) a folder this process can write in.
+
+    Called before anything is computed, so a bad ``--out`` costs nothing.
+
+    Parameters
+    ----------
+    out_dir : path
+
+    Returns
+    -------
+    str
+        The folder's absolute path (created if it was missing).
+
+    Raises
+    ------
+    ParameterError
+        If ``out_dir`` is a file, lies under a file, cannot be created, or
+        cannot be written in.
+    """
+    out = os.path.abspath(os.fspath(out_dir))
+    hint = "Choose another --out folder."
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ParameterError(f"--out {out} is a file, not a folder. {hint}", field="out")
+    parent = out
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ParameterError(f"--out {out} cannot be made: {parent} is a file, not a folder. {hint}",
+                             field="out")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(f"--out {out} cannot be made ({exc.strerror or exc}). {hint}", field="out") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".fourd-widgets-write-test-")
+    except OSError as exc:
+        raise ParameterError(f"--out {out} is not writable ({exc.strerror or exc}). {hint}", field="out") from None
+    os.close(fd)
+    os.remove(probe)
+    return out
 
 
 def run_batch(
@@ -122,7 +291,8 @@ def run_batch(
     from ..analysis import run  # the analysis layer registers every step
     from ..io import load
 
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = check_out_dir(out_dir)  # before computing anything
+    options = dict(load_options or {})
     report = BatchReport()
     targets = output_paths(inputs, out_dir)
     items = list(targets.items())
@@ -134,22 +304,29 @@ def run_batch(
     try:
         for src, dst in items:
             try:
-                _remove_stale_partials(dst)
-                if os.path.exists(dst) and not force:
-                    stored = _existing_recipe(dst)
-                    if stored is not None and _same_steps(stored, recipe):
-                        report.skipped[src] = dst
-                        log(f"skipped {src}: already done ({dst})")
-                        continue
-                    raise FileFormatError(
-                        dst, "exists and was not made by this recipe; it is left untouched.",
-                        "Use --force to replace it, or another --out folder.")
-                cube = load(src, **(load_options or {}))
-                try:
-                    results = run(recipe, cube, progress=False, **engine)
+                with _output_lock(dst, log):
+                    # Under the lock: no other batch writes dst, so the check, the
+                    # computation and the replace cannot interleave with theirs.
+                    _remove_stale_partials(dst)
+                    identity = _identity(src)
+                    parts = run_key_parts(_recipe_for_key(recipe), options, identity)
+                    if os.path.exists(dst) and not force:
+                        why = _why_not_same(_existing_run(dst), parts, options)
+                        if why is None:
+                            report.skipped[src] = dst
+                            log(f"skipped {src}: already done ({dst})")
+                            continue
+                        raise FileFormatError(dst, f"{why}; it is left untouched.",
+                                              "Use --force to replace it, or another --out folder.")
+                    cube = load(src, **options)
+                    try:
+                        results = run(recipe, cube, progress=False, **engine)
+                    finally:
+                        cube.close()
+                    results.provenance["run"] = {"key": run_key(_recipe_for_key(recipe), options, identity),
+                                                 "parts": parts,
+                                                 "load_options": options, "input_identity": identity}
                     results.save(dst)
-                finally:
-                    cube.close()
                 report.done[src] = dst
                 log(f"done {src} -> {dst}")
             except Exception as exc:  # one bad input must not stop the batch

@@ -173,6 +173,8 @@ class Dashboard:
         self.info.value = f"opening <b>{html.escape(relative)}</b> ..."
         try:
             path = resolve_inside(self.data_dir, relative)
+            from .files import check_hdf5_links_inside
+            check_hdf5_links_inside(path, self.data_dir)  # external storage, links, VDS: inside too
             from ..io import load
 
             self.cube = load(path, **load_options)

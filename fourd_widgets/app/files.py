@@ -1,9 +1,12 @@
 """The files a dashboard may open: loadable files under one folder, and nothing outside it.
 
 DESIGN.md: "A dashboard that browses files is confined to the folder it was
-started in." Every path the dashboard opens goes through :func:`resolve_inside`,
-which resolves symbolic links and ``..`` and refuses what lands outside the
-folder; :func:`list_data_files` lists only files that pass that check.
+started in, including what an HDF5 file points at." Every path the dashboard
+opens goes through :func:`resolve_inside`, which resolves symbolic links and
+``..`` and refuses what lands outside the folder, then through
+:func:`check_hdf5_links_inside`, which refuses an HDF5 file whose external links,
+external raw storage or virtual-dataset sources resolve outside it;
+:func:`list_data_files` lists only files that pass the first check.
 
 Examples
 --------
@@ -24,7 +27,8 @@ from pathlib import Path
 from ..core.errors import FileFormatError
 from ..io import SUPPORTED_FORMATS
 
-__all__ = ["MAX_FILES", "MAX_DEPTH", "DataFiles", "loadable_extensions", "list_data_files", "resolve_inside"]
+__all__ = ["MAX_FILES", "MAX_DEPTH", "DataFiles", "loadable_extensions", "list_data_files", "resolve_inside",
+           "check_hdf5_links_inside"]
 
 #: At most this many files are listed (a dashboard started in a huge tree stays usable).
 MAX_FILES = 1000
@@ -159,3 +163,39 @@ def list_data_files(root: str | os.PathLike, *, max_files: int = MAX_FILES,
         if truncated and len(found) >= max_files:
             break
     return DataFiles(root=base, files=tuple(sorted(found)), truncated=truncated)
+
+
+def check_hdf5_links_inside(path: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """Refuse an HDF5 file that makes HDF5 read a file outside ``root``.
+
+    External links, external raw storage and virtual-dataset sources (and those of
+    the files they link to) must resolve inside ``root``; a virtual dataset whose
+    source is missing is refused too (it would read as zeros). Files that are not
+    HDF5 pass unchanged.
+
+    Parameters
+    ----------
+    path : path
+        A file already checked by :func:`resolve_inside`.
+    root : path
+        The folder the dashboard is confined to.
+
+    Returns
+    -------
+    Path
+        ``path``, for chaining.
+
+    Raises
+    ------
+    FileFormatError
+        Naming the reference and where it resolves.
+    """
+    from ..io.hdf5 import check_references_inside, is_hdf5
+
+    p = Path(path)
+    if p.is_file() and is_hdf5(os.fspath(p)):
+        base = Path(root).resolve()
+        check_references_inside(os.fspath(p), os.fspath(base), what=f"the folder {base} the dashboard was started in",
+                                hint="Copy the files it refers to into that folder, or open it from a notebook "
+                                     "with fw.load(..., allow_external=True) if you trust it.")
+    return p

@@ -7,8 +7,9 @@ can say which one differed:
 
 * ``recipe``: the canonical JSON (sorted keys, no spaces) of the step's record;
 * ``load options``: how the input was opened (reader options, crops and bins);
-* ``input``: the input's identity: path, size and modification time of a file,
-  or a SHA-256 of the contents of an in-memory array.
+* ``input``: the input's identity: path, size, modification time and a hash of both
+  ends of a file (as the batch runner keys finished outputs), or a SHA-256 of the
+  contents of an in-memory array.
 
 A checkpoint whose key differs from the run's is refused
 (:class:`CheckpointError`), never resumed or overwritten.
@@ -24,6 +25,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..core.errors import FileFormatError
+from ..io.identity import canonical_json, run_key_parts
+from ..io.identity import input_identity as file_identity
 from ..io.results import atomic_path
 
 __all__ = ["CheckpointError", "canonical_json", "input_identity", "load_options", "checkpoint_key",
@@ -37,33 +40,6 @@ class CheckpointError(FileFormatError):
     """A checkpoint cannot be resumed: it belongs to another recipe or input, or is not one."""
 
 
-def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if isinstance(obj, np.ndarray):
-        return {"dtype": obj.dtype.str, "shape": list(obj.shape),
-                "sha256": hashlib.sha256(np.ascontiguousarray(obj).tobytes()).hexdigest()}
-    if isinstance(obj, (np.integer, np.floating, np.bool_)):
-        return obj.item()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    raise TypeError(f"{type(obj).__name__} cannot be part of a checkpoint key")
-
-
-def canonical_json(obj: Any) -> str:
-    """One text per meaning: sorted keys, no whitespace; records through their ``to_dict``.
-
-    >>> canonical_json({"b": 1, "a": (2.0, None)})
-    '{"a":[2.0,null],"b":1}'
-    """
-    if hasattr(obj, "to_dict"):
-        obj = obj.to_dict()
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_jsonable,
-                      allow_nan=True)
-
-
 def load_options(data: Any) -> dict:
     """How the cube was opened: its reader options and lazy crops/bins ({} for plain arrays)."""
     src = getattr(data, "source", None) or {}
@@ -72,7 +48,8 @@ def load_options(data: Any) -> dict:
 
 
 def input_identity(data: Any) -> dict:
-    """Identity of the input: file path, size and mtime, or a content hash of in-memory data.
+    """Identity of the input: that of its file (:func:`fourd_widgets.io.identity.input_identity`:
+    path, size, mtime and a hash of both ends), or a content hash of in-memory data.
 
     >>> input_identity(np.zeros(3))["sha256"][:12]
     '9d908ecfb6b2'
@@ -80,9 +57,8 @@ def input_identity(data: Any) -> dict:
     src = getattr(data, "source", None) or {}
     path = src.get("path")
     if path is not None and os.path.exists(path):
-        st = os.stat(path)
-        return {"path": os.path.abspath(os.fspath(path)), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "shape": list(data.shape), "dtype": str(data.dtype)}
+        # the batch runner's identity, so a checkpoint and a finished output share one key
+        return {**file_identity(path), "shape": list(data.shape), "dtype": str(data.dtype)}
     h = hashlib.sha256()
     if hasattr(data, "chunk_slices"):  # a cube: hash it block by block, never all in memory
         for rx, ry in data.chunk_slices(_HASH_BLOCK):
@@ -93,12 +69,13 @@ def input_identity(data: Any) -> dict:
 
 
 def checkpoint_key(recipe: Any, data: Any) -> tuple[str, dict[str, str]]:
-    """The key of a run, and the digest of each of its parts (recipe, load options, input)."""
-    parts = {"recipe": canonical_json(recipe), "load options": canonical_json(load_options(data)),
-             "input": canonical_json(input_identity(data))}
-    digests = {k: hashlib.sha256(v.encode("utf-8")).hexdigest() for k, v in parts.items()}
-    key = hashlib.sha256(canonical_json(digests).encode("utf-8")).hexdigest()
-    return key, digests
+    """The key of a run, and the digest of each of its parts (recipe, load options, input).
+
+    The same construction as :func:`fourd_widgets.io.identity.run_key`, which the batch
+    runner uses to decide that an output is finished.
+    """
+    parts = run_key_parts(recipe, load_options(data), input_identity(data))
+    return hashlib.sha256(canonical_json(parts).encode("utf-8")).hexdigest(), parts
 
 
 def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any], iteration: int, key: str,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -23,6 +24,10 @@ from ..core.errors import CalibrationError, FileFormatError, FourDError, Paramet
 __all__ = [
     "Opened",
     "Guarded",
+    "FileStamp",
+    "stamps_of",
+    "check_readable_path",
+    "check_numeric_dtype",
     "wrapped_errors",
     "as_pair",
     "scalar_or_equal_pair",
@@ -43,7 +48,9 @@ class Opened:
     stacks to join (one per data file); ``calibration``
     holds keyword arguments for :class:`~fourd_widgets.core.Calibration`;
     ``scan_shape`` is a scan shape the file itself records for a frame stack;
-    ``storage_chunks`` is the file's own chunking, in the dataset's own axes.
+    ``storage_chunks`` is the file's own chunking, in the dataset's own axes;
+    ``files`` lists the files the array reads besides the one opened (data files
+    of a master file), so that a change to any of them is noticed.
     """
 
     array: Any
@@ -52,6 +59,7 @@ class Opened:
     resources: tuple = ()
     scan_shape: tuple[int, int] | None = None
     storage_chunks: tuple[int, ...] | None = None
+    files: tuple[str, ...] = ()
 
 
 @contextlib.contextmanager
@@ -75,27 +83,196 @@ def wrapped_errors(path: str | os.PathLike, doing: str, hint: str = "") -> Itera
         ) from exc
 
 
+@dataclass(frozen=True)
+class FileStamp:
+    """Size and modification time of a file when it was opened.
+
+    DESIGN.md: a file "that changed since it was opened" is refused. A reader that
+    goes on after its file shrank reads zeros (HDF5's sec2 driver zero-fills past the
+    end), and one that goes on after it was rewritten mixes two files; one
+    ``os.stat`` before each block read catches both.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     p = os.path.join(d, "a.bin")
+    ...     _ = open(p, "wb").write(b"1234")
+    ...     stamp = FileStamp.of(p)
+    ...     stamp.check()
+    ...     _ = open(p, "wb").write(b"12")
+    ...     stamp.check()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    fourd_widgets.core.errors.FileFormatError: ...a.bin: was truncated: it changed since it was opened: its size went from 4 to 2 bytes. ...
+    """
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: str) -> "FileStamp":
+        st = os.stat(path)
+        return cls(os.fspath(path), int(st.st_size), int(st.st_mtime_ns))
+
+    def check(self) -> None:
+        """Raise :class:`FileFormatError` if the file is gone, resized or modified."""
+        hint = ("Reload it with fw.load once it is complete; a file that is still being written, or "
+                "was replaced, cannot be read safely.")
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise FileFormatError(self.path, f"cannot be found any more since it was opened "
+                                  f"({exc.strerror or type(exc).__name__}).", hint) from None
+        if st.st_size != self.size:
+            how = "was truncated: it " if st.st_size < self.size else ""
+            raise FileFormatError(self.path, f"{how}changed since it was opened: its size went from "
+                                  f"{self.size} to {st.st_size} bytes.", hint)
+        if st.st_mtime_ns != self.mtime_ns:
+            raise FileFormatError(self.path, "changed since it was opened: it was modified (its "
+                                  f"modification time went from {self.mtime_ns} to {st.st_mtime_ns} ns).", hint)
+
+
+def stamps_of(paths: Any) -> tuple[FileStamp, ...]:
+    """Stamps of the regular files among ``paths`` (Zarr folders are not stamped)."""
+    out = []
+    seen = set()
+    for p in paths:
+        p = os.fspath(p)
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            if stat.S_ISREG(os.stat(p).st_mode):
+                out.append(FileStamp.of(p))
+        except OSError:
+            continue
+    return tuple(out)
+
+
 class Guarded:
     """Backing-array wrapper that renames read failures into :class:`FileFormatError`.
 
     A file can open fine and still hold a corrupt chunk further in; users should see
-    which file failed, not an h5py or dask traceback.
+    which file failed, not an h5py or dask traceback. Before each read the files
+    behind the array are checked against their :class:`FileStamp` (one ``os.stat``
+    each), so a file that shrank or was rewritten is refused instead of read.
     """
 
-    def __init__(self, base: Any, path: str) -> None:
+    def __init__(self, base: Any, path: str, stamps: tuple[FileStamp, ...] = ()) -> None:
         self.base = base
         self.path = path
+        self.stamps = tuple(stamps)
         self.shape = tuple(int(n) for n in base.shape)
         self.dtype = np.dtype(base.dtype)
         chunks = getattr(base, "chunks", None)
         self.chunks = chunks if chunks is not None and len(chunks) == len(self.shape) else None
 
     def __getitem__(self, key: Any) -> np.ndarray:
+        for stamp in self.stamps:
+            stamp.check()
         with wrapped_errors(self.path, f"read the data block {_describe_key(key)}"):
             out = self.base[key]
             if hasattr(out, "compute") and not isinstance(out, np.ndarray):  # dask
                 out = out.compute()
-            return np.asarray(out)
+            out = np.asarray(out)
+        for stamp in self.stamps:  # a change during the read would make this block a mix
+            stamp.check()
+        return out
+
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _blocking_folder(path: str) -> str | None:
+    """The nearest folder above ``path`` that this user may not search, if any."""
+    parent = os.path.dirname(path)
+    blocked = None
+    while parent and parent != os.path.dirname(parent):
+        if os.path.isdir(parent) and not os.access(parent, os.X_OK):
+            blocked = parent
+        parent = os.path.dirname(parent)
+    return blocked
+
+
+def check_readable_path(path: str) -> os.stat_result:
+    """Refuse what :func:`fourd_widgets.load` cannot open, before any reader touches it.
+
+    A missing file, a file behind a folder this user may not enter, an unreadable
+    file, and anything that is neither a regular file nor a folder (a named pipe
+    would block the first read forever) each get their own message.
+
+    Examples
+    --------
+    >>> check_readable_path("/no/such/scan.h5")
+    Traceback (most recent call last):
+    ...
+    fourd_widgets.core.errors.FileFormatError: /no/such/scan.h5: no such file. ...
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        blocked = _blocking_folder(path)
+        if blocked is not None:
+            raise FileFormatError(path, f"cannot be reached: permission denied on the folder {blocked}.",
+                                  "Ask for access to that folder (search permission), or copy the file "
+                                  "somewhere you can read.") from None
+        raise FileFormatError(path, "no such file.",
+                              f"Check the path and the working directory ({os.getcwd()}).") from None
+    except PermissionError:
+        blocked = _blocking_folder(path) or os.path.dirname(path)
+        raise FileFormatError(path, f"cannot be reached: permission denied on the folder {blocked}.",
+                              "Ask for access to that folder (search permission), or copy the file "
+                              "somewhere you can read.") from None
+    except OSError as exc:
+        raise FileFormatError(path, f"cannot be examined ({exc.strerror or exc}).",
+                              "Check the path.") from None
+    if stat.S_ISDIR(st.st_mode):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise FileFormatError(path, "cannot be read: permission denied on this folder.",
+                                  "Ask for read access, or copy the data somewhere you can read.")
+        return st
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+        raise FileFormatError(path, f"is {kind}, not a regular file; fourd_widgets reads data files "
+                              "(and Zarr folders) only.", "Copy the data into a file and load that.")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+    except PermissionError:
+        raise FileFormatError(path, "cannot be read: permission denied.",
+                              "Ask the owner for read access, or read a copy you own.") from None
+    except OSError as exc:
+        raise FileFormatError(path, f"cannot be opened ({exc.strerror or exc}).", "Check the file.") from None
+    os.close(fd)
+    return st
+
+
+def check_numeric_dtype(path: str, dtype: Any) -> np.dtype:
+    """Refuse anything but real numbers (bool, integers, floats), naming the dtype.
+
+    Strings, raw bytes (``V2``), dates and times, records and objects are not
+    intensities; complex values are refused too, because every step would drop
+    the imaginary part.
+
+    >>> check_numeric_dtype("a.npy", "<m8[s]")
+    Traceback (most recent call last):
+    ...
+    fourd_widgets.core.errors.FileFormatError: a.npy: holds timedelta64[s] values (dtype '<m8[s]'), ...
+    """
+    dt = np.dtype(dtype)
+    if dt.kind in "biuf" and dt.fields is None and dt.subdtype is None:
+        return dt
+    what = {"c": "complex", "U": "text", "S": "byte-string", "V": "raw-byte or record", "O": "Python object",
+            "M": "date-time", "m": "time-interval"}.get(dt.kind, "non-numeric")
+    raise FileFormatError(
+        path, f"holds {dt} values (dtype {dt.str!r}), {what} data, not real-valued intensities.",
+        "fourd_widgets reads bool, integer and float patterns; for complex data, load its "
+        "magnitude (numpy.abs) or real part saved as a float array." if dt.kind == "c" else
+        "fourd_widgets reads bool, integer and float patterns; choose the intensity array "
+        "(dataset= or signal=) or convert it.",
+    )
 
 
 def _describe_key(key: Any) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..core.errors import FileFormatError
 from ._common import Opened, calibration_from_attrs, scalar_or_equal_pair, wrapped_errors
+from .hdf5 import check_extent
 
 __all__ = ["open_arina", "energy_from_wavelength_eV"]
 
@@ -118,6 +119,7 @@ def open_arina(path: str) -> Opened:
                     path, f"entry/data/{name} is not a 3D stack of frames.",
                     "Open the data file itself with format='hdf5' and dataset=.",
                 )
+            check_extent(path, obj)
             parts.append(obj)
             if obj.file.id != f.id:
                 files.append(obj.file)
@@ -129,7 +131,8 @@ def open_arina(path: str) -> Opened:
             scan = _file_scan_shape(f)
         meta = {"data_files": [getattr(data.get(n, getlink=True), "filename", n) for n in names]}
         return Opened(parts, calibration=cal, metadata=meta, resources=(f, *files),
-                      scan_shape=scan, storage_chunks=parts[0].chunks)
+                      scan_shape=scan, storage_chunks=parts[0].chunks,
+                      files=tuple(dict.fromkeys(x.filename for x in files)))
     except BaseException:
         f.close()
         raise

@@ -179,8 +179,9 @@ def open_raw(path: str, shape: Any = None, dtype: Any = None, offset: int = 0) -
     except TypeError:
         raise ParameterError(f"dtype= {dtype!r} is not a numpy dtype; use e.g. 'uint16' or '<f4'",
                              field="dtype") from None
-    if dt.hasobject or dt.itemsize == 0:
-        raise ParameterError(f"dtype= must be a plain numeric type, got {dt}", field="dtype")
+    if dt.hasobject or dt.itemsize == 0 or dt.kind not in "biuf" or dt.fields is not None:
+        raise ParameterError(f"dtype= must be a real numeric type (bool, integer or float), got {dt} "
+                             f"({dt.str!r})", field="dtype")
     if not isinstance(offset, (int, np.integer)) or isinstance(offset, bool) or offset < 0:
         raise ParameterError(f"offset= must be a non-negative integer of bytes, got {offset!r}", field="offset")
     _check_size(path, int(offset) + product(shp) * dt.itemsize,

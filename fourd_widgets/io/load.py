@@ -17,7 +17,7 @@ import numpy as np
 from ..core.calibration import Calibration
 from ..core.datacube import DataCube
 from ..core.errors import CalibrationError, FileFormatError, MissingOptionError, ParameterError, ShapeError
-from ._common import Guarded, Opened, as_pair
+from ._common import Guarded, Opened, as_pair, check_numeric_dtype, check_readable_path, stamps_of
 from .stack import FrameStack, scan_shape_from_width
 
 __all__ = ["load", "open_file", "guess_format", "SUPPORTED_FORMATS"]
@@ -45,7 +45,7 @@ SUPPORTED_FORMATS: list[tuple[str, tuple[str, ...], str]] = [
 _FORMATS = {name for name, _, _ in SUPPORTED_FORMATS}
 _HDF5_KINDS = ("hdf5", "arina", "emd", "hspy")
 # The options each format understands beyond the common ones.
-_COMMON_OPTIONS = {"format", "scan_shape", "scan_width", "binning"}
+_COMMON_OPTIONS = {"format", "scan_shape", "scan_width", "binning", "allow_external"}
 _FORMAT_OPTIONS = {
     "hdf5": {"dataset"}, "zarr": {"dataset"}, "raw": {"shape", "dtype", "offset"},
     **{fmt: {"signal", "index"} for fmt in ("mib", "blo", "dm", "mrc", "empad", "tvips", "tia",
@@ -117,9 +117,13 @@ def open_file(path: str, fmt: str, options: dict) -> Opened:
         from .arina import open_arina
         return open_arina(path)
     from .rosetta import open_rosetta
+    files: tuple[str, ...] = ()
     if fmt == "mib" and path.lower().endswith(".hdr"):
         path = os.path.splitext(path)[0] + ".mib"  # the header names no frames; read its .mib
-    return open_rosetta(path, fmt, options.get("signal"), options.get("index"))
+        files = (path,)
+    opened = open_rosetta(path, fmt, options.get("signal"), options.get("index"))
+    opened.files = tuple(opened.files) + files
+    return opened
 
 
 def _resolve_scan_shape(path: str, n_frames: int, opened: Opened, scan_shape: Any,
@@ -214,6 +218,10 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
         defaults to the last.
     shape, dtype, offset : optional
         Raw binary: array shape, numpy dtype and header size in bytes.
+    allow_external : bool, optional
+        HDF5: also read external links, external raw storage and virtual-dataset
+        sources that resolve outside the folder of the file opened. Default False:
+        such a file is refused, as is a virtual dataset whose source is missing.
 
     Returns
     -------
@@ -224,7 +232,9 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
     Raises
     ------
     FileFormatError
-        The file is missing, not recognised, truncated or corrupt.
+        The file is missing, unreadable, not a regular file, not recognised,
+        truncated, corrupt, holds non-numeric values, points outside its folder
+        (HDF5) or changes after it was opened (raised by the read).
     MissingOptionError
         The file needs an option it does not hold (scan shape, raw shape).
     ShapeError
@@ -242,9 +252,7 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
     """
     path = os.path.abspath(os.fspath(path))
     options = {k: v for k, v in options.items() if v is not None}
-    if not os.path.exists(path):
-        raise FileFormatError(path, "no such file.", "Check the path and the working directory "
-                              f"({os.getcwd()}).")
+    check_readable_path(path)  # missing, unreadable, a pipe or a device: refused before any reader
     fmt = options.get("format")
     if fmt is not None:
         if fmt not in _FORMATS:
@@ -259,9 +267,28 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
             f"{path}: option {unknown[0]}= does not apply to the {fmt} format; "
             f"options it takes: {', '.join(sorted(allowed))}", field=unknown[0])
     binning = as_pair(options.get("binning"), "binning")
+    allow_external = options.get("allow_external", False)
+    if not isinstance(allow_external, (bool, np.bool_)):
+        raise ParameterError(f"{path}: allow_external= must be True or False, got {allow_external!r}",
+                             field="allow_external")
+    from .hdf5 import check_references_inside, is_hdf5
+
+    if not allow_external and fmt in _HDF5_KINDS and is_hdf5(path):
+        check_references_inside(
+            path, os.path.dirname(path), what="the folder of the file opened",
+            hint="If you trust the file, pass allow_external=True (for the command line, "
+                 "-o allow_external=true); or copy the files it refers to beside it.")
     opened = open_file(path, fmt, options)
     try:
+        # Stamped now, before the first read: any later change to these files is refused.
+        stamps = stamps_of((path, *opened.files))
+        parts = opened.array if isinstance(opened.array, list) else [opened.array]
+        for part in parts:
+            check_numeric_dtype(path, part.dtype)
         arr = _as_cube_array(path, opened, options.get("scan_shape"), options.get("scan_width"))
+        if any(int(n) < 1 for n in arr.shape):
+            raise FileFormatError(path, f"holds an empty array (shape {tuple(int(n) for n in arr.shape)}).",
+                                  "The file is damaged or holds no patterns; check it with its own software.")
         try:
             cal = Calibration(**opened.calibration)
         except CalibrationError:
@@ -272,7 +299,7 @@ def load(path: str | os.PathLike, **options: Any) -> DataCube:
             meta["storage_chunks"] = tuple(opened.storage_chunks)
         source = {"path": path, "format": fmt,
                   "options": {k: _jsonable(v) for k, v in options.items()}}
-        cube = DataCube(Guarded(arr, path), cal, source=source, metadata=meta,
+        cube = DataCube(Guarded(arr, path, stamps), cal, source=source, metadata=meta,
                         _resources=tuple(opened.resources))
         if binning is not None and binning != (1, 1):
             binned = cube.bin(detector=binning)

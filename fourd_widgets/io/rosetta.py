@@ -15,6 +15,7 @@ import numpy as np
 
 from ..core.errors import FileFormatError, ParameterError
 from ._common import Opened, real_units_or_none, reciprocal_units_or_none, wrapped_errors
+from .header_checks import check_header_claims
 
 __all__ = ["ROSETTA_MODULES", "open_rosetta", "calibration_from_axes"]
 
@@ -152,6 +153,7 @@ def open_rosetta(path: str, fmt: str, signal: Any = None, index: Any = None) -> 
     """Read ``path`` lazily with the rsciio reader of format ``fmt``."""
     read = _reader(fmt)
     module = ROSETTA_MODULES[fmt]
+    check_header_claims(path, fmt)  # before rosettasciio sizes anything from the header
     with wrapped_errors(path, f"read it with rosettasciio's {module} reader"):
         signals = read(path, lazy=True)
         if isinstance(signals, dict):

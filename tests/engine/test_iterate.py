@@ -221,3 +221,20 @@ class CountingClient:
 
     def __getattr__(self, name):
         return getattr(self.client, name)
+
+
+def test_checkpoint_key_is_the_batch_runners_key_for_a_file(tmp_path) -> None:
+    """One key for "this output is finished" (batch resume) and "this checkpoint may resume"."""
+    import fourd_widgets as fw
+    from fourd_widgets.engine.checkpoint import checkpoint_key, load_options
+    from fourd_widgets.io.identity import input_identity, run_key
+
+    path = tmp_path / "cube.npy"
+    np.save(path, np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4))
+    recipe = {"steps": [{"step": "x", "a": 1}]}
+    with fw.load(path) as cube:
+        key, _parts = checkpoint_key(recipe, cube)
+        ident = {**input_identity(path), "shape": list(cube.shape), "dtype": str(cube.dtype)}
+        assert key == run_key(recipe, load_options(cube), ident)
+        path.write_bytes(path.read_bytes()[:-4] + b"\x00\x00\x80\x7f")  # same size, other content
+        assert checkpoint_key(recipe, cube)[0] != key

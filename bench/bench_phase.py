@@ -1,0 +1,172 @@
+"""Phase from 4D-STEM: fourd_widgets DPC/iDPC, parallax and SSB vs py4DSTEM 0.14.18 DPC and Parallax.
+
+    python bench/bench_phase.py [--venvs /work/venvs] [--scan 64]
+
+Data, the same for both programs, from ``fw.datasets.phase.simulate_phase``:
+
+* DPC: SrTiO3 [001] weak-phase object (0.3 rad), 20 mrad, 1 mrad/px, ``scan x scan`` x 96x96,
+  0.244 Å steps, scan rotation 30°;
+* parallax: an amorphous film (1 rad), 15 mrad, 0.5 mrad/px, 48x48 x 96x96, 0.8 Å steps,
+  C10 = −300 Å, C12 = 60 Å at 25°, scan rotation 30°.
+
+Both get the rotation (ours from the calibration, py4DSTEM forced). Reports compute time
+(ours: median of 3 after one warm-up; py4DSTEM: one run, plots and progress bars off, in a
+subprocess of its venv), peak resident memory (``ru_maxrss`` of a fresh process for each),
+accuracy against the truth, and the SSB/tcBF preview times of the PhaseTuner budget
+(64x64 x 96x96).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def median_time(fn, n=3):
+    fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def rss_mib() -> float:
+    """This process's own peak resident memory (VmHWM; ru_maxrss would include the parent's peak)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def ours_child(kind: str, path: str) -> None:
+    """Run one of ours in this (fresh) process and print its time and peak RSS."""
+    from fourd_widgets.analysis.parallax import parallax
+    from fourd_widgets.analysis.phase_dpc import dpc
+    from fourd_widgets.core.calibration import Calibration
+    from fourd_widgets.core.datacube import DataCube
+
+    d = np.load(path)
+    cal = Calibration(real_step=float(d["real_step_A"]), reciprocal_step=float(d["reciprocal_step_mrad"]),
+                      reciprocal_units="mrad", energy_eV=float(d["energy_eV"]),
+                      convergence_semiangle_mrad=float(d["convergence_mrad"]), origin=(48.0, 48.0),
+                      rotation_deg=float(d["rotation_deg"]))
+    cube = DataCube(d["data"], cal)
+    rss0 = rss_mib()
+    fn = (lambda: dpc(cube, progress=False)) if kind == "dpc" else (lambda: parallax(cube, bin=2, progress=False))
+    t = median_time(fn)
+    res = fn()
+    extra = {}
+    if kind == "parallax":
+        extra = {"C10": res.aberrations.C10, "C12": res.aberrations.C12, "phi12": res.aberrations.phi12_deg,
+                 "rotation": res.rotation_deg}
+    else:
+        np.save(path + ".ours.npy", res.phase)
+    rss = rss_mib()
+    print("FOURD_BENCH_RESULT " + json.dumps({"s": t, "rss_mib": [rss0, rss], **extra}))
+
+
+def child(args: list[str], py: str = sys.executable) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run([py, *args], capture_output=True, text=True, env=env)
+    if res.returncode:
+        raise RuntimeError(res.stderr[-3000:])
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("FOURD_BENCH_RESULT ")][-1]
+    return json.loads(line[len("FOURD_BENCH_RESULT "):])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--venvs", default=os.environ.get("FOURD_BENCH_VENVS", "/work/venvs"))
+    ap.add_argument("--scan", type=int, default=64)
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        return ours_child(*a.child)
+
+    from fourd_widgets.analysis.aberrations import Aberrations
+    from fourd_widgets.analysis.parallax import parallax_prepare, tcbf
+    from fourd_widgets.analysis.phase_common import phase_agreement
+    from fourd_widgets.analysis.ssb import ssb, ssb_prepare
+    from fourd_widgets.datasets.phase import amorphous_phase_object, simulate_phase
+
+    tmp = Path(tempfile.mkdtemp(prefix="fourd_phase_"))
+    rot = 30.0
+    n = a.scan
+    cube_d, truth_d = simulate_phase(scan_shape=(n, n), scan_step_A=3.905 / 16, scan_rotation_deg=rot)
+    obj, px = amorphous_phase_object(64.0, 0.2, 1.0, 1.0)
+    cube_p, truth_p = simulate_phase(obj, px, scan_shape=(48, 48), scan_step_A=0.8, reciprocal_step_mrad=0.5,
+                                     convergence_semiangle_mrad=15, C10=-300.0, C12=60.0, phi12_deg=25.0,
+                                     scan_rotation_deg=rot)
+    paths = {}
+    for kind, cube, step, mrad, alpha in (("dpc", cube_d, 3.905 / 16, 1.0, 20.0),
+                                          ("parallax", cube_p, 0.8, 0.5, 15.0)):
+        paths[kind] = str(tmp / f"{kind}.npz")
+        np.savez(paths[kind], data=np.asarray(cube.array), real_step_A=step, reciprocal_step_mrad=mrad,
+                 energy_eV=300e3, convergence_mrad=alpha, rotation_deg=rot)
+    ours = {k: child([__file__, "--child", k, paths[k]]) for k in paths}
+    py = Path(a.venvs) / "py4dstem" / "bin" / "python"
+    peer = child([str(HERE / "peers" / "phase_py4dstem.py"), "--dpc", paths["dpc"], "--parallax",
+                  paths["parallax"], "--out", str(tmp / "p4")], py=str(py))
+    p4_phase = np.load(tmp / "p4.npz")["dpc_phase"]
+    our_phase = np.load(paths["dpc"] + ".ours.npy")
+    step = 3.905 / 16
+    acc_ours = phase_agreement(our_phase, truth_d.phase_on_scan, step)
+    # py4DSTEM pads its object; take the central scan-sized region
+    ox = (p4_phase.shape[0] - n) // 2
+    oy = (p4_phase.shape[1] - n) // 2
+    acc_p4 = phase_agreement(p4_phase[ox:ox + n, oy:oy + n], truth_d.phase_on_scan, step) \
+        if p4_phase.shape[0] >= n else (float("nan"), float("nan"))
+
+    # PhaseTuner budget: SSB and tcBF previews on 64x64 x 96x96
+    cube_t, _ = simulate_phase(scan_shape=(64, 64), scan_step_A=3.905 / 16)
+    data = ssb_prepare(cube_t, progress=False)
+    t_ssb = median_time(lambda: ssb(data, C10=20.0))
+    t_prep = median_time(lambda: ssb_prepare(cube_t, progress=False), 1)
+    cube_tp, _ = simulate_phase(obj, px, scan_shape=(64, 64), scan_step_A=0.8, reciprocal_step_mrad=0.5,
+                                convergence_semiangle_mrad=15, C10=-300.0)
+    pdata = parallax_prepare(cube_tp, bin=2, progress=False)
+    t_pprep = median_time(lambda: parallax_prepare(cube_tp, bin=2, progress=False), 1)
+    t_tcbf = median_time(lambda: tcbf(pdata, Aberrations(C10=-280.0), 0.0))
+
+    pr = ours["parallax"]
+    lines = ["", "## Phase (issue 16)", "",
+             f"`python bench/bench_phase.py --scan {n}` (2 shared cores, no GPU; py4DSTEM {peer['version']}). "
+             "Ours: median of 3 after a warm-up, each in a fresh process; py4DSTEM: one run, plots off. "
+             "Peak RSS = VmHWM of the process (data loaded before timing; in brackets: before the compute).", "",
+             "| step | data | fourd_widgets s | py4DSTEM s | ratio | peak RSS ours / py4DSTEM (MiB) |",
+             "|---|---|---|---|---|---|",
+             f"| DPC/iDPC | {n}x{n} x 96x96 | {ours['dpc']['s']:.3f} | {peer['dpc_s']:.2f} | "
+             f"**{peer['dpc_s'] / ours['dpc']['s']:.1f}x** | {ours['dpc']['rss_mib'][1]:.0f} "
+             f"({ours['dpc']['rss_mib'][0]:.0f}) / {peer['dpc_rss_mib'][1]:.0f} ({peer['dpc_rss_mib'][0]:.0f}) |",
+             f"| parallax (align + fit) | 48x48 x 96x96 | {pr['s']:.3f} | {peer['parallax_s']:.2f} | "
+             f"**{peer['parallax_s'] / pr['s']:.0f}x** | {pr['rss_mib'][1]:.0f} ({pr['rss_mib'][0]:.0f}) / "
+             f"{peer['parallax_rss_mib'][1]:.0f} ({peer['parallax_rss_mib'][0]:.0f}) |",
+             "", f"iDPC vs truth (Pearson, slope after σ = 0.3 Å): ours {acc_ours[0]:.3f}, {acc_ours[1]:.3f}; "
+             f"py4DSTEM {acc_p4[0]:.3f}, {acc_p4[1]:.3f}.",
+             f"Parallax fit, truth C10 −300 Å, C12 60 Å at 25°, rotation 30°: ours C10 {pr['C10']:.1f}, "
+             f"C12 {pr['C12']:.1f} at {pr['phi12']:.1f}°, rotation {pr['rotation']:.2f}°; "
+             f"py4DSTEM {json.dumps(peer.get('parallax_fit'))}.",
+             "", f"PhaseTuner budget (64x64 x 96x96): SSB from cached G(k,Q) {t_ssb:.2f} s per aberration change "
+             f"(one pass + FFT to cache: {t_prep:.2f} s); tcBF from cached bright-field images {t_tcbf:.2f} s per "
+             f"aberration change (one pass to cache: {t_pprep:.2f} s).", ""]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""What DPC, parallax and SSB share: the bright-field disk, the scan rotation, one pass of moments, a score.
+
+Conventions are those of :class:`~fourd_widgets.core.calibration.Calibration`
+(a scan-frame vector ``v`` appears on the detector as ``R(rotation_deg) S v``) and
+of :mod:`.aberrations` (``χ``, Δf = −C10).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.fft as sfft
+from scipy import ndimage
+
+from ..core.calibration import Calibration
+from ..core.errors import CalibrationError, MissingCalibrationError, ShapeError
+from ..engine.job import ImageJob
+from ..engine.run import run_job
+from .calibration import measure_qr_rotation, scan_frame_matrix
+
+__all__ = ["BrightField", "bright_field", "MomentsJob", "centre_of_mass", "resolve_rotation", "relative_curl",
+           "phase_agreement", "measure_shifts", "shift_images", "splat"]
+
+
+@dataclass(frozen=True)
+class BrightField:
+    """The bright-field disk on the detector.
+
+    Attributes
+    ----------
+    origin : (2,) tuple of float
+        Pixel of k = 0 (the mean origin).
+    radius_px : float
+        Disk radius, px (``α / (λ dk)``).
+    step_invA : float
+        Detector pixel, 1/Å.
+    wavelength_A : float
+    k_alpha : float
+        Aperture radius, 1/Å.
+    """
+
+    origin: tuple[float, float]
+    radius_px: float
+    step_invA: float
+    wavelength_A: float
+    k_alpha: float
+
+
+def bright_field(cal: Calibration, detector_shape: tuple[int, int], step: str) -> BrightField:
+    """The calibrated bright-field disk; refuses a missing convergence angle or a disk that overhangs the detector."""
+    if cal.convergence_semiangle_mrad is None:
+        raise MissingCalibrationError(
+            "convergence_semiangle_mrad", step,
+            "Set the probe's convergence semi-angle with cube.calibration = "
+            "cube.calibration.replace(convergence_semiangle_mrad=...) (from the microscope, or measure the "
+            "bright-field disk radius in px and multiply by the detector step in mrad).")
+    cal.require("energy_eV", step)
+    cal.require("reciprocal_step", step)
+    origin = cal.origin
+    if origin is None and cal.origin_map is not None:
+        origin = tuple(np.nanmean(cal.origin_map.reshape(-1, 2), axis=0).tolist())
+    if origin is None:
+        raise MissingCalibrationError("origin", step, "Measure the unscattered beam's position (recipe step "
+                                      "'origin', fw.analysis.measure_origin) or set calibration.origin.")
+    lam = cal.wavelength_A
+    dk = cal.reciprocal_step_in("1/Å")
+    r = cal.convergence_semiangle_px
+    Qx, Qy = detector_shape
+    ox, oy = origin
+    if ox - r < -0.5 or oy - r < -0.5 or ox + r > Qx - 0.5 or oy + r > Qy - 0.5:
+        raise ShapeError(
+            f"{step}: the bright-field disk (radius {r:.1f} px about ({ox:.1f}, {oy:.1f})) does not fit the "
+            f"{Qx}x{Qy} detector. Check convergence_semiangle_mrad and reciprocal_step in the calibration, "
+            "or record with a shorter camera length so the whole disk is on the detector.")
+    return BrightField(origin=(float(ox), float(oy)), radius_px=float(r), step_invA=dk, wavelength_A=lam,
+                       k_alpha=cal.convergence_semiangle_mrad * 1e-3 / lam)
+
+
+class MomentsJob(ImageJob):
+    """Moments ``(Σw I, Σw I qx, Σw I qy)`` of every pattern under a weight mask, per position.
+
+    One float32 GEMM per block (the patterns are read once; the float32 sum over a
+    pattern is good to about 1e-6 of its total).
+    """
+
+    name = "centre of mass"
+    item_shape = (3,)
+
+    def __init__(self, weights: np.ndarray) -> None:
+        Qx, Qy = weights.shape
+        w = np.asarray(weights, dtype=np.float64)
+        ii = np.arange(Qx, dtype=np.float64)[:, None] * w
+        jj = np.arange(Qy, dtype=np.float64)[None, :] * w
+        self.stack = np.stack([w, ii, jj], -1).reshape(Qx * Qy, 3).astype(np.float32)
+
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
+        flat = block.reshape(-1, self.stack.shape[0]).astype(np.float32, copy=False)
+        return (flat @ self.stack).astype(np.float64).reshape(block.shape[:2] + (3,))
+
+
+def centre_of_mass(cube: Any, weights: np.ndarray, **engine: Any) -> np.ndarray:
+    """Centre of mass ``(Rx, Ry, 2)`` in detector px from the calibrated origin (descan removed).
+
+    The origin is ``calibration.origin_map`` per position when set, else
+    ``calibration.origin``, else the mean centre of mass of the scan.
+    """
+    m = run_job(cube, MomentsJob(weights), **engine)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        com = m[..., 1:] / m[..., :1]
+    cal = cube.calibration
+    if cal.origin_map is not None:
+        return com - cal.origin_map
+    if cal.origin is not None:
+        return com - np.asarray(cal.origin)
+    return com - np.nanmean(com.reshape(-1, 2), axis=0)
+
+
+def _taper(n: int, frac: float = 0.25) -> np.ndarray:
+    """Tukey window: flat middle, cosine edges over ``frac`` of each side."""
+    w = np.ones(n)
+    m = max(1, int(round(frac * n)))
+    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(m) + 0.5) / m)
+    w[:m], w[n - m:] = ramp, ramp[::-1]
+    return w
+
+
+def measure_shifts(images: np.ndarray, reference: np.ndarray | None = None, upsample: int = 10, smooth_px: float = 0.0,
+                   members: np.ndarray | None = None) -> np.ndarray:
+    """Shift ``d`` of each image against the reference, ``image(R) ≈ reference(R − d)``, in pixels.
+
+    Parameters
+    ----------
+    images : (N, Rx, Ry) array
+    reference : (Rx, Ry) array, optional
+        None: the mean of the ``members`` images, leaving each image out of its own
+        reference (its noise would otherwise pull its peak to zero shift).
+    upsample : int
+        Peak refinement by a matrix DFT on a ±1.5 px patch, ``1/upsample`` px apart.
+    smooth_px : float
+        Gaussian low-pass of the cross-correlation (rms, px): lifts the peak above
+        the noise, which is white while the image's spectrum is not.
+    members : (N,) bool array, optional
+        Images averaged into the reference when ``reference`` is None (default all).
+
+    Returns
+    -------
+    (N, 2) array
+
+    Examples
+    --------
+    >>> x, y = np.meshgrid(np.arange(32.0), np.arange(32.0), indexing="ij")
+    >>> ref = np.exp(-((x - 15) ** 2 + (y - 16) ** 2) / 8)
+    >>> img = np.exp(-((x - 17.3) ** 2 + (y - 14.6) ** 2) / 8)
+    >>> np.round(measure_shifts(img[None], ref), 1).tolist()
+    [[2.3, -1.4]]
+    """
+    N, Rx, Ry = images.shape
+    w = _taper(Rx)[:, None] * _taper(Ry)[None, :]
+    a = (images - images.mean(axis=(1, 2), keepdims=True)) * w
+    Fa = sfft.fft2(a)
+    if reference is None:
+        m = np.ones(N, bool) if members is None else np.asarray(members, bool)
+        total = Fa[m].sum(axis=0)
+        count = m.sum() - m.astype(float)
+        Fb = (total[None] - m[:, None, None] * Fa) / np.maximum(count, 1)[:, None, None]
+        X = Fa * np.conj(Fb)
+    else:
+        b = (reference - reference.mean()) * w
+        X = Fa * np.conj(sfft.fft2(b))[None]
+    if smooth_px > 0:
+        f2 = sfft.fftfreq(Rx)[:, None] ** 2 + sfft.fftfreq(Ry)[None, :] ** 2
+        X *= np.exp(-2 * np.pi ** 2 * smooth_px ** 2 * f2)[None]
+    c = sfft.ifft2(X).real
+    flat = c.reshape(N, -1).argmax(axis=1)
+    px, py = np.unravel_index(flat, (Rx, Ry))
+    px = np.where(px > Rx // 2, px - Rx, px).astype(float)
+    py = np.where(py > Ry // 2, py - Ry, py).astype(float)
+    if upsample <= 1:
+        return np.stack([px, py], -1)
+    offs = np.arange(-1.5, 1.5 + 1e-9, 1.0 / upsample)
+    fx = sfft.fftfreq(Rx)
+    fy = sfft.fftfreq(Ry)
+    kx = np.exp(2j * np.pi * (px[:, None] + offs[None, :])[:, :, None] * fx[None, None, :])  # (N, U, Rx)
+    ky = np.exp(2j * np.pi * (py[:, None] + offs[None, :])[:, :, None] * fy[None, None, :])  # (N, U, Ry)
+    patch = np.matmul(np.matmul(kx, X), ky.transpose(0, 2, 1)).real  # batched GEMMs, (N, U, U)
+    U = len(offs)
+    best = patch.reshape(N, -1).argmax(axis=1)
+    bi, bj = np.unravel_index(best, (U, U))
+    return np.stack([px + offs[bi], py + offs[bj]], -1)
+
+
+def shift_images(images: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Images moved by ``−d`` (Fourier shift), so that ``image(R) = f(R − d)`` becomes ``f``."""
+    N, Rx, Ry = images.shape
+    fx = sfft.fftfreq(Rx)[None, :, None]
+    fy = sfft.fftfreq(Ry)[None, None, :]
+    ramp = np.exp(2j * np.pi * (fx * d[:, 0, None, None] + fy * d[:, 1, None, None]))
+    return sfft.ifft2(sfft.fft2(images) * ramp).real
+
+
+def splat(images: np.ndarray, d: np.ndarray, up: int, kernel_px: float) -> np.ndarray:
+    """Samples ``images[n](R)`` placed at ``up (R − d_n)`` on a periodic fine grid, bilinear, Gaussian-smoothed."""
+    N, Rx, Ry = images.shape
+    X, Y = np.meshgrid(np.arange(Rx, dtype=float), np.arange(Ry, dtype=float), indexing="ij")
+    px = ((X[None] - d[:, 0, None, None]) * up).ravel()
+    py = ((Y[None] - d[:, 1, None, None]) * up).ravel()
+    vals = images.ravel()
+    Mx, My = Rx * up, Ry * up
+    x0, y0 = np.floor(px), np.floor(py)
+    fx, fy = px - x0, py - y0
+    acc = np.zeros(Mx * My)
+    wsum = np.zeros(Mx * My)
+    for dx, wx in ((0, 1 - fx), (1, fx)):
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            idx = ((x0 + dx).astype(int) % Mx) * My + ((y0 + dy).astype(int) % My)
+            w = wx * wy
+            acc += np.bincount(idx, weights=w * vals, minlength=Mx * My)
+            wsum += np.bincount(idx, weights=w, minlength=Mx * My)
+    acc = ndimage.gaussian_filter(acc.reshape(Mx, My), kernel_px, mode="wrap")
+    wsum = ndimage.gaussian_filter(wsum.reshape(Mx, My), kernel_px, mode="wrap")
+    return acc / np.maximum(wsum, 1e-3 * wsum.max())
+
+
+def relative_curl(field: np.ndarray) -> float:
+    """Rms curl over rms divergence of a scan-frame vector field ``(Rx, Ry, 2)``."""
+    u, v = field[..., 0], field[..., 1]
+    ok = np.isfinite(u) & np.isfinite(v)
+    u, v = np.where(ok, u, 0.0), np.where(ok, v, 0.0)
+    dudx, dudy = np.gradient(u)
+    dvdx, dvdy = np.gradient(v)
+    curl, div = dvdx - dudy, dudx + dvdy
+    return float(np.sqrt(np.mean(curl[ok] ** 2) / max(np.mean(div[ok] ** 2), 1e-300)))
+
+
+def resolve_rotation(com: np.ndarray, cal: Calibration, mode: str, rotation_deg: float, flip: bool,
+                     tolerance_deg: float, step: str) -> tuple[float, bool]:
+    """The scan rotation and flip to use: the calibration's (checked against the CoM curl), measured, or manual.
+
+    ``mode`` 'calibration' refuses a calibration that the centre-of-mass field
+    contradicts: its rotation (mod 180°) or flip differs from the curl minimum by
+    more than ``tolerance_deg`` while leaving at least twice the curl, which is
+    what an uncalibrated scan (rotation left at 0°) looks like.
+    """
+    if mode == "manual":
+        return float(rotation_deg), bool(flip)
+    if min(com.shape[:2]) < 3:
+        if mode == "curl":
+            raise ShapeError(f"{step}: measuring the scan rotation needs at least 3x3 positions")
+        return cal.rotation_deg, cal.flip
+    found = measure_qr_rotation(com[..., 0], com[..., 1])
+    if mode == "curl":
+        return found.rotation_deg, found.flip
+    ours = relative_curl(com @ scan_frame_matrix(cal.rotation_deg, cal.flip).T)
+    best = relative_curl(com @ scan_frame_matrix(found.rotation_deg, found.flip).T)
+    off = abs((cal.rotation_deg - found.rotation_deg + 90.0) % 180.0 - 90.0)
+    if (found.flip != cal.flip or off > tolerance_deg) and ours > 2 * best:
+        raise CalibrationError(
+            f"{step}: the scan rotation in the calibration ({cal.rotation_deg:.1f}°, flip={cal.flip}) leaves the "
+            f"centre-of-mass field with {ours:.2f} relative curl, while {found.rotation_deg:.1f}° "
+            f"(flip={found.flip}) leaves {best:.2f}: this scan has no (or a wrong) rotation calibration. "
+            "Measure it first (recipe step 'qr_rotation', fw.analysis.measure_qr_rotation), or pass "
+            "rotation='curl' to measure it here, or rotation='manual' with rotation_deg= and flip=.")
+    return cal.rotation_deg, cal.flip
+
+
+def phase_agreement(image: np.ndarray, truth: np.ndarray, step_A: float, sigma_A: float = 0.3,
+                    border: int = 0) -> tuple[float, float]:
+    """Pearson correlation and fitted slope of a phase image against the truth (issue 16's score).
+
+    Both images, on the same scan grid, get the same Gaussian low-pass (``sigma_A``,
+    periodic edges) and lose ``border`` pixels at each edge; the slope is the
+    least-squares ``a`` in ``image ≈ a truth + b``.
+
+    Examples
+    --------
+    >>> t = np.random.default_rng(0).normal(size=(16, 16))
+    >>> [round(v, 6) for v in phase_agreement(2 * t + 1, t, 0.25)]
+    [1.0, 2.0]
+    """
+    s = sigma_A / step_A
+    a = ndimage.gaussian_filter(np.asarray(image, float), s, mode="wrap")
+    b = ndimage.gaussian_filter(np.asarray(truth, float), s, mode="wrap")
+    if border:
+        a, b = a[border:-border, border:-border], b[border:-border, border:-border]
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    r = float(a @ b / math.sqrt((a @ a) * (b @ b)))
+    return r, float(a @ b / (b @ b))

@@ -1,0 +1,246 @@
+"""DPC and iDPC: centre-of-mass shifts and their Fourier integration to a phase in radians.
+
+For a thin specimen the centre of mass of each pattern is the phase gradient seen
+through the probe intensity: ``k_com = (1/2π) |P|² ⊛ ∇φ`` (``k`` in 1/Å, ``φ`` in rad;
+a phase that rises along +x deflects the beam to +kx) [1]_. So the gradient in rad
+per scan pixel is ``g = 2π k_com × scan step``, after taking ``k_com`` from the
+detector frame to the scan frame with the calibrated rotation and flip
+(:func:`~fourd_widgets.analysis.calibration.scan_frame_matrix`).
+
+Integration is one least-squares solve in Fourier space,
+``φ̂(q) = (qx ĝx + qy ĝy) / (2πi |q|²)``, on the scan extended by mirror images
+(no edge artefacts: the extended gradient field is periodic and consistent), or
+taken as periodic, or zero-padded (py4DSTEM's choice). Optional Butterworth
+high-pass and low-pass filters act on ``φ̂`` [2]_. Iterative integration is
+:mod:`.phase_dpc_iterative`.
+
+References
+----------
+.. [1] I. Lazić, E. G. T. Bosch and S. Lazar, Ultramicroscopy 160, 265-280 (2016).
+.. [2] B. H. Savitzky et al., Microsc. Microanal. 27, 712-743 (2021) (py4DSTEM DPC).
+
+Examples
+--------
+>>> x, y = np.meshgrid(np.arange(32.0), np.arange(32.0), indexing="ij")
+>>> phi = np.exp(-((x - 15) ** 2 + (y - 17) ** 2) / 20)
+>>> g = np.stack(np.gradient(phi), -1)
+>>> got = integrate_gradient(g)
+>>> bool(np.abs((got - got.mean()) - (phi - phi.mean())).max() < 0.03)  # central differences
+True
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import numpy as np
+import scipy.fft as sfft
+
+from ..core.errors import ParameterError
+from ..core.params import Params, param
+from .aberrations import detector_k
+from .calibration import scan_frame_matrix
+from .phase_common import bright_field, centre_of_mass, resolve_rotation
+
+__all__ = ["DPCParams", "DPCResult", "dpc", "integrate_gradient", "butterworth", "probe_transfer"]
+
+
+@dataclass(frozen=True, eq=False)
+class DPCParams(Params):
+    """Record of a DPC / iDPC reconstruction (centre of mass, rotation, FFT integration, filters)."""
+
+    step = "dpc"
+
+    detector: Literal["all", "bright_field"] = param(
+        "all", doc="pixels in the centre of mass: the whole detector, or the bright-field disk only")
+    rotation: Literal["calibration", "curl", "manual"] = param(
+        "calibration", doc="scan rotation and flip: the calibration's (refused when the CoM curl contradicts it), "
+        "measured here by minimising the curl, or rotation_deg and flip below")
+    rotation_deg: float = param(0.0, units="deg", doc="'manual': rotation from scan to detector (Calibration sense)")
+    flip: bool = param(False, doc="'manual': detector axes swapped relative to the scan")
+    rotation_tolerance_deg: float = param(
+        10.0, units="deg", gt=0, le=90, doc="'calibration': largest disagreement with the curl minimum accepted")
+    boundary: Literal["mirror", "periodic", "zeros"] = param(
+        "mirror", doc="how the scan is extended for the FFT: mirror images, periodic, or zero padding")
+    padding: float = param(2.0, ge=1, le=4, doc="'zeros': FFT grid this many times the scan")
+    q_highpass: float | None = param(None, units="1/Å", gt=0, doc="Butterworth high-pass cut-off; None: none")
+    q_lowpass: float | None = param(None, units="1/Å", gt=0, doc="Butterworth low-pass cut-off; None: none")
+    butterworth_order: float = param(2.0, gt=0, le=16, doc="order n of the Butterworth filters")
+    probe_deconvolution: float | None = param(
+        None, gt=0, le=10, doc="Wiener constant ε to undo the probe's blur (iDPC sees |P|² ⊛ φ; its transfer "
+        "T(q) is the autocorrelation of the in-focus aperture of the calibrated convergence angle): "
+        "φ̂ T / (T² + ε); None: no deconvolution")
+
+
+@dataclass(frozen=True, eq=False)
+class DPCResult:
+    """DPC and iDPC images.
+
+    Attributes
+    ----------
+    phase : (Rx, Ry) array
+        iDPC phase, rad, zero mean.
+    com : (Rx, Ry, 2) array
+        Centre of mass in the scan frame, 1/Å (= ∇φ / 2π under the probe).
+    com_detector : (Rx, Ry, 2) array
+        Centre of mass in the detector frame from the calibrated origin, px.
+    rotation_deg : float
+    flip : bool
+        The scan rotation and flip used.
+    params : DPCParams
+    """
+
+    phase: np.ndarray
+    com: np.ndarray
+    com_detector: np.ndarray
+    rotation_deg: float
+    flip: bool
+    params: DPCParams
+
+
+def butterworth(q: np.ndarray, q_highpass: float | None, q_lowpass: float | None, order: float) -> np.ndarray:
+    """Butterworth filter ``H(q)`` (1 where nothing is cut).
+
+    >>> np.round(butterworth(np.array([0.0, 1.0, 10.0]), 1.0, None, 2), 3).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    h = np.ones_like(q, dtype=float)
+    with np.errstate(divide="ignore", over="ignore"):
+        if q_highpass is not None:
+            r = (q / q_highpass) ** (2 * order)
+            h *= r / (1 + r)
+        if q_lowpass is not None:
+            h *= 1 / (1 + (q / q_lowpass) ** (2 * order))
+    return h
+
+
+def probe_transfer(q: np.ndarray, k_alpha: float) -> np.ndarray:
+    """Transfer ``T(q)`` of iDPC for an in-focus probe: the normalised autocorrelation of a disk of radius ``k_alpha``.
+
+    >>> np.round(probe_transfer(np.array([0.0, 1.0, 2.0]), 1.0), 4).tolist()
+    [1.0, 0.391, 0.0]
+    """
+    u = np.clip(np.asarray(q, float) / (2 * k_alpha), 0.0, 1.0)
+    return (2 / math.pi) * (np.arccos(u) - u * np.sqrt(1 - u * u))
+
+
+def _extend(g: np.ndarray, boundary: str, padding: float) -> np.ndarray:
+    if boundary == "periodic":
+        return g
+    Rx, Ry = g.shape[:2]
+    if boundary == "zeros":
+        shape = tuple(sfft.next_fast_len(max(n, math.ceil(padding * n)), real=True) for n in (Rx, Ry))
+        out = np.zeros(shape + (2,))
+        out[:Rx, :Ry] = g
+        return out
+    # even extension of φ: ∂x φ is odd across x edges and even across y edges (and vice versa)
+    gx, gy = g[..., 0], g[..., 1]
+    ex = np.block([[gx, gx[:, ::-1]], [-gx[::-1], -gx[::-1, ::-1]]])
+    ey = np.block([[gy, -gy[:, ::-1]], [gy[::-1], -gy[::-1, ::-1]]])
+    return np.stack([ex, ey], -1)
+
+
+def integrate_gradient(gradient: np.ndarray, *, step_A: float = 1.0, boundary: str = "mirror", padding: float = 2.0,
+                       q_highpass: float | None = None, q_lowpass: float | None = None, order: float = 2.0,
+                       deconvolve: Callable[[np.ndarray], np.ndarray] | None = None, epsilon: float = 0.01,
+                       workers: int | None = None) -> np.ndarray:
+    """The phase whose gradient best matches ``gradient`` (least squares, Fourier space).
+
+    Parameters
+    ----------
+    gradient : (Rx, Ry, 2) array
+        ``(∂φ/∂x, ∂φ/∂y)`` per scan pixel; non-finite values count as 0.
+    step_A : float
+        Scan step, for the filter cut-offs in 1/Å.
+    boundary : {'mirror', 'periodic', 'zeros'}
+    padding : float
+        For 'zeros'.
+    q_highpass, q_lowpass : float, optional
+        Butterworth cut-offs, 1/Å.
+    order : float
+    deconvolve : callable, optional
+        ``T(q)`` of the blur to undo, ``q`` ``(..., 2)`` in 1/Å (scan frame): Wiener
+        deconvolution ``φ̂ T / (T² + epsilon)``.
+    epsilon : float
+    workers : int, optional
+        FFT threads.
+
+    Returns
+    -------
+    (Rx, Ry) array
+        Zero-mean phase, in the units of ``gradient`` × pixel.
+    """
+    g = np.nan_to_num(np.asarray(gradient, dtype=np.float64))
+    Rx, Ry = g.shape[:2]
+    e = _extend(g, boundary, padding)
+    Nx, Ny = e.shape[:2]
+    qx = sfft.fftfreq(Nx)[:, None]
+    qy = sfft.rfftfreq(Ny)[None, :]
+    q2 = qx * qx + qy * qy
+    q2[0, 0] = 1.0
+    f = sfft.rfft2(e, axes=(0, 1), workers=workers)
+    spec = (qx * f[..., 0] + qy * f[..., 1]) / (2j * math.pi * q2)
+    spec[0, 0] = 0.0
+    if q_highpass is not None or q_lowpass is not None:
+        spec *= butterworth(np.sqrt(qx * qx + qy * qy) / step_A, q_highpass, q_lowpass, order)
+    if deconvolve is not None:
+        q = np.stack(np.broadcast_arrays(qx / step_A, qy / step_A), -1)
+        T = deconvolve(q)
+        spec *= T / (T * T + epsilon)
+    phi = sfft.irfft2(spec, s=(Nx, Ny), workers=workers)[:Rx, :Ry]
+    return phi - phi.mean()
+
+
+def dpc(cube: Any, params: DPCParams | None = None, *, progress: Any = None, cancel: Any = None,
+        workers: int | None = None, scheduler: Any = None, **overrides: Any) -> DPCResult:
+    """DPC (centre-of-mass shifts) and iDPC (their integral, the phase in rad) of a cube.
+
+    Parameters
+    ----------
+    cube : DataCube
+        Needs ``real_step``, ``reciprocal_step``, ``energy_eV`` (for mrad steps) and an
+        origin (or origin map: the descan is removed per position); the rotation and
+        flip as ``params.rotation`` says; ``convergence_semiangle_mrad`` for the
+        bright-field detector.
+    params : DPCParams, optional
+    progress, cancel, workers, scheduler
+        Engine options (:func:`fourd_widgets.engine.run_job`); ``workers`` also sets FFT threads.
+    **overrides
+        Field overrides of ``params``.
+
+    Returns
+    -------
+    DPCResult
+    """
+    p = params if params is not None else DPCParams()
+    if not isinstance(p, DPCParams):
+        raise ParameterError(f"params must be DPCParams, got {type(p).__name__}", field="params")
+    if overrides:
+        p = p.replace(**overrides)
+    cal = cube.calibration
+    step_A = cal.real_step_in("Å")
+    dk = cal.reciprocal_step_in("1/Å")
+    Qx, Qy = cube.detector_shape
+    if p.detector == "bright_field":
+        bf = bright_field(cal, (Qx, Qy), "DPC on the bright-field disk")
+        kx, ky = detector_k((Qx, Qy), bf.origin, dk)
+        weights = (np.hypot(kx, ky) <= bf.k_alpha).astype(float)
+    else:
+        weights = np.ones((Qx, Qy))
+    com_px = centre_of_mass(cube, weights, progress=progress, cancel=cancel, workers=workers, scheduler=scheduler)
+    rot, flip = resolve_rotation(com_px, cal, p.rotation, p.rotation_deg, p.flip, p.rotation_tolerance_deg, "DPC")
+    com = com_px @ scan_frame_matrix(rot, flip).T * dk
+    deconvolve = None
+    if p.probe_deconvolution is not None:
+        bf = bright_field(cal, (Qx, Qy), "DPC's probe deconvolution")
+
+        def deconvolve(q: np.ndarray) -> np.ndarray:
+            return probe_transfer(np.hypot(q[..., 0], q[..., 1]), bf.k_alpha)
+    phase = integrate_gradient(2 * math.pi * step_A * com, step_A=step_A, boundary=p.boundary, padding=p.padding,
+                               q_highpass=p.q_highpass, q_lowpass=p.q_lowpass, order=p.butterworth_order,
+                               deconvolve=deconvolve, epsilon=p.probe_deconvolution or 0.0, workers=workers)
+    for a in (phase, com, com_px):
+        a.setflags(write=False)
+    return DPCResult(phase=phase, com=com, com_detector=com_px, rotation_deg=rot, flip=flip, params=p)
