@@ -1,37 +1,44 @@
-"""Analysis steps, one module per step family.
+"""Analysis steps, one module per step family; the public names come from the step manifest.
 
-Importing this package registers every step with :mod:`.steps`, so ``fw.run``
-can replay any recipe.
+Nothing is imported until it is used: ``fourd_widgets.analysis.find_disks`` imports
+:mod:`.disks` on first access (module ``__getattr__``), so a script that needs one
+step does not load them all. Which module holds which name is declared in
+``fourd_widgets/manifest/*.json`` (:mod:`fourd_widgets.core.registry`).
 """
 
-from . import calibration, detectors, disk_lattice, strain
-from .calibration import (
-    EllipseParams,
-    OriginFitParams,
-    OriginParams,
-    PixelSizeParams,
-    QRRotationParams,
-    fit_ellipse,
-    fit_origin,
-    measure_origin,
-    measure_pixel_size,
-    measure_qr_rotation,
-    undistort_cube,
-)
-from .detectors import detector_mask
-from .disk_lattice import snap_to_lattice
-from .disks import DiskLatticeParams, FindDisksParams, PeakTable, bragg_vector_map, find_disks
-from .probe import ProbeTemplateParams, probe_template
-from .run import run
-from .strain import StrainMap, StrainMapParams, strain_map, suggest_basis
-from .virtual import VirtualDiffractionParams, VirtualImageParams, virtual_diffraction, virtual_image
+from __future__ import annotations
 
-__all__ = [
-    "detectors", "detector_mask", "run",
-    "VirtualImageParams", "VirtualDiffractionParams", "virtual_image", "virtual_diffraction",
-    "ProbeTemplateParams", "probe_template", "FindDisksParams", "PeakTable", "find_disks",
-    "bragg_vector_map", "calibration", "strain", "disk_lattice", "DiskLatticeParams", "snap_to_lattice",
-    "OriginParams", "OriginFitParams", "EllipseParams", "PixelSizeParams", "QRRotationParams",
-    "measure_origin", "fit_origin", "fit_ellipse", "measure_pixel_size", "measure_qr_rotation",
-    "undistort_cube", "StrainMap", "StrainMapParams", "strain_map", "suggest_basis",
-]
+import importlib
+from typing import Any
+
+from ..core import registry
+# imported here, not on first use: importing the submodule .run would otherwise
+# leave the package attribute ``run`` pointing at the module instead of the function
+from .run import run
+
+#: Modules of this package reachable as attributes (``fw.analysis.strain``).
+_MODULES = ("calibration", "detectors", "disk_lattice", "disk_refine", "disks", "fourier_filters", "interactive",
+            "lattice_basis", "peak_calibration", "peaks", "probe", "steps", "strain", "virtual")
+
+
+def _names() -> dict[str, str]:
+    out: dict[str, str] = {}
+    for fam in registry.families().values():
+        out.update(fam.exports)
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    path = _names().get(name)
+    if path is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return registry.resolve(path)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_MODULES) | set(_names()))
+
+
+__all__ = sorted(set(_names()) | {"run", "detectors", "calibration", "strain", "disk_lattice"})

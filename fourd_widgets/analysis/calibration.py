@@ -33,8 +33,8 @@ References
 
 from __future__ import annotations
 
-import json
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,19 +46,27 @@ from ..core.calibration import Calibration
 from ..core.datacube import DataCube
 from ..core.errors import MissingCalibrationError, ParameterError, ShapeError
 from ..core.params import Params, param
-from .disks import PeakTable, origin_per_peak
-from .steps import RunContext, register_step
+from .lattice_basis import suggest_basis
+from .peak_calibration import (calibrated_peaks, corrected_vectors, distortion_matrix, peaks_in_region,
+                               scan_frame_matrix)
+from .peaks import PeakTable
+from .probe import measure_disk, synthetic_disk
+from ..engine.job import ImageJob
+from ..engine.run import run_job
+from .steps import RunContext, current_calibration, deprecated_keyword, own_record, split_engine
 
 __all__ = [
     "EllipseFit",
     "EllipseParams",
     "OriginFit",
+    "OriginJob",
     "OriginFitParams",
     "OriginParams",
     "PixelSizeParams",
     "QRRotation",
     "QRRotationParams",
     "calibrated_peaks",
+    "center_of_mass_maps",
     "centre_of_mass_maps",
     "corrected_vectors",
     "current_calibration",
@@ -77,105 +85,6 @@ __all__ = [
     "undistort_cube",
     "undistort_patterns",
 ]
-
-
-# --- frames and corrections -------------------------------------------------------------------
-def distortion_matrix(ellipse: Any) -> np.ndarray:
-    """``D = R(θ) diag(a, b) R(θ)^T`` of an ellipse ``(a, b, θ_deg)``; identity for None.
-
-    >>> np.round(distortion_matrix((2.0, 1.0, 90.0)), 12).tolist()
-    [[1.0, 0.0], [0.0, 2.0]]
-    """
-    if ellipse is None:
-        return np.eye(2)
-    a, b, th = (float(v) for v in ellipse)
-    t = math.radians(th)
-    R = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-    return R @ np.diag([a, b]) @ R.T
-
-
-def scan_frame_matrix(rotation_deg: float = 0.0, flip: bool = False) -> np.ndarray:
-    """Matrix taking a detector-frame vector to the scan frame: ``S R(-rotation_deg)``.
-
-    >>> np.round(scan_frame_matrix(90.0) @ [0.0, 1.0], 12).tolist()
-    [1.0, 0.0]
-    """
-    t = math.radians(-float(rotation_deg))
-    M = np.array([[math.cos(t), -math.sin(t)], [math.sin(t), math.cos(t)]])
-    return M[::-1].copy() if flip else M
-
-
-def corrected_vectors(peaks: PeakTable, calibration: Calibration, step: str = "correcting peak positions") -> np.ndarray:
-    """Peak vectors relative to their position's origin, with the ellipse removed, in px.
-
-    Parameters
-    ----------
-    peaks : PeakTable
-        In detector px.
-    calibration : Calibration
-        ``origin_map`` (preferred) or ``origin``; ``ellipse`` when set.
-    step : str
-        What needs them (for the error message).
-
-    Returns
-    -------
-    (n, 2) array
-        ``D^-1 (q - origin)``.
-
-    Raises
-    ------
-    MissingCalibrationError
-        Without origin and origin_map.
-
-    Examples
-    --------
-    >>> t = PeakTable((1,), [0, 1], qx=[12.0], qy=[10.0], intensity=[1.0], correlation=[1.0])
-    >>> corrected_vectors(t, Calibration(origin=(10, 10), ellipse=(2, 1, 0))).tolist()
-    [[1.0, 0.0]]
-    """
-    if peaks.units != "px":
-        raise ParameterError(f"{step}: the peak table is already calibrated (units {peaks.units!r}); pass the "
-                             "table in detector px", field="peaks")
-    ox, oy = origin_per_peak(peaks, calibration, step)
-    v = np.stack([peaks.qx - ox, peaks.qy - oy], -1)
-    if calibration.ellipse is not None:
-        v = v @ np.linalg.inv(distortion_matrix(calibration.ellipse)).T
-    return v
-
-
-def peaks_in_region(peaks: PeakTable, region: np.ndarray | None) -> PeakTable:
-    """The peaks of the scan positions where ``region`` is True (all for None); same scan shape.
-
-    >>> t = PeakTable((1, 2), [0, 1, 3], qx=[1.0, 2, 3], qy=[4.0, 5, 6], intensity=[1.0, 1, 1], correlation=[1.0, 1, 1])
-    >>> peaks_in_region(t, np.array([[False, True]])).counts().tolist()
-    [[0, 2]]
-    """
-    if region is None:
-        return peaks
-    reg = np.asarray(region)
-    if reg.shape != peaks.scan_shape or reg.dtype != bool:
-        raise ParameterError(f"region must be a bool mask of the scan shape {peaks.scan_shape}, got {reg.dtype} "
-                             f"of shape {reg.shape}", field="region")
-    if not reg.any():
-        raise ParameterError("the region selects no scan position; draw it over the area to use", field="region")
-    keep = reg.ravel()[peaks.positions()]
-    counts = np.where(reg.ravel(), peaks.counts().ravel(), 0)
-    return PeakTable(peaks.scan_shape, np.concatenate([[0], np.cumsum(counts)]), peaks.qx[keep], peaks.qy[keep],
-                     peaks.intensity[keep], peaks.correlation[keep], peaks.flags)
-
-
-def calibrated_peaks(peaks: PeakTable, calibration: Calibration, *, scan_frame: bool = False) -> PeakTable:
-    """Peak table relative to the origin, ellipse-corrected, in the calibration's reciprocal units.
-
-    ``scan_frame=True`` also rotates (and flips) the vectors into the scan frame.
-    Needs ``reciprocal_step`` (MissingCalibrationError otherwise).
-    """
-    step = calibration.require("reciprocal_step", "calibrating the peak table")
-    v = corrected_vectors(peaks, calibration, "calibrating the peak table")
-    if scan_frame:
-        v = v @ scan_frame_matrix(calibration.rotation_deg, calibration.flip).T
-    return PeakTable(peaks.scan_shape, peaks.offsets, v[:, 0] * step, v[:, 1] * step, peaks.intensity,
-                     peaks.correlation, peaks.flags, units=calibration.reciprocal_units)
 
 
 def undistort_patterns(patterns: np.ndarray, origin: Any, ellipse: Any, order: int = 1) -> np.ndarray:
@@ -277,7 +186,6 @@ def _disk_radius(cube: Any, params: OriginParams) -> float:
     if cal.convergence_semiangle_mrad is not None and cal.reciprocal_step is not None and (
             cal.reciprocal_units == "mrad" or cal.energy_eV is not None):
         return float(cal.convergence_semiangle_px)
-    from .probe import measure_disk
 
     return float(measure_disk(cube.mean_pattern())[1])
 
@@ -387,15 +295,18 @@ def _friedel_peak(ncc: np.ndarray, Qx: int, Qy: int, refine: bool) -> tuple[floa
     return ((Qx - 1 + si) / 2.0, (Qy - 1 + sj) / 2.0)
 
 
-def measure_origin(cube: Any, params: OriginParams | None = None, **changes: Any) -> np.ndarray:
+def measure_origin(cube: Any, params: OriginParams | None = None, **options: Any) -> np.ndarray:
     """Origin of the central beam at every scan position.
 
     Parameters
     ----------
     cube : DataCube
     params : OriginParams, optional
-    **changes
-        Field overrides.
+    **options
+        Engine options of :func:`fourd_widgets.engine.run_job` (``progress``,
+        ``cancel``, ``on_partial`` (partial origin maps, NaN where not yet
+        measured), ``workers``, ``scheduler``, ``chunk_bytes``), and record
+        field overrides.
 
     Returns
     -------
@@ -410,14 +321,15 @@ def measure_origin(cube: Any, params: OriginParams | None = None, **changes: Any
     >>> bool(np.abs(o - truth.origin_map).max() < 0.05)
     True
     """
-    p = (params or OriginParams()).replace(**changes) if changes else (params or OriginParams())
+    engine, changes = split_engine(options)
+    p = own_record(params, OriginParams, changes, "measure_origin")
     Qx, Qy = cube.detector_shape
     valid = None
     if p.mask is not None:
         if p.mask.shape != (Qx, Qy):
             raise ShapeError(f"origin.mask has shape {p.mask.shape}, the detector {(Qx, Qy)}")
         valid = ~np.asarray(p.mask, bool)
-    out = np.full(tuple(cube.scan_shape) + (2,), np.nan)
+    radius = template = None
     if p.method == "com":
         radius = _disk_radius(cube, p)
     elif p.method == "template":
@@ -426,22 +338,36 @@ def measure_origin(cube: Any, params: OriginParams | None = None, **changes: Any
             if template.shape != (Qx, Qy):
                 raise ShapeError(f"origin.template has shape {template.shape}, the detector {(Qx, Qy)}")
         else:
-            from .probe import synthetic_disk
 
             template = synthetic_disk((Qx, Qy), _disk_radius(cube, p))
-    for chunk in cube.iter_chunks():
-        blk = chunk.data.reshape((-1, Qx, Qy))
+    engine.setdefault("progress", False)
+    return run_job(cube, OriginJob(p, valid, radius, template), **engine)
+
+
+class OriginJob(ImageJob):
+    """Origin ``(qx, qy)`` of every pattern of a chunk (:func:`measure_origin` through the engine)."""
+
+    name = "origin"
+    item_shape = (2,)
+
+    def __init__(self, params: OriginParams, valid: np.ndarray | None, radius: float | None,
+                 template: np.ndarray | None) -> None:
+        self.params, self.valid, self.radius, self.template = params, valid, radius, template
+
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
+        p, valid = self.params, self.valid
+        Qx, Qy = block.shape[2:]
+        blk = block.reshape((-1, Qx, Qy))
         finite = np.isfinite(blk).all(axis=(1, 2))
         blk = np.where(finite[:, None, None], blk, 0)
         if p.method == "com":
-            o = _com_origins(blk, radius, p.rscale, p.iterations, valid)
+            o = _com_origins(blk, self.radius, p.rscale, p.iterations, valid)
         elif p.method == "template":
-            o = _template_origins(blk if valid is None else blk * valid, template, p.upsample_factor)
+            o = _template_origins(blk if valid is None else blk * valid, self.template, p.upsample_factor)
         else:
             o = _friedel_origins(blk, np.ones((Qx, Qy), bool) if valid is None else valid, p.upsample_factor)
         o[~finite] = np.nan
-        out[chunk.rx, chunk.ry] = o.reshape(chunk.data.shape[:2] + (2,))
-    return out
+        return o.reshape(block.shape[:2] + (2,))
 
 
 @dataclass(frozen=True)
@@ -526,7 +452,7 @@ def fit_origin(origin_map: np.ndarray, params: OriginFitParams | None = None, **
     >>> bool(np.abs(f.fitted[3, 3] - [30.6, 30.7]).max() < 1e-9), bool(f.inliers[3, 3])
     (True, False)
     """
-    p = (params or OriginFitParams()).replace(**changes) if changes else (params or OriginFitParams())
+    p = own_record(params, OriginFitParams, changes, "fit_origin")
     m = np.asarray(origin_map, dtype=np.float64)
     if m.ndim != 3 or m.shape[2] != 2:
         raise ShapeError(f"origin map must have shape (Rx, Ry, 2), got {m.shape}")
@@ -593,8 +519,9 @@ class EllipseFit:
         Semi-axes, px (``a >= b``).
     theta_deg : float
         Direction of ``a``, counter-clockwise from +qx, in [0, 180).
-    centre : (2,) array
-        Fitted centre relative to the origin (0 when fixed).
+    center : (2,) array
+        Fitted center relative to the origin (0 when fixed); ``centre`` is the
+        deprecated spelling.
     rms_px : float
         RMS radial residual of the points.
     """
@@ -602,8 +529,14 @@ class EllipseFit:
     a: float
     b: float
     theta_deg: float
-    centre: np.ndarray
+    center: np.ndarray
     rms_px: float
+
+    @property
+    def centre(self) -> np.ndarray:
+        """Deprecated spelling of :attr:`center` (kept for one release)."""
+        warnings.warn("EllipseFit.centre is deprecated, use .center", DeprecationWarning, stacklevel=2)
+        return self.center
 
     @property
     def radius(self) -> float:
@@ -618,10 +551,10 @@ class EllipseFit:
 
 
 def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None,
-                       fix_centre: bool = True) -> EllipseFit:
+                       fix_center: bool = True, **deprecated: Any) -> EllipseFit:
     """Weighted algebraic least-squares ellipse through points [3]_.
 
-    With ``fix_centre`` the conic is ``A x² + B x y + C y² = s_j`` about the origin,
+    With ``fix_center`` (``fix_centre=`` is the deprecated spelling) the conic is ``A x² + B x y + C y² = s_j`` about the origin,
     where ``j = rings[i]`` labels concentric rings of one common distortion
     (``s_0 = 1``; the others are fitted), else one ring
     ``A x² + B x y + C y² + D x + E y = 1`` with a free centre. Several rings are
@@ -642,11 +575,16 @@ def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None
     >>> round(f.a, 6), round(f.b, 6), round(f.theta_deg, 6)
     (22.0, 18.0, 30.0)
     """
+    if deprecated:
+        deprecated_keyword(deprecated, "fix_centre", "fix_center", "fit_ellipse_points")
+        if set(deprecated) - {"fix_center"}:
+            raise TypeError(f"fit_ellipse_points() got an unexpected keyword argument {sorted(deprecated)[0]!r}")
+        fix_center = bool(deprecated["fix_center"])
     x, y = np.asarray(x, float).ravel(), np.asarray(y, float).ravel()
     w = np.ones_like(x) if weights is None else np.asarray(weights, float).ravel()
     lab = np.zeros(x.size, np.int64) if rings is None else np.asarray(rings, np.int64).ravel()
     nring = int(lab.max()) + 1 if lab.size else 1
-    if fix_centre:
+    if fix_center:
         cols = [x * x, x * y, y * y] + [-(lab == j).astype(float) for j in range(1, nring)]
         rhs = (lab == 0).astype(float)
     else:
@@ -665,7 +603,7 @@ def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None
             "amorphous ring (source='amorphous')", field="r_outer")
     coef = np.linalg.lstsq(M, rhs * sw, rcond=None)[0]
     A, B, C = coef[:3]
-    if fix_centre:
+    if fix_center:
         c = np.zeros(2)
         k = 1.0
     else:
@@ -682,11 +620,11 @@ def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None
     a, b = 1 / math.sqrt(evals[0]), 1 / math.sqrt(evals[1])
     vx, vy = evecs[:, 0]
     theta = math.degrees(math.atan2(vy, vx)) % 180.0
-    scale = np.ones(nring) if not fix_centre else np.concatenate([[1.0], coef[3:]])
+    scale = np.ones(nring) if not fix_center else np.concatenate([[1.0], coef[3:]])
     d = np.stack([x - c[0], y - c[1]], -1)
     r_fit = np.sqrt(scale[lab] / np.maximum(np.einsum("ni,ij,nj->n", d, Q, d), 1e-300)) * np.hypot(d[:, 0], d[:, 1])
     rms = float(np.sqrt(np.average((np.hypot(d[:, 0], d[:, 1]) - r_fit) ** 2, weights=w)))
-    return EllipseFit(a=a, b=b, theta_deg=theta, centre=c, rms_px=rms)
+    return EllipseFit(a=a, b=b, theta_deg=theta, center=c, rms_px=rms)
 
 
 def _ring_labels(r: np.ndarray, gap: float = 0.06) -> np.ndarray:
@@ -731,8 +669,17 @@ def ring_points(image: np.ndarray, origin: Any, r_inner: float, r_outer: float, 
     return rad[ok] * np.cos(phi[ok]), rad[ok] * np.sin(phi[ok])
 
 
-def fit_ellipse(source: Any, calibration: Calibration, params: EllipseParams | None = None,
-                **changes: Any) -> EllipseFit:
+def _calibration_first(params: Any, calibration: Any, changes: dict, where: str) -> tuple[Any, Any]:
+    """Accept the order before the one convention, ``fn(data, calibration, params)``, for one release."""
+    if isinstance(params, Calibration):
+        warnings.warn(f"{where}(data, calibration, params) is deprecated; use {where}(data, params, calibration) "
+                      "as strain_map does", DeprecationWarning, stacklevel=3)
+        params, calibration = (None if isinstance(calibration, Calibration) else calibration), params
+    return params, calibration
+
+
+def fit_ellipse(source: Any, params: EllipseParams | Calibration | None = None,
+                calibration: Calibration | None = None, **changes: Any) -> EllipseFit:
     """Elliptic distortion from a ring of Bragg peaks or an amorphous ring.
 
     Parameters
@@ -742,17 +689,23 @@ def fit_ellipse(source: Any, calibration: Calibration, params: EllipseParams | N
         point of a ring, weighted by intensity; rings are told apart by radius) or an
         image such as the median pattern (``source='amorphous'``: ring radius per
         angular sector, with sectors whose radius is an outlier rejected).
+    params : EllipseParams, optional
+        Default ``EllipseParams()``; ``**changes`` override its fields.
     calibration : Calibration
         Origin (``origin_map`` for peaks, ``origin`` for an image). An existing
-        ellipse is ignored (the fit measures the raw distortion).
-    params : EllipseParams, optional
+        ellipse is ignored (the fit measures the raw distortion). The order
+        ``fit_ellipse(source, calibration, params)`` of earlier versions still
+        works, with a DeprecationWarning.
 
     Returns
     -------
     EllipseFit
         Use ``fit.ellipse`` for ``calibration.replace(ellipse=...)``.
     """
-    p = (params or EllipseParams()).replace(**changes) if changes else (params or EllipseParams())
+    params, calibration = _calibration_first(params, calibration, changes, "fit_ellipse")
+    p = own_record(params, EllipseParams, changes, "fit_ellipse")
+    if calibration is None:
+        raise MissingCalibrationError("origin", "fitting the ellipse", "Pass the calibration (e.g. cube.calibration).")
     raw = calibration.replace(ellipse=None)
     if isinstance(source, PeakTable):
         source = peaks_in_region(source, p.region)
@@ -845,16 +798,35 @@ class PixelSizeParams(Params):
                                          "(h·u + k·v + l·w must be 0)", field=name)
 
 
-def measure_pixel_size(peaks: PeakTable, calibration: Calibration, params: PixelSizeParams | None = None,
-                       **changes: Any) -> float:
+def measure_pixel_size(peaks: PeakTable, params: PixelSizeParams | Calibration | None = None,
+                       calibration: Calibration | None = None, **changes: Any) -> float:
     """Detector pixel size in 1/Å (ellipse-corrected peaks; set it with ``reciprocal_units='1/Å'``).
 
     'spacing' and 'lattice' take |g1| (and |g2|) from ``params.g1/g2`` or from
-    :func:`~fourd_widgets.analysis.strain.suggest_basis` on the peaks; 'ring'
+    :func:`~fourd_widgets.analysis.lattice_basis.suggest_basis` on the peaks; 'ring'
     takes the intensity-weighted mean radius of the peaks in the annulus (fit and
     set the ellipse first: the radius is measured after its correction).
+
+    Parameters
+    ----------
+    peaks : PeakTable
+        In detector px.
+    params : PixelSizeParams, optional
+        Default ``PixelSizeParams()``; ``**changes`` override its fields.
+    calibration : Calibration
+        Origin and ellipse. The order ``measure_pixel_size(peaks, calibration, params)``
+        of earlier versions still works, with a DeprecationWarning.
+
+    Returns
+    -------
+    float
+        Reciprocal step, 1/Å per px.
     """
-    p = (params or PixelSizeParams()).replace(**changes) if changes else (params or PixelSizeParams())
+    params, calibration = _calibration_first(params, calibration, changes, "measure_pixel_size")
+    p = own_record(params, PixelSizeParams, changes, "measure_pixel_size")
+    if calibration is None:
+        raise MissingCalibrationError("origin", "measuring the pixel size",
+                                      "Pass the calibration (e.g. cube.calibration).")
     peaks = peaks_in_region(peaks, p.region)
     if p.method == "ring":
         v = corrected_vectors(peaks, calibration, "the pixel size from a ring")
@@ -868,8 +840,6 @@ def measure_pixel_size(peaks: PeakTable, calibration: Calibration, params: Pixel
     if p.g1 is not None and p.g2 is not None:
         g1, g2 = np.asarray(p.g1, float), np.asarray(p.g2, float)
     else:
-        from .strain import suggest_basis
-
         b = suggest_basis(peaks, calibration)
         g1, g2 = b.g1, b.g2
     if p.method == "spacing":
@@ -917,19 +887,40 @@ class QRRotation:
     curl_curve: dict
 
 
-def centre_of_mass_maps(cube: Any, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Centre of mass ``(com_qx, com_qy)`` of every pattern, px from pixel (0, 0), shape (Rx, Ry) each."""
+class CenterOfMassJob(ImageJob):
+    """Total, and first moments along qx and qy, of every pattern (weights ``w`` per pixel)."""
+
+    name = "center of mass"
+    item_shape = (3,)
+
+    def __init__(self, stack: np.ndarray) -> None:
+        self.stack = stack
+
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
+        blk = block.reshape(block.shape[0] * block.shape[1], -1).astype(np.float64, copy=False)
+        return (blk @ self.stack).reshape(block.shape[:2] + (3,))
+
+
+def center_of_mass_maps(cube: Any, mask: np.ndarray | None = None, **engine: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Center of mass ``(com_qx, com_qy)`` of every pattern, px from pixel (0, 0), shape (Rx, Ry) each.
+
+    ``engine`` takes the options of :func:`fourd_widgets.engine.run_job`.
+    """
     Qx, Qy = cube.detector_shape
     w = np.ones((Qx, Qy)) if mask is None else np.asarray(mask, float)
     ii = np.arange(Qx, dtype=float)[:, None] * w
     jj = np.arange(Qy, dtype=float)[None, :] * w
     stack = np.stack([w, ii, jj], -1).reshape(Qx * Qy, 3)
-    out = np.empty(tuple(cube.scan_shape) + (3,))
-    for chunk in cube.iter_chunks():
-        blk = chunk.data.reshape(-1, Qx * Qy).astype(np.float64, copy=False)
-        out[chunk.rx, chunk.ry] = (blk @ stack).reshape(chunk.data.shape[:2] + (3,))
+    engine.setdefault("progress", False)
+    out = run_job(cube, CenterOfMassJob(stack), **engine)
     with np.errstate(divide="ignore", invalid="ignore"):
         return out[..., 1] / out[..., 0], out[..., 2] / out[..., 0]
+
+
+def centre_of_mass_maps(cube: Any, mask: np.ndarray | None = None, **engine: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Deprecated spelling of :func:`center_of_mass_maps` (kept for one release)."""
+    warnings.warn("centre_of_mass_maps is deprecated, use center_of_mass_maps", DeprecationWarning, stacklevel=2)
+    return center_of_mass_maps(cube, mask, **engine)
 
 
 def _curl_div(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -938,8 +929,8 @@ def _curl_div(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dvdx - dudy, dudx + dvdy
 
 
-def measure_qr_rotation(com_x: np.ndarray, com_y: np.ndarray) -> QRRotation:
-    """Scan/detector rotation and flip that make the centre-of-mass field curl-free [4]_.
+def measure_qr_rotation(data: Any, params: QRRotationParams | None = None, **options: Any) -> QRRotation:
+    """Scan/detector rotation and flip that make the center-of-mass field curl-free [4]_.
 
     The CoM field of a non-magnetic sample is a gradient, ``∝ ∇V``. For each flip,
     the scan-frame field ``S R(-φ) c`` is linear in ``(cos φ, sin φ)``, so its mean
@@ -951,8 +942,17 @@ def measure_qr_rotation(com_x: np.ndarray, com_y: np.ndarray) -> QRRotation:
 
     Parameters
     ----------
-    com_x, com_y : (Rx, Ry) arrays
-        Centre of mass along detector qx and qy (any offset).
+    data : DataCube or pair of (Rx, Ry) arrays
+        A cube (its center-of-mass maps are computed through the engine, with
+        ``params.mask``), or the center of mass along detector qx and qy
+        ``(com_x, com_y)`` (any offset).
+    params : QRRotationParams, optional
+        ``method='curl'`` (default) measures; ``'manual'`` returns the record's
+        ``rotation_deg`` and ``flip``.
+    **options
+        Engine options of :func:`fourd_widgets.engine.run_job` and record field
+        overrides. The older form ``measure_qr_rotation(com_x, com_y)`` still
+        works, with a DeprecationWarning.
 
     Returns
     -------
@@ -965,10 +965,22 @@ def measure_qr_rotation(com_x: np.ndarray, com_y: np.ndarray) -> QRRotation:
     >>> gx, gy = np.gradient(V)
     >>> t = np.radians(25.0)
     >>> cx, cy = np.cos(t) * gx - np.sin(t) * gy, np.sin(t) * gx + np.cos(t) * gy
-    >>> r = measure_qr_rotation(cx, cy)
+    >>> r = measure_qr_rotation((cx, cy))
     >>> round(r.rotation_deg, 6), r.flip
     (25.0, False)
     """
+    if isinstance(params, np.ndarray):
+        warnings.warn("measure_qr_rotation(com_x, com_y) is deprecated; use measure_qr_rotation((com_x, com_y)) "
+                      "or measure_qr_rotation(cube, params)", DeprecationWarning, stacklevel=2)
+        data, params = (data, params), None
+    engine, changes = split_engine(options)
+    p = own_record(params, QRRotationParams, changes, "measure_qr_rotation")
+    if p.method == "manual":
+        return QRRotation(rotation_deg=p.rotation_deg, flip=p.flip, curl={}, angles_deg=np.zeros(0), curl_curve={})
+    if hasattr(data, "chunk_slices"):
+        com_x, com_y = center_of_mass_maps(data, p.mask, **engine)
+    else:
+        com_x, com_y = data
     cx = np.asarray(com_x, float)
     cy = np.asarray(com_y, float)
     if cx.shape != cy.shape or cx.ndim != 2 or min(cx.shape) < 3:
@@ -1011,12 +1023,6 @@ def measure_qr_rotation(com_x: np.ndarray, com_y: np.ndarray) -> QRRotation:
 
 
 # --- recipe plumbing --------------------------------------------------------------------------
-def current_calibration(cube: Any, context: RunContext | None) -> Calibration:
-    """The calibration a step works with: the cube's, which ``fw.run`` replaces by
-    each earlier calibration step's result (``context`` is kept for callers)."""
-    return cube.calibration
-
-
 def _peaks_from(context: RunContext, label: str, step: str) -> PeakTable:
     peaks = context.results.get(label)
     if not isinstance(peaks, PeakTable):
@@ -1027,14 +1033,14 @@ def _peaks_from(context: RunContext, label: str, step: str) -> PeakTable:
     return peaks
 
 
-def _origin_step(cube: Any, params: OriginParams, context: RunContext) -> Calibration:
+def origin_step(cube: Any, params: OriginParams, context: RunContext) -> Calibration:
     cal = current_calibration(cube, context)
-    m = measure_origin(cube.with_calibration(cal), params)
+    m = measure_origin(cube.with_calibration(cal), params, **context.engine)
     med = np.nanmedian(m.reshape(-1, 2), axis=0)
     return cal.replace(origin_map=m, origin=tuple(med.tolist()))
 
 
-def _origin_fit_step(cube: Any, params: OriginFitParams, context: RunContext) -> Calibration:
+def origin_fit_step(cube: Any, params: OriginFitParams, context: RunContext) -> Calibration:
     cal = current_calibration(cube, context)
     if cal.origin_map is None:
         raise MissingCalibrationError("origin_map", "the origin fit", "Measure the origin per scan position first "
@@ -1043,47 +1049,28 @@ def _origin_fit_step(cube: Any, params: OriginFitParams, context: RunContext) ->
     return cal.replace(origin_map=fit.fitted, origin=tuple(fit.fitted.reshape(-1, 2).mean(0).tolist()))
 
 
-def _ellipse_step(cube: Any, params: EllipseParams, context: RunContext) -> Calibration:
+def ellipse_step(cube: Any, params: EllipseParams, context: RunContext) -> Calibration:
     cal = current_calibration(cube, context)
     if params.source == "peaks":
-        fit = fit_ellipse(_peaks_from(context, params.peaks, "the ellipse step"), cal, params)
+        fit = fit_ellipse(_peaks_from(context, params.peaks, "the ellipse step"), params, cal)
     else:
         # the median over the scan keeps the amorphous ring and drops the Bragg disks of minority grains
-        fit = fit_ellipse(cube.median_pattern(region=params.region), cal, params)
+        fit = fit_ellipse(cube.median_pattern(region=params.region), params, cal)
     return cal.replace(ellipse=fit.ellipse)
 
 
-def _pixel_size_step(cube: Any, params: PixelSizeParams, context: RunContext) -> Calibration:
+def pixel_size_step(cube: Any, params: PixelSizeParams, context: RunContext) -> Calibration:
     cal = current_calibration(cube, context)
-    step = measure_pixel_size(_peaks_from(context, params.peaks, "the pixel_size step"), cal, params)
+    step = measure_pixel_size(_peaks_from(context, params.peaks, "the pixel_size step"), params, cal)
     return cal.replace(reciprocal_step=step, reciprocal_units="1/Å")
 
 
-def _qr_rotation_step(cube: Any, params: QRRotationParams, context: RunContext) -> Calibration:
+def qr_rotation_step(cube: Any, params: QRRotationParams, context: RunContext) -> Calibration:
     cal = current_calibration(cube, context)
-    if params.method == "manual":
-        return cal.replace(rotation_deg=params.rotation_deg, flip=params.flip)
-    r = measure_qr_rotation(*centre_of_mass_maps(cube, params.mask))
+    r = measure_qr_rotation(cube, params, **context.engine)
     return cal.replace(rotation_deg=r.rotation_deg, flip=r.flip)
 
 
-for _cls, _fn in ((OriginParams, _origin_step), (OriginFitParams, _origin_fit_step), (EllipseParams, _ellipse_step),
-                  (PixelSizeParams, _pixel_size_step), (QRRotationParams, _qr_rotation_step)):
-    register_step(_cls, _fn)
-
-
-def _write_calibration(group: Any, cal: Calibration) -> None:
-    group.create_dataset("json", data=cal.to_json())
-
-
-def _read_calibration(group: Any) -> Calibration:
-    return Calibration.from_dict(json.loads(group["json"].asstr()[()]))
-
-
-def _register_container() -> None:
-    from ..io.results import register_container
-
-    register_container("calibration", Calibration, _write_calibration, _read_calibration)
-
-
-_register_container()
+# the names these adapters had before the step manifest (tests and tools call them)
+_origin_step, _origin_fit_step, _ellipse_step = origin_step, origin_fit_step, ellipse_step
+_pixel_size_step, _qr_rotation_step = pixel_size_step, qr_rotation_step

@@ -17,7 +17,7 @@ fitted site pools the information of all the disks into each one.
    lattice point would do) or at the calibrated origin when a calibration is given.
 2. Basis: ``g1, g2`` as given, or suggested from the Bragg vector map of the
    anchor-relative peaks of the whole table
-   (:func:`~fourd_widgets.analysis.strain.suggest_basis`).
+   (:func:`~fourd_widgets.analysis.lattice_basis.suggest_basis`).
 3. Index every peak (:func:`~fourd_widgets.analysis.strain.index_peaks`) — first
    with a tolerance of a quarter of the shortest lattice vector, against the
    basis; then twice at ``max_distance``, against each pattern's own fitted
@@ -32,7 +32,7 @@ Patterns that cannot be fitted — no indexed peak of their own, fewer than
 ``min_disks``, a neighbourhood whose indexed disks do not span two directions
 (with ``scan_sigma = 0``: fewer than three non-collinear disks), or an invalid
 pattern — keep their free estimates unchanged and lack the
-:data:`~fourd_widgets.analysis.disks.FLAG_LATTICE` bit that marks snapped positions
+:data:`~fourd_widgets.analysis.peaks.FLAG_LATTICE` bit that marks snapped positions
 in ``PeakTable.flags``.
 
 Why per neighbourhood and not per pattern: at 2000 e/probe about 4.6 disks per
@@ -82,22 +82,48 @@ References
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from ..core.errors import ParameterError
-from .disks import (
-    FLAG_INVALID,
-    FLAG_LATTICE,
-    DiskLatticeParams,
-    PeakTable,
-    origin_per_peak,
-)
-from .strain import _check_basis, _vec2, index_peaks, suggest_basis
+from ..core.params import Params, param
+from .lattice_basis import check_basis, check_optional_basis, index_peaks, suggest_basis, vec2
+from .peaks import FLAG_INVALID, FLAG_LATTICE, PeakTable, origin_per_peak
+from .steps import own_record
 
 __all__ = ["DiskLatticeParams", "snap_to_lattice"]
+
+@dataclass(frozen=True)
+class DiskLatticeParams(Params):
+    """Lattice constraint of disk detection (:func:`~fourd_widgets.analysis.disk_lattice.snap_to_lattice`).
+
+    Every found disk of a pattern is indexed on one lattice ``q = o + h g1 + k g2``
+    (detector px, the frame of the peak table); ``o`` is fitted per pattern and
+    ``g1, g2`` over a Gaussian neighbourhood of ``scan_sigma`` scan steps, weighted
+    by the electrons in each disk. Each disk is reported at its fitted site; disks
+    farther than ``max_distance`` from every site are dropped. See
+    :mod:`fourd_widgets.analysis.disk_lattice` for when the constraint is valid.
+    """
+
+    step = "disk_lattice"
+
+    g1: tuple[float, float] | None = param(None, units="px", doc="first lattice vector (x, y) for indexing, "
+                                           "detector px; None: suggested from the Bragg vector map")
+    g2: tuple[float, float] | None = param(None, units="px", doc="second lattice vector; None: suggested")
+    max_distance: float = param(2.0, units="px", gt=0, doc="drop a disk farther than this from its fitted "
+                                "lattice site")
+    scan_sigma: float = param(1.0, units="scan steps", ge=0, doc="Gaussian width of the scan neighbourhood "
+                              "sharing g1, g2 (2-D scans only); 0: one fit per pattern. Strain maps made "
+                              "from the snapped disks are smoothed by as much")
+    min_disks: int = param(1, ge=1, doc="fewest indexed disks (zero beam included) a pattern needs to be "
+                           "snapped; others keep their free estimates")
+
+    def validate(self) -> None:
+        check_optional_basis(self.step, self.g1, self.g2)
+
 
 #: Indexing passes: one coarse (against the basis), then against each pattern's own fit.
 _PASSES = 3
@@ -122,7 +148,7 @@ def _anchors(peaks: PeakTable, calibration: Any) -> np.ndarray:
 
 def _basis(vectors: np.ndarray, peaks: PeakTable, p: DiskLatticeParams) -> tuple[np.ndarray, np.ndarray]:
     if p.g1 is not None:
-        return _vec2(p.g1, "g1"), _vec2(p.g2, "g2")
+        return vec2(p.g1, "g1"), vec2(p.g2, "g2")
     rel = PeakTable((len(peaks.offsets) - 1, 1), peaks.offsets, vectors[:, 0], vectors[:, 1], peaks.intensity,
                     peaks.correlation, units="px from the anchor")
     try:
@@ -227,9 +253,7 @@ def snap_to_lattice(peaks: PeakTable, params: DiskLatticeParams | None = None, c
     >>> np.round(s.qx, 1).tolist(), np.round(s.qy, 1).tolist(), bool(s.flags[0] & FLAG_LATTICE)
     ([32.0, 42.0, 22.0, 32.0, 32.0, 42.0], [32.0, 32.0, 32.0, 44.0, 20.0, 44.0], True)
     """
-    p = params or DiskLatticeParams()
-    if changes:
-        p = p.replace(**changes)
+    p = own_record(params, DiskLatticeParams, changes, "snap_to_lattice")
     if peaks.units != "px":
         raise ParameterError(f"snap_to_lattice needs a peak table in detector pixels, got units {peaks.units!r}; "
                              "snap first, then calibrate (table.to_calibrated(calibration))", field="peaks")
@@ -238,7 +262,7 @@ def snap_to_lattice(peaks: PeakTable, params: DiskLatticeParams | None = None, c
     anchor = _anchors(peaks, calibration)
     v = np.stack([peaks.qx, peaks.qy], -1) - anchor
     g1, g2 = _basis(v, peaks, p)
-    _check_basis(g1, g2, "snap_to_lattice: g1 and g2")
+    check_basis(g1, g2, "snap_to_lattice: g1 and g2")
     pos = peaks.positions()
     npos = len(peaks.offsets) - 1
     w = np.where(np.isfinite(peaks.intensity) & (peaks.intensity > 0), peaks.intensity, 0.0)

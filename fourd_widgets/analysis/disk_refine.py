@@ -36,7 +36,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from ..kernels import disk_windows as KW
-from .disks import _band, _gauss_filter
+from .fourier_filters import band, gauss_filter
 from .probe import ProbeTemplate
 
 __all__ = ["WINDOW_FLAT", "probe_extent", "refine_disks", "window_mask"]
@@ -145,10 +145,10 @@ def refine_disks(patterns: np.ndarray, pidx: np.ndarray, qx: np.ndarray, qy: np.
     spec = sfft.rfft2(wins, workers=workers)
     re = np.empty(spec.shape, np.float32)
     im = np.empty(spec.shape, np.float32)
-    KW.filter_spectra(spec, _window_template(template, mask), _gauss_filter((S, S), sigma), float(corr_power),
+    KW.filter_spectra(spec, _window_template(template, mask), gauss_filter((S, S), sigma), float(corr_power),
                       re, im)
     cx, cy = np.floor(qx + 0.5), np.floor(qy + 0.5)
     dx, dy, val = np.empty(n), np.empty(n), np.empty(n)
-    KW.refine_windows(re, im, _band((S, S), sigma), int(upsample_factor), COARSE_REACH, qx - cx, qy - cy,
+    KW.refine_windows(re, im, band((S, S), sigma), int(upsample_factor), COARSE_REACH, qx - cx, qy - cy,
                       dx, dy, val)
     return cx + dx, cy + dy, val

@@ -85,9 +85,14 @@ import scipy.fft as sfft
 
 from ..core.errors import ParameterError, ShapeError
 from ..core.params import Params, param
+from ..engine.run import run_job
 from ..kernels import disks as K
+from .disk_lattice import DiskLatticeParams, snap_to_lattice
+from .disk_refine import REACH, refine_disks
+from .fourier_filters import band, gauss_filter
+from .peaks import FLAG_INVALID, FLAG_LATTICE, PeakTable, bragg_vector_map, origin_per_peak
 from .probe import ProbeTemplate, ProbeTemplateParams, measure_disk, probe_template
-from .steps import RunContext, register_step
+from .steps import own_record, split_engine
 
 __all__ = [
     "FindDisksParams",
@@ -108,48 +113,10 @@ __all__ = [
     "DECIMATION_GAIN",
 ]
 
-#: Peak-table flag: the pattern held NaN or infinite values and was skipped.
-FLAG_INVALID = 1
-#: Peak-table flag: the peaks of this position are sites of its fitted lattice
-#: (:func:`~fourd_widgets.analysis.disk_lattice.snap_to_lattice`), not free estimates.
-FLAG_LATTICE = 2
-#: Fourier filters below this relative gain are treated as zero by the DFT refinement.
-_BAND_TOL = 1e-7
 
 
 class NoPeaksWarning(UserWarning):
     """The thresholds rejected every peak of every pattern."""
-
-
-@dataclass(frozen=True)
-class DiskLatticeParams(Params):
-    """Lattice constraint of disk detection (:func:`~fourd_widgets.analysis.disk_lattice.snap_to_lattice`).
-
-    Every found disk of a pattern is indexed on one lattice ``q = o + h g1 + k g2``
-    (detector px, the frame of the peak table); ``o`` is fitted per pattern and
-    ``g1, g2`` over a Gaussian neighbourhood of ``scan_sigma`` scan steps, weighted
-    by the electrons in each disk. Each disk is reported at its fitted site; disks
-    farther than ``max_distance`` from every site are dropped. See
-    :mod:`fourd_widgets.analysis.disk_lattice` for when the constraint is valid.
-    """
-
-    step = "disk_lattice"
-
-    g1: tuple[float, float] | None = param(None, units="px", doc="first lattice vector (x, y) for indexing, "
-                                           "detector px; None: suggested from the Bragg vector map")
-    g2: tuple[float, float] | None = param(None, units="px", doc="second lattice vector; None: suggested")
-    max_distance: float = param(2.0, units="px", gt=0, doc="drop a disk farther than this from its fitted "
-                                "lattice site")
-    scan_sigma: float = param(1.0, units="scan steps", ge=0, doc="Gaussian width of the scan neighbourhood "
-                              "sharing g1, g2 (2-D scans only); 0: one fit per pattern. Strain maps made "
-                              "from the snapped disks are smoothed by as much")
-    min_disks: int = param(1, ge=1, doc="fewest indexed disks (zero beam included) a pattern needs to be "
-                           "snapped; others keep their free estimates")
-
-    def validate(self) -> None:
-        from .strain import _check_optional_basis  # strain imports this module
-
-        _check_optional_basis(self.step, self.g1, self.g2)
 
 
 @dataclass(frozen=True)
@@ -191,179 +158,7 @@ class FindDisksParams(Params):
                                               "None: free estimates")
 
 
-# --- peak table ------------------------------------------------------------------------
-class PeakTable:
-    """Ragged table of peaks per scan position: flat columns plus offsets.
-
-    Parameters
-    ----------
-    scan_shape : tuple of int
-        Shape of the scan (e.g. ``(Rx, Ry)``, or ``(N,)`` for a list of patterns).
-    offsets : (prod(scan_shape) + 1,) int64 array
-        Peaks of position ``p`` (C order) are rows ``offsets[p]:offsets[p+1]``.
-    qx, qy : (n,) float64 arrays
-        Peak positions, in detector pixels (or calibrated units, see ``units``).
-    intensity : (n,) float64 array
-        Pattern intensity summed over the template disk at the peak.
-    correlation : (n,) float64 array
-        Correlation peak value (what the thresholds act on; py4DSTEM's ``intensity``).
-    flags : array of scan_shape, uint8, optional
-        Per position; bit :data:`FLAG_INVALID` = pattern held NaN/inf, skipped;
-        bit :data:`FLAG_LATTICE` = its peaks are fitted lattice sites (lattice snap).
-    units : str
-        ``'px'`` (detector pixels, origin at pixel 0) or a reciprocal unit
-        (then ``qx, qy`` are relative to the beam origin).
-
-    Examples
-    --------
-    >>> t = PeakTable((1, 2), [0, 1, 3], qx=[1.0, 2, 3], qy=[4.0, 5, 6], intensity=[1.0, 1, 1],
-    ...               correlation=[0.5, 0.4, 0.3])
-    >>> t.counts().tolist(), t.at(0, 1)["qx"].tolist(), len(t)
-    ([[1, 2]], [2.0, 3.0], 3)
-    """
-
-    columns = ("qx", "qy", "intensity", "correlation")
-
-    def __init__(self, scan_shape: tuple[int, ...], offsets: Any, qx: Any, qy: Any, intensity: Any,
-                 correlation: Any, flags: Any = None, units: str = "px") -> None:
-        self.scan_shape = tuple(int(n) for n in scan_shape)
-        npos = int(np.prod(self.scan_shape))
-        self.offsets = np.asarray(offsets, dtype=np.int64)
-        if self.offsets.shape != (npos + 1,) or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0):
-            raise ShapeError(f"peak table offsets must be a non-decreasing ({npos + 1},) array from 0")
-        n = int(self.offsets[-1])
-        cols = {}
-        for name, v in zip(self.columns, (qx, qy, intensity, correlation)):
-            a = np.asarray(v, dtype=np.float64).reshape(-1)
-            if a.shape != (n,):
-                raise ShapeError(f"peak table column {name!r} has {a.size} rows, offsets say {n}")
-            cols[name] = a
-        self.qx, self.qy, self.intensity, self.correlation = (cols[c] for c in self.columns)
-        self.flags = (np.zeros(self.scan_shape, np.uint8) if flags is None
-                      else np.asarray(flags, dtype=np.uint8).reshape(self.scan_shape))
-        self.units = str(units)
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def _index(self, idx: tuple[int, ...]) -> int:
-        if len(idx) != len(self.scan_shape):
-            raise ParameterError(f"peak table position needs {len(self.scan_shape)} indices, got {len(idx)}")
-        return int(np.ravel_multi_index(tuple(int(i) for i in idx), self.scan_shape))
-
-    def at(self, *idx: int) -> dict[str, np.ndarray]:
-        """Columns of the peaks at one scan position (views), e.g. ``table.at(rx, ry)``."""
-        p = self._index(idx)
-        s = slice(int(self.offsets[p]), int(self.offsets[p + 1]))
-        return {c: getattr(self, c)[s] for c in self.columns}
-
-    def counts(self) -> np.ndarray:
-        """Number of peaks per scan position, shape ``scan_shape``."""
-        return np.diff(self.offsets).reshape(self.scan_shape)
-
-    def positions(self) -> np.ndarray:
-        """Flat scan index of each peak's position, shape ``(n,)``."""
-        return np.repeat(np.arange(self.offsets.size - 1), np.diff(self.offsets))
-
-    def to_calibrated(self, calibration: Any, origin: bool = True) -> "PeakTable":
-        """Peaks relative to the beam origin, in the calibration's reciprocal units.
-
-        Parameters
-        ----------
-        calibration : Calibration
-            Uses ``origin_map`` (per position) or ``origin``, ``ellipse`` when set,
-            and ``reciprocal_step``.
-        origin : bool
-            Subtract the origin and remove the ellipse (default, as
-            :func:`fourd_widgets.analysis.calibration.calibrated_peaks`); False only
-            scales detector coordinates.
-
-        Raises
-        ------
-        MissingCalibrationError
-            When the origin or the reciprocal step is not set.
-        """
-        if self.units != "px":
-            raise ParameterError(f"this peak table is already calibrated (units {self.units!r})")
-        if origin:
-            from .calibration import calibrated_peaks  # calibration imports this module
-
-            return calibrated_peaks(self, calibration)
-        step = calibration.require("reciprocal_step", "calibrating the peak table")
-        return PeakTable(self.scan_shape, self.offsets, self.qx * step, self.qy * step, self.intensity,
-                         self.correlation, self.flags, units=calibration.reciprocal_units)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, PeakTable):
-            return NotImplemented
-        return (self.scan_shape == other.scan_shape and self.units == other.units
-                and np.array_equal(self.offsets, other.offsets) and np.array_equal(self.flags, other.flags)
-                and all(np.array_equal(getattr(self, c), getattr(other, c), equal_nan=True)
-                        for c in self.columns))
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"PeakTable(scan_shape={self.scan_shape}, peaks={len(self)}, units={self.units!r})"
-
-
-def origin_per_peak(table: PeakTable, calibration: Any,
-                    step: str = "calibrating the peak table") -> tuple[np.ndarray, np.ndarray]:
-    """The origin (qx0, qy0) under each peak: ``origin_map`` at its position, else ``origin``."""
-    om = getattr(calibration, "origin_map", None)
-    if om is not None:
-        om = np.asarray(om, dtype=np.float64)
-        if om.shape[:-1] != table.scan_shape:
-            raise ShapeError(f"origin_map has scan shape {om.shape[:-1]}, the peak table {table.scan_shape}")
-        flat = om.reshape(-1, 2)[table.positions()]
-        return flat[:, 0], flat[:, 1]
-    o = calibration.require("origin", step)
-    return np.full(len(table), o[0]), np.full(len(table), o[1])
-
-
-def _write_table(group: Any, t: PeakTable) -> None:
-    group.attrs["scan_shape"] = np.asarray(t.scan_shape, dtype=np.int64)
-    group.attrs["units"] = t.units
-    group.create_dataset("offsets", data=t.offsets)
-    group.create_dataset("flags", data=t.flags)
-    for c in t.columns:
-        group.create_dataset(c, data=getattr(t, c), compression="gzip" if len(t) > 4096 else None)
-
-
-def _read_table(group: Any) -> PeakTable:
-    return PeakTable(tuple(int(n) for n in group.attrs["scan_shape"]), group["offsets"][()],
-                     *(group[c][()] for c in PeakTable.columns), flags=group["flags"][()],
-                     units=str(group.attrs["units"]))
-
-
-def _register_container() -> None:
-    try:
-        from ..io.results import register_container
-    except ImportError:  # pragma: no cover - io.results is part of the package
-        return
-    register_container("peak_table", PeakTable, _write_table, _read_table)
-
-
-_register_container()
-
-
 # --- correlation -----------------------------------------------------------------------
-def _gauss_filter(shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Fourier gain ``exp(-2 pi^2 sigma^2 f^2)`` on the rfft2 grid (float32)."""
-    H, W = shape
-    u = sfft.fftfreq(H)[:, None]
-    v = sfft.rfftfreq(W)[None, :]
-    return np.exp(-2.0 * np.pi ** 2 * sigma ** 2 * (u ** 2 + v ** 2)).astype(np.float32)
-
-
-def _band(shape: tuple[int, int], sigma: float) -> int:
-    """Frequency index beyond which the correlation smoothing leaves less than ``_BAND_TOL``."""
-    if sigma <= 0:
-        return max(shape)
-    fmax = math.sqrt(math.log(1.0 / _BAND_TOL) / (2.0 * math.pi ** 2 * sigma ** 2))
-    return int(min(max(shape), math.ceil(fmax * max(shape)) + 1))
-
-
 def _preprocess(patterns: np.ndarray, params: FindDisksParams, origins: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Float32 copy with non-finite patterns zeroed; returns (patterns, valid)."""
     if not patterns.dtype.isnative:  # numba reads native byte order only
@@ -484,8 +279,6 @@ class DiskCorrelation:
 
     def _refine(self, table: PeakTable, p: FindDisksParams) -> PeakTable:
         """Per-disk refinement (``subpixel='disk'``); drops peaks whose window holds no maximum."""
-        from .disk_refine import REACH, refine_disks
-
         if self.template is None:
             raise ParameterError("subpixel='disk' needs the probe template: make the correlation with "
                                  "correlate_patterns()", field="subpixel")
@@ -601,8 +394,8 @@ def correlate_patterns(patterns: np.ndarray, template: Any, params: FindDisksPar
     x, valid = _preprocess(arr.reshape((-1, H, W)), p, None if origins is None else
                            np.asarray(origins, dtype=np.float64).reshape(-1, 2))
     spec = sfft.rfft2(x, workers=workers)
-    pre = t.spectrum() * _gauss_filter((H, W), p.sigma_dp) if p.sigma_dp > 0 else t.spectrum()
-    post = _gauss_filter((H, W), p.sigma_cc) if p.sigma_cc > 0 else None
+    pre = t.spectrum() * gauss_filter((H, W), p.sigma_dp) if p.sigma_dp > 0 else t.spectrum()
+    post = gauss_filter((H, W), p.sigma_cc) if p.sigma_cc > 0 else None
     if p.corr_power == 1.0 and post is not None:
         spec *= pre * post  # one pass over the spectra
     else:
@@ -622,7 +415,7 @@ def correlate_patterns(patterns: np.ndarray, template: Any, params: FindDisksPar
         corr = sfft.irfft2(spec, s=(H, W), workers=workers, overwrite_x=not keep_spectrum)
     if not keep_spectrum:
         spec = None
-    return DiskCorrelation(corr, spec, x, valid, t.radius, _band((H, W), p.sigma_cc), lead, t, workers, step)
+    return DiskCorrelation(corr, spec, x, valid, t.radius, band((H, W), p.sigma_cc), lead, t, workers, step)
 
 
 #: Largest Fourier gain of the correlation smoothing allowed beyond the Nyquist frequency of a
@@ -693,9 +486,6 @@ def _snap(table: PeakTable, p: FindDisksParams | None) -> PeakTable:
     """The table snapped to its lattice when ``p.lattice`` asks for it."""
     if p is None or p.lattice is None:
         return table
-    # disk_lattice imports strain, which imports this module
-    from .disk_lattice import snap_to_lattice
-
     return snap_to_lattice(table, p.lattice)
 
 
@@ -751,14 +541,7 @@ class _FindDisksJob:
 
 
 def _run_job(cube: Any, job: Any, engine: Mapping[str, Any]) -> Any:
-    """Run the job with the engine, or with a plain chunk loop when the engine is absent."""
-    try:
-        from ..engine import run_job
-    except ImportError:  # pragma: no cover - fallback while the engine is being built
-        acc = job.init(cube)
-        for ch in cube.iter_chunks(engine.get("chunk_bytes")):
-            acc = job.merge(acc, job.process(ch.data, ch.rx, ch.ry), ch.rx, ch.ry)
-        return job.finalize(acc)
+    """Run the job with the engine (no progress bar unless asked for)."""
     opts = dict(engine)
     opts.setdefault("progress", False)
     return run_job(cube, job, **opts)
@@ -774,7 +557,7 @@ def _cube_origin_map(cube: Any) -> np.ndarray | None:
 
 
 def find_disks(cube: Any, params: FindDisksParams | None = None, *, template: ProbeTemplate | np.ndarray | None = None,
-               **engine: Any) -> PeakTable:
+               **options: Any) -> PeakTable:
     """Find the Bragg disks of every pattern of a cube.
 
     Parameters
@@ -785,9 +568,10 @@ def find_disks(cube: Any, params: FindDisksParams | None = None, *, template: Pr
         Detection parameters (defaults documented in the module docstring).
     template : ProbeTemplate or (Qx, Qy) array, optional
         Use this template instead of making one from ``params.template``.
-    **engine
+    **options
         Options of :func:`fourd_widgets.engine.run_job` (``workers``,
-        ``scheduler``, ``chunk_bytes``, ``progress``, ``cancel``, ``on_partial``).
+        ``scheduler``, ``chunk_bytes``, ``progress``, ``cancel``, ``on_partial``),
+        and record field overrides (e.g. ``max_num_peaks=30``).
 
     Returns
     -------
@@ -803,8 +587,12 @@ def find_disks(cube: Any, params: FindDisksParams | None = None, *, template: Pr
     NoPeaksWarning
         When the thresholds rejected every peak (the table is then empty).
     """
-    p = params or FindDisksParams()
-    t = _template(probe_template(cube, p.template) if template is None else template,
+    engine, changes = split_engine(options)
+    p = own_record(params, FindDisksParams, changes, "find_disks")
+    # the template's pass shares the workers and the cancel button, not the progress and partial
+    # results (they are the peaks'), nor chunk_bytes (the mean pattern keeps its own summation order)
+    shared = {k: v for k, v in engine.items() if k in ("workers", "scheduler", "cancel")}
+    t = _template(probe_template(cube, p.template, **shared) if template is None else template,
                   tuple(cube.detector_shape))
     om = _cube_origin_map(cube)
     if p.radial_background and om is None:
@@ -823,71 +611,3 @@ def _warn_if_empty(table: PeakTable, p: FindDisksParams) -> None:
             f"{p.edge_boundary}); lower them (candidate_peaks() shows the values found)", NoPeaksWarning,
             stacklevel=3)
 
-
-def _step(cube: Any, params: FindDisksParams, context: RunContext) -> PeakTable:
-    return find_disks(cube, params, **dict(context.engine))
-
-
-register_step(FindDisksParams, _step)
-
-
-# --- Bragg vector map ------------------------------------------------------------------
-def bragg_vector_map(peaks: PeakTable, shape: tuple[int, int], *,
-                     weights: Literal["intensity", "correlation"] | None = "intensity",
-                     origin: Any = None, centre: tuple[float, float] | None = None,
-                     sampling: float = 1.0) -> np.ndarray:
-    """2-D histogram of all peaks of a table, with sub-pixel bilinear splatting.
-
-    Parameters
-    ----------
-    peaks : PeakTable
-        In detector pixels (``units == 'px'``).
-    shape : (H, W)
-        Output shape (before ``sampling``), usually the detector shape.
-    weights : {'intensity', 'correlation'} or None
-        Column to weight each peak by, or None for counts.
-    origin : None, (2,) array, (Rx, Ry, 2) array or Calibration
-        When given, each peak is taken relative to the origin of its position
-        and placed relative to ``centre`` (origin-centred map).
-    centre : (float, float), optional
-        Where the origin lands (default ``(H // 2, W // 2)``).
-    sampling : float
-        Output pixels per detector pixel (2: twice finer).
-
-    Returns
-    -------
-    (round(H * sampling), round(W * sampling)) float64 array
-
-    Examples
-    --------
-    >>> t = PeakTable((2,), [0, 1, 2], qx=[1.5, 1.5], qy=[2.0, 2.0], intensity=[1.0, 3.0],
-    ...               correlation=[1.0, 1.0])
-    >>> m = bragg_vector_map(t, (4, 4))
-    >>> float(m[1, 2]), float(m[2, 2])
-    (2.0, 2.0)
-    """
-    if peaks.units != "px":
-        raise ParameterError(f"bragg_vector_map needs a peak table in detector pixels, got units {peaks.units!r}")
-    if sampling <= 0:
-        raise ParameterError(f"sampling must be positive, got {sampling}", field="sampling")
-    H, W = (int(n) for n in shape)
-    qx, qy = peaks.qx.copy(), peaks.qy.copy()
-    if origin is not None:
-        if hasattr(origin, "reciprocal_step"):
-            ox, oy = origin_per_peak(peaks, origin)
-        else:
-            o = np.asarray(origin, dtype=np.float64)
-            if o.shape == (2,):
-                ox, oy = np.full(len(peaks), o[0]), np.full(len(peaks), o[1])
-            elif o.shape == peaks.scan_shape + (2,):
-                flat = o.reshape(-1, 2)[peaks.positions()]
-                ox, oy = flat[:, 0], flat[:, 1]
-            else:
-                raise ShapeError(f"origin must be (2,) or {peaks.scan_shape + (2,)}, got {o.shape}")
-        c = centre if centre is not None else (H // 2, W // 2)
-        qx += c[0] - ox
-        qy += c[1] - oy
-    w = np.ones(len(peaks)) if weights is None else getattr(peaks, weights)
-    out = np.zeros((int(round(H * sampling)), int(round(W * sampling))))
-    K.splat_bilinear(qx * sampling, qy * sampling, np.asarray(w, dtype=np.float64), out)
-    return out

@@ -250,7 +250,7 @@ def resolve_rotation(com: np.ndarray, cal: Calibration, mode: str, rotation_deg:
         if mode == "curl":
             raise ShapeError(f"{step}: measuring the scan rotation needs at least 3x3 positions")
         return cal.rotation_deg, cal.flip
-    found = measure_qr_rotation(com[..., 0], com[..., 1])
+    found = measure_qr_rotation((com[..., 0], com[..., 1]))
     if mode == "curl":
         return found.rotation_deg, found.flip
     ours = relative_curl(com @ scan_frame_matrix(cal.rotation_deg, cal.flip).T)

@@ -52,7 +52,7 @@ from ..engine.job import Buffer, Job
 from .detectors import Rectangle
 from .virtual import virtual_image
 
-__all__ = ["IterativeDPCParams", "dpc_phase_iterative", "phase_gradient", "IterativeDPCJob"]
+__all__ = ["IterativeDPCParams", "dpc_phase_iterative", "phase_gradient", "IterativeDPCJob", "dpc_phase_iterative_step"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -252,3 +252,10 @@ def dpc_phase_iterative(
     # file and load options, an array by its content.
     return run_iterative(grad, job, iterations=p.iterations, progress=progress, on_iteration=on_iteration,
                          checkpoint=checkpoint, recipe=p, input=source, chunk_bytes=chunk_bytes, **engine)
+
+
+def dpc_phase_iterative_step(cube: Any, params: IterativeDPCParams, context: Any) -> np.ndarray:
+    """Recipe adapter: the phase of the cube, with the run's engine options this step understands."""
+    engine = {k: v for k, v in context.engine.items()
+              if k in ("scheduler", "workers", "progress", "cancel", "chunk_bytes")}
+    return dpc_phase_iterative(cube, params, **engine)

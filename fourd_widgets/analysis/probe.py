@@ -18,7 +18,7 @@ These follow py4DSTEM's ``Probe.get_kernel`` modes ``'flat'``,
 Examples
 --------
 >>> import numpy as np
->>> img = synthetic_disk((32, 32), radius=5.0, centre=(16, 16))
+>>> img = synthetic_disk((32, 32), radius=5.0, center=(16, 16))
 >>> t = probe_template(img, ProbeTemplateParams(source="vacuum_image", kernel="gaussian"))
 >>> abs(t.radius - 5.0) < 0.1, t.kernel.shape, bool(abs(t.kernel.sum()) < 1e-9)
 (True, (32, 32), True)
@@ -36,6 +36,7 @@ References
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,6 +46,9 @@ from scipy import ndimage
 
 from ..core.errors import ParameterError, ShapeError
 from ..core.params import Params, param
+from ..engine.job import Job
+from ..engine.run import run_job
+from .steps import own_record, renamed_keyword, split_engine
 
 __all__ = [
     "ProbeTemplateParams",
@@ -55,6 +59,8 @@ __all__ = [
     "vacuum_probe_from_region",
     "make_kernel",
     "fourier_shift",
+    "mean_pattern",
+    "MeanPatternJob",
 ]
 
 #: A vacuum mean pattern may hold at most this fraction of its intensity outside
@@ -187,8 +193,8 @@ def measure_disk(image: np.ndarray, threshold: float = 0.5) -> tuple[tuple[float
     return centre, float(radius)
 
 
-def synthetic_disk(shape: tuple[int, int], radius: float, centre: tuple[float, float] | None = None,
-                   edge_width: float = 0.5) -> np.ndarray:
+def synthetic_disk(shape: tuple[int, int], radius: float, center: tuple[float, float] | None = None,
+                   edge_width: float = 0.5, **deprecated: Any) -> np.ndarray:
     """A disk of unit height with a logistic edge (py4DSTEM's ``generate_synthetic_probe``).
 
     Parameters
@@ -196,8 +202,9 @@ def synthetic_disk(shape: tuple[int, int], radius: float, centre: tuple[float, f
     shape : (H, W)
     radius : float
         Radius at half height, px.
-    centre : (float, float), optional
-        Default: the detector centre ``(H // 2, W // 2)``.
+    center : (float, float), optional
+        Default: the detector center ``(H // 2, W // 2)`` (``centre=`` is the
+        deprecated spelling).
     edge_width : float
         Logistic width, px (0: a hard edge with 4x4 supersampled anti-aliasing).
 
@@ -205,8 +212,9 @@ def synthetic_disk(shape: tuple[int, int], radius: float, centre: tuple[float, f
     -------
     (H, W) float64 array
     """
+    center = renamed_keyword(deprecated, "centre", "center", center, "synthetic_disk")
     H, W = shape
-    cx, cy = centre if centre is not None else (H // 2, W // 2)
+    cx, cy = center if center is not None else (H // 2, W // 2)
     if edge_width > 0:
         X, Y = np.indices(shape, dtype=np.float64)
         r = np.hypot(X - cx, Y - cy)
@@ -248,7 +256,89 @@ def _align_to(ref_spec: np.ndarray, img: np.ndarray) -> np.ndarray:
     return fourier_shift(img, (-d[0], -d[1]))
 
 
-def vacuum_probe_from_region(cube: Any, region: np.ndarray, align: bool = True) -> np.ndarray:
+class MeanPatternJob(Job):
+    """Mean pattern (float64) over the scan positions a mask selects; non-finite pixels are left
+    out pixel by pixel. Sums in chunk order, as ``DataCube.mean_pattern(ignore_nan=True)``, so
+    both give the same bits for the same chunking."""
+
+    name = "mean pattern"
+
+    def __init__(self, mask: np.ndarray | None) -> None:
+        self.mask = None if mask is None else np.asarray(mask, dtype=bool)
+
+    def init(self, cube: Any) -> list:
+        return [np.zeros(tuple(cube.detector_shape), np.float64), 0]
+
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> tuple | None:
+        data = block.reshape(-1, *block.shape[2:])
+        if self.mask is not None:
+            sel = self.mask[rx, ry].ravel()
+            if not sel.any():
+                return None
+            data = data[sel]
+        if data.dtype.kind in "fc":
+            finite = np.isfinite(data)
+            return np.where(finite, data, 0).sum(axis=0, dtype=np.float64), finite.sum(axis=0)
+        return data.sum(axis=0, dtype=np.float64), data.shape[0]
+
+    def merge(self, acc: list, partial: tuple | None, rx: slice, ry: slice) -> list:
+        if partial is not None:
+            acc[0] += partial[0]
+            acc[1] = acc[1] + partial[1]
+        return acc
+
+    def finalize(self, acc: list) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return acc[0] / acc[1]
+
+
+def mean_pattern(cube: Any, region: np.ndarray | None = None, **engine: Any) -> np.ndarray:
+    """Mean pattern of a cube (or of the positions ``region`` selects) through the engine.
+
+    Non-finite pixels are left out pixel by pixel; ``engine`` takes the options of
+    :func:`fourd_widgets.engine.run_job` (``progress``, ``cancel``, ``on_partial``,
+    ``workers``, ``scheduler``, ``chunk_bytes``).
+
+    >>> from fourd_widgets.core import DataCube
+    >>> mean_pattern(DataCube(np.ones((2, 3, 4, 4))), progress=False)[0, 0]
+    np.float64(1.0)
+    """
+    if region is not None:
+        region = np.asarray(region, dtype=bool)
+        if region.shape != tuple(cube.scan_shape):
+            raise ShapeError(f"region has shape {region.shape}; it must match the scan shape {cube.scan_shape}")
+        if not region.any():
+            raise ShapeError("the real-space region selects no scan positions")
+    engine.setdefault("progress", False)
+    return run_job(cube, MeanPatternJob(region), **engine)
+
+
+class _AlignedSumJob(Job):
+    """Sum of the selected patterns, each shifted onto a reference spectrum (vacuum probe)."""
+
+    name = "aligned probe"
+
+    def __init__(self, mask: np.ndarray, ref: np.ndarray) -> None:
+        self.mask, self.ref = mask, ref
+
+    def init(self, cube: Any) -> np.ndarray:
+        return np.zeros(tuple(cube.detector_shape), np.float64)
+
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> list:
+        sub = self.mask[rx, ry]
+        out = []
+        for i, j in zip(*np.nonzero(sub)):
+            img = np.asarray(block[i, j], dtype=np.float64)
+            out.append(_align_to(self.ref, np.where(np.isfinite(img), img, 0.0)))
+        return out
+
+    def merge(self, acc: np.ndarray, partial: list, rx: slice, ry: slice) -> np.ndarray:
+        for img in partial:  # one at a time, in scan order: the same sum whatever ran process
+            acc += img
+        return acc
+
+
+def vacuum_probe_from_region(cube: Any, region: np.ndarray, align: bool = True, **engine: Any) -> np.ndarray:
     """Mean pattern of the vacuum scan positions in ``region``, optionally aligned first.
 
     Parameters
@@ -259,6 +349,8 @@ def vacuum_probe_from_region(cube: Any, region: np.ndarray, align: bool = True) 
     align : bool
         Cross-correlate each pattern with the plain mean and shift it onto it
         (sub-pixel, Fourier shift) before averaging.
+    **engine
+        Options of :func:`fourd_widgets.engine.run_job` for the passes over the cube.
 
     Returns
     -------
@@ -279,7 +371,7 @@ def vacuum_probe_from_region(cube: Any, region: np.ndarray, align: bool = True) 
     if not mask.any():
         raise ParameterError("the vacuum region is empty: select at least one scan position in vacuum",
                              field="region")
-    mean = _check_image(cube.mean_pattern(region=mask, ignore_nan=True), "the mean pattern of the vacuum region")
+    mean = _check_image(mean_pattern(cube, mask, **engine), "the mean pattern of the vacuum region")
     (cx, cy), r = measure_disk(mean)
     X, Y = np.indices(mean.shape)
     outside = mean[np.hypot(X - cx, Y - cy) > 1.5 * r + 1].sum() / mean.sum()
@@ -290,19 +382,14 @@ def vacuum_probe_from_region(cube: Any, region: np.ndarray, align: bool = True) 
             "choose scan positions where the beam passes through vacuum", field="region")
     if not align or mask.sum() == 1:
         return mean
-    ref = np.conj(sfft.rfft2(mean))
-    acc = np.zeros_like(mean)
-    for ch in cube.iter_chunks():
-        sub = mask[ch.rx, ch.ry]
-        for i, j in zip(*np.nonzero(sub)):
-            img = np.asarray(ch.data[i, j], dtype=np.float64)
-            acc += _align_to(ref, np.where(np.isfinite(img), img, 0.0))
+    engine.setdefault("progress", False)
+    acc = run_job(cube, _AlignedSumJob(mask, np.conj(sfft.rfft2(mean))), **engine)
     return acc / mask.sum()
 
 
-def make_kernel(probe: np.ndarray, kind: str = "flat", centre: tuple[float, float] | None = None,
+def make_kernel(probe: np.ndarray, kind: str = "flat", center: tuple[float, float] | None = None,
                 radius: float | None = None, sigma: float | None = None,
-                radii: tuple[float, float] | None = None) -> np.ndarray:
+                radii: tuple[float, float] | None = None, **deprecated: Any) -> np.ndarray:
     """Correlation kernel from a probe image, centred at pixel (0, 0).
 
     Parameters
@@ -310,8 +397,9 @@ def make_kernel(probe: np.ndarray, kind: str = "flat", centre: tuple[float, floa
     probe : (H, W) array
         Probe image.
     kind : {'flat', 'gaussian', 'sigmoid'}
-    centre : (float, float), optional
-        Probe centre (default: measured by :func:`measure_disk`).
+    center : (float, float), optional
+        Probe center (default: measured by :func:`measure_disk`; ``centre=`` is
+        the deprecated spelling).
     radius : float, optional
         Disk radius for the defaults of ``sigma`` and ``radii`` (default: measured).
     sigma : float, optional
@@ -325,6 +413,7 @@ def make_kernel(probe: np.ndarray, kind: str = "flat", centre: tuple[float, floa
         ``'flat'`` sums to one; ``'gaussian'`` and ``'sigmoid'`` to zero.
     """
     img = _check_image(probe, "the probe image")
+    centre = renamed_keyword(deprecated, "centre", "center", center, "make_kernel")
     if centre is None or radius is None:
         c, r = measure_disk(img)
         centre = c if centre is None else centre
@@ -357,8 +446,8 @@ class ProbeTemplate:
     ----------
     probe : (Qx, Qy) float64 array
         The probe image as recorded (or synthesised), not shifted.
-    centre : (float, float)
-        Its measured centre, px.
+    center : (float, float)
+        Its measured center, px (``centre``: the deprecated spelling).
     radius : float
         Its measured disk radius, px.
     kernel : (Qx, Qy) float64 array
@@ -367,11 +456,11 @@ class ProbeTemplate:
         Kernel type.
     """
 
-    def __init__(self, probe: np.ndarray, kernel: np.ndarray, centre: tuple[float, float], radius: float,
+    def __init__(self, probe: np.ndarray, kernel: np.ndarray, center: tuple[float, float], radius: float,
                  kind: str = "flat") -> None:
         self.probe = np.asarray(probe, dtype=np.float64)
         self.kernel = np.asarray(kernel, dtype=np.float64)
-        self.centre = (float(centre[0]), float(centre[1]))
+        self.center = (float(center[0]), float(center[1]))
         self.radius = float(radius)
         self.kind = kind
         self._spec: np.ndarray | None = None
@@ -408,15 +497,43 @@ class ProbeTemplate:
         c = np.bincount(rb[sel], minlength=n)
         return img, np.arange(n, dtype=np.float64), s / np.maximum(c, 1)
 
+    @property
+    def centre(self) -> tuple[float, float]:
+        """Deprecated spelling of :attr:`center` (kept for one release)."""
+        warnings.warn("ProbeTemplate.centre is deprecated, use .center", DeprecationWarning, stacklevel=2)
+        return self.center
+
+    def to_h5(self, group: Any) -> None:
+        """Write the template into an HDF5 group (results files)."""
+        group.create_dataset("probe", data=self.probe)
+        group.create_dataset("kernel", data=self.kernel)
+        group.attrs["center"] = np.asarray(self.center, dtype=np.float64)
+        group.attrs["radius"] = self.radius
+        group.attrs["kind"] = self.kind
+
+    @classmethod
+    def from_h5(cls, group: Any) -> "ProbeTemplate":
+        """Read a template written by :meth:`to_h5`."""
+        c = group.attrs["center"]
+        return cls(group["probe"][()], group["kernel"][()], (float(c[0]), float(c[1])),
+                   float(group.attrs["radius"]), str(group.attrs["kind"]))
+
     def __reduce__(self) -> tuple:
-        return (ProbeTemplate, (self.probe, self.kernel, self.centre, self.radius, self.kind))
+        return (ProbeTemplate, (self.probe, self.kernel, self.center, self.radius, self.kind))
 
     def __repr__(self) -> str:
         return (f"ProbeTemplate(kind={self.kind!r}, shape={self.shape}, radius={self.radius:.2f}, "
-                f"centre=({self.centre[0]:.2f}, {self.centre[1]:.2f}))")
+                f"center=({self.center[0]:.2f}, {self.center[1]:.2f}))")
 
 
-def probe_template(source: Any, params: ProbeTemplateParams | None = None, **changes: Any) -> ProbeTemplate:
+def _cube_mean(cube: Any, engine: dict) -> np.ndarray:
+    """The mean pattern of a cube through the engine (anything else: its own ``mean_pattern``)."""
+    if hasattr(cube, "chunk_slices") and hasattr(cube, "read"):
+        return mean_pattern(cube, **engine)
+    return cube.mean_pattern(ignore_nan=True)
+
+
+def probe_template(source: Any, params: ProbeTemplateParams | None = None, **options: Any) -> ProbeTemplate:
     """Make a probe template.
 
     Parameters
@@ -429,8 +546,11 @@ def probe_template(source: Any, params: ProbeTemplateParams | None = None, **cha
     params : ProbeTemplateParams, optional
         Default ``ProbeTemplateParams()``, or ``source='vacuum_image'`` when
         ``source`` is an array.
-    **changes
-        Field overrides, e.g. ``kernel='gaussian'``.
+    **options
+        Engine options of :func:`fourd_widgets.engine.run_job` for the pass over
+        the cube (``progress``, ``cancel``, ``on_partial``, ``workers``,
+        ``scheduler``, ``chunk_bytes``), and record field overrides, e.g.
+        ``kernel='gaussian'``.
 
     Returns
     -------
@@ -444,11 +564,10 @@ def probe_template(source: Any, params: ProbeTemplateParams | None = None, **cha
         Region or image shapes that do not fit.
     """
     is_array = isinstance(source, np.ndarray)
-    if params is None:
-        params = ProbeTemplateParams(source="vacuum_image") if is_array else ProbeTemplateParams()
-    if changes:
-        params = params.replace(**changes)  # type: ignore[assignment]
-    p = params
+    engine, changes = split_engine(options)
+    if params is None and is_array:
+        params = ProbeTemplateParams(source="vacuum_image")
+    p = own_record(params, ProbeTemplateParams, changes, "probe_template")
     det_shape = source.shape[-2:] if is_array else tuple(source.detector_shape)
     if p.source == "vacuum_image":
         if p.image is not None:
@@ -456,7 +575,7 @@ def probe_template(source: Any, params: ProbeTemplateParams | None = None, **cha
         elif is_array:
             probe = _check_image(source, "the vacuum image")
         elif hasattr(source, "mean_pattern"):
-            probe = _check_image(source.mean_pattern(ignore_nan=True), "the mean pattern of the vacuum recording")
+            probe = _check_image(_cube_mean(source, engine), "the mean pattern of the vacuum recording")
         else:
             raise ParameterError("source='vacuum_image' needs the image (params.image or an array)", field="image")
         if probe.shape != tuple(det_shape):
@@ -467,9 +586,9 @@ def probe_template(source: Any, params: ProbeTemplateParams | None = None, **cha
         if p.region is None:
             raise ParameterError("source='vacuum_region' needs the region mask (probe_template.region)",
                                  field="region")
-        probe = vacuum_probe_from_region(source, np.asarray(p.region), align=p.align)
+        probe = vacuum_probe_from_region(source, np.asarray(p.region), align=p.align, **engine)
     else:
-        mean = _check_image(source if is_array else source.mean_pattern(ignore_nan=True), "the mean pattern")
+        mean = _check_image(source if is_array else _cube_mean(source, engine), "the mean pattern")
         radius = p.radius if p.radius is not None else measure_disk(mean, p.threshold)[1]
         H, W = mean.shape
         centre = (float(H // 2), float(W // 2))

@@ -8,13 +8,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .._version import __version__
-from ..core.calibration import Calibration
+from ..core import registry
 from ..core.datacube import DataCube
 from ..core.errors import ParameterError
 from ..core.params import Params
 from ..core.recipe import Recipe
 from ..io.results import Results
-from .steps import RunContext, step_function
+from .steps import RunContext
 
 __all__ = ["run", "input_reference"]
 
@@ -75,10 +75,11 @@ def run(recipe: Recipe | Params | list, cube: DataCube, **engine: Any) -> Result
     initial = cube.calibration
     context = RunContext(engine=dict(engine))
     for label, step in recipe:
-        result = step_function(step)(cube, step, context)
+        entry = registry.step(step.step)
+        result = entry.runner()(cube, step, context)
         context.results[label] = result
-        if isinstance(result, Calibration):
-            # a calibration step (origin, ellipse, pixel size...) refines the
+        if entry.calibration:
+            # the manifest says this step (origin, ellipse, pixel size...) yields the
             # calibration every later step of the recipe works with
             cube = cube.with_calibration(result)
     ref = input_reference(cube)

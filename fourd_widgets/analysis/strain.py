@@ -26,7 +26,7 @@ The pipeline, each piece usable on its own (a widget calls them one by one):
 
 Peak coordinates are taken relative to the calibrated origin (``origin_map``
 per position when set, else ``origin``) and corrected for the elliptic
-distortion (:func:`fourd_widgets.analysis.calibration.corrected_vectors`);
+distortion (:func:`fourd_widgets.analysis.peak_calibration.corrected_vectors`);
 vectors are in corrected detector pixels. The detector-to-scan rotation and
 flip of the calibration are applied to the strain only (strain is
 dimensionless, so the pixel size does not enter).
@@ -57,21 +57,23 @@ References
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy import ndimage
 
 from ..core.calibration import Calibration
-from ..core.errors import MissingCalibrationError, ParameterError, ShapeError
+from ..core.errors import ParameterError, ShapeError
 from ..core.params import Params, param
-from .calibration import corrected_vectors, current_calibration, scan_frame_matrix
-from .disks import PeakTable, bragg_vector_map
-from .steps import RunContext, register_step
+from ..core.recipe import Recipe
+from ..io.results import Results
+from .lattice_basis import (LatticeBasis, check_basis, check_optional_basis, corrected_bvm, index_peaks,
+                            peak_vectors, suggest_basis, vec2)
+from .peak_calibration import scan_frame_matrix
+from .peaks import PeakTable
+from .steps import RunContext, current_calibration, own_record
 
 __all__ = [
     "FIT_COLLINEAR",
@@ -100,38 +102,6 @@ FIT_COLLINEAR = 2
 FIT_INVALID_PATTERN = 4
 
 _STRAIN_NAMES = ("exx", "eyy", "exy", "theta_deg")
-
-
-def _vec2(v: Any, name: str) -> np.ndarray:
-    a = np.asarray(v, dtype=np.float64).reshape(-1)
-    if a.shape != (2,) or not np.all(np.isfinite(a)):
-        raise ParameterError(f"{name} must be two finite numbers (x, y), got {v!r}", field=name)
-    return a
-
-
-def _check_basis(g1: np.ndarray, g2: np.ndarray, what: str = "g1 and g2",
-                 fields: tuple[str, str] = ("g1", "g2")) -> None:
-    """Refuse a zero or (within 5°) collinear basis; the error names ``fields[0]`` or ``fields[1]``."""
-    n1, n2 = float(np.hypot(*g1)), float(np.hypot(*g2))
-    if n1 == 0 or n2 == 0:
-        raise ParameterError(f"{what}: a basis vector has zero length; pick two lattice points away from "
-                             "the origin (suggest_basis lists candidates)", field=fields[0] if n1 == 0 else fields[1])
-    sin = abs(g1[0] * g2[1] - g1[1] * g2[0]) / (n1 * n2)
-    if sin < math.sin(math.radians(5.0)):
-        ang = math.degrees(math.asin(min(1.0, sin)))
-        raise ParameterError(
-            f"{what} are collinear ({ang:.1f}° apart); choose two lattice vectors at least 5° apart, "
-            "e.g. the candidates of suggest_basis(...).pick(i, j)", field=fields[1])
-
-
-def _check_optional_basis(step: str, g1: Any, g2: Any, fields: tuple[str, str] = ("g1", "g2"),
-                          unset: str = " (then they are suggested)") -> None:
-    """A record's pair of optional basis fields: both None, or a valid basis (errors name the field)."""
-    if (g1 is None) != (g2 is None):
-        raise ParameterError(f"{step}: give both {fields[0]} and {fields[1]}, or neither{unset}",
-                             field=fields[1] if g2 is None else fields[0])
-    if g1 is not None:
-        _check_basis(np.asarray(g1, float), np.asarray(g2, float), f"{fields[0]} and {fields[1]}", fields)
 
 
 # --- parameters ----------------------------------------------------------------------------
@@ -169,260 +139,14 @@ class StrainMapParams(Params):
                              "scan x [coordinate_rotation]")
 
     def validate(self) -> None:
-        _check_optional_basis(self.step, self.g1, self.g2)
-        _check_optional_basis(self.step, self.reference_g1, self.reference_g2, ("reference_g1", "reference_g2"),
+        check_optional_basis(self.step, self.g1, self.g2)
+        check_optional_basis(self.step, self.reference_g1, self.reference_g2, ("reference_g1", "reference_g2"),
                               unset="")
         if self.reference_region is not None:
             r = np.asarray(self.reference_region)
             if r.ndim != 2 or r.dtype != bool:
                 raise ParameterError(f"{self.step}.reference_region must be an (Rx, Ry) bool mask, got "
                                      f"{r.dtype} of shape {r.shape}", field="reference_region")
-
-
-# --- basis suggestion -----------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class LatticeBasis:
-    """A suggested lattice basis and the Bragg-vector-map maxima it was chosen from.
-
-    Attributes
-    ----------
-    g1, g2 : (2,) arrays
-        Basis vectors (x, y) relative to the origin, px of the map.
-    origin : (2,) array
-        Position of the origin in the map, px.
-    candidates : (n, 2) array
-        Every maximum relative to the origin, sorted by length (origin excluded).
-    intensities : (n,) array
-        Map value at each candidate.
-    index_g1, index_g2 : int
-        Rows of ``candidates`` chosen as g1 and g2.
-    """
-
-    g1: np.ndarray
-    g2: np.ndarray
-    origin: np.ndarray
-    candidates: np.ndarray
-    intensities: np.ndarray
-    index_g1: int
-    index_g2: int
-
-    def pick(self, index_g1: int, index_g2: int) -> LatticeBasis:
-        """The same candidates with g1, g2 set to rows ``index_g1`` and ``index_g2`` (a user's click)."""
-        n = len(self.candidates)
-        for name, i in (("index_g1", index_g1), ("index_g2", index_g2)):
-            if not 0 <= int(i) < n:
-                raise ParameterError(f"{name}={i} is not a candidate; there are {n} (0..{n - 1})", field=name)
-        g1, g2 = self.candidates[int(index_g1)].copy(), self.candidates[int(index_g2)].copy()
-        _check_basis(g1, g2)
-        return dataclasses.replace(self, g1=g1, g2=g2, index_g1=int(index_g1), index_g2=int(index_g2))
-
-    def match(self, g1: Any, g2: Any) -> LatticeBasis:
-        """The candidates nearest to given vectors (e.g. a reference lattice's) as g1 and g2."""
-        a, b = _vec2(g1, "g1"), _vec2(g2, "g2")
-        i1 = int(np.argmin(np.hypot(*(self.candidates - a).T)))
-        i2 = int(np.argmin(np.hypot(*(self.candidates - b).T)))
-        return self.pick(i1, i2)
-
-    def params(self, **changes: Any) -> StrainMapParams:
-        """A :class:`StrainMapParams` with this basis (plus any other field changes)."""
-        return StrainMapParams(g1=tuple(self.g1.tolist()), g2=tuple(self.g2.tolist()), **changes)
-
-
-def _bvm_maxima(bvm: np.ndarray, min_spacing: float, min_relative: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Sub-pixel maxima (n, 2) of a map and their values, strongest first."""
-    sm = ndimage.gaussian_filter(bvm, sigma) if sigma > 0 else bvm
-    size = 2 * max(1, round(min_spacing)) + 1
-    peaks = (sm == ndimage.maximum_filter(sm, size=size, mode="constant")) & (sm > 0)
-    ij = np.argwhere(peaks)
-    if len(ij) == 0:
-        return np.zeros((0, 2)), np.zeros(0)
-    vals = sm[ij[:, 0], ij[:, 1]]
-    order = np.argsort(-vals, kind="stable")
-    ij, vals = ij[order], vals[order]
-    ref = vals[1] if len(vals) > 1 else vals[0]  # relative to the strongest non-origin peak
-    keep = vals >= min_relative * ref
-    ij, vals = ij[keep], vals[keep]
-    # sub-pixel: intensity centroid of the unsmoothed map in a 5 x 5 window
-    H, W = bvm.shape
-    out = np.empty((len(ij), 2))
-    for n, (i, j) in enumerate(ij):
-        i0, i1, j0, j1 = max(0, i - 2), min(H, i + 3), max(0, j - 2), min(W, j + 3)
-        win = np.clip(bvm[i0:i1, j0:j1], 0, None)
-        s = win.sum()
-        if s > 0:
-            ii, jj = np.mgrid[i0:i1, j0:j1]
-            out[n] = ((ii * win).sum() / s, (jj * win).sum() / s)
-        else:
-            out[n] = (i, j)
-    return out, vals
-
-
-def corrected_bvm(peaks: PeakTable, calibration: Calibration | None = None) -> tuple[np.ndarray, tuple[float, float]]:
-    """Bragg vector map of origin-relative, ellipse-corrected peak vectors (the frame of g1, g2).
-
-    Parameters
-    ----------
-    peaks : PeakTable
-        In detector px (with ``calibration``) or calibrated.
-    calibration : Calibration, optional
-
-    Returns
-    -------
-    bvm : (2 h + 1, 2 h + 1) array
-        Intensity-weighted, bilinearly splatted; ``h`` covers the longest vector plus 3 px.
-    centre : (float, float)
-        Where the origin lies in the map: a click at ``(i, j)`` is the vector ``(i, j) - centre``.
-
-    Examples
-    --------
-    >>> t = lattice_peaks((1, 1), (20.0, 20.0), (6.0, 0.0), (0.0, 8.0), (41, 41))
-    >>> m, c = corrected_bvm(t, Calibration(origin=(20, 20)))
-    >>> m.shape, c, float(m[int(c[0]) + 6, int(c[1])])
-    ((43, 43), (21.0, 21.0), 1.0)
-    """
-    vec = _peak_vectors(peaks, calibration, "the Bragg vector map")
-    half = math.ceil(np.abs(vec).max()) + 3 if len(vec) else 8
-    shifted = PeakTable(peaks.scan_shape, peaks.offsets, vec[:, 0] + half, vec[:, 1] + half,
-                        peaks.intensity, peaks.correlation, peaks.flags)
-    return bragg_vector_map(shifted, (2 * half + 1, 2 * half + 1)), (float(half), float(half))
-
-
-def suggest_basis(source: np.ndarray | PeakTable, calibration: Calibration | None = None, *,
-                  origin: tuple[float, float] | None = None, min_spacing: float = 3.0,
-                  min_relative: float = 0.05, sigma: float = 1.0, length_tolerance: float = 0.08,
-                  min_angle_deg: float = 15.0) -> LatticeBasis:
-    """Suggest two basis vectors: the shortest non-collinear pair of Bragg vector map maxima.
-
-    Parameters
-    ----------
-    source : (H, W) array or PeakTable
-        A Bragg vector map (detector px; e.g. :func:`~fourd_widgets.analysis.disks.bragg_vector_map`
-        with ``origin=`` so that it is origin-centred), or a peak table, whose
-        origin- and ellipse-corrected vectors (needs ``calibration``) are mapped here.
-    calibration : Calibration, optional
-        Needed for a peak table in pixels (origin, optionally ellipse).
-    origin : (x, y), optional
-        Where the origin is in a map; default: its strongest maximum (the zero beam).
-    min_spacing : float
-        Smallest distance between two maxima, px.
-    min_relative : float
-        Keep maxima at least this fraction of the strongest non-origin maximum.
-    sigma : float
-        Gaussian smoothing of the map before finding maxima, px.
-    length_tolerance : float
-        Candidates within this relative length of the shortest are "equally short";
-        among them the one closest in angle to +x (then the counter-clockwise one) wins.
-    min_angle_deg : float
-        g2 must make at least this angle with g1.
-
-    Returns
-    -------
-    LatticeBasis
-
-    Raises
-    ------
-    ParameterError
-        When the map has fewer than two non-collinear maxima besides the origin.
-
-    Examples
-    --------
-    >>> t = lattice_peaks((1, 1), (20.0, 20.0), (6.0, 0.0), (0.0, 8.0), (41, 41))
-    >>> from fourd_widgets.core import Calibration
-    >>> b = suggest_basis(t, Calibration(origin=(20, 20)))
-    >>> np.round(b.g1, 2).tolist(), np.round(b.g2, 2).tolist()
-    ([6.0, 0.0], [0.0, 8.0])
-    """
-    if isinstance(source, PeakTable):
-        bvm, origin = corrected_bvm(source, calibration)
-    else:
-        bvm = np.asarray(source, dtype=np.float64)
-        if bvm.ndim != 2:
-            raise ShapeError(f"suggest_basis needs a 2-D Bragg vector map or a PeakTable, got shape {bvm.shape}")
-    pts, vals = _bvm_maxima(bvm, min_spacing, min_relative, sigma)
-    if len(pts) == 0:
-        raise ParameterError("suggest_basis: the Bragg vector map has no maxima; detect disks first "
-                             "(find_disks) or lower min_relative")
-    o = pts[0] if origin is None else _vec2(origin, "origin")
-    rel = pts - o
-    length = np.hypot(rel[:, 0], rel[:, 1])
-    keep = length > max(min_spacing, 1.0)
-    rel, vals, length = rel[keep], vals[keep], length[keep]
-    order = np.lexsort((np.abs(np.arctan2(rel[:, 1], rel[:, 0])), length))
-    rel, vals, length = rel[order], vals[order], length[order]
-    if len(rel) < 2:
-        raise ParameterError(f"suggest_basis: found {len(rel)} Bragg vector map maxima besides the origin, need "
-                             "at least two non-collinear ones; detect more disks or give g1 and g2 by hand")
-    ang = np.degrees(np.arctan2(rel[:, 1], rel[:, 0]))
-
-    def best(candidates: np.ndarray) -> int:
-        shortest = length[candidates].min()
-        near = candidates[length[candidates] <= shortest * (1 + length_tolerance)]
-        # closest to +x; a tie (e.g. +45 and -45) goes to the counter-clockwise one
-        key = np.round(np.abs(ang[near]), 3) - 1e-6 * (ang[near] > 0)
-        return int(near[np.argmin(key)])
-
-    i1 = best(np.arange(len(rel)))
-    sin = np.abs(rel[i1, 0] * rel[:, 1] - rel[i1, 1] * rel[:, 0]) / (length * length[i1])
-    ok = np.flatnonzero(sin >= math.sin(math.radians(min_angle_deg)))
-    if ok.size == 0:
-        raise ParameterError("suggest_basis: every Bragg vector map maximum is collinear with g1; the pattern "
-                             "shows a single row of disks. Give g1 and g2 by hand or detect more disks")
-    i2 = best(ok)
-    return LatticeBasis(g1=rel[i1].copy(), g2=rel[i2].copy(), origin=np.asarray(o, float), candidates=rel,
-                        intensities=vals, index_g1=i1, index_g2=i2)
-
-
-# --- indexing and fitting -------------------------------------------------------------------
-def _peak_vectors(peaks: PeakTable, calibration: Calibration | None, step: str) -> np.ndarray:
-    """(n, 2) origin-relative, ellipse-corrected vectors of every peak."""
-    if peaks.units != "px":
-        return np.stack([peaks.qx, peaks.qy], -1)
-    if calibration is None:
-        raise MissingCalibrationError(
-            "origin", step, "Pass the calibration (e.g. cube.calibration) holding origin or origin_map, "
-            "or measure it with fourd_widgets.analysis.calibration.measure_origin.")
-    return corrected_vectors(peaks, calibration, step)
-
-
-def index_peaks(vectors: np.ndarray, g1: Any, g2: Any, max_peak_spacing: float,
-                origin: Any = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Nearest lattice index of each vector.
-
-    Parameters
-    ----------
-    vectors : (n, 2) array
-        Peak vectors relative to the origin.
-    g1, g2 : (2,) or (n, 2) arrays
-        Basis, one for all peaks or one per peak.
-    max_peak_spacing : float
-        Largest accepted distance to the lattice point.
-    origin : (2,) or (n, 2) array
-        Lattice origin (per peak allowed).
-
-    Returns
-    -------
-    h, k : (n,) int64 arrays
-    indexed : (n,) bool array
-
-    Examples
-    --------
-    >>> h, k, ok = index_peaks(np.array([[10.2, 0.1], [0.0, -11.9], [5.0, 5.0]]), [10, 0], [0, 12], 1.0)
-    >>> h.tolist(), k.tolist(), ok.tolist()
-    ([1, 0, 0], [0, -1, 0], [True, True, False])
-    """
-    v = np.asarray(vectors, dtype=np.float64) - np.asarray(origin, dtype=np.float64)
-    a = np.broadcast_to(np.asarray(g1, dtype=np.float64), v.shape)
-    b = np.broadcast_to(np.asarray(g2, dtype=np.float64), v.shape)
-    det = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hf = (v[:, 0] * b[:, 1] - v[:, 1] * b[:, 0]) / det
-        kf = (a[:, 0] * v[:, 1] - a[:, 1] * v[:, 0]) / det
-    ok = np.isfinite(hf) & np.isfinite(kf)
-    h = np.where(ok, np.rint(np.where(ok, hf, 0)), 0).astype(np.int64)
-    k = np.where(ok, np.rint(np.where(ok, kf, 0)), 0).astype(np.int64)
-    d = v - h[:, None] * a - k[:, None] * b
-    ok &= np.hypot(d[:, 0], d[:, 1]) <= max_peak_spacing
-    return h, k, ok
 
 
 @dataclass(frozen=True, eq=False)
@@ -519,13 +243,13 @@ def fit_lattice(peaks: PeakTable, g1: Any, g2: Any, calibration: Calibration | N
     LatticeFit
         Maps of shape ``peaks.scan_shape`` (must be 2-D).
     """
-    g1, g2 = _vec2(g1, "g1"), _vec2(g2, "g2")
-    _check_basis(g1, g2)
+    g1, g2 = vec2(g1, "g1"), vec2(g2, "g2")
+    check_basis(g1, g2)
     if len(peaks.scan_shape) != 2:
         raise ShapeError(f"fit_lattice needs a peak table over a 2-D scan, got scan shape {peaks.scan_shape}")
     shape = peaks.scan_shape
     npos = int(np.prod(shape))
-    v = _peak_vectors(peaks, calibration, "fitting the lattice")
+    v = peak_vectors(peaks, calibration, "fitting the lattice")
     pos = peaks.positions()
     w = {"intensity": peaks.intensity, "correlation": peaks.correlation,
          "uniform": np.ones(len(peaks))}[weights]
@@ -625,7 +349,7 @@ def strain_from_lattice(g1: np.ndarray, g2: np.ndarray, g1_ref: Any, g2_ref: Any
     g1_ref, g2_ref : (2,) arrays
         Reference vectors, same frame.
     rotation_deg, flip : float, bool
-        Detector-vs-scan rotation and flip (see :func:`~fourd_widgets.analysis.calibration.scan_frame_matrix`).
+        Detector-vs-scan rotation and flip (see :func:`~fourd_widgets.analysis.peak_calibration.scan_frame_matrix`).
     frame_deg : float
         Express the strain in axes rotated counter-clockwise by this angle from scan x.
 
@@ -643,7 +367,7 @@ def strain_from_lattice(g1: np.ndarray, g2: np.ndarray, g1_ref: Any, g2_ref: Any
     """
     A = scan_frame_matrix(rotation_deg, flip)
     G = np.stack([np.asarray(g1, float), np.asarray(g2, float)], -1)  # (..., 2, 2), columns g1, g2
-    G0 = np.stack([_vec2(g1_ref, "g1_ref"), _vec2(g2_ref, "g2_ref")], -1)
+    G0 = np.stack([vec2(g1_ref, "g1_ref"), vec2(g2_ref, "g2_ref")], -1)
     Gs, G0s = A @ G, A @ G0
     det = Gs[..., 0, 0] * Gs[..., 1, 1] - Gs[..., 0, 1] * Gs[..., 1, 0]
     ok = np.isfinite(det) & (det != 0)
@@ -734,18 +458,30 @@ class StrainMap:
             written.append(path)
         return written
 
+    def to_h5(self, group: Any) -> None:
+        """Write the maps into an HDF5 group (results files)."""
+        for n in _ARRAYS:
+            group.create_dataset(n, data=getattr(self, n))
+        group.attrs["frame_deg"] = self.frame_deg
+        group.attrs["reciprocal_units"] = self.reciprocal_units
+        if self.reciprocal_step is not None:
+            group.attrs["reciprocal_step"] = self.reciprocal_step
+
+    @classmethod
+    def from_h5(cls, group: Any) -> "StrainMap":
+        """Read maps written by :meth:`to_h5`."""
+        step = group.attrs.get("reciprocal_step")
+        return cls(**{n: group[n][()] for n in _ARRAYS}, frame_deg=float(group.attrs["frame_deg"]),
+                   reciprocal_step=None if step is None else float(step),
+                   reciprocal_units=str(group.attrs["reciprocal_units"]))
+
     def save_hdf5(self, path: str | os.PathLike, recipe: Any = None) -> str:
         """Write this map to an HDF5 results file (atomically), with the recipe that made it if given."""
-        from ..core.recipe import Recipe
-        from ..io.results import Results
-
         return Results({"strain_map": self}, recipe or Recipe()).save(path)
 
     @classmethod
     def load_hdf5(cls, path: str | os.PathLike) -> StrainMap:
         """Read the map of a file written by :meth:`save_hdf5` (or any results file holding one)."""
-        from ..io.results import Results
-
         found = [v for v in Results.load(path).values() if isinstance(v, StrainMap)]
         if not found:
             raise ParameterError(f"{os.fspath(path)} holds no strain map", field="path")
@@ -758,31 +494,6 @@ class StrainMap:
 
 _ARRAYS = ("exx", "eyy", "exy", "theta_deg", "mask", "failure", "g1", "g2", "num_peaks", "residual_px",
            "g1_ref", "g2_ref")
-
-
-def _write_strain(group: Any, sm: StrainMap) -> None:
-    for n in _ARRAYS:
-        group.create_dataset(n, data=getattr(sm, n))
-    group.attrs["frame_deg"] = sm.frame_deg
-    group.attrs["reciprocal_units"] = sm.reciprocal_units
-    if sm.reciprocal_step is not None:
-        group.attrs["reciprocal_step"] = sm.reciprocal_step
-
-
-def _read_strain(group: Any) -> StrainMap:
-    step = group.attrs.get("reciprocal_step")
-    return StrainMap(**{n: group[n][()] for n in _ARRAYS}, frame_deg=float(group.attrs["frame_deg"]),
-                     reciprocal_step=None if step is None else float(step),
-                     reciprocal_units=str(group.attrs["reciprocal_units"]))
-
-
-def _register_container() -> None:
-    from ..io.results import register_container
-
-    register_container("strain_map", StrainMap, _write_strain, _read_strain)
-
-
-_register_container()
 
 
 def strain_map(peaks: PeakTable, params: StrainMapParams | None = None, calibration: Calibration | None = None,
@@ -815,7 +526,7 @@ def strain_map(peaks: PeakTable, params: StrainMapParams | None = None, calibrat
     ParameterError
         Missing/collinear basis, reference region without valid fits, too few peaks anywhere.
     """
-    p = (params or StrainMapParams()).replace(**changes) if changes else (params or StrainMapParams())
+    p = own_record(params, StrainMapParams, changes, "strain_map")
     ref_vecs = None
     if reference is not None:
         if isinstance(reference, StrainMap):
@@ -828,8 +539,8 @@ def strain_map(peaks: PeakTable, params: StrainMapParams | None = None, calibrat
             except (TypeError, ValueError):
                 raise ParameterError("reference must be a StrainMap, a LatticeFit or a pair (g1, g2)",
                                      field="reference") from None
-            ref_vecs = (_vec2(a, "reference g1"), _vec2(b, "reference g2"))
-            _check_basis(*ref_vecs, what="reference g1 and g2")
+            ref_vecs = (vec2(a, "reference g1"), vec2(b, "reference g2"))
+            check_basis(*ref_vecs, what="reference g1 and g2")
     if len(peaks) == 0:
         raise ParameterError("strain_map: the peak table is empty; detect disks first (find_disks) with lower "
                              "thresholds", field="peaks")
@@ -886,8 +597,8 @@ def strain_map_from_fit(fit: LatticeFit, calibration: Calibration | None = None,
     0.02
     """
     if reference is not None:
-        g1_ref, g2_ref = _vec2(reference[0], "reference g1"), _vec2(reference[1], "reference g2")
-        _check_basis(g1_ref, g2_ref, "reference g1 and g2")
+        g1_ref, g2_ref = vec2(reference[0], "reference g1"), vec2(reference[1], "reference g2")
+        check_basis(g1_ref, g2_ref, "reference g1 and g2")
     else:
         g1_ref, g2_ref = reference_lattice(fit, reference_region)
     cal = calibration or Calibration()
@@ -949,7 +660,8 @@ def lattice_peaks(scan_shape: tuple[int, int], origin: Any, g1: Any, g2: Any, de
 
 
 # --- recipe step -----------------------------------------------------------------------------
-def _step(cube: Any, params: StrainMapParams, context: RunContext) -> StrainMap:
+def strain_map_step(cube: Any, params: StrainMapParams, context: RunContext) -> StrainMap:
+    """Recipe adapter: the strain map of the peak table of the step labelled ``params.peaks``."""
     peaks = context.results.get(params.peaks)
     if not isinstance(peaks, PeakTable):
         have = ", ".join(f"{k} ({type(v).__name__})" for k, v in context.results.items()) or "none"
@@ -960,4 +672,4 @@ def _step(cube: Any, params: StrainMapParams, context: RunContext) -> StrainMap:
     return strain_map(peaks, params, current_calibration(cube, context))
 
 
-register_step(StrainMapParams, _step)
+_step = strain_map_step  # its name before the step manifest

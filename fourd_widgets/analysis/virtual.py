@@ -36,6 +36,7 @@ Examples
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence, Union
 
@@ -52,7 +53,7 @@ from ..kernels.virtual import (accumulate_shifted, mac_gemm, mac_ranges, mac_shi
                                split_shift)
 from .detectors import (Annulus, Circle, Detector, Mask, Point, Polygon, Rectangle, detector_mask,
                         pixel_scale, reference_origin)
-from .steps import RunContext, register_step
+from .steps import RunContext, deprecated_keyword, own_record, split_engine
 
 __all__ = ["VirtualImageParams", "VirtualDiffractionParams", "virtual_image", "virtual_diffraction",
            "virtual_image_from_params", "virtual_diffraction_from_params", "VirtualImageJob",
@@ -357,32 +358,46 @@ def _as_detectors(detector_or_list: Any) -> tuple[tuple[Detector, ...], bool]:
     if isinstance(detector_or_list, (list, tuple)):
         return tuple(detector_or_list), False
     raise ParameterError(
-        f"expected a detector or a list of detectors (fw.detectors.Circle, ...), got {type(detector_or_list).__name__}",
-        field="detectors")
+        f"virtual_image takes a VirtualImageParams record, a detector or a list of detectors "
+        f"(fw.detectors.Circle, ...) as its params, got {type(detector_or_list).__name__}", field="detectors")
 
 
-def virtual_image(cube: Any, detector_or_list: Any, *, shift: str = "none", **engine_options: Any) -> np.ndarray:
+def virtual_image(cube: Any, params: VirtualImageParams | Detector | Sequence[Detector] | None = None,
+                  **options: Any) -> np.ndarray:
     """Virtual image(s) of ``cube`` through one or several detectors, in one pass over the data.
 
     Parameters
     ----------
     cube : DataCube
-    detector_or_list : Detector or sequence of Detector
-        Records from :mod:`fourd_widgets.analysis.detectors`.
-    shift : {'none', 'integer', 'subpixel'}
-        Descan correction from ``cube.calibration.origin_map``.
-    **engine_options
-        ``chunk_bytes``, ``scheduler``, ``workers``, ``progress``, ``cancel``,
-        ``on_partial`` of :func:`fourd_widgets.engine.run_job`.
+    params : VirtualImageParams, Detector or sequence of Detector
+        The record (then the result is a stack, one image per detector), or the
+        detector records themselves (:mod:`fourd_widgets.analysis.detectors`) as a
+        shorthand for ``VirtualImageParams(detectors=...)``.
+    **options
+        Engine options of :func:`fourd_widgets.engine.run_job` (``chunk_bytes``,
+        ``scheduler``, ``workers``, ``progress``, ``cancel``, ``on_partial``), and
+        record field overrides: ``shift`` ('none', 'integer' or 'subpixel': descan
+        correction from ``cube.calibration.origin_map``), ``detectors``.
 
     Returns
     -------
-    (Rx, Ry) array for one detector, (k, Rx, Ry) for a list; float64, or
-    complex128 when a complex mask is among them.
+    (Rx, Ry) array for one detector, (k, Rx, Ry) for a list or a record; float64,
+    or complex128 when a complex mask is among them.
     """
-    dets, single = _as_detectors(detector_or_list)
-    params = VirtualImageParams(detectors=dets, shift=shift)
-    out = virtual_image_from_params(cube, params, RunContext(engine=engine_options))
+    engine, changes = split_engine(options)
+    if "detector_or_list" in changes:  # the keyword before the one calling convention
+        deprecated_keyword(changes, "detector_or_list", "detectors", "virtual_image")
+    single = False
+    if params is None or isinstance(params, VirtualImageParams):
+        if params is None and "detectors" not in changes:
+            raise ParameterError("virtual_image needs detectors: a VirtualImageParams record, a detector or a "
+                                 "list of them (fw.detectors.Circle, ...)", field="detectors")
+        p = VirtualImageParams(**changes) if params is None else own_record(params, VirtualImageParams, changes,
+                                                                            "virtual_image")
+    else:
+        dets, single = _as_detectors(params)
+        p = VirtualImageParams(**{"detectors": dets, **changes})
+    out = virtual_image_from_params(cube, p, RunContext(engine=engine))
     return out[0] if single else out
 
 
@@ -447,34 +462,49 @@ def _region_weights(region: Any, scan_shape: tuple[int, int]) -> np.ndarray:
     return w.astype(np.float64)
 
 
-def virtual_diffraction(cube: Any, method: str = "mean", region: Any = None, align: bool = False,
-                        *, subpixel: bool = False, **engine_options: Any) -> np.ndarray:
+def virtual_diffraction(cube: Any, params: VirtualDiffractionParams | None = None, *args: Any,
+                        **options: Any) -> np.ndarray:
     """Mean, maximum or median diffraction pattern over the scan or a region of it.
 
     Parameters
     ----------
     cube : DataCube
-    method : {'mean', 'max', 'median'}
-    region : None, (Rx, Ry) array, Rectangle or Polygon, optional
-        bool mask of positions, float weights (weighted mean; for max and median
-        the non-zero positions), or a shape in scan pixels (pixel-centre test).
-    align : bool
-        Shift each pattern so its origin (``calibration.origin_map``) lands on
-        the mean origin first (mean and max only); pixels shifted in from
-        outside the detector count as zero.
-    subpixel : bool
-        With ``align``: bilinear sub-pixel shifts instead of whole pixels.
-    **engine_options
-        Options of :func:`fourd_widgets.engine.run_job` (the median runs
+    params : VirtualDiffractionParams, optional
+        Default ``VirtualDiffractionParams()`` (the mean over the scan).
+    **options
+        Engine options of :func:`fourd_widgets.engine.run_job` (the median runs
         :func:`fourd_widgets.engine.median_pattern`, one pass per detector strip
-        within :data:`~fourd_widgets.core.datacube.DEFAULT_MEMORY_BUDGET`).
+        within :data:`~fourd_widgets.core.datacube.DEFAULT_MEMORY_BUDGET`), and
+        record field overrides:
+
+        * ``method`` ('mean', 'max', 'median');
+        * ``region``: None, an (Rx, Ry) bool mask of positions, float weights
+          (weighted mean; for max and median the non-zero positions), or a
+          Rectangle/Polygon in scan pixels (pixel-centre test);
+        * ``align``: shift each pattern so its origin (``calibration.origin_map``)
+          lands on the mean origin first (mean and max only); pixels shifted in
+          from outside the detector count as zero;
+        * ``subpixel``: with ``align``, bilinear sub-pixel shifts.
+
+        The older positional form ``virtual_diffraction(cube, method, region, align)``
+        still works, with a DeprecationWarning.
 
     Returns
     -------
     (Qx, Qy) float64 array
     """
-    params = VirtualDiffractionParams(method=method, region=region, align=align, subpixel=subpixel)
-    return virtual_diffraction_from_params(cube, params, RunContext(engine=engine_options))
+    engine, changes = split_engine(options)
+    if isinstance(params, str) or args:
+        warnings.warn("virtual_diffraction(cube, method, region, align) is deprecated; use "
+                      "virtual_diffraction(cube, method=..., region=..., align=...) or pass a "
+                      "VirtualDiffractionParams", DeprecationWarning, stacklevel=2)
+        for name, value in zip(("method", "region", "align"), (params, *args)):
+            if name in changes:
+                raise TypeError(f"virtual_diffraction() got multiple values for argument {name!r}")
+            changes[name] = value
+        params = None
+    p = own_record(params, VirtualDiffractionParams, changes, "virtual_diffraction")
+    return virtual_diffraction_from_params(cube, p, RunContext(engine=engine))
 
 
 def virtual_diffraction_from_params(cube: Any, params: VirtualDiffractionParams, context: RunContext) -> np.ndarray:
@@ -496,6 +526,3 @@ def virtual_diffraction_from_params(cube: Any, params: VirtualDiffractionParams,
     job = VirtualDiffractionJob(params.method, weights, shifts, params.subpixel)
     return run_job(cube, job, **context.engine)
 
-
-register_step(VirtualImageParams, virtual_image_from_params)
-register_step(VirtualDiffractionParams, virtual_diffraction_from_params)

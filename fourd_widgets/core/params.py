@@ -33,6 +33,7 @@ from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 
+from . import registry
 from .errors import ParameterError
 
 __all__ = ["Params", "param", "record_from_dict", "registered_steps", "encode_array", "decode_array"]
@@ -162,7 +163,7 @@ class Params:
         step = d.pop("step", cls.step)
         target = cls
         if step != cls.step:
-            target = _REGISTRY.get(step)  # type: ignore[assignment]
+            target = _lookup(step)  # type: ignore[assignment]
             if target is None or not issubclass(target, cls):
                 allowed = sorted(n for n, c in _REGISTRY.items() if issubclass(c, cls) and n)
                 raise ParameterError(
@@ -233,16 +234,26 @@ def record_from_dict(d: Mapping[str, Any]) -> Params:
     if not isinstance(d, Mapping):
         raise ParameterError(f"a step record must be a JSON object, got {type(d).__name__}")
     step = d.get("step")
-    cls = _REGISTRY.get(step) if isinstance(step, str) else None
+    cls = _lookup(step) if isinstance(step, str) else None
     if cls is None:
-        raise ParameterError(
-            f"unknown step {step!r}; known steps: {', '.join(sorted(_REGISTRY))}", field="step"
-        )
+        known = sorted(set(_REGISTRY) | set(registry.manifest().steps))
+        raise ParameterError(f"unknown step {step!r}; known steps: {', '.join(known)}", field="step")
     return cls.from_dict(d)
 
 
+def _lookup(step: Any) -> type[Params] | None:
+    """The record class of ``step``: defined already, or named by the step manifest (then imported)."""
+    cls = _REGISTRY.get(step)
+    if cls is None and isinstance(step, str):
+        # the manifest names the record's module; importing it defines (and so registers) the class
+        if registry.record_path(step) is not None:
+            registry.record_class(step)
+            cls = _REGISTRY.get(step)
+    return cls
+
+
 def registered_steps() -> dict[str, type[Params]]:
-    """Copy of the step-name -> record class registry."""
+    """Copy of the step-name -> record class registry (records defined so far)."""
     return dict(_REGISTRY)
 
 

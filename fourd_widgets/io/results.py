@@ -8,6 +8,12 @@ A results file holds, at its root:
 ``results/``     one dataset (arrays) or group (typed containers) per step label.
 
 Files are written atomically: to a temporary name in the same folder, then renamed.
+
+Typed results are stored as groups tagged with a container name: ``calibration``
+(a :class:`~fourd_widgets.core.Calibration` as JSON), ``dict`` (a group per key),
+and the containers of the step manifest (:mod:`fourd_widgets.core.registry`), whose
+classes write and read themselves (``to_h5(group)``, ``from_h5(group)``). Reading
+a tag imports only the class the manifest names for it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any, Callable, Iterator
 import h5py
 import numpy as np
 
+from ..core import registry
 from ..core.calibration import Calibration
 from ..core.errors import FileFormatError
 from ..core.recipe import Recipe
@@ -28,8 +35,8 @@ __all__ = ["Results", "register_container", "atomic_path", "RESULTS_FORMAT_VERSI
 
 RESULTS_FORMAT_VERSION = 1
 
-# Typed result containers (peak tables, strain maps...) register how they are
-# stored: name -> (class, write(group, value), read(group) -> value).
+# Containers registered at run time (tests, notebooks): name -> (class, write(group,
+# value), read(group) -> value). The package's own are in the step manifest.
 _CONTAINERS: dict[str, tuple[type, Callable[[h5py.Group, Any], None], Callable[[h5py.Group], Any]]] = {}
 
 
@@ -40,6 +47,17 @@ def register_container(name: str, cls: type, write: Callable[[h5py.Group, Any], 
 
 
 def _write_value(parent: h5py.Group, key: str, value: Any) -> None:
+    if isinstance(value, Calibration):
+        g = parent.create_group(key)
+        g.attrs["container"] = "calibration"
+        g.create_dataset("json", data=value.to_json())
+        return
+    tag = registry.container_tag(value)
+    if tag is not None:
+        g = parent.create_group(key)
+        g.attrs["container"] = tag
+        value.to_h5(g)
+        return
     for name, (cls, write, _read) in _CONTAINERS.items():
         if isinstance(value, cls):
             g = parent.create_group(key)
@@ -64,6 +82,11 @@ def _read_value(node: h5py.Group | h5py.Dataset) -> Any:
     tag = node.attrs.get("container", "dict")
     if tag == "dict":
         return {k: _read_value(node[k]) for k in node}
+    if tag == "calibration":
+        return Calibration.from_dict(json.loads(node["json"].asstr()[()]))
+    cls = registry.container_class(tag)
+    if cls is not None:
+        return cls.from_h5(node)
     if tag not in _CONTAINERS:
         raise FileFormatError(node.file.filename, f"result {node.name} is a {tag!r}, which this version cannot read.",
                               "Upgrade fourd_widgets.")
