@@ -19,7 +19,7 @@ to draw), ``'ellipse'`` (vertices of the fitted ellipse, or None), ``'options'``
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -43,33 +43,6 @@ FIT_MODELS = ("constant", "plane", "parabola", "bezier")
 DISK_LABEL = "find_disks"
 #: Vertices of the drawn ellipse (a polygon overlay: the views have no ellipse shape).
 ELLIPSE_VERTICES = 72
-
-
-class _Watched:
-    """A cube whose chunk iteration reports progress and stops on cancel.
-
-    The origin step reads the cube through ``iter_chunks`` only, so wrapping the
-    cube gives it progress and cancel without touching the step.
-    """
-
-    def __init__(self, cube: DataCube, progress: Callable[[int, int], Any], cancel: Cancel) -> None:
-        self._cube, self._progress, self._cancel = cube, progress, cancel
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cube, name)
-
-    def with_calibration(self, calibration: Calibration) -> "_Watched":
-        return _Watched(self._cube.with_calibration(calibration), self._progress, self._cancel)
-
-    def iter_chunks(self, chunk_bytes: int | None = None) -> Iterator[Any]:
-        total = int(np.prod(self._cube.scan_shape))
-        done = 0
-        for chunk in self._cube.iter_chunks(chunk_bytes):
-            if self._cancel.is_set():
-                raise CancelledError("cancelled: the origin was not measured")
-            yield chunk
-            done += chunk.data.shape[0] * chunk.data.shape[1]
-            self._progress(done, total)
 
 
 class CalibrationSession(Tool):
@@ -118,7 +91,7 @@ class CalibrationSession(Tool):
         self._cal_origin: Calibration | None = None
         self._cal_fit: Calibration | None = None
         self._cal_ellipse: Calibration | None = None
-        self.bvm_centre: tuple[float, float] | None = None
+        self.bvm_center: tuple[float, float] | None = None
         self._measuring: Cancel | None = None
         self._runner = self._add_worker(self._compute_origin, self._deliver_origin, self._origin_failed)
         if peaks is None:
@@ -195,7 +168,7 @@ class CalibrationSession(Tool):
         """Fit the ellipse with this ring selection (None: no ellipse correction)."""
         self.ellipse_params = params
         self._emit("options")
-        if params is not None and self.bvm_centre is not None:
+        if params is not None and self.bvm_center is not None:
             self._emit("ring", params)
         self._fit_ellipse()
         self._notify()
@@ -220,9 +193,11 @@ class CalibrationSession(Tool):
     # --- origin ---------------------------------------------------------------------------------
     def _compute_origin(self, req: Request) -> Calibration:
         try:
-            watched = _Watched(self.cube.with_calibration(self.initial_calibration), self._report, req.cancel)
-            # the recipe step itself, so the tool's origin is what fw.run computes
-            return step_function(req.params)(watched, req.params, RunContext())
+            # the recipe step itself, so the tool's origin is what fw.run computes; the engine
+            # options give it the tool's progress and cancel
+            cube = self.cube.with_calibration(self.initial_calibration)
+            ctx = RunContext(engine={"progress": self._report, "cancel": req.cancel})
+            return step_function(req.params)(cube, req.params, ctx)
         finally:
             self._finish(req.cancel)
 
@@ -273,8 +248,8 @@ class CalibrationSession(Tool):
         except FourDError as exc:
             self._fail("ellipse", exc)
             return
-        first = self.bvm_centre is None
-        self.bvm_centre = centre
+        first = self.bvm_center is None
+        self.bvm_center = centre
         self._emit("bvm", (bvm, centre))
         if first and self.ellipse_params is None:
             self.ring_default = self._default_ring()
@@ -302,7 +277,7 @@ class CalibrationSession(Tool):
                 "the ellipse fit needs a peak table: CalibrationTool(cube, peaks=fw.find_disks(cube))"))
             return
         try:
-            fit = fit_ellipse(self.peaks, cal_fit, p)
+            fit = fit_ellipse(self.peaks, p, cal_fit)
             cal = step_function(p)(self.cube.with_calibration(cal_fit), p, RunContext(results={p.peaks: self.peaks}))
         except FourDError as exc:
             with self._lock:
@@ -314,14 +289,14 @@ class CalibrationSession(Tool):
         a, b, th = cal.ellipse
         self._say("ellipse", f"ellipse a/b = {a / b:.4f}, θ = {th:.1f}°, rms {fit.rms_px:.3g} px "
                              f"(radius {fit.radius:.2f} px)", "info")
-        if self.bvm_centre is not None:
+        if self.bvm_center is not None:
             self._emit("ellipse", self._ellipse_vertices(fit))
 
     def _ellipse_vertices(self, fit: EllipseFit) -> list[list[float]]:
         """The fitted ellipse as polygon vertices on the Bragg vector map."""
         t = np.linspace(0, 2 * math.pi, ELLIPSE_VERTICES, endpoint=False)
         D = distortion_matrix((fit.a, fit.b, fit.theta_deg))
-        pts = (D @ np.stack([np.cos(t), np.sin(t)])).T + np.asarray(self.bvm_centre) + fit.centre
+        pts = (D @ np.stack([np.cos(t), np.sin(t)])).T + np.asarray(self.bvm_center) + fit.center
         return pts.tolist()
 
 

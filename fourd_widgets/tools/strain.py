@@ -101,7 +101,7 @@ class StrainSession(StrainCompute, Tool):
         self._fit_key: tuple | None = None
         self._stale = False
         self._fitting: Any = None
-        self.centre = (0.0, 0.0)
+        self.center = (0.0, 0.0)
         self.bvm: np.ndarray | None = None
         Rx, Ry = peaks.scan_shape
         self.reference = make_overlay("rectangle", REFERENCE_ID, "#00ff00", x0=0, x1=max(1, Rx // 4), y0=0, y1=Ry,
@@ -196,7 +196,7 @@ class StrainSession(StrainCompute, Tool):
     # --- basis ------------------------------------------------------------------------------------
     def _load_bvm(self, p: StrainMapParams) -> None:
         try:
-            self.bvm, self.centre = corrected_bvm(self.peaks, self.calibration)
+            self.bvm, self.center = corrected_bvm(self.peaks, self.calibration)
         except FourDError as exc:
             self._fail("basis", exc)
             return
@@ -224,7 +224,7 @@ class StrainSession(StrainCompute, Tool):
         if self.basis is None or not len(self.basis.candidates):
             self._emit("pickers")
             return
-        pts = self.basis.candidates + np.asarray(self.centre)
+        pts = self.basis.candidates + np.asarray(self.center)
         d = np.hypot(pts[:, 0] - x, pts[:, 1] - y)
         i = int(np.argmin(d))
         if d[i] > max(SNAP_MIN_PX, 0.3 * float(np.hypot(*self.basis.candidates[0]))):

@@ -160,7 +160,7 @@ class CalibrationTool(ToolView):
     origin_fit = property(lambda self: self.session.origin_fit, doc="The latest origin fit.")
     ellipse_fit: EllipseFit | None = property(lambda self: self.session.ellipse_fit,  # type: ignore[assignment]
                                               doc="The latest ellipse fit (semi-axes in px).")
-    _bvm_centre = property(lambda self: self.session.bvm_centre)
+    _bvm_centre = property(lambda self: self.session.bvm_center)
 
     def measure(self, params: OriginParams | None = None) -> None:
         """Measure the origin at every position (worker thread; the maps and fits follow)."""
@@ -225,7 +225,7 @@ class CalibrationTool(ToolView):
             self._syncing = False
 
     def _draw_ring(self, r_in: float, r_out: float) -> None:
-        cx, cy = self.session.bvm_centre  # type: ignore[misc]
+        cx, cy = self.session.bvm_center  # type: ignore[misc]
         ring = make_overlay("annulus", "ring", "#3dd6ff", x=cx, y=cy, r_in=r_in, r_out=r_out)
         self._synced(lambda: self.bvm_view.set_overlay(ring))  # type: ignore[union-attr]
 
@@ -233,8 +233,8 @@ class CalibrationTool(ToolView):
         if self._syncing or self.bvm_view is None or self.bvm_view.dragging:
             return  # the fit follows on release
         ring = next((o for o in self.bvm_view.overlays if o["id"] == "ring"), None)
-        if ring is None or self.session.bvm_centre is None:
+        if ring is None or self.session.bvm_center is None:
             return
-        if (ring["x"], ring["y"]) != self.session.bvm_centre:  # the ring stays centred on the origin
+        if (ring["x"], ring["y"]) != self.session.bvm_center:  # the ring stays centred on the origin
             self._draw_ring(ring["r_in"], ring["r_out"])
         self.session.set_ring(ring["r_in"], ring["r_out"])

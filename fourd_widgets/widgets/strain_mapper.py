@@ -146,7 +146,7 @@ class StrainMapper(ToolView):
         if s.bvm is not None:
             self.bvm_view.set_image(s.bvm)
         if s.basis is not None:
-            self.bvm_view.set_markers("candidates", s.basis.candidates + np.asarray(s.centre),
+            self.bvm_view.set_markers("candidates", s.basis.candidates + np.asarray(s.center),
                                       style="circle", color="#ffffff", radius=2.5)
         self._draw_pickers()
         self._sync_map_overlays()
@@ -195,7 +195,7 @@ class StrainMapper(ToolView):
     g2 = property(lambda self: self.session.g2, doc="The chosen g2.")
     ready = property(lambda self: self.session.ready, doc="True when the maps shown belong to the current record.")
     reference_overlay = property(lambda self: dict(self.session.reference), doc="The reference region as drawn.")
-    _centre = property(lambda self: self.session.centre)
+    _centre = property(lambda self: self.session.center)
 
     def pick(self, which: str, index: int) -> None:
         """Set ``which`` ('g1' or 'g2') to candidate ``index`` of :attr:`basis` (what a click on a spot does)."""
@@ -295,7 +295,7 @@ class StrainMapper(ToolView):
 
     def _draw_pickers(self) -> None:
         s = self.session
-        p, (cx, cy) = s.strain_params, s.centre
+        p, (cx, cy) = s.strain_params, s.center
         ovs = []
         if p.g1 is not None and p.g2 is not None:
             ovs.append(make_overlay("lattice", "lattice", "#b3b3ff", editable=False, x=cx, y=cy, ax=p.g1[0],
@@ -318,7 +318,7 @@ class StrainMapper(ToolView):
     def _on_bvm_overlays(self, change: dict) -> None:
         if self._syncing or self.bvm_view.dragging:
             return
-        cx, cy = self.session.centre
+        cx, cy = self.session.center
         for ov in change["new"]:
             if ov["id"] in ("g1", "g2"):
                 vec = self.session.picked[ov["id"]]

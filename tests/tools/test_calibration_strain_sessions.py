@@ -90,3 +90,24 @@ def test_strain_session_errors_are_messages(scene) -> None:
         assert s.messages["fit"][0] == ""
     finally:
         s.close()
+
+
+def test_origin_measurement_reports_progress_and_cancels_through_the_engine(scene) -> None:
+    """The origin pass gets the tool's progress and cancel as engine options (no cube proxy)."""
+    from fourd_widgets.analysis.calibration import OriginParams
+
+    cube, _truth, _ = scene
+    peaks = find_disks(cube, FindDisksParams())
+    s = CalibrationSession(cube, peaks).wait()
+    seen: list = []
+    s.listen(lambda event, value: seen.append(value) if event == "progress" else None)
+    try:
+        s.measure(OriginParams(method="template"))
+        s.wait()
+        done = [v for v in seen if v is not None and v[1]]
+        assert done and done[-1][0] == done[-1][1] >= 1  # in chunks of the pass, all of them done
+        assert all(a[0] <= b[0] for a, b in zip(done, done[1:]))  # counts only go up
+        s.cancel()  # nothing running: a no-op, the measured origin stays
+        assert s.calibration.origin_map is not None
+    finally:
+        s.close()
