@@ -72,8 +72,26 @@ assert np.array_equal(res["toy_sum"], want)
 back = fw.Results.load(res.save("toy.h5"))
 assert np.array_equal(back["toy_sum"], want) and back.recipe.steps[0].factor == 2.0
 assert [t.name for t in registry.tools() if "toy_sum" in t.steps] == ["ToyTool"]
-tool = fw.ToyTool(cube)
-assert np.array_equal(tool.session.run_on_all().result, fw.run(tool.session.params, cube)["toy_sum"])
+tool = fw.ToyTool(cube).wait()
+assert np.array_equal(tool.session.run_on_all().result, fw.run(tool.params, cube)["toy_sum"])
+tool.factor.value = 4.0  # the slider: a new image on the worker, equal to the replay of the new params
+tool.wait()
+assert tool.session.record.factor == 4.0 and tool.session.error == ""
+assert np.array_equal(tool.session.result, fw.run(tool.params, cube)["toy_sum"])
+tool.close()
+# the dashboard offers it as a page, and its recipe carries the step
+import os
+from fourd_widgets.app.dashboard_ui import Dashboard
+os.makedirs("data", exist_ok=True)
+np.save("data/scan.npy", cube.to_numpy())
+board = Dashboard("data", output_dir="out", size=100)
+board.open("scan.npy")
+assert "toytool" in board.tabs.titles
+page_tool = board.show_page("toytool")
+assert type(page_tool).__name__ == "ToyTool", board._pages["toytool"].note.value
+saved = board.save_recipe()
+assert saved.name == "scan.toytool.recipe.json" and "toy_sum" in fw.Recipe.load(saved).labels
+board.close()
 print("ok")
 '''
     out = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -86,7 +104,7 @@ print("ok")
 
     after = _tree(work)
     added = set(after) - set(before)
-    assert added - {"toy.h5"} == set(new)
+    assert added - {"toy.h5", "data/scan.npy", "out/scan.toytool.recipe.json"} == set(new)
     changed = [rel for rel in before if before[rel] != after[rel]]
     assert changed == ["README.md"]
     old = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from ..core.datacube import DataCube
 from ..core.recipe import Recipe
 
-__all__ = ["Page", "PAGES", "NotReady", "ToolChain"]
+__all__ = ["Page", "KNOWN_PAGES", "NotReady", "ToolChain", "dashboard_pages"]
 
 
 class NotReady(Exception):
@@ -89,17 +89,60 @@ def _strain_mapper(chain: "ToolChain") -> tuple[Any, tuple]:
     return StrainMapper(chain.cube, peaks, cal, disks=tuner.find_params, size=chain.size), (peaks, cal)
 
 
-#: The pages, in the order a user goes through them.
-PAGES: tuple[Page, ...] = (
-    Page("explore", "Virtual images: drag the detectors on the diffraction pattern, click or draw regions in "
-                    "real space.", _explorer),
-    Page("disks", "Bragg disk detection: tune the template and thresholds on a few patterns, then 'run on all'.",
-         _disk_tuner),
-    Page("calibration", "Calibration from the disks: the beam's origin at every position (descan), its fit, "
-                        "and the ellipse of the diffraction rings.", _calibration_tool),
-    Page("strain", "Strain map: pick g1 and g2 on the Bragg vector map, draw the reference region.",
-         _strain_mapper),
-)
+def _generic(entry: Any) -> Callable[["ToolChain"], tuple[Any, tuple]]:
+    """The page of a registered tool the dashboard knows nothing else about: its view on the cube."""
+    def build(chain: "ToolChain") -> tuple[Any, tuple]:
+        return entry.view_class()(chain.cube), ()
+
+    return build
+
+
+#: The four tools of the disk -> calibration -> strain chain, with what each needs from the pages before it.
+KNOWN_PAGES: dict[str, Page] = {
+    "Explorer": Page("explore", "Virtual images: drag the detectors on the diffraction pattern, click or draw "
+                                "regions in real space.", _explorer),
+    "DiskTuner": Page("disks", "Bragg disk detection: tune the template and thresholds on a few patterns, then "
+                               "'run on all'.", _disk_tuner),
+    "CalibrationTool": Page("calibration", "Calibration from the disks: the beam's origin at every position "
+                                           "(descan), its fit, and the ellipse of the diffraction rings.",
+                            _calibration_tool),
+    "StrainMapper": Page("strain", "Strain map: pick g1 and g2 on the Bragg vector map, draw the reference region.",
+                         _strain_mapper),
+}
+
+
+def _depth(name: str, steps: dict, seen: tuple[str, ...] = ()) -> int:
+    """How many steps stand before ``name`` in its longest chain of needs."""
+    needs = [n for n in steps[name].needs if n in steps and n not in seen] if name in steps else []
+    return max((1 + _depth(n, steps, seen + (name,)) for n in needs), default=0)
+
+
+def dashboard_pages() -> tuple[Page, ...]:
+    """One page per tool of the registry (:func:`fourd_widgets.core.registry.tools`).
+
+    The four tools of the disk chain come first, in the order a user takes them
+    (:data:`KNOWN_PAGES`); any other registered tool follows, ordered by how deep
+    its steps sit in the chain of needs, and opens its view on the cube.
+    """
+    from ..core import registry
+
+    steps = registry.steps()
+    order = registry.run_order()
+    entries = registry.tools()
+    known = [e for name in KNOWN_PAGES for e in entries if e.name == name]
+
+    def rank(entry: Any) -> tuple[int, int]:
+        own = [s for s in entry.steps if s in steps]
+        return (max((_depth(s, steps) for s in own), default=0),
+                min((order.index(s) for s in own if s in order), default=len(order)))
+
+    pages = [KNOWN_PAGES[e.name] for e in known]
+    for entry in sorted((e for e in entries if e.name not in KNOWN_PAGES), key=rank):
+        summary = next((f.summary for f in registry.families().values()
+                        if any(s in f.steps for s in entry.steps)), "")
+        pages.append(Page(entry.name.lower(), f"{entry.title or entry.name}: {summary}".rstrip(": "),
+                          _generic(entry)))
+    return tuple(pages)
 
 
 class ToolChain:
@@ -111,13 +154,13 @@ class ToolChain:
     size : int
         Canvas width of the tools' views, in CSS pixels.
     pages : sequence of Page
-        Default :data:`PAGES`.
+        Default: :func:`dashboard_pages`, one per registered tool.
     """
 
-    def __init__(self, cube: DataCube, *, size: int = 360, pages: tuple[Page, ...] = PAGES) -> None:
+    def __init__(self, cube: DataCube, *, size: int = 360, pages: tuple[Page, ...] | None = None) -> None:
         self.cube = cube
         self.size = int(size)
-        self.pages = {p.name: p for p in pages}
+        self.pages = {p.name: p for p in (dashboard_pages() if pages is None else pages)}
         self.tools: dict[str, Any] = {}
         self._inputs: dict[str, tuple] = {}
 
@@ -182,6 +225,15 @@ class ToolChain:
             labels.extend(chain.labels)
             if chain.calibration is not None:
                 calibration = chain.calibration
+        for name in self.pages:  # tools outside the disk chain add their own steps
+            tool = self.current(name)
+            if name in ("explore", "disks", "calibration", "strain") or tool is None:
+                continue
+            own = tool.params
+            for step, label in zip(own.steps, own.labels):
+                if label not in labels:
+                    steps.append(step)
+                    labels.append(label)
         if not steps:
             return None
         return Recipe(steps=tuple(steps), labels=tuple(labels), calibration=calibration)

@@ -4,7 +4,7 @@
 and Voila lays it out as an app. ``fourd-widgets dashboard DIR`` sets
 :data:`DATA_DIR_ENV` to DIR: the chooser then lists the loadable files under DIR
 (:func:`fourd_widgets.app.files.list_data_files`) and opens the one picked with
-:func:`fourd_widgets.load`. The pages (:data:`fourd_widgets.app.chain.PAGES`)
+:func:`fourd_widgets.load`. The pages (one per registered tool: :func:`fourd_widgets.app.chain.dashboard_pages`)
 go explore -> disks -> calibration -> strain on that file; each opens its tool
 when first shown. With no folder set (``fourd-widgets demo``, or the notebook
 run on its own) the pages show the built-in sample. A file that cannot be
@@ -38,7 +38,7 @@ import ipywidgets as widgets
 
 from ..core.datacube import DataCube
 from ..core.errors import FourDError, MissingOptionError
-from .chain import PAGES, NotReady, ToolChain
+from .chain import NotReady, ToolChain, dashboard_pages
 from .files import MAX_DEPTH, MAX_FILES, list_data_files, loadable_extensions, resolve_inside
 from .output import OutputFolderError, is_inside, recipe_filename, resolve_output_dir
 
@@ -80,7 +80,7 @@ class Dashboard:
     chooser : ipywidgets.Select
         The files found, as paths relative to ``data_dir``.
     tabs : ipywidgets.Tab
-        One page per tool (:data:`~fourd_widgets.app.chain.PAGES`).
+        One page per registered tool (:func:`~fourd_widgets.app.chain.dashboard_pages`).
     chain : ToolChain or None
         The tools opened on the current data.
     """
@@ -108,7 +108,8 @@ class Dashboard:
                                       layout=widgets.Layout(width="520px"),
                                       tooltip="The 4D-STEM data set to open (click one; the tools below show it)")
         self.chooser.add_class("fw-dashboard-chooser")
-        self._pages = {p.name: _PageBox(p.help) for p in PAGES}
+        self._page_list = dashboard_pages()
+        self._pages = {p.name: _PageBox(p.help) for p in self._page_list}
         self.tabs = widgets.Tab(children=[b.box for b in self._pages.values()])
         self.tabs.titles = tuple(self._pages)
         self.tabs.add_class("fw-dashboard-tabs")
@@ -287,7 +288,7 @@ class Dashboard:
 
     def _start(self, cube: DataCube, dataset: str) -> None:
         """A new chain on ``cube``, with the explore page open."""
-        self.chain = ToolChain(cube, size=self.size)
+        self.chain = ToolChain(cube, size=self.size, pages=self._page_list)
         self.dataset = dataset
         self.tabs.layout.display = ""
         self.message.value = ""
