@@ -17,7 +17,8 @@ Data: ../shared/data si_amorphous_nanocrystals_fem (16x16 x 128x128 float32) til
    FEM map of a band) with the band moved over 20 positions, from the radial statistics computed
    once (median of 20).
 
-``--write`` writes bench/RESULTS_polar.md below its marker line (the accuracy section above it stays).
+``--write`` replaces what follows its marker line in bench/RESULTS.md, up to the next section
+(the accuracy figures above the marker stay).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import json
 import os
 import statistics
 import subprocess
+import re
 import sys
 import tempfile
 import time
@@ -62,7 +64,7 @@ def main() -> None:
     ap.add_argument("--venvs", default=os.environ.get("FOURD_BENCH_VENVS", "/work/venvs"))
     ap.add_argument("--tile", type=int, default=2)
     ap.add_argument("--drag-tile", type=int, default=4)
-    ap.add_argument("--write", action="store_true", help="write bench/RESULTS_polar.md")
+    ap.add_argument("--write", action="store_true", help="write the figures into bench/RESULTS.md")
     args = ap.parse_args()
     cube0, _ = fw.datasets.load_shared("si_amorphous_nanocrystals_fem", root=args.shared)
     cal = cube0.calibration
@@ -75,7 +77,7 @@ def main() -> None:
     npy = tmp / "cube.npy"
     np.save(npy, big)
     P = PolarParams(**BINS)
-    lines = ["## Speed", "",
+    lines = ["### Speed", "",
              f"`python bench/bench_polar.py --tile {args.tile} --drag-tile {args.drag_tile}` on 2 shared, "
              "heavily loaded cores (other sessions were running); ratios are in one run of this script. "
              f"Data: si_amorphous_nanocrystals_fem tiled to {big.shape[0]}x{big.shape[1]} x 128x128 float32; "
@@ -106,7 +108,7 @@ def main() -> None:
     rel = np.abs(ours_v[sel] / their_v[sel] - 1)
     prof = np.abs(st.mean_profile()[sel] / their_m[sel] - 1)
     theirs, theirs_cpu = p4["radial_statistics_s"], p4["cpu_s"]
-    lines += ["## Radial statistics of a whole cube", "",
+    lines += ["### Radial statistics of a whole cube", "",
               "Wall time, and CPU time of the process (all its threads; steadier than wall time on a shared "
               "machine, and it charges our two threads in full):", "",
               "| | wall s | ms / pattern | CPU s |", "|---|---|---|---|",
@@ -137,7 +139,7 @@ def main() -> None:
             ring = np.nanmean(v, axis=0)
             k = min(ring.size, f1["intensity"].size)
             dif = np.abs(f1["intensity"][5:k] / ring[5:k] - 1)
-            lines += ["## Against pyFAI (the reference azimuthal integrator)", "",
+            lines += ["### Against pyFAI (the reference azimuthal integrator)", "",
                       "| per pattern, 180 x 60 bins, full splitting | ms |", "|---|---|",
                       f"| fourd_widgets split (numba CSR, one thread) | {ours_split * 1e3:.3f} |",
                       f"| pyFAI {fa['version']} `integrate2d` method (full, csr, cython) | "
@@ -145,9 +147,9 @@ def main() -> None:
                       (f"1-D profile of one pattern, radii 5-{k} px: median |pyFAI / ours - 1| = {np.median(dif):.2e}, "
                        f"max {dif.max():.2e} (pyFAI splits by (r, χ) area, ours by detector area)."), ""]
         except subprocess.CalledProcessError as exc:
-            lines += ["## Against pyFAI", "", f"pyFAI run failed: {exc.stderr[-400:]}", ""]
+            lines += ["### Against pyFAI", "", f"pyFAI run failed: {exc.stderr[-400:]}", ""]
     else:
-        lines += ["## Against pyFAI", "", f"not run: no venv at {fai_py.parent.parent}", ""]
+        lines += ["### Against pyFAI", "", f"not run: no venv at {fai_py.parent.parent}", ""]
 
     # 3. table build vs split, and a descan
     builds = []
@@ -171,7 +173,7 @@ def main() -> None:
     t0 = time.perf_counter()
     radial_statistics(moving, polar=P, progress=False)
     with_descan = time.perf_counter() - t0
-    lines += ["## Pixel -> bin tables and descan", "",
+    lines += ["### Pixel -> bin tables and descan", "",
               f"Building one table (128x128 px, 180x60 bins): {build_ms:.1f} ms; splitting one pattern with it: "
               f"{ours_split * 1e3:.3f} ms ({build_ms / (ours_split * 1e3):.0f} patterns' worth). A smooth ±2 px "
               f"descan over {R[0]}x{R[1]} positions has {len(keys)} distinct origins at origin_step {P.origin_step} px: "
@@ -189,19 +191,24 @@ def main() -> None:
         t0 = time.perf_counter()
         fem(st64, k_ranges=((lo, lo + 0.06),))
         times.append(time.perf_counter() - t0)
-    lines += ["## k-range drag", "",
+    lines += ["### k-range drag", "",
               (f"{drag.scan_shape[0]}x{drag.scan_shape[1]} scan, `fem(stats, k_ranges=...)`: V(k) (three definitions) + local FEM band map "
                f"from the stored radial statistics, band moved 20 times: median {statistics.median(times) * 1e3:.2f} "
                f"ms, max {max(times) * 1e3:.2f} ms (target ≤ 50 ms)."), ""]
     text = "\n".join(lines)
     print(text)
     if args.write:
-        # keep what stands above the marker (the accuracy figures of the tests), replace the rest
-        path = HERE / "RESULTS_polar.md"
-        head = ""
-        if path.exists() and MARKER in path.read_text(encoding="utf-8"):
-            head = path.read_text(encoding="utf-8").split(MARKER)[0]
-        path.write_text(head + MARKER + "\n\n" + text + "\n", encoding="utf-8")
+        # keep what stands above the marker (the accuracy figures of the tests) and the sections
+        # after this one; replace the figures between them
+        path = HERE / "RESULTS.md"
+        doc = path.read_text(encoding="utf-8")
+        if MARKER in doc:
+            head, _, rest = doc.partition(MARKER)
+            nxt = re.search(r"^## ", rest, flags=re.M)
+            tail = rest[nxt.start():] if nxt else ""
+        else:
+            head, tail = doc.rstrip("\n") + "\n\n", ""
+        path.write_text(head + MARKER + "\n\n" + text + "\n" + ("\n" + tail if tail else ""), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The pass over the data is :func:`fourd_widgets.analysis.fem.radial_statistics`;
 everything here reads only its small per-position arrays, so moving a k band
-costs milliseconds (bench/RESULTS_polar.md), and the record of the bands
+costs milliseconds (bench/RESULTS.md), and the record of the bands
 replays the same maps.
 
 Examples

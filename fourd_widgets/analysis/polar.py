@@ -15,7 +15,7 @@ multiples of ``origin_step`` pixels. The splitting depends only on a pixel's
 offset from the origin, so one shift-invariant table is built per distinct
 sub-pixel part of the origin and each whole-pixel position is cut from it
 (a copy of rows, as fast as splitting one pattern; building a table costs
-about 50 splits, see bench/RESULTS_polar.md).
+about 50 splits, see bench/RESULTS.md).
 
 Examples
 --------
