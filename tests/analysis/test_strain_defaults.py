@@ -1,0 +1,94 @@
+"""Issue 10: DiskTuner -> CalibrationTool -> StrainMapper with every default, on each si_001_* file.
+
+The chain is the tools' own: ``fw.find_disks`` with ``FindDisksParams()`` (DiskTuner's
+defaults), a ``CalibrationSession(cube, peaks)`` with its defaults (origin + origin fit)
+and a ``StrainSession`` with its defaults (suggested basis, the default reference region).
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+import fourd_widgets as fw
+from fourd_widgets.tools.calibration import CalibrationSession
+from fourd_widgets.tools.strain import StrainSession
+
+pytestmark = pytest.mark.shared_data
+
+FILES = ["si_001_unstrained", "si_001_exx_1pct", "si_001_exx_gradient", "si_001_rot_10deg",
+         "si_001_bicrystal_10deg"]
+#: Files whose crystal is the same unstrained (or homogeneously strained) lattice everywhere: strain
+#: relative to a reference inside the file is zero at every position.
+HOMOGENEOUS = {"si_001_unstrained", "si_001_exx_1pct", "si_001_rot_10deg"}
+#: The issue's targets: |e| < 0.1 % on unstrained grains (the README's accuracy of vacuum-probe
+#: correlation is ~0.03 %, so 0.1 % leaves room for the default, cheaper detection), rotation
+#: within 0.1° of the truth, finite strain at >= 95 % of positions.
+STRAIN_TOL = 1e-3
+ROTATION_TOL_DEG = 0.1
+MIN_FINITE = 0.95
+#: Bicrystal positions whose probe lies (almost) wholly in one grain: the truth's probe fraction on
+#: grain B below 5 % or above 95 % (the mixed rows near the boundary are excluded, as the issue says).
+PURE = 0.05
+
+
+def default_chain(path):
+    """The strain session the three tools make with their defaults on this file (closed)."""
+    cube = fw.load(path)
+    peaks = fw.find_disks(cube, fw.FindDisksParams())
+    cal = CalibrationSession(cube, peaks).wait()
+    cal.close()
+    assert cal.ready, cal.messages
+    session = StrainSession(cube, peaks, cal).wait()
+    session.close()
+    return session
+
+
+@pytest.fixture(scope="module")
+def chains(shared_data):
+    return {}
+
+
+def chain(chains, shared_data, name):
+    if name not in chains:
+        chains[name] = default_chain(shared_data / f"{name}.h5")
+    return chains[name]
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_default_chain_gives_finite_strain(chains, shared_data, name):
+    s = chain(chains, shared_data, name)
+    assert s.strain is not None, s.messages
+    finite = np.isfinite(s.strain.exx) & np.isfinite(s.strain.eyy) & np.isfinite(s.strain.exy)
+    assert finite.mean() >= MIN_FINITE, (name, finite.mean(), s.messages)
+
+
+@pytest.mark.parametrize("name", sorted(HOMOGENEOUS))
+def test_default_chain_zero_strain_on_homogeneous_crystal(chains, shared_data, name):
+    s = chain(chains, shared_data, name)
+    assert s.strain is not None, s.messages
+    for comp in ("exx", "eyy", "exy"):
+        e = getattr(s.strain, comp)
+        assert np.nanmax(np.abs(e)) < STRAIN_TOL, (name, comp, np.nanmax(np.abs(e)))
+
+
+def test_default_chain_bicrystal_grains(chains, shared_data):
+    name = "si_001_bicrystal_10deg"
+    s = chain(chains, shared_data, name)
+    assert s.strain is not None, s.messages
+    with h5py.File(shared_data / f"{name}.h5", "r") as f:
+        frac = f["ground_truth/fraction_probe_on_grainB"][()]
+        truth_deg = f["ground_truth/rotation_deg"][()]
+    grains = {"A": frac < PURE, "B": frac > 1 - PURE}
+    assert grains["A"].sum() >= 16 and grains["B"].sum() >= 16  # both grains have whole rows
+    ref = s.strain_params.reference_region
+    # the rotation is relative to the reference: shift the truth by the truth's value inside it
+    offset = float(np.median(truth_deg[ref]))
+    for grain, where in grains.items():
+        theta = s.strain.theta_deg[where]
+        assert np.isfinite(theta).all(), (grain, theta)
+        assert np.abs(theta - (truth_deg[where] - offset)).max() < ROTATION_TOL_DEG, (grain, theta)
+        for comp in ("exx", "eyy", "exy"):
+            e = getattr(s.strain, comp)[where]
+            assert np.abs(e).max() < STRAIN_TOL, (grain, comp, np.abs(e).max())
