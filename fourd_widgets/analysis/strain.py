@@ -255,7 +255,7 @@ def fit_lattice(peaks: PeakTable, g1: Any, g2: Any, calibration: Calibration | N
          "uniform": np.ones(len(peaks))}[weights]
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
     o_peak = np.zeros_like(v)
-    a_peak, b_peak = g1, g2
+    a_peak, b_peak = _seed_bases(v, pos, npos, g1, g2, max_peak_spacing, min_num_peaks)
     passes = 2 if refine else 1
     for it in range(passes):
         h, k, ok = index_peaks(v, a_peak, b_peak, max_peak_spacing, o_peak)
@@ -265,8 +265,8 @@ def fit_lattice(peaks: PeakTable, g1: Any, g2: Any, calibration: Calibration | N
         good = cond_ok & (count >= min_num_peaks)
         if it + 1 < passes:
             # next pass: each position's own lattice where it fitted, else the guess
-            per = np.where(good[:, None, None], coef, np.stack([np.zeros(2), g1, g2])[None])
-            o_peak, a_peak, b_peak = per[pos, 0], per[pos, 1], per[pos, 2]
+            per_peak = np.where(good[pos, None, None], coef[pos], np.stack([o_peak, a_peak, b_peak], 1))
+            o_peak, a_peak, b_peak = per_peak[:, 0], per_peak[:, 1], per_peak[:, 2]
     fitted = coef[pos[ok], 0] + h[ok, None] * coef[pos[ok], 1] + k[ok, None] * coef[pos[ok], 2]
     r2 = np.sum((v[ok] - fitted) ** 2, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -283,6 +283,50 @@ def fit_lattice(peaks: PeakTable, g1: Any, g2: Any, calibration: Calibration | N
                       origin=coef[:, 0].reshape(shape + (2,)), num_peaks=count.reshape(shape),
                       residual_px=resid.reshape(shape), failure=failure.reshape(shape),
                       g1_guess=g1, g2_guess=g2)
+
+
+#: Rotated seeds tried where the basis guess indexes too few peaks, and their angular bin (degrees).
+SEED_TRIALS = 24
+SEED_BIN_DEG = 1.0
+
+
+def _seed_bases(v: np.ndarray, pos: np.ndarray, npos: int, g1: np.ndarray, g2: np.ndarray,
+                max_peak_spacing: float, min_num_peaks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-peak basis guesses (n, 2): ``g1, g2``, or a rotation of them where they index too few peaks.
+
+    A grain turned away from the guess (a bicrystal's other grain) has its disks off the guessed
+    lattice points. The angles of its peaks as long as ``g1`` (within 10 %) give trial rotations;
+    each such position takes the trial indexing most of its peaks, the smallest turn on a tie (so
+    a square lattice turned by 10° reads 10°, not -80°).
+    """
+    a = np.broadcast_to(g1, v.shape).copy()
+    b = np.broadcast_to(g2, v.shape).copy()
+    ok = index_peaks(v, g1, g2, max_peak_spacing)[2]
+    count = np.bincount(pos[ok], minlength=npos)
+    weak = (count < min_num_peaks)[pos]
+    n1 = float(np.hypot(*g1))
+    near = weak & (np.abs(np.hypot(v[:, 0], v[:, 1]) - n1) < 0.1 * n1)
+    if not near.any():
+        return a, b
+    phi = (np.degrees(np.arctan2(v[near, 1], v[near, 0]) - math.atan2(g1[1], g1[0])) + 180.0) % 360.0 - 180.0
+    hist, edges = np.histogram(phi, bins=round(360 / SEED_BIN_DEG), range=(-180.0, 180.0))
+    centre = 0.5 * (edges[:-1] + edges[1:])
+    top = np.argsort(-hist, kind="stable")[:SEED_TRIALS]
+    trials = centre[top[hist[top] > 0]]
+    trials = trials[np.argsort(np.abs(trials), kind="stable")]  # smallest turn first wins ties
+    vw, pw = v[weak], pos[weak]
+    best = count.copy()
+    for deg in trials:
+        R = _rot(float(deg))
+        ra, rb = R @ g1, R @ g2
+        hit = index_peaks(vw, ra, rb, max_peak_spacing)[2]
+        c = np.bincount(pw[hit], minlength=npos)
+        better = c > best
+        if better.any():
+            best = np.where(better, c, best)
+            sel = better[pos]
+            a[sel], b[sel] = ra, rb
+    return a, b
 
 
 def _failure_summary(failure: np.ndarray) -> str:
