@@ -593,7 +593,10 @@ def strain_map(peaks: PeakTable, params: StrainMapParams | None = None, calibrat
     if p.g1 is not None:
         g1, g2 = np.asarray(p.g1, float), np.asarray(p.g2, float)
     else:
-        basis = suggest_basis(peaks, calibration)
+        region = p.reference_region
+        if region is not None and np.shape(region) != tuple(peaks.scan_shape):
+            region = None  # strain_map_from_fit names the wrong shape
+        basis = suggest_basis(peaks, calibration, reference_region=region)  # one lattice: the reference's
         if ref_vecs is not None:  # the same lattice vectors as the reference, as this data shows them
             basis = basis.match(*ref_vecs)
         g1, g2 = basis.g1, basis.g2
