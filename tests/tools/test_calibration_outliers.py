@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import fourd_widgets as fw
+from fourd_widgets.analysis import calibration
 from fourd_widgets.analysis.calibration import OriginFitParams, fit_origin
 from fourd_widgets.tools.calibration import CalibrationSession
 
@@ -34,7 +35,7 @@ def test_next_outlier_steps_through_the_jumps_largest_first_and_says_why():
         s.close()
 
 
-def test_sub_pixel_scatter_is_not_an_outlier():
+def test_sub_pixel_scatter_is_not_an_outlier(monkeypatch):
     """Noise-free data have a tiny MAD: a purely relative limit flagged half the bicrystal's positions
     for 0.02-0.2 px of centre-of-mass scatter; the 0.5 px floor keeps them, a 2 px jump still goes."""
     rng = np.random.default_rng(0)
@@ -46,4 +47,5 @@ def test_sub_pixel_scatter_is_not_an_outlier():
     assert (~f.inliers).sum() == 1 and not f.inliers[6, 6]
     assert "residual" in f.why_outlier(6, 6) and f.why_outlier(0, 0) == ""
     # without the floor, the scatter itself is flagged (the old behaviour)
-    assert (~fit_origin(m, OriginFitParams(model="plane", robust_min_px=0.0)).inliers).sum() >= 16
+    monkeypatch.setattr(calibration, "ORIGIN_OUTLIER_MIN_PX", 0.0)
+    assert (~fit_origin(m, OriginFitParams(model="plane")).inliers).sum() >= 16
