@@ -4,8 +4,10 @@ The pipeline, each piece usable on its own (a widget calls them one by one):
 
 1. :func:`suggest_basis` — local maxima of the origin-centred Bragg vector map;
    the shortest vector is ``g1``, the shortest one not collinear with it ``g2``
-   (py4DSTEM ``choose_basis_vectors``). The candidates are returned too, so a
-   user can click two others (:meth:`LatticeBasis.pick`).
+   (py4DSTEM ``choose_basis_vectors``), both from one lattice (the reference
+   region's, else the one indexing most peaks), so a bicrystal never mixes its
+   grains. The candidates are returned too, so a user can click two others
+   (:meth:`LatticeBasis.pick`).
 2. :func:`index_peaks` — every peak gets the nearest lattice index ``(h, k)``
    of ``h g1 + k g2``; peaks farther than ``max_peak_spacing`` from every lattice
    point stay unindexed.
@@ -13,7 +15,9 @@ The pipeline, each piece usable on its own (a widget calls them one by one):
    ``q = q0 + h g1 + k g2`` (origin and both vectors: six unknowns), vectorised
    over the whole scan (normal equations accumulated with ``bincount``). The
    peaks are re-indexed with each position's own lattice and fitted again
-   (``refine``), so rotated or strongly strained regions index correctly.
+   (``refine``), so rotated or strongly strained regions index correctly; a
+   position the guess cannot index starts from the guess turned to its own
+   peaks (a second grain).
    Positions with fewer than ``min_num_peaks`` indexed peaks, or whose indices
    are collinear, are marked failed — never filled.
 4. :func:`reference_lattice` — median ``g1, g2`` over a boolean scan region.
