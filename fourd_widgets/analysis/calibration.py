@@ -59,6 +59,7 @@ __all__ = [
     "EllipseFit",
     "EllipseParams",
     "OriginFit",
+    "ORIGIN_OUTLIER_MIN_PX",
     "OriginJob",
     "OriginFitParams",
     "OriginParams",
@@ -381,8 +382,16 @@ class OriginFitParams(Params):
     robust: bool = param(True, doc="iteratively drop outliers [robust]")
     robust_steps: int = param(3, ge=0, le=20, doc="outlier-rejection rounds [robust_steps]")
     robust_thresh: float = param(3.0, gt=0, doc="drop residuals above this many robust standard deviations "
-                                 "(1.4826 x median absolute deviation) [robust_thresh]")
+                                 "(1.4826 x median absolute deviation), and above ORIGIN_OUTLIER_MIN_PX "
+                                 "[robust_thresh]")
     mask: np.ndarray | None = param(None, doc="(Rx, Ry) bool: positions to fit (e.g. vacuum); None: all")
+
+
+#: The robust origin fit never drops a position whose residual is below this (px): sub-pixel scatter of a
+#: measured origin is not an outlier. Noise-free data have a tiny MAD, and the relative limit alone
+#: (0.02 px on si_001_bicrystal_10deg) flagged 124 of 256 positions for 0.02-0.18 px of centre-of-mass
+#: scatter beside the grain boundary; a real descan jump or a bad pattern is pixels off.
+ORIGIN_OUTLIER_MIN_PX = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -409,6 +418,27 @@ class OriginFit:
     inliers: np.ndarray
     coefficients: np.ndarray
     model: str
+    limit_px: float = math.inf
+
+    def why_outlier(self, rx: int, ry: int) -> str:
+        """Why position ``(rx, ry)`` is left out of the fit (``''`` for an inlier).
+
+        >>> m = np.dstack([np.full((4, 4), 30.0), np.full((4, 4), 31.0)])
+        >>> m[3, 3, 0] += 2.0
+        >>> f = fit_origin(m, model="constant")
+        >>> f.why_outlier(3, 3)
+        'residual 2 px > 0.5 px limit: the origin measured there disagrees with the constant fit'
+        """
+        if self.inliers[rx, ry]:
+            return ""
+        m = self.measured[rx, ry]
+        if not np.all(np.isfinite(m)):
+            return "no origin measured there (invalid pattern): nothing to fit"
+        r = float(np.hypot(*self.residuals[rx, ry]))
+        if r <= self.limit_px:
+            return f"outside the fit mask (residual {r:.3g} px)"
+        return (f"residual {r:.3g} px > {self.limit_px:.3g} px limit: the origin measured there disagrees "
+                f"with the {self.model} fit")
 
 
 def _design(model: str, shape: tuple[int, int]) -> np.ndarray:
@@ -469,6 +499,7 @@ def fit_origin(origin_map: np.ndarray, params: OriginFitParams | None = None, **
         raise ParameterError(f"origin_fit: the {p.model!r} model needs at least {need} measured positions, "
                              f"{int(use.sum())} are usable; measure the origin first or choose a simpler model",
                              field="model")
+    limit = math.inf
     for it in range(p.robust_steps + 1 if p.robust else 1):
         coef = np.linalg.lstsq(A[use], y[use], rcond=None)[0]
         if it == (p.robust_steps if p.robust else 0):
@@ -476,13 +507,18 @@ def fit_origin(origin_map: np.ndarray, params: OriginFitParams | None = None, **
         r = np.hypot(*(y - A @ coef).T)
         med = np.median(r[use])
         sigma = 1.4826 * np.median(np.abs(r[use] - med))
-        new = use & (r <= med + p.robust_thresh * max(sigma, 1e-12))
-        if new.sum() < need or np.array_equal(new, use):
+        # noise-free or very clean data have a tiny MAD: the floor keeps sub-pixel scatter in the fit
+        trial = max(med + p.robust_thresh * max(sigma, 1e-12), ORIGIN_OUTLIER_MIN_PX)
+        new = use & (r <= trial)
+        if new.sum() < need:
+            break
+        limit = trial
+        if np.array_equal(new, use):
             break
         use = new
     fitted = (A @ coef).reshape(shape + (2,))
     return OriginFit(fitted=fitted, measured=m, residuals=m - fitted, inliers=use.reshape(shape),
-                     coefficients=coef, model=p.model)
+                     coefficients=coef, model=p.model, limit_px=float(limit))
 
 
 # --- ellipse --------------------------------------------------------------------------------

@@ -170,8 +170,14 @@ def corrected_bvm(peaks: PeakTable, calibration: Calibration | None = None) -> t
 def suggest_basis(source: np.ndarray | PeakTable, calibration: Calibration | None = None, *,
                   origin: tuple[float, float] | None = None, min_spacing: float = 3.0,
                   min_relative: float = 0.05, sigma: float = 1.0, length_tolerance: float = 0.08,
-                  min_angle_deg: float = 15.0) -> LatticeBasis:
-    """Suggest two basis vectors: the shortest non-collinear pair of Bragg vector map maxima.
+                  min_angle_deg: float = 15.0, reference_region: np.ndarray | None = None) -> LatticeBasis:
+    """Suggest two basis vectors: the shortest non-collinear pair of one lattice's Bragg vector map maxima.
+
+    With a peak table, g1 and g2 come from one lattice: the pair of short maxima that
+    indexes the most peaks of the positions in ``reference_region`` (all positions when
+    None) decides the lattice, and g1, g2 are chosen among the maxima on it. So on a
+    bicrystal both vectors belong to one grain (the reference region's, or the grain
+    covering most positions), never one from each.
 
     Parameters
     ----------
@@ -194,6 +200,9 @@ def suggest_basis(source: np.ndarray | PeakTable, calibration: Calibration | Non
         among them the one closest in angle to +x (then the counter-clockwise one) wins.
     min_angle_deg : float
         g2 must make at least this angle with g1.
+    reference_region : (Rx, Ry) bool array, optional
+        Positions whose lattice the basis belongs to (a peak table only); e.g. the
+        strain reference region.
 
     Returns
     -------
@@ -213,8 +222,21 @@ def suggest_basis(source: np.ndarray | PeakTable, calibration: Calibration | Non
     >>> np.round(b.g1, 2).tolist(), np.round(b.g2, 2).tolist()
     ([6.0, 0.0], [0.0, 8.0])
     """
+    vectors = positions = None
     if isinstance(source, PeakTable):
         bvm, origin = corrected_bvm(source, calibration)
+        vectors, positions = peak_vectors(source, calibration, "suggest_basis"), source.positions()
+        if reference_region is not None:
+            region = np.asarray(reference_region, dtype=bool)
+            if region.shape != tuple(source.scan_shape):
+                raise ShapeError(f"suggest_basis: reference_region has shape {region.shape}, the scan "
+                                 f"{tuple(source.scan_shape)}")
+            inside = region.reshape(-1)[positions]
+            if inside.any():  # an empty region: the most common lattice of the whole scan
+                vectors, positions = vectors[inside], positions[inside]
+    elif reference_region is not None:
+        raise ParameterError("suggest_basis: reference_region needs a peak table (a map has no positions)",
+                             field="reference_region")
     else:
         bvm = np.asarray(source, dtype=np.float64)
         if bvm.ndim != 2:
@@ -242,15 +264,51 @@ def suggest_basis(source: np.ndarray | PeakTable, calibration: Calibration | Non
         key = np.round(np.abs(ang[near]), 3) - 1e-6 * (ang[near] > 0)
         return int(near[np.argmin(key)])
 
-    i1 = best(np.arange(len(rel)))
+    on = np.ones(len(rel), bool) if vectors is None else _one_lattice(rel, length, vectors, min_spacing, min_angle_deg)
+    i1 = best(np.flatnonzero(on))
     sin = np.abs(rel[i1, 0] * rel[:, 1] - rel[i1, 1] * rel[:, 0]) / (length * length[i1])
-    ok = np.flatnonzero(sin >= math.sin(math.radians(min_angle_deg)))
+    ok = np.flatnonzero((sin >= math.sin(math.radians(min_angle_deg))) & on)
     if ok.size == 0:
         raise ParameterError("suggest_basis: every Bragg vector map maximum is collinear with g1; the pattern "
                              "shows a single row of disks. Give g1 and g2 by hand or detect more disks")
     i2 = best(ok)
     return LatticeBasis(g1=rel[i1].copy(), g2=rel[i2].copy(), origin=np.asarray(o, float), candidates=rel,
                         intensities=vals, index_g1=i1, index_g2=i2)
+
+
+#: Short maxima tried as lattice pairs by :func:`_one_lattice`, and the peaks sampled (speed on big scans).
+LATTICE_TRIALS = 12
+LATTICE_SAMPLE = 200_000
+#: A peak lies on a trial lattice within this fraction of the shortest maximum's length: below half the
+#: offset between two grains 10° apart (0.17 |g| at the first ring), above a 2 % strain at the third ring.
+LATTICE_TOLERANCE = 0.08
+
+
+def _one_lattice(rel: np.ndarray, length: np.ndarray, vectors: np.ndarray, min_spacing: float,
+                 min_angle_deg: float) -> np.ndarray:
+    """Which maxima (rows of ``rel``, sorted by length) lie on the lattice indexing the most peaks.
+
+    Every non-collinear pair of the shortest maxima is a trial lattice; the one that indexes
+    the most of the peak ``vectors`` (n, 2) wins (a pair taken from two grains indexes only
+    the peaks along its own two rows). Ties go to the earlier (shorter) pair.
+    """
+    v = vectors[np.hypot(vectors[:, 0], vectors[:, 1]) > max(min_spacing, 1.0)]  # the zero beam fits any lattice
+    if len(v) > LATTICE_SAMPLE:
+        v = v[:: len(v) // LATTICE_SAMPLE + 1]
+    tol = LATTICE_TOLERANCE * float(length[0])
+    n = min(len(rel), LATTICE_TRIALS)
+    min_sin = math.sin(math.radians(min_angle_deg))
+    best_pair, best_score = None, -1
+    for i in range(n):
+        for j in range(i + 1, n):
+            if abs(rel[i, 0] * rel[j, 1] - rel[i, 1] * rel[j, 0]) < min_sin * length[i] * length[j]:
+                continue
+            score = int(index_peaks(v, rel[i], rel[j], tol)[2].sum())
+            if score > best_score:
+                best_pair, best_score = (i, j), score
+    if best_pair is None or best_score <= 0:
+        return np.ones(len(rel), bool)  # nothing to decide by: every maximum stays a candidate
+    return index_peaks(rel, rel[best_pair[0]], rel[best_pair[1]], tol)[2]
 
 
 # --- indexing ---------------------------------------------------------------------------------

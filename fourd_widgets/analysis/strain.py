@@ -4,8 +4,10 @@ The pipeline, each piece usable on its own (a widget calls them one by one):
 
 1. :func:`suggest_basis` — local maxima of the origin-centred Bragg vector map;
    the shortest vector is ``g1``, the shortest one not collinear with it ``g2``
-   (py4DSTEM ``choose_basis_vectors``). The candidates are returned too, so a
-   user can click two others (:meth:`LatticeBasis.pick`).
+   (py4DSTEM ``choose_basis_vectors``), both from one lattice (the reference
+   region's, else the one indexing most peaks), so a bicrystal never mixes its
+   grains. The candidates are returned too, so a user can click two others
+   (:meth:`LatticeBasis.pick`).
 2. :func:`index_peaks` — every peak gets the nearest lattice index ``(h, k)``
    of ``h g1 + k g2``; peaks farther than ``max_peak_spacing`` from every lattice
    point stay unindexed.
@@ -13,7 +15,9 @@ The pipeline, each piece usable on its own (a widget calls them one by one):
    ``q = q0 + h g1 + k g2`` (origin and both vectors: six unknowns), vectorised
    over the whole scan (normal equations accumulated with ``bincount``). The
    peaks are re-indexed with each position's own lattice and fitted again
-   (``refine``), so rotated or strongly strained regions index correctly.
+   (``refine``), so rotated or strongly strained regions index correctly; a
+   position the guess cannot index starts from the guess turned to its own
+   peaks (a second grain).
    Positions with fewer than ``min_num_peaks`` indexed peaks, or whose indices
    are collinear, are marked failed — never filled.
 4. :func:`reference_lattice` — median ``g1, g2`` over a boolean scan region.
@@ -255,7 +259,7 @@ def fit_lattice(peaks: PeakTable, g1: Any, g2: Any, calibration: Calibration | N
          "uniform": np.ones(len(peaks))}[weights]
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
     o_peak = np.zeros_like(v)
-    a_peak, b_peak = g1, g2
+    a_peak, b_peak = _seed_bases(v, pos, npos, g1, g2, max_peak_spacing, min_num_peaks)
     passes = 2 if refine else 1
     for it in range(passes):
         h, k, ok = index_peaks(v, a_peak, b_peak, max_peak_spacing, o_peak)
@@ -265,8 +269,8 @@ def fit_lattice(peaks: PeakTable, g1: Any, g2: Any, calibration: Calibration | N
         good = cond_ok & (count >= min_num_peaks)
         if it + 1 < passes:
             # next pass: each position's own lattice where it fitted, else the guess
-            per = np.where(good[:, None, None], coef, np.stack([np.zeros(2), g1, g2])[None])
-            o_peak, a_peak, b_peak = per[pos, 0], per[pos, 1], per[pos, 2]
+            per_peak = np.where(good[pos, None, None], coef[pos], np.stack([o_peak, a_peak, b_peak], 1))
+            o_peak, a_peak, b_peak = per_peak[:, 0], per_peak[:, 1], per_peak[:, 2]
     fitted = coef[pos[ok], 0] + h[ok, None] * coef[pos[ok], 1] + k[ok, None] * coef[pos[ok], 2]
     r2 = np.sum((v[ok] - fitted) ** 2, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -283,6 +287,50 @@ def fit_lattice(peaks: PeakTable, g1: Any, g2: Any, calibration: Calibration | N
                       origin=coef[:, 0].reshape(shape + (2,)), num_peaks=count.reshape(shape),
                       residual_px=resid.reshape(shape), failure=failure.reshape(shape),
                       g1_guess=g1, g2_guess=g2)
+
+
+#: Rotated seeds tried where the basis guess indexes too few peaks, and their angular bin (degrees).
+SEED_TRIALS = 24
+SEED_BIN_DEG = 1.0
+
+
+def _seed_bases(v: np.ndarray, pos: np.ndarray, npos: int, g1: np.ndarray, g2: np.ndarray,
+                max_peak_spacing: float, min_num_peaks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-peak basis guesses (n, 2): ``g1, g2``, or a rotation of them where they index too few peaks.
+
+    A grain turned away from the guess (a bicrystal's other grain) has its disks off the guessed
+    lattice points. The angles of its peaks as long as ``g1`` (within 10 %) give trial rotations;
+    each such position takes the trial indexing most of its peaks, the smallest turn on a tie (so
+    a square lattice turned by 10° reads 10°, not -80°).
+    """
+    a = np.broadcast_to(g1, v.shape).copy()
+    b = np.broadcast_to(g2, v.shape).copy()
+    ok = index_peaks(v, g1, g2, max_peak_spacing)[2]
+    count = np.bincount(pos[ok], minlength=npos)
+    weak = (count < min_num_peaks)[pos]
+    n1 = float(np.hypot(*g1))
+    near = weak & (np.abs(np.hypot(v[:, 0], v[:, 1]) - n1) < 0.1 * n1)
+    if not near.any():
+        return a, b
+    phi = (np.degrees(np.arctan2(v[near, 1], v[near, 0]) - math.atan2(g1[1], g1[0])) + 180.0) % 360.0 - 180.0
+    hist, edges = np.histogram(phi, bins=round(360 / SEED_BIN_DEG), range=(-180.0, 180.0))
+    centre = 0.5 * (edges[:-1] + edges[1:])
+    top = np.argsort(-hist, kind="stable")[:SEED_TRIALS]
+    trials = centre[top[hist[top] > 0]]
+    trials = trials[np.argsort(np.abs(trials), kind="stable")]  # smallest turn first wins ties
+    vw, pw = v[weak], pos[weak]
+    best = count.copy()
+    for deg in trials:
+        R = _rot(float(deg))
+        ra, rb = R @ g1, R @ g2
+        hit = index_peaks(vw, ra, rb, max_peak_spacing)[2]
+        c = np.bincount(pw[hit], minlength=npos)
+        better = c > best
+        if better.any():
+            best = np.where(better, c, best)
+            sel = better[pos]
+            a[sel], b[sel] = ra, rb
+    return a, b
 
 
 def _failure_summary(failure: np.ndarray) -> str:
@@ -549,7 +597,10 @@ def strain_map(peaks: PeakTable, params: StrainMapParams | None = None, calibrat
     if p.g1 is not None:
         g1, g2 = np.asarray(p.g1, float), np.asarray(p.g2, float)
     else:
-        basis = suggest_basis(peaks, calibration)
+        region = p.reference_region
+        if region is not None and np.shape(region) != tuple(peaks.scan_shape):
+            region = None  # strain_map_from_fit names the wrong shape
+        basis = suggest_basis(peaks, calibration, reference_region=region)  # one lattice: the reference's
         if ref_vecs is not None:  # the same lattice vectors as the reference, as this data shows them
             basis = basis.match(*ref_vecs)
         g1, g2 = basis.g1, basis.g2

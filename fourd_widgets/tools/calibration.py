@@ -12,7 +12,8 @@ compute policy:
 
 Messages: ``messages['origin' | 'fit' | 'ellipse']``. Events for a view (besides
 the Tool ones): ``'origin'`` (the measured calibration), ``'fit'``
-(``(OriginFit, limit)``), ``'bvm'`` (``(map, centre)``), ``'ring'`` (the ring
+(``(OriginFit, limit)``), ``'selected'`` (the outlier position
+stepped to, or None), ``'bvm'`` (``(map, centre)``), ``'ring'`` (the ring
 to draw), ``'ellipse'`` (vertices of the fitted ellipse, or None), ``'options'``.
 """
 
@@ -92,6 +93,8 @@ class CalibrationSession(Tool):
         self._cal_fit: Calibration | None = None
         self._cal_ellipse: Calibration | None = None
         self.bvm_center: tuple[float, float] | None = None
+        #: the scan position stepped to by :meth:`next_outlier` (None: none yet)
+        self.selected: tuple[int, int] | None = None
         self._measuring: Cancel | None = None
         self._runner = self._add_worker(self._compute_origin, self._deliver_origin, self._origin_failed)
         if peaks is None:
@@ -234,10 +237,40 @@ class CalibrationSession(Tool):
         self._emit("fit", (fit, max(limit, 1e-6)))
         outliers = int((~fit.inliers).sum())
         rms = float(np.sqrt(np.nanmean(np.sum(fit.residuals[fit.inliers] ** 2, axis=-1))))
-        self._say("fit", f"rms residual {rms:.3g} px over inliers; {outliers} outlier position(s)", "info")
+        why = ""
+        if outliers:
+            why = (f": residual above {fit.limit_px:.3g} px, where the measured origin disagrees with the "
+                   f"{fit.model} fit; 'next outlier' shows each" if math.isfinite(fit.limit_px)
+                   else ": no origin measured there")
+        self._say("fit", f"rms residual {rms:.3g} px over inliers; {outliers} outlier position(s){why}", "info")
+        self.selected = None
+        self._emit("selected", None)
         self._show_bvm()
         self._fit_ellipse()
         self._notify()
+
+    def outlier_positions(self) -> list[tuple[int, int]]:
+        """Scan positions ``(rx, ry)`` the origin fit left out, largest residual first."""
+        fit = self.origin_fit
+        if fit is None:
+            return []
+        rx, ry = np.nonzero(~fit.inliers)
+        r = np.hypot(*np.moveaxis(fit.residuals[rx, ry], -1, 0))
+        order = np.argsort(-np.nan_to_num(r, nan=np.inf), kind="stable")
+        return [(int(rx[i]), int(ry[i])) for i in order]
+
+    def next_outlier(self) -> tuple[int, int] | None:
+        """Select the next outlier position (after the selected one, wrapping) and say why it is one."""
+        found = self.outlier_positions()
+        if not found:
+            self._say("fit", "no outlier positions: every measured origin agrees with the fit", "info")
+            return None
+        i = (found.index(self.selected) + 1) % len(found) if self.selected in found else 0
+        self.selected = found[i]
+        why = self.origin_fit.why_outlier(*self.selected)  # type: ignore[union-attr]
+        self._say("fit", f"outlier {i + 1}/{len(found)} at {self.selected}: {why}", "warning")
+        self._emit("selected", self.selected)
+        return self.selected
 
     # --- ellipse --------------------------------------------------------------------------------
     def _show_bvm(self) -> None:

@@ -201,7 +201,7 @@ class StrainSession(StrainCompute, Tool):
             self._fail("basis", exc)
             return
         try:
-            self.basis = suggest_basis(self.peaks, self.calibration)
+            self.basis = suggest_basis(self.peaks, self.calibration, reference_region=p.reference_region)
         except FourDError as exc:
             self._fail("basis", exc)
         if self.basis is not None and p.g1 is None:  # the suggested pair is preselected

@@ -101,6 +101,9 @@ class CalibrationTool(ToolView):
                                  layout=lay(width="190px"))
         self._robust = w.Checkbox(value=s.fit_params.robust, description="robust", indent=False,
                                   layout=lay(width="80px"))
+        self._next_outlier = w.Button(description="next outlier", layout=lay(width="100px"),
+                                      tooltip="Select the next position the fit left out (largest residual "
+                                              "first), mark it on the maps and say why it is an outlier.")
         self.origin_message, self.fit_message, self.ellipse_message = message_label(), message_label(), message_label()
         self.busy = Busy(s)
         self._fit_ellipse_btn = w.Button(description="fit ellipse", layout=lay(width="90px"))
@@ -110,7 +113,7 @@ class CalibrationTool(ToolView):
         sections: list[w.Widget] = [
             w.HBox([self._method, self._measure, self.busy.box, self.origin_message]),
             w.HBox(list(self.origin_views)),
-            w.HBox([self._model, self._robust, self.fit_message]),
+            w.HBox([self._model, self._robust, self._next_outlier, self.fit_message]),
             w.HBox(list(self.residual_views)),
         ]
         if peaks is not None:
@@ -134,6 +137,7 @@ class CalibrationTool(ToolView):
         self._model.observe(lambda c: self._syncing or self._refit(), names="value")
         self._robust.observe(lambda c: self._syncing or self._refit(), names="value")
         self._fit_ellipse_btn.on_click(lambda _: s.set_ellipse(s.ring()))
+        self._next_outlier.on_click(lambda _: s.next_outlier())
         self._use_ellipse.observe(lambda c: self._syncing or s.set_ellipse(s.ring() if c["new"] else None),
                                   names="value")
         s.start()
@@ -203,6 +207,13 @@ class CalibrationTool(ToolView):
                 with view.hold_sync():
                     view.set_image(fit.residuals[..., k])
                     view.vmin, view.vmax = -limit, limit
+        elif event == "selected":
+            for view in (*self.origin_views, *self.residual_views):
+                if value is None:
+                    view.remove_overlays(["outlier"])
+                else:
+                    view.set_overlay(make_overlay("point", "outlier", "#ffd23d", editable=False,
+                                                  x=value[0], y=value[1]))
         elif self.bvm_view is None:
             return
         elif event == "bvm":
