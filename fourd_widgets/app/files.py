@@ -114,7 +114,8 @@ def list_data_files(root: str | os.PathLike, *, max_files: int = MAX_FILES,
     Hidden files and folders (name starting with ``.``) are skipped. Symbolic
     links are listed only when they resolve to a place inside ``root``; linked
     folders are not searched (a link cannot lead the search out, nor round in a
-    loop). A Zarr store (a folder named ``*.zarr`` or ``*.zspy``) is one entry.
+    loop). A Zarr store (a folder named ``*.zarr`` or ``*.zspy``) is one entry, and so is
+    a Merlin acquisition (``x.mib`` with its header ``x.hdr``: only the ``.mib`` is listed).
 
     Parameters
     ----------
@@ -148,9 +149,12 @@ def list_data_files(root: str | os.PathLike, *, max_files: int = MAX_FILES,
         if depth >= max_depth and dirs:
             truncated = True
             dirs.clear()
+        lowered = {n.lower() for n in names}
         for name in sorted([*names, *stores]):
             if name.startswith(".") or not name.lower().endswith(extensions):
                 continue
+            if name.lower().endswith(".hdr") and name.lower()[:-4] + ".mib" in lowered:
+                continue  # a Merlin acquisition is one dataset: its .mib (read with this header) is listed
             rel = (here / name).relative_to(base)
             try:
                 resolve_inside(base, rel)

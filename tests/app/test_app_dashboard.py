@@ -178,3 +178,9 @@ def test_the_help_describes_this_dashboard(data_folder: Path, tmp_path: Path) ->
     demo = Dashboard(None, output_dir=tmp_path, size=120)  # the demo: no folder, no file list
     assert "Pick a file" not in demo.help.value and "built-in sample" in demo.help.value
     demo.close()
+
+
+def test_a_merlin_mib_and_its_hdr_are_listed_as_one_dataset(tmp_path: Path) -> None:
+    for name in ("scan.mib", "scan.hdr", "lone.hdr", "other.MIB", "other.HDR"):
+        (tmp_path / name).write_bytes(b"")
+    assert list_data_files(tmp_path).files == ("lone.hdr", "other.MIB", "scan.mib")
