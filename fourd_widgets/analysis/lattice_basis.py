@@ -278,7 +278,7 @@ def suggest_basis(source: np.ndarray | PeakTable, calibration: Calibration | Non
 
 #: Short maxima tried as lattice pairs by :func:`_one_lattice`, and the peaks sampled (speed on big scans).
 LATTICE_TRIALS = 12
-LATTICE_SAMPLE = 200_000
+LATTICE_SAMPLE = 16_384  # peaks enough to tell which lattice is most common, evenly strided over the scan
 #: A peak lies on a trial lattice within this fraction of the shortest maximum's length: below half the
 #: offset between two grains 10° apart (0.17 |g| at the first ring), above a 2 % strain at the third ring.
 LATTICE_TOLERANCE = 0.08
