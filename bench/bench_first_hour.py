@@ -14,8 +14,8 @@ What it does, in order:
 2. Drops the file from the page cache when it can (``posix_fadvise``), so the first read is
    a cold read as after an acquisition.
 3. In this process, as the dashboard's kernel does: ``Dashboard(folder)``, picks the file,
-   and times (a) the explorer on screen with its first virtual images (``explorer.wait()``),
-   (b) the drag cache built (``explorer.wait_cache()``), sampling the explorer's status line
+   and times (a) the first virtual images complete (every position painted, polled every 0.1 s),
+   (a') the defaults refined on the full mean pattern (``explorer.wait()``), (b) the drag cache built (``explorer.wait_cache()``), sampling the explorer's status line
    every 0.1 s to record the progress it shows, and the process's resident memory.
 4. Prints the figures and the progress seen, and writes them to bench/RESULTS.md under
    "A real-sized first hour" (replacing only that section).
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     seen: list[tuple[float, str]] = []
     stop = threading.Event()
     board_ref: dict = {}
+    first_image: dict = {}
     t0 = time.perf_counter()
 
     def sample() -> None:
@@ -115,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             board = board_ref.get("board")
             explorer = getattr(board, "explorer", None) if board is not None else None
             if explorer is not None:
+                if "first" not in first_image:
+                    try:  # every position of every virtual image painted: the first image is on screen
+                        if np.isfinite(explorer.virtual_images).all():
+                            first_image["first"] = time.perf_counter() - t0
+                    except Exception:  # noqa: BLE001 - not built yet
+                        pass
                 text = status_text(explorer)
                 if text and (not seen or seen[-1][1] != text):
                     seen.append((time.perf_counter() - t0, text))
@@ -128,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     explorer = board.explorer
     assert explorer is not None, board.message.value
     explorer.wait(600)
-    t_first = time.perf_counter() - t0
+    t_settled = time.perf_counter() - t0
+    while "first" not in first_image and time.perf_counter() - t0 < 600:
+        time.sleep(0.05)
+    t_first = first_image.get("first", float("nan"))
     built = explorer.wait_cache(1800)
     t_cache = time.perf_counter() - t0
     time.sleep(0.3)
@@ -139,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("file", f"{path.stat().st_size / 2**30:.2f} GiB HDF5, scan {args.scan}x{args.scan}, detector "
                  f"{args.det}x{args.det} uint16, {'cold' if cold else 'warm'} read"),
-        ("first image on screen (open + explorer + first virtual images)", f"{t_first:.1f} s (target <= 10 s)"),
+        ("first image on screen (open, detectors placed from 64 patterns, first virtual images)",
+         f"{t_first:.1f} s (target <= 10 s)"),
+        ("defaults refined on the full mean pattern (explorer.wait())", f"{t_settled:.1f} s"),
         ("drag cache built" if built else "drag cache not built", f"{t_cache:.1f} s"),
         ("progress messages shown while it built", f"{len(progress)} ({progress[0] if progress else '-'} ... "
                                                    f"{progress[-1] if progress else '-'})"),

@@ -92,11 +92,28 @@ def sparse_mean_pattern(cube: Any, n: int = 64) -> np.ndarray:
     """
     total = np.zeros(tuple(cube.detector_shape), dtype=np.float64)
     count = np.zeros(total.shape, dtype=np.int64)
-    for rx, ry in sample_positions(cube.scan_shape, n):
-        p = np.asarray(cube.pattern(rx, ry), dtype=np.float64)
+
+    def add(p: np.ndarray) -> None:
+        p = np.asarray(p, dtype=np.float64)
         ok = np.isfinite(p)
         total[ok] += p[ok]
-        count += ok
+        count[...] += ok
+
+    by_row: dict[int, list[int]] = {}
+    for rx, ry in sample_positions(cube.scan_shape, n):
+        by_row.setdefault(rx, []).append(ry)
+    chunks = getattr(cube, "storage_chunks", None)
+    # a file stored a scan row (or more) per chunk reads a whole chunk for any one pattern of it:
+    # read each sampled row's span once instead of once per pattern
+    row_chunks = chunks is not None and len(chunks) == 4 and chunks[1] >= cube.scan_shape[1]
+    for rx, ys in by_row.items():
+        if row_chunks and len(ys) > 1:
+            block = cube.read((rx, rx + 1), (min(ys), max(ys) + 1))
+            for ry in ys:
+                add(block[0, ry - min(ys)])
+        else:
+            for ry in ys:
+                add(cube.pattern(rx, ry))
     return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
 
 

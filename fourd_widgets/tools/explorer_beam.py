@@ -128,7 +128,7 @@ class BeamPlacement:
             self._set_status("measuring the beam on the mean pattern")
             mean = self._whole.get("mean")
             if mean is None:
-                ctx = RunContext(engine={**self._engine_options, "cancel": cancel})
+                ctx = RunContext(engine={"progress": False, **self._engine_options, "cancel": cancel})  # no console bar
                 mean = virtual_diffraction_from_params(self.cube, VirtualDiffractionParams(method="mean"), ctx)
                 self._whole["mean"] = mean
             self.beam, dets = beam_defaults(mean, self.calibration)
