@@ -21,8 +21,11 @@ from .app_helpers import AppProcess
 from .test_app_browser import PAGE_TIMEOUT_MS, assert_no_code_and_no_traceback, browser_page  # noqa: F401
 
 #: What the page shows once a file is open (or refused): painted explorer views, or a message.
-SETTLED = """() => {
-    if (document.querySelector('.fw-dashboard-error')) return true;
+SETTLED = """(name) => {
+    const info = document.querySelector('.fw-dashboard-info');
+    const err = document.querySelector('.fw-dashboard-error');
+    if (err) return err.innerText.includes(name.split('/').pop()) || !info.innerText.includes('opening');
+    if (!info || !info.innerText.startsWith(name + ':')) return false;  // the file picked, not the one before
     const views = Array.from(document.querySelectorAll('.fw-explorer .fw-view')).filter(v => v.offsetParent);
     return views.length > 0 && views.every(v => +v.dataset.imageVersion >= 1);
 }"""
@@ -64,7 +67,7 @@ def test_every_real_file_shows_views_or_says_why(real_dashboard, browser_page) -
     problems = []
     for name in files:
         select.select_option(name)
-        page.wait_for_function(SETTLED, timeout=PAGE_TIMEOUT_MS)
+        page.wait_for_function(SETTLED, arg=name, timeout=PAGE_TIMEOUT_MS)
         state = page.evaluate(STATE)
         if state["error"]:
             # refused with a message: it must name the file and say something beyond a type name
