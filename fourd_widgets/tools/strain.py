@@ -135,11 +135,17 @@ class StrainSession(StrainCompute, Tool):
         ParameterError
             If the recipe has no strain_map step.
         """
+        cal, strain, disks = cls.recipe_arguments(cube, peaks, params, calibration)
+        return cls(cube, peaks, cal, params=strain, disks=disks, **options)
+
+    @staticmethod
+    def recipe_arguments(cube: DataCube | None, peaks: PeakTable, params: Recipe | dict | str,
+                         calibration: Any = None) -> tuple[Any, StrainMapParams, FindDisksParams | None]:
+        """``(calibration, strain record, disk record)`` a session is built from, read from a recipe."""
         recipe = Recipe.coerce(params)
         strain = strain_step(recipe)
         disks = next((s for s in recipe.steps if isinstance(s, FindDisksParams)), None)
-        return cls(cube, peaks, recipe_calibration(cube, peaks, recipe, calibration), params=strain, disks=disks,
-                   **options)
+        return recipe_calibration(cube, peaks, recipe, calibration), strain, disks
 
     # --- state ------------------------------------------------------------------------------------
     @property

@@ -85,7 +85,6 @@ class CalibrationTool(ToolView):
                  size: int = 260) -> None:
         self.session = s = CalibrationSession(cube, peaks, origin=origin, origin_fit=origin_fit, ellipse=ellipse,
                                               start=False)
-        self._syncing = False
         cal = s.cube.calibration  # scale bars on the maps where the scan step is known; values in detector px
         scan_axes = {"axis_names": ["rx", "ry"], "size": size, "value_units": "px", "pixel_size": cal.real_step,
                      "units": cal.real_units if cal.real_step else "px"}
@@ -227,13 +226,6 @@ class CalibrationTool(ToolView):
             else:
                 self.bvm_view.set_overlay(make_overlay("polygon", "ellipse", "#ffd23d", editable=False,
                                                        vertices=value))
-
-    def _synced(self, fn: Any) -> None:
-        self._syncing = True
-        try:
-            fn()
-        finally:
-            self._syncing = False
 
     def _draw_ring(self, r_in: float, r_out: float) -> None:
         cx, cy = self.session.bvm_center  # type: ignore[misc]

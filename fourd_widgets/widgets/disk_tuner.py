@@ -84,7 +84,6 @@ class DiskTuner(ToolView):
                  engine_options: dict | None = None) -> None:
         self.session = s = DiskTunerSession(cube, params, positions=positions, n_positions=n_positions,
                                             vacuum=vacuum, engine_options=engine_options, start=False)
-        self._syncing = False
         self._shown: dict[str, tuple[Any, float]] = {}
         self._build_ui(size)
         s.listen(self._on_session)
@@ -282,13 +281,6 @@ class DiskTuner(ToolView):
         pts = [{**make_overlay("point", id=f"p{k}", color=COLORS[k % len(COLORS)], x=x, y=y),
                 "label": str(k + 1)} for k, (x, y) in enumerate(self.session.positions)]
         self._synced(lambda: setattr(self.real_view, "overlays", keep + pts))
-
-    def _synced(self, fn: Any) -> None:
-        self._syncing = True
-        try:
-            fn()
-        finally:
-            self._syncing = False
 
     # --- controls -> session --------------------------------------------------------------------
     def _echo(self, name: str, value: Any) -> bool:

@@ -105,7 +105,7 @@ class Explorer(ToolView):
                                            selection_method=selection_method, cache_budget=cache_budget,
                                            build_cache=build_cache, engine_options=engine_options, start=False)
         self.calibration = cal = s.calibration
-        self._size, self._colormap, self._syncing = int(size), colormap, False
+        self._size, self._colormap = int(size), colormap
         self.diffraction_view = ImageView(
             title="Diffraction", colormap=colormap, scale="log", size=self._size, keymap=DIFFRACTION_KEYS,
             pixel_size=cal.reciprocal_step, units=cal.reciprocal_units if cal.reciprocal_step else "px",
@@ -276,17 +276,6 @@ class Explorer(ToolView):
         elif event == "options":
             self._synced(lambda: (setattr(self._diff_mode, "value", self.session.diffraction),
                                   setattr(self._sel_method, "value", self.session.selection_method)))
-
-    def _synced(self, fn: Any) -> None:
-        self._syncing = True
-        try:
-            fn()
-        finally:
-            self._syncing = False
-
-    def _unless_syncing(self, fn: Any, *args: Any) -> None:
-        if not self._syncing:
-            fn(*args)
 
     def _refresh_views(self) -> None:
         """Make overlays, real views and the detector controls match the records."""

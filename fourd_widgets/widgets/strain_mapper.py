@@ -36,7 +36,7 @@ from ..core.calibration import Calibration
 from ..core.datacube import DataCube
 from ..core.errors import FourDError
 from ..core.recipe import Recipe
-from ..tools.strain import MAP_NAMES, POSITION_ID, REFERENCE_ID, StrainSession, recipe_calibration, strain_step
+from ..tools.strain import MAP_NAMES, POSITION_ID, REFERENCE_ID, StrainSession
 from .calibration_tool import CalibrationTool
 from .help_text import STRAIN, explain_controls
 from .image_view import ImageView
@@ -98,7 +98,6 @@ class StrainMapper(ToolView):
         if isinstance(calibration, CalibrationTool):
             calibration = calibration.session
         self.session = s = StrainSession(cube, peaks, calibration, params=params, disks=disks, start=False)
-        self._syncing = False
         cal = s.calibration
         self.basis_message, self.fit_message = message_label(), message_label()
         self.reference_message, self.export_message = message_label(), message_label()
@@ -175,13 +174,10 @@ class StrainMapper(ToolView):
         ParameterError
             If the recipe has no strain_map step.
         """
-        recipe = Recipe.coerce(params)
-        strain = strain_step(recipe)
-        disks = next((s for s in recipe.steps if isinstance(s, FindDisksParams)), None)
         if isinstance(calibration, CalibrationTool):
             calibration = calibration.session
-        return cls(cube, peaks, recipe_calibration(cube, peaks, recipe, calibration), params=strain, disks=disks,
-                   **options)
+        cal, strain, disks = StrainSession.recipe_arguments(cube, peaks, params, calibration)
+        return cls(cube, peaks, cal, params=strain, disks=disks, **options)
 
     # --- the session's state, as the mapper's ---------------------------------------------------
     peaks = property(lambda self: self.session.peaks)
@@ -285,13 +281,6 @@ class StrainMapper(ToolView):
         o, a, b = v["lattice"]
         pv.set_overlay(make_overlay("lattice", "fit", "#ff9933", editable=False, x=o[0], y=o[1],
                                     ax=a[0], ay=a[1], bx=b[0], by=b[1], r=3.0))
-
-    def _synced(self, fn: Any) -> None:
-        self._syncing = True
-        try:
-            fn()
-        finally:
-            self._syncing = False
 
     def _draw_pickers(self) -> None:
         s = self.session

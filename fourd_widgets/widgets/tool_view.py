@@ -89,6 +89,21 @@ class ToolView:
 
     session: Tool
     widget: w.Widget
+    #: True while the view writes the session's state into its controls (their observers then stay quiet).
+    _syncing: bool = False
+
+    def _synced(self, fn: Any) -> None:
+        """Run ``fn`` (which sets controls from the session) without echoing it back to the session."""
+        self._syncing = True
+        try:
+            fn()
+        finally:
+            self._syncing = False
+
+    def _unless_syncing(self, fn: Any, *args: Any) -> None:
+        """``fn(*args)`` for a user's change, nothing for one made by :meth:`_synced`."""
+        if not self._syncing:
+            fn(*args)
 
     @property
     def params(self) -> Any:
