@@ -17,11 +17,10 @@ from scipy import ndimage
 
 from ..core.calibration import Calibration
 from ..core.errors import CalibrationError, MissingCalibrationError, ShapeError
-from ..engine.job import ImageJob
 from ..engine.run import run_job
-from .calibration import measure_qr_rotation, scan_frame_matrix
+from .calibration import CenterOfMassJob, measure_qr_rotation, moment_weights, scan_frame_matrix
 
-__all__ = ["BrightField", "bright_field", "MomentsJob", "centre_of_mass", "resolve_rotation", "relative_curl",
+__all__ = ["BrightField", "bright_field", "center_of_mass", "resolve_rotation", "relative_curl",
            "phase_agreement", "measure_shifts", "shift_images", "splat"]
 
 
@@ -79,35 +78,14 @@ def bright_field(cal: Calibration, detector_shape: tuple[int, int], step: str) -
                        k_alpha=cal.convergence_semiangle_mrad * 1e-3 / lam)
 
 
-class MomentsJob(ImageJob):
-    """Moments ``(Σw I, Σw I qx, Σw I qy)`` of every pattern under a weight mask, per position.
+def center_of_mass(cube: Any, weights: np.ndarray, **engine: Any) -> np.ndarray:
+    """Center of mass ``(Rx, Ry, 2)`` in detector px from the calibrated origin (descan removed).
 
-    One float32 GEMM per block (the patterns are read once; the float32 sum over a
-    pattern is good to about 1e-6 of its total).
-    """
-
-    name = "centre of mass"
-    item_shape = (3,)
-
-    def __init__(self, weights: np.ndarray) -> None:
-        Qx, Qy = weights.shape
-        w = np.asarray(weights, dtype=np.float64)
-        ii = np.arange(Qx, dtype=np.float64)[:, None] * w
-        jj = np.arange(Qy, dtype=np.float64)[None, :] * w
-        self.stack = np.stack([w, ii, jj], -1).reshape(Qx * Qy, 3).astype(np.float32)
-
-    def process(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
-        flat = block.reshape(-1, self.stack.shape[0]).astype(np.float32, copy=False)
-        return (flat @ self.stack).astype(np.float64).reshape(block.shape[:2] + (3,))
-
-
-def centre_of_mass(cube: Any, weights: np.ndarray, **engine: Any) -> np.ndarray:
-    """Centre of mass ``(Rx, Ry, 2)`` in detector px from the calibrated origin (descan removed).
-
+    The moments are one float32 GEMM per block (:class:`~fourd_widgets.analysis.calibration.CenterOfMassJob`).
     The origin is ``calibration.origin_map`` per position when set, else
-    ``calibration.origin``, else the mean centre of mass of the scan.
+    ``calibration.origin``, else the mean center of mass of the scan.
     """
-    m = run_job(cube, MomentsJob(weights), **engine)
+    m = run_job(cube, CenterOfMassJob(moment_weights(weights).astype(np.float32)), **engine)
     with np.errstate(divide="ignore", invalid="ignore"):
         com = m[..., 1:] / m[..., :1]
     cal = cube.calibration

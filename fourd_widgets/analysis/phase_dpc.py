@@ -42,7 +42,7 @@ from ..core.errors import ParameterError
 from ..core.params import Params, param
 from .aberrations import detector_k
 from .calibration import scan_frame_matrix
-from .phase_common import bright_field, centre_of_mass, resolve_rotation
+from .phase_common import bright_field, center_of_mass, resolve_rotation
 
 __all__ = ["DPCParams", "DPCResult", "dpc", "integrate_gradient", "butterworth", "probe_transfer"]
 
@@ -229,7 +229,7 @@ def dpc(cube: Any, params: DPCParams | None = None, *, progress: Any = None, can
         weights = (np.hypot(kx, ky) <= bf.k_alpha).astype(float)
     else:
         weights = np.ones((Qx, Qy))
-    com_px = centre_of_mass(cube, weights, progress=progress, cancel=cancel, workers=workers, scheduler=scheduler)
+    com_px = center_of_mass(cube, weights, progress=progress, cancel=cancel, workers=workers, scheduler=scheduler)
     rot, flip = resolve_rotation(com_px, cal, p.rotation, p.rotation_deg, p.flip, p.rotation_tolerance_deg, "DPC")
     com = com_px @ scan_frame_matrix(rot, flip).T * dk
     deconvolve = None

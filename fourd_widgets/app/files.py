@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..core.errors import FileFormatError
 from ..io import SUPPORTED_FORMATS
+from .output import is_inside
 
 __all__ = ["MAX_FILES", "MAX_DEPTH", "DataFiles", "loadable_extensions", "list_data_files", "resolve_inside",
            "check_hdf5_links_inside"]
@@ -62,10 +63,6 @@ def loadable_extensions() -> tuple[str, ...]:
     return tuple(sorted({ext.lower() for _name, exts, _what in SUPPORTED_FORMATS for ext in exts}))
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
 def resolve_inside(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
     """The real path of ``relative`` under ``root``, refused if it leaves ``root``.
 
@@ -100,7 +97,7 @@ def resolve_inside(root: str | os.PathLike, relative: str | os.PathLike) -> Path
         raise FileFormatError(rel, f"is an absolute path; the dashboard opens only files under {base}.",
                               "Choose a file from the list.")
     target = (base / rel).resolve()
-    if not _inside(target, base):
+    if not is_inside(target, base):
         raise FileFormatError(rel, f"is outside the folder {base} the dashboard was started in "
                               "(through '..' or a symbolic link), so it is not opened.",
                               "Copy the file into that folder, or start the dashboard in a folder that holds it.")
