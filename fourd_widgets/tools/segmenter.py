@@ -57,11 +57,16 @@ class SegmenterSession(Tool):
         super().__init__(cube)
         self.decompose_record = DecomposeParams(n_components=4)
         self.classify_record = ClassifyParams(n_components=4, patterns=("mean", "max"))
-        for rec in _records(params):
+        given = _records(params)
+        for rec in given:
             if isinstance(rec, DecomposeParams):
                 self.decompose_record = rec
             elif isinstance(rec, ClassifyParams):
                 self.classify_record = rec
+        if not any(isinstance(rec, DecomposeParams) for rec in given):
+            # one set of features for both; the maps start with the classification's components
+            c = self.classify_record
+            self.decompose_record = DecomposeParams(features=c.features, n_components=c.n_components)
         self.features: Features | None = None
         self.decomposition: Decomposition | None = None
         self.classification: Classification | None = None
