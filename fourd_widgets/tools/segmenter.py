@@ -73,6 +73,7 @@ class SegmenterSession(Tool):
         self.selected_class: int | None = None
         self._feature_cache: tuple[FeatureParams, Features, np.ndarray] | None = None
         self._pca_cache: tuple[Any, Decomposition] | None = None
+        self._class_cache: dict = {}  # principal axes of the classification, per feature matrix
         self._worker = self._add_worker(self._compute, self._deliver)
         self._submit()
 
@@ -184,6 +185,7 @@ class SegmenterSession(Tool):
         x = feature_matrix(feats, self.classify_record.incremental)
         self._feature_cache = (p, feats, x)
         self._pca_cache = None
+        self._class_cache = {}
         return feats, x
 
     def _decompose(self, feats: Features, x: np.ndarray, p: DecomposeParams) -> Decomposition:
@@ -209,7 +211,8 @@ class SegmenterSession(Tool):
             dec = self._decompose(feats, x, r.decompose)
             self._deliver_components(dec)
             self._set_status("classifying")
-            cls = classify_features(self.cube, feats, r.classify, progress=self._report, cancel=token)
+            cls = classify_features(self.cube, feats, r.classify, cache=self._class_cache, progress=self._report,
+                                    cancel=token)
             what = getattr(self, "_pending_check", None)
             if what is not None:
                 self._pending_check = None
