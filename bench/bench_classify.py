@@ -12,7 +12,7 @@ Parts:
 * live budget on a 64x64 scan (1024 features): the compute behind a change of the number of components
   (PCA: a slice of the cached fit; k-means, NMF, ICA, GMM: a refit);
 * ``--big``: a 256x256 scan of 128x128 uint16 patterns (2 GiB) written to an HDF5 file; a plain chunked
-  read of it, then features (patterns binned 8x: 256 values) + IncrementalPCA(10) + MiniBatchKMeans(4)
+  read of it, then features (patterns binned 8x: 256 values, square-root scaled) + IncrementalPCA(10) + MiniBatchKMeans(4)
   in the same process (warm page cache), with the peak RSS above the interpreter's baseline; py4DSTEM
   Featurization and scikit-learn in memory on the same feature matrix, side by side.
 """
@@ -196,7 +196,7 @@ def big_child(path: str) -> None:
     t0 = time.perf_counter()
     run_job(cube, Total(), progress=False)
     read_s = time.perf_counter() - t0
-    feats = FeatureParams(bin=8)
+    feats = FeatureParams(bin=8, scaling="sqrt")  # sqrt: the variance-stabilising scale of counts
     p = ClassifyParams(features=feats, n_components=10, n_classes=4, method="kmeans", incremental=True,
                        batch_size=4096, patterns=())
     t0 = time.perf_counter()

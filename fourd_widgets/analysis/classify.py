@@ -209,7 +209,8 @@ def feature_matrix(features: Features, incremental: bool) -> np.ndarray:
     if not incremental and mb > IN_MEMORY_LIMIT_MB:
         raise ClassificationError(f"the feature matrix needs {mb:.0f} MB in memory (limit {IN_MEMORY_LIMIT_MB}); "
                                   "use the incremental route (incremental=True) or bin the patterns more")
-    return x.astype(np.float64)
+    # the incremental route keeps the float32 features and converts one batch at a time
+    return x if incremental else x.astype(np.float64)
 
 
 def _check_components(k: int, x: np.ndarray, incremental: bool = False, batch: int = 0) -> None:
@@ -297,20 +298,20 @@ def decompose_matrix(x: np.ndarray, feats: Features, p: DecomposeParams) -> Deco
 
 # --- classification -----------------------------------------------------------------------
 def _scaler(x: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
-    mean = x.mean(axis=0)
-    sd = x.std(axis=0)
+    mean = x.mean(axis=0, dtype=np.float64)
+    sd = x.std(axis=0, dtype=np.float64)
     return mean, (np.where(sd > 0, sd, 1.0) if standardize else np.ones_like(mean))
 
 
-def _pca(z: np.ndarray, p: ClassifyParams) -> np.ndarray:
-    """Principal axes (k, n_features) of centred, scaled rows ``z``."""
+def _pca(z: Any, p: ClassifyParams) -> np.ndarray:
+    """Principal axes (k, n_features) of centred, scaled rows ``z`` (incremental: ``z(slice)`` gives a batch)."""
     from sklearn.decomposition import PCA, IncrementalPCA
 
     if p.incremental:
         est = IncrementalPCA(p.n_components)
-        for s in _batches(len(z), max(p.batch_size, p.n_components)):
+        for s in _batches(z.n, max(p.batch_size, p.n_components)):
             if s.stop - s.start >= p.n_components:
-                est.partial_fit(z[s])
+                est.partial_fit(z(s))
         return est.components_.copy()
     solver = _svd_solver(p.n_components, z.shape)
     return PCA(p.n_components, svd_solver=solver, random_state=p.seed).fit(z).components_.copy()
@@ -386,9 +387,16 @@ def fit_model(x: np.ndarray, p: ClassifyParams, shape: tuple[int, int],
         mean, scale, comps, y = cache[key]
     else:
         mean, scale = _scaler(x, p.standardize)
-        z = (x - mean) / scale
-        comps = _pca(z, p)
-        y = z @ comps.T
+        if p.incremental:  # batches of scaled rows, never the whole scaled matrix
+            def z(s: slice) -> np.ndarray:
+                return (x[s] - mean) / scale
+            z.n = len(x)  # type: ignore[attr-defined]
+            comps = _pca(z, p)
+            y = np.vstack([z(s) @ comps.T for s in _batches(len(x), 16384)])
+        else:
+            z = (x - mean) / scale
+            comps = _pca(z, p)
+            y = z @ comps.T
         if cache is not None:
             cache[key] = (mean, scale, comps, y)
     reg = max(p.reg_covar * float(y.var(axis=0).mean()), 1e-12)
