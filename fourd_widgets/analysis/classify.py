@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from ..core.errors import ParameterError
 from ..core.params import Params, param, record_from_dict
 from ..engine.job import Buffer, Job
 from ..engine.run import run_job
@@ -96,7 +97,6 @@ class ClassifyParams(Params):
     def validate(self) -> None:
         bad = [p for p in self.patterns if p not in ("mean", "max", "median")]
         if bad:
-            from ..core.errors import ParameterError
             raise ParameterError(f"classify.patterns: {bad[0]!r} is not allowed; use mean, max, median",
                                  field="patterns")
 

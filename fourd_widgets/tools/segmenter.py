@@ -71,6 +71,7 @@ class SegmenterSession(Tool):
         self.decomposition: Decomposition | None = None
         self.classification: Classification | None = None
         self.selected_class: int | None = None
+        self._pending_check: str | None = None  # what a model edit was, to name it if a class ends empty
         self._feature_cache: tuple[FeatureParams, Features, np.ndarray] | None = None
         self._pca_cache: tuple[Any, Decomposition] | None = None
         self._class_cache: dict = {}  # principal axes of the classification, per feature matrix
@@ -213,7 +214,7 @@ class SegmenterSession(Tool):
             self._set_status("classifying")
             cls = classify_features(self.cube, feats, r.classify, cache=self._class_cache, progress=self._report,
                                     cancel=token)
-            what = getattr(self, "_pending_check", None)
+            what = self._pending_check
             if what is not None:
                 self._pending_check = None
                 check_classes(cls.labels, cls.n_classes, what)
