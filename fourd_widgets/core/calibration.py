@@ -273,10 +273,12 @@ class Calibration:
         parts = []
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            # An origin map is an array: compare it with nothing, show its size.
+            if isinstance(v, np.ndarray):
+                parts.append(f"{f.name}=<map {v.shape[0]}x{v.shape[1]}>")
+                continue
             if v is None or v == f.default:
                 continue
-            if isinstance(v, np.ndarray):
-                v = f"<map {v.shape[0]}x{v.shape[1]}>"
             parts.append(f"{f.name}={v!r}")
         return f"Calibration({', '.join(parts)})"
 
