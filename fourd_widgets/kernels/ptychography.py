@@ -1,0 +1,185 @@
+"""Array kernels of ptychography, written against an array namespace ``xp``.
+
+Every function takes the array module ``xp`` (numpy today; a GPU module with the
+same API, e.g. CuPy, later) and, where it transforms, an FFT module ``fft`` with
+scipy.fft's signature (``scipy.fft``; ``cupyx.scipy.fft`` later), so that a GPU
+backend is a matter of passing other modules (with its own tests). Nothing here
+knows a DataCube; the analysis layer streams the patterns in and merges the
+gradients.
+
+Conventions (those of :mod:`fourd_widgets.datasets.phase`):
+
+* The probe ``P`` is a complex ``(K, N1, N2)`` stack of K mutually incoherent
+  modes in real space, centred on window pixel ``(N1//2, N2//2)``; the object
+  ``O`` is complex ``(M1, M2)`` (or ``exp(iφ)`` for a potential object).
+* A probe centred at object pixel ``c`` (float) sees the object window whose
+  corner is ``round(c) - N//2``; the sub-pixel rest ``c - floor(c)`` shifts the
+  probe in Fourier space.
+* Exit waves are transformed with ``norm="ortho"``, so a pattern's total
+  intensity equals ``Σ|P|²`` for a unit object, and the measured amplitudes are
+  the square roots of the patterns with ``k = 0`` moved to pixel ``(0, 0)``.
+
+Examples
+--------
+>>> import numpy as np, scipy.fft as sfft
+>>> i = np.arange(16) - 8.0
+>>> probe = np.exp(-(i[:, None] ** 2 + i[None, :] ** 2) / 4)[None].astype(np.complex64)
+>>> corner, frac = window_corners(np.array([[8.0, 9.25]]), (16, 16))
+>>> corner.tolist(), frac.tolist()
+([[0, 1]], [[0.0, 0.25]])
+>>> shifted = shift_probes(probe, frac, np, sfft)          # by a quarter pixel along y
+>>> w = np.abs(shifted[0, 0]) ** 2
+>>> shifted.shape, round(float((w.sum(0) * np.arange(16)).sum() / w.sum()), 3)
+((1, 1, 16, 16), 8.25)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["window_corners", "probe_ramps", "shift_probes", "unshift_sum", "object_patches", "add_patches", "fourier_projection",
+           "center_probe", "orthogonalize_modes"]
+
+
+def window_corners(centers: Any, window: tuple[int, int], xp: Any = np) -> tuple[Any, Any]:
+    """Integer window corners ``(B, 2)`` and sub-pixel rests ``(B, 2)`` of probe centres ``(B, 2)`` (object px).
+
+    >>> [a.tolist() for a in window_corners(np.array([[10.75, 3.0]]), (4, 6))]
+    [[[9, 0]], [[-0.25, 0.0]]]
+    """
+    c = xp.asarray(centers, dtype=xp.float64)
+    base = xp.floor(c + 0.5)  # rests in [-0.5, 0.5)
+    half = xp.asarray([window[0] // 2, window[1] // 2])
+    return (base - half).astype(xp.int64), c - base
+
+
+def probe_ramps(frac: Any, window: tuple[int, int], dtype: Any, xp: Any, fft: Any) -> tuple[Any, Any]:
+    """Fourier phase ramps ``(B, N1)`` and ``(B, N2)`` that shift a window by each sub-pixel rest ``(B, 2)``."""
+    f1 = xp.asarray(fft.fftfreq(window[0])).astype(xp.float64)
+    f2 = xp.asarray(fft.fftfreq(window[1])).astype(xp.float64)
+    r1 = xp.exp(-2j * math.pi * frac[:, 0:1] * f1[None, :]).astype(dtype)
+    r2 = xp.exp(-2j * math.pi * frac[:, 1:2] * f2[None, :]).astype(dtype)
+    return r1, r2
+
+
+def shift_probes(probe: Any, frac: Any, xp: Any, fft: Any, workers: int = 1, ramps: Any = None) -> Any:
+    """The probe modes ``(K, N1, N2)`` shifted by each sub-pixel rest ``(B, 2)``: ``(B, K, N1, N2)``.
+
+    A Fourier-space phase ramp, so the shift is exact for a band-limited probe
+    and wraps around the window.
+    """
+    r1, r2 = ramps if ramps is not None else probe_ramps(frac, probe.shape[1:], probe.dtype, xp, fft)
+    pk = fft.fft2(probe, workers=workers)
+    return fft.ifft2(pk[None] * r1[:, None, :, None] * r2[:, None, None, :], workers=workers)
+
+
+def unshift_sum(grads: Any, ramps: tuple[Any, Any], xp: Any, fft: Any, workers: int = 1) -> Any:
+    """``Σ_b shift(g_b, −rest_b)``: the adjoint of :func:`shift_probes`, summed over positions ``(K, N1, N2)``.
+
+    >>> import scipy.fft as sfft
+    >>> g = np.random.default_rng(1).normal(size=(2, 1, 8, 8)).astype(np.complex128)
+    >>> frac = np.array([[0.3, -0.2], [0.0, 0.0]])
+    >>> r = probe_ramps(frac, (8, 8), np.complex128, np, sfft)
+    >>> back = unshift_sum(shift_probes(g[:1, 0], frac[:1], np, sfft, ramps=(r[0][:1], r[1][:1]))
+    ...                    + np.zeros((1, 1, 8, 8)), (r[0][:1], r[1][:1]), np, sfft)
+    >>> bool(np.allclose(back, g[0]))
+    True
+    """
+    r1, r2 = ramps
+    gk = fft.fft2(grads, workers=workers)
+    gk *= r1.conj()[:, None, :, None]
+    gk *= r2.conj()[:, None, None, :]
+    return fft.ifft2(xp.sum(gk, axis=0), workers=workers)
+
+
+def object_patches(obj: Any, corners: Any, window: tuple[int, int], xp: Any = np) -> Any:
+    """The object windows ``(B, N1, N2)`` at integer ``corners`` ``(B, 2)`` (slices, no gather).
+
+    >>> o = np.arange(16.).reshape(4, 4)
+    >>> object_patches(o, np.array([[1, 2]]), (2, 2))[0].tolist()
+    [[6.0, 7.0], [10.0, 11.0]]
+    """
+    n1, n2 = window
+    out = xp.empty((len(corners), n1, n2), dtype=obj.dtype)
+    for b, (i, j) in enumerate(np.asarray(corners).tolist()):
+        out[b] = obj[i:i + n1, j:j + n2]
+    return out
+
+
+def add_patches(acc: Any, patches: Any, corners: Any, offset: tuple[int, int] = (0, 0)) -> Any:
+    """Add each patch ``(B, N1, N2)`` into ``acc`` at ``corners - offset``, in order (deterministic).
+
+    >>> a = np.zeros((3, 3)); add_patches(a, np.ones((2, 2, 2)), np.array([[0, 0], [1, 1]])).tolist()
+    [[1.0, 1.0, 0.0], [1.0, 2.0, 1.0], [0.0, 1.0, 1.0]]
+    """
+    n1, n2 = patches.shape[-2:]
+    for b, (i, j) in enumerate(np.asarray(corners).tolist()):
+        i -= offset[0]
+        j -= offset[1]
+        acc[i:i + n1, j:j + n2] += patches[b]
+    return acc
+
+
+def fourier_projection(exit_waves: Any, amplitudes: Any, xp: Any, fft: Any, workers: int = 1,
+                       eps: float = 1e-12) -> tuple[Any, float]:
+    """Exit-wave corrections ``(B, K, N1, N2)`` that give each pattern its measured amplitude, and the error.
+
+    Parameters
+    ----------
+    exit_waves : (B, K, N1, N2) complex array
+        ``O · P_k`` in real space, per position and mode.
+    amplitudes : (B, N1, N2) float array
+        Measured ``√I`` with ``k = 0`` at pixel (0, 0).
+
+    Returns
+    -------
+    diff : (B, K, N1, N2) complex array
+        Projected minus current exit waves (the modes keep their ratios).
+    error : float
+        ``Σ (√Σ_k|Ψ_k|² − √I)²`` over the batch (the Fourier-amplitude error before the update).
+    """
+    far = fft.fft2(exit_waves, norm="ortho", workers=workers)
+    model = xp.sqrt(xp.sum(far.real ** 2 + far.imag ** 2, axis=1))
+    error = float(xp.sum((model - amplitudes) ** 2))
+    ratio = amplitudes / xp.maximum(model, eps)
+    far *= ratio[:, None].astype(far.real.dtype)
+    proj = fft.ifft2(far, norm="ortho", workers=workers)
+    proj -= exit_waves
+    return proj, error
+
+
+def center_probe(probe: Any, xp: Any, fft: Any) -> Any:
+    """Shift all modes so the total intensity's centre of mass sits at ``(N1//2, N2//2)``.
+
+    Fixes the drift that the object/probe shift ambiguity otherwise allows.
+    """
+    K, n1, n2 = probe.shape
+    w = xp.sum(probe.real ** 2 + probe.imag ** 2, axis=0)
+    total = float(xp.sum(w))
+    if not total > 0:
+        return probe
+    i = xp.arange(n1, dtype=xp.float64)
+    j = xp.arange(n2, dtype=xp.float64)
+    c1 = float(xp.sum(w.sum(axis=1) * i)) / total
+    c2 = float(xp.sum(w.sum(axis=0) * j)) / total
+    d = xp.asarray([[n1 // 2 - c1, n2 // 2 - c2]])
+    return shift_probes(probe, d, xp, fft)[0]
+
+
+def orthogonalize_modes(probe: Any, xp: Any) -> Any:
+    """Mutually orthogonal modes spanning the same mixed state, strongest first (SVD of the mode stack).
+
+    >>> p = np.stack([np.ones((2, 2)), 2 * np.ones((2, 2))]).astype(np.complex128)
+    >>> q = orthogonalize_modes(p, np)
+    >>> [round(float(np.sum(abs(m) ** 2)), 6) for m in q]
+    [20.0, 0.0]
+    """
+    K = probe.shape[0]
+    if K == 1:
+        return probe
+    flat = probe.reshape(K, -1)
+    u, s, vh = xp.linalg.svd(flat, full_matrices=False)
+    return (s[:, None] * vh).reshape(probe.shape).astype(probe.dtype)
