@@ -182,7 +182,8 @@ class _BatchGradient(Job):
     name = "ptychography batch"
 
     def __init__(self, obj: np.ndarray, probe: np.ndarray, centers: np.ndarray, origin: tuple[int, int],
-                 fft_workers: int) -> None:
+                 fft_workers: int, probe_gradient: bool = True) -> None:
+        self.probe_gradient = probe_gradient
         self.obj = obj
         self.probe = probe
         self.centers = centers
@@ -197,31 +198,29 @@ class _BatchGradient(Job):
 
     def process(self, block: np.ndarray, rx: slice, ry: slice) -> dict[str, Any]:
         K, n1, n2 = self.probe.shape
-        amp = np.sqrt(np.maximum(block.reshape(-1, n1, n2), 0, dtype=np.float32))
+        amp = np.sqrt(np.maximum(block, 0, dtype=np.float32)).reshape(-1, n1, n2)
         # k = 0 to pixel (0, 0), the FFT's layout
         amp = np.roll(amp, (-self.origin[0], -self.origin[1]), axis=(1, 2))
         corners, frac = kp.window_corners(self.centers[rx, ry].reshape(-1, 2), (n1, n2))
         ramps = kp.probe_ramps(frac, (n1, n2), np.complex64, np, sfft)
         probes = kp.shift_probes(self.probe, frac, np, sfft, self.fft_workers, ramps)
         patches = kp.object_patches(self.obj, corners, (n1, n2))
-        diff, error = kp.fourier_projection(patches[:, None] * probes, amp, np, sfft, self.fft_workers)
-        g_obj = np.sum(probes.conj() * diff, axis=1)
-        d_obj = np.sum(probes.real ** 2 + probes.imag ** 2, axis=1)
-        # the probe's gradient, each position's shifted back onto the unshifted probe (exact adjoint)
-        g_probe = kp.unshift_sum(patches.conj()[:, None] * diff, ramps, np, sfft, self.fft_workers)
-        d_probe = np.sum(patches.real ** 2 + patches.imag ** 2, axis=0)
-        lo = corners.min(axis=0)
-        size = tuple(int(v) for v in corners.max(axis=0) - lo + (n1, n2))
-        num = kp.add_patches(np.zeros(size, np.complex64), g_obj, corners, tuple(lo))
-        den = kp.add_patches(np.zeros(size, np.float32), d_obj, corners, tuple(lo))
-        return {"lo": tuple(int(v) for v in lo), "num": num, "den": den, "probe_num": g_probe,
-                "probe_den": d_probe, "error": error, "intensity": float(np.sum(amp.astype(np.float64) ** 2))}
+        g = kp.batch_gradients(patches, probes, amp, corners, np, sfft, self.fft_workers, self.probe_gradient)
+        if self.probe_gradient:
+            # each position's probe gradient shifted back onto the unshifted probe (exact adjoint)
+            g["probe_num"] = kp.unshift_sum(g.pop("probe_grad"), ramps, np, sfft, self.fft_workers)
+        else:
+            g.pop("probe_grad")
+        g["lo"] = tuple(int(v) for v in g["lo"])
+        g["intensity"] = float(np.sum(np.maximum(block, 0), dtype=np.float64))
+        return g
 
     def merge(self, acc: dict[str, Any], part: dict[str, Any], rx: slice, ry: slice) -> dict[str, Any]:
         (i, j), (s1, s2) = part["lo"], part["num"].shape
         acc["obj_num"][i:i + s1, j:j + s2] += part["num"]
         acc["obj_den"][i:i + s1, j:j + s2] += part["den"]
-        acc["probe_num"] += part["probe_num"]
+        if "probe_num" in part:
+            acc["probe_num"] += part["probe_num"]
         acc["probe_den"] += part["probe_den"]
         acc["error"] += part["error"]
         acc["intensity"] += part["intensity"]
@@ -276,7 +275,10 @@ class PtychographyJob(IterativeJob):
 
     def pass_job(self, state: dict[str, Any], iteration: int) -> Job:
         return _BatchGradient(self._complex_object(state["object"]), state["probe"], self.centers, self.origin,
-                              self.fft_workers)
+                              self.fft_workers, self._refines_probe(iteration))
+
+    def _refines_probe(self, iteration: int) -> bool:
+        return self.p.refine_probe and iteration >= self.p.probe_fixed_iterations
 
     def update(self, state: dict[str, Any], merged: dict[str, Any], iteration: int) -> dict[str, Any]:
         p = self.p
@@ -288,7 +290,7 @@ class PtychographyJob(IterativeJob):
             obj = (obj + step * grad * norm_o).astype(np.float32)
         else:
             obj = (obj + step * merged["obj_num"] * norm_o).astype(np.complex64)
-        if p.refine_probe and iteration >= p.probe_fixed_iterations:
+        if self._refines_probe(iteration):
             probe = (probe + step * merged["probe_num"] * _normalizer(merged["probe_den"], p.normalization_min))
             probe = kp.orthogonalize_modes(probe.astype(np.complex64), np)
             if p.fix_probe_center:
