@@ -70,6 +70,32 @@ def test_weak_phase_object_and_probe_refinement(small):
     np.testing.assert_allclose(com, [24, 24], atol=0.05)
 
 
+def test_poisson_noise_at_ten_thousand_electrons():
+    cube, truth = simulate_phase(scan_shape=(16, 16), scan_step_A=0.3, detector_shape=(48, 48),
+                                 reciprocal_step_mrad=2.0, dose=1e4, workers=2)
+    res = reconstruct_ptychography(cube, iterations=10, step_size=1.0, batch_size=64, progress=False)
+    # issue 17: single-slice r >= 0.9 at 1e4 electrons per pattern; measured 0.944
+    r, _ = phase_agreement(res.phase_on_scan()[2:-2, 2:-2], truth.phase_on_scan[2:-2, 2:-2], 0.3)
+    assert r >= 0.9, r
+
+
+def test_mixed_state_probe_fits_a_partially_coherent_source_better():
+    """A Gaussian source of 0.3 Å rms (the scan step): four probe modes reach a lower Fourier error than one
+    and correlate at least as well with the truth (measured: error 6.2e-5 against 8.5e-5 after 10
+    iterations, r 0.962 against 0.959)."""
+    cube, truth = simulate_phase(scan_shape=(16, 16), scan_step_A=0.3, detector_shape=(48, 48),
+                                 reciprocal_step_mrad=2.0, source_size_A=0.3, workers=2)
+    out = {}
+    for k in (1, 4):
+        res = reconstruct_ptychography(cube, iterations=10, step_size=1.0, batch_size=64, probe_modes=k,
+                                       progress=False)
+        r, _ = phase_agreement(res.phase_on_scan()[2:-2, 2:-2], truth.phase_on_scan[2:-2, 2:-2], 0.3)
+        out[k] = (res.errors[-1], r, res.probe)
+    assert out[4][0] < 0.9 * out[1][0] and out[4][1] >= out[1][1] - 0.002, out
+    power = np.sum(np.abs(out[4][2]) ** 2, axis=(1, 2))
+    assert np.all(np.diff(power) <= 0) and power[1] > 0  # strongest first, the others used
+
+
 def test_checkpoint_resume_equals_an_uninterrupted_run(small, tmp_path):
     cube, _ = small
     kw = dict(iterations=4, batch_size=64, probe_fixed_iterations=1, progress=False)
