@@ -91,6 +91,10 @@ class PtychographyParams(Params):
     probe_modes: int = param(1, ge=1, le=16, doc="mutually incoherent probe modes (mixed state; 1: coherent)")
     refine_probe: bool = param(True, doc="update the probe as well as the object")
     probe_fixed_iterations: int = param(2, ge=0, doc="iterations with the probe held before it is refined")
+    refine_positions: bool = param(False, doc="correct the probe positions (Gauss-Newton step per position)")
+    position_fixed_iterations: int = param(3, ge=0, doc="iterations with the positions held before they move")
+    position_step_size: float = param(0.5, gt=0, le=1, doc="fraction of each position's Gauss-Newton step")
+    max_position_update_px: float = param(0.5, gt=0, doc="largest move of a position per update, object px")
     fix_probe_center: bool = param(True, doc="keep the probe intensity's centre of mass on the window centre")
     normalization_min: float = param(
         1.0, ge=0, le=1, doc="β of the update's normalisation: 1 one step everywhere, 0 ePIE's per pixel")
@@ -183,8 +187,9 @@ class _BatchGradient(Job):
     name = "ptychography batch"
 
     def __init__(self, obj: np.ndarray, probe: np.ndarray, centers: np.ndarray, origin: tuple[int, int],
-                 fft_workers: int, probe_gradient: bool = True) -> None:
+                 fft_workers: int, probe_gradient: bool = True, position_gradient: bool = False) -> None:
         self.probe_gradient = probe_gradient
+        self.position_gradient = position_gradient
         self.obj = obj
         self.probe = probe
         self.centers = centers
@@ -194,6 +199,8 @@ class _BatchGradient(Job):
     def init(self, cube: Any) -> dict[str, Any]:
         K, n1, n2 = self.probe.shape
         return {"obj_num": np.zeros(self.obj.shape, np.complex64), "obj_den": np.zeros(self.obj.shape, np.float32),
+                "moves": np.zeros(self.centers.shape, np.float64),
+                "moved": np.zeros(self.centers.shape[:2], bool),
                 "probe_num": np.zeros((K, n1, n2), np.complex64), "probe_den": np.zeros((n1, n2), np.float32),
                 "error": 0.0, "intensity": 0.0}
 
@@ -206,7 +213,12 @@ class _BatchGradient(Job):
         ramps = kp.probe_ramps(frac, (n1, n2), np.complex64, np, sfft)
         probes = kp.shift_probes(self.probe, frac, np, sfft, self.fft_workers, ramps)
         patches = kp.object_patches(self.obj, corners, (n1, n2))
+        moves = None
+        if self.position_gradient:
+            moves = kp.position_steps(self.probe, probes, ramps, patches, amp, np, sfft, self.fft_workers)
         g = kp.batch_gradients(patches, probes, amp, corners, np, sfft, self.fft_workers, self.probe_gradient)
+        if moves is not None:
+            g["moves"] = moves.reshape(rx.stop - rx.start, ry.stop - ry.start, 2)
         if self.probe_gradient:
             # each position's probe gradient shifted back onto the unshifted probe (exact adjoint)
             g["probe_num"] = kp.unshift_sum(g.pop("probe_grad"), ramps, np, sfft, self.fft_workers)
@@ -222,6 +234,9 @@ class _BatchGradient(Job):
         acc["obj_den"][i:i + s1, j:j + s2] += part["den"]
         if "probe_num" in part:
             acc["probe_num"] += part["probe_num"]
+        if "moves" in part:
+            acc["moves"][rx, ry] = part["moves"]
+            acc["moved"][rx, ry] = True
         acc["probe_den"] += part["probe_den"]
         acc["error"] += part["error"]
         acc["intensity"] += part["intensity"]
@@ -264,7 +279,8 @@ class PtychographyJob(IterativeJob):
             obj = np.zeros(self.object_shape, np.float32)
         else:
             obj = np.ones(self.object_shape, np.complex64)
-        return {"object": obj, "probe": self.probe0.copy(), "errors": np.zeros(0), "error_sum": 0.0,
+        return {"object": obj, "probe": self.probe0.copy(), "positions": self.centers.copy(),
+                "errors": np.zeros(0), "error_sum": 0.0,
                 "intensity_sum": 0.0, "batch": 0}
 
     def batches(self, slices: list[tuple[slice, slice]], iteration: int) -> list[list[tuple[slice, slice]]]:
@@ -275,8 +291,12 @@ class PtychographyJob(IterativeJob):
         return np.exp(1j * obj).astype(np.complex64) if self.p.object_type == "potential" else obj
 
     def pass_job(self, state: dict[str, Any], iteration: int) -> Job:
-        return _BatchGradient(self._complex_object(state["object"]), state["probe"], self.centers, self.origin,
-                              self.fft_workers, self._refines_probe(iteration))
+        return _BatchGradient(self._complex_object(state["object"]), state["probe"], state["positions"],
+                              self.origin, self.fft_workers, self._refines_probe(iteration),
+                              self._refines_positions(iteration))
+
+    def _refines_positions(self, iteration: int) -> bool:
+        return self.p.refine_positions and iteration >= self.p.position_fixed_iterations
 
     def _refines_probe(self, iteration: int) -> bool:
         return self.p.refine_probe and iteration >= self.p.probe_fixed_iterations
@@ -296,7 +316,10 @@ class PtychographyJob(IterativeJob):
             probe = kp.orthogonalize_modes(probe.astype(np.complex64), np)
             if p.fix_probe_center:
                 probe = kp.center_probe(probe, np, sfft).astype(np.complex64)
-        out = {"object": obj, "probe": probe, "errors": state["errors"],
+        positions = state["positions"]
+        if self._refines_positions(iteration):
+            positions = self._moved(positions, merged["moves"], merged["moved"])
+        out = {"object": obj, "probe": probe, "positions": positions, "errors": state["errors"],
                "error_sum": float(state["error_sum"]) + float(merged["error"]),
                "intensity_sum": float(state["intensity_sum"]) + float(merged["intensity"]),
                "batch": int(state["batch"]) + 1}
@@ -304,6 +327,23 @@ class PtychographyJob(IterativeJob):
             err = out["error_sum"] / out["intensity_sum"] if out["intensity_sum"] > 0 else math.nan
             out.update(errors=np.append(np.asarray(state["errors"], np.float64), err), error_sum=0.0,
                        intensity_sum=0.0, batch=0)
+            if self._refines_positions(iteration):
+                # a shift of all positions is a shift of the object, which the data cannot see: keep the mean
+                drift = (positions - self.centers).reshape(-1, 2).mean(axis=0)
+                out["positions"] = positions - drift
+        return out
+
+    def _moved(self, positions: np.ndarray, moves: np.ndarray, moved: np.ndarray) -> np.ndarray:
+        """Positions after one batch's steps: damped, capped, inside the object."""
+        d = self.p.position_step_size * moves[moved]
+        length = np.hypot(d[:, 0], d[:, 1])
+        cap = self.p.max_position_update_px
+        d *= np.minimum(1.0, cap / np.maximum(length, 1e-30))[:, None]
+        out = positions.copy()
+        n = self.probe0.shape[1:]
+        lo = np.array([n[0] // 2, n[1] // 2], float)
+        hi = np.asarray(self.object_shape, float) - np.asarray(n) + lo - 1
+        out[moved] = np.clip(out[moved] + d, lo, hi)
         return out
 
     def converged(self, state: dict[str, Any], iteration: int) -> bool:
@@ -322,10 +362,10 @@ class PtychographyJob(IterativeJob):
     def preview(self, state: dict[str, Any]) -> dict[str, Any]:
         obj = state["object"]
         return {"phase": obj if self.p.object_type == "potential" else np.angle(obj), "probe": state["probe"],
-                "errors": state["errors"]}
+                "errors": state["errors"], "positions_px": state["positions"]}
 
     def result(self, state: dict[str, Any]) -> PtychographyResult:
-        return PtychographyResult(object=state["object"], probe=state["probe"], positions_px=self.centers,
+        return PtychographyResult(object=state["object"], probe=state["probe"], positions_px=np.asarray(state["positions"]),
                                   pixel_A=np.asarray(self.pixel_A, np.float64), errors=np.asarray(state["errors"]),
                                   params=self.p)
 
@@ -377,7 +417,7 @@ def reconstruct_ptychography(
         counts iterations, cancel stops between blocks and raises
         CancelledError with ``.state``.
     on_iteration : callable, optional
-        ``on_iteration(i, {"phase", "probe", "errors"})`` after each iteration.
+        ``on_iteration(i, {"phase", "probe", "errors", "positions_px"})`` after each iteration.
     checkpoint : path, optional
         State file rewritten atomically after each iteration; the same call
         again resumes from it and gives the uninterrupted run's result.
@@ -460,7 +500,7 @@ def reconstruct_ptychography(
         object_shape = obj0.shape
     else:
         obj0 = None
-    corners = np.floor(centers) - half
+    corners = np.floor(centers + 0.5) - half
     bad = np.argwhere(((corners < 0) | (corners + (q1, q2) > np.asarray(object_shape))).any(axis=-1))
     if len(bad):
         i, j = bad[0]

@@ -41,7 +41,7 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["window_corners", "probe_ramps", "shift_probes", "unshift_sum", "object_patches", "add_patches", "fourier_projection", "batch_gradients",
+__all__ = ["window_corners", "probe_ramps", "shift_probes", "unshift_sum", "object_patches", "add_patches", "fourier_projection", "batch_gradients", "position_steps",
            "center_probe", "orthogonalize_modes"]
 
 
@@ -263,6 +263,69 @@ def batch_gradients(patches: Any, probes: Any, amplitudes: Any, corners: Any, xp
     return {"lo": lo, "num": num, "den": den,
             "probe_grad": patches.conj()[:, None] * diff if probe_gradient else None,
             "probe_den": xp.sum(patches.real ** 2 + patches.imag ** 2, axis=0), "error": error}
+
+
+def position_steps(probe: Any, probes: Any, ramps: tuple[Any, Any], patches: Any, amplitudes: Any, xp: Any,
+                   fft: Any, workers: int = 1) -> Any:
+    """Gauss-Newton moves ``(B, 2)`` (object px) of each probe position that best explain its pattern.
+
+    The intensity ``I = Σ_k |F[O S_k]|²`` of shifted probe modes ``S_k`` changes with the
+    position ``c`` as ``∂I/∂c_a = 2 Σ_k Re(Ψ_k* F[−O ∂_a S_k])``; the move solves the 2x2
+    least-squares problem ``Σ_a ∂I/∂c_a d_a ≈ I_measured − I`` over the pattern. Intensities,
+    not exit waves: a probe shift over a flat object changes only the far field's phase,
+    which the data do not see (as in py4DSTEM's position correction).
+
+    Parameters
+    ----------
+    probe : (K, N1, N2) complex array
+        Unshifted probe modes.
+    probes : (B, K, N1, N2) complex array
+        The shifted modes (:func:`shift_probes` with ``ramps``).
+    ramps : tuple of (B, N1) and (B, N2) arrays
+        The shift ramps of :func:`probe_ramps`.
+    patches : (B, N1, N2) complex array
+        Object windows.
+    amplitudes : (B, N1, N2) float array
+        Measured ``√I``, ``k = 0`` at pixel (0, 0).
+
+    Examples
+    --------
+    A probe over a phase grating, 0.05 px off along x, is moved there:
+
+    >>> import scipy.fft as sfft
+    >>> i = np.arange(32) - 16.0
+    >>> p = np.exp(-(i[:, None] ** 2 + i[None, :] ** 2) / 2)[None].astype(np.complex128)
+    >>> o = np.exp(0.5j * np.sin(2 * np.pi * i / 5)[:, None] * np.ones(32))[None]
+    >>> seen = shift_probes(p, np.array([[0.05, 0.0]]), np, sfft)   # where the probe was
+    >>> amp = np.abs(sfft.fft2(o[:, None] * seen, norm="ortho"))[:, 0]
+    >>> r = probe_ramps(np.zeros((1, 2)), (32, 32), complex, np, sfft)
+    >>> guess = shift_probes(p, np.zeros((1, 2)), np, sfft)
+    >>> np.round(position_steps(p, guess, r, o, amp, np, sfft), 2).tolist()
+    [[0.05, 0.0]]
+    """
+    K, n1, n2 = probe.shape
+    r1, r2 = ramps
+    f1 = xp.asarray(fft.fftfreq(n1)).astype(r1.real.dtype)
+    f2 = xp.asarray(fft.fftfreq(n2)).astype(r1.real.dtype)
+    shifted_k = fft.fft2(probe, workers=workers)[None] * r1[:, None, :, None] * r2[:, None, None, :]
+    o = patches[:, None]
+    far = fft.fft2(o * probes, norm="ortho", workers=workers)
+    d_i = amplitudes ** 2 - xp.sum(far.real ** 2 + far.imag ** 2, axis=1)
+    grads = []
+    for ramp in ((2j * math.pi * f1)[None, None, :, None], (2j * math.pi * f2)[None, None, None, :]):
+        d_far = fft.fft2(-o * fft.ifft2(shifted_k * ramp, workers=workers), norm="ortho", workers=workers)
+        grads.append(2 * xp.sum((far.conj() * d_far).real, axis=1))
+    ix, iy = grads
+    axx = xp.sum(ix * ix, axis=(1, 2))
+    ayy = xp.sum(iy * iy, axis=(1, 2))
+    axy = xp.sum(ix * iy, axis=(1, 2))
+    bx = xp.sum(ix * d_i, axis=(1, 2))
+    by = xp.sum(iy * d_i, axis=(1, 2))
+    # a pattern blind to one direction (a flat object along it) must not move along it
+    ridge = 1e-6 * (axx + ayy) + 1e-300
+    axx, ayy = axx + ridge, ayy + ridge
+    det = axx * ayy - axy * axy
+    return xp.stack([(ayy * bx - axy * by) / det, (axx * by - axy * bx) / det], axis=-1).astype(xp.float64)
 
 
 class _ArrayWise:

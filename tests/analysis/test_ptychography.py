@@ -96,6 +96,25 @@ def test_mixed_state_probe_fits_a_partially_coherent_source_better():
     assert np.all(np.diff(power) <= 0) and power[1] > 0  # strongest first, the others used
 
 
+def test_position_correction_recovers_perturbed_positions(small):
+    """Start from positions perturbed by 0.1 Å rms (0.5 object px): refined jointly with the object and
+    probe they come back to 0.037 Å rms (measured, 30 iterations; 0.022 Å away from the scan edge). The
+    issue's 0.3 Å start (1.5 px) is beyond this local Gauss-Newton correction (measured 0.23 Å)."""
+    cube, truth = small
+    true = truth.scan_positions_A
+    start = true + np.random.default_rng(1).normal(scale=0.1 / np.sqrt(2), size=true.shape)
+
+    def rms(a, b):  # a common shift of all positions is a shift of the object: not measurable
+        d = (a - a.reshape(-1, 2).mean(0)) - (b - b.reshape(-1, 2).mean(0))
+        return float(np.sqrt(np.mean(np.sum(d ** 2, -1))))
+
+    res = reconstruct_ptychography(cube, positions_A=start, iterations=30, step_size=1.0, batch_size=64,
+                                   refine_positions=True, position_step_size=1.0, position_fixed_iterations=2,
+                                   progress=False)
+    assert rms(start, true) > 0.09
+    assert rms(res.positions_px * res.pixel_A, true) <= 0.05
+
+
 def test_checkpoint_resume_equals_an_uninterrupted_run(small, tmp_path):
     cube, _ = small
     kw = dict(iterations=4, batch_size=64, probe_fixed_iterations=1, progress=False)
