@@ -69,6 +69,46 @@ def ours_child(path: str, out: str, iterations: int, batch: int, step: float) ->
                                               "rss_mib": [rss0, rss_mib()]}))
 
 
+def big_child(path: str, iterations: int, batch: int) -> None:
+    """Reconstruct from a uint16 HDF5 file read lazily (never loaded whole) and report the peak RSS."""
+    import h5py
+
+    from fourd_widgets.analysis.ptychography import reconstruct_ptychography
+    from fourd_widgets.core.calibration import Calibration
+    from fourd_widgets.core.datacube import DataCube
+
+    f = h5py.File(path, "r")
+    d = f["data"]
+    cal = Calibration(real_step=float(f.attrs["real_step_A"]), reciprocal_step=float(f.attrs["reciprocal_step_mrad"]),
+                      reciprocal_units="mrad", energy_eV=300e3, convergence_semiangle_mrad=20.0,
+                      origin=(d.shape[2] // 2, d.shape[3] // 2))
+    cube = DataCube(d, cal)
+    rss0 = rss_mib()
+    w0, c0 = time.perf_counter(), time.process_time()
+    res = reconstruct_ptychography(cube, iterations=iterations, batch_size=batch, workers=2, progress=False)
+    w1, c1 = time.perf_counter(), time.process_time()
+    print("FOURD_BENCH_RESULT " + json.dumps({"wall_s": w1 - w0, "cpu_s": c1 - c0, "rss_mib": [rss0, rss_mib()],
+                                              "file_mib": os.path.getsize(path) / 2**20,
+                                              "errors": [float(e) for e in res.errors]}))
+
+
+def write_big(path: str, scan: int, det: int) -> None:
+    """A scan x scan x det x det uint16 HDF5 file: a simulated 16x16 tile of SrTiO3 at 1e4 e-, repeated."""
+    import h5py
+
+    from fourd_widgets.datasets.phase import simulate_phase
+
+    cube, truth = simulate_phase(scan_shape=(16, 16), scan_step_A=0.3, detector_shape=(det, det),
+                                 reciprocal_step_mrad=96.0 / det, dose=1e4, workers=2)
+    tile = np.minimum(cube.array, 65535).astype(np.uint16)
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("data", (scan, scan, det, det), np.uint16, chunks=(1, 16, det, det))
+        for i in range(scan):
+            ds[i] = np.tile(tile[i % 16], (scan // 16, 1, 1))
+        f.attrs["real_step_A"] = 0.3
+        f.attrs["reciprocal_step_mrad"] = 96.0 / det
+
+
 def child(args: list[str], py: str = sys.executable) -> dict:
     env = {**os.environ, **THREADS}
     env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
@@ -137,7 +177,24 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--step", type=float, default=1.0)
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--big-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--big", type=int, default=0, metavar="SCAN",
+                    help="instead: two iterations from a SCAN x SCAN x 256x256 uint16 HDF5 file on disk (peak RSS)")
+    ap.add_argument("--big-dir", default=None, help="where to write the --big file (default: a temporary folder)")
     a = ap.parse_args()
+    if a.big_child:
+        return big_child(a.big_child[0], int(a.big_child[1]), int(a.big_child[2]))
+    if a.big:
+        with tempfile.TemporaryDirectory(dir=a.big_dir) as tmp:
+            path = os.path.join(tmp, "big.h5")
+            write_big(path, a.big, 256)
+            out = child([str(HERE / "bench_ptycho.py"), "--big-child", path, "2", str(a.batch)])
+        print(f"`python bench/bench_ptycho.py --big {a.big} --batch {a.batch}` "
+              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): {a.big}x{a.big} x 256x256 uint16 "
+              f"HDF5 file of {out['file_mib']:.0f} MiB, 2 iterations, workers=2: wall {out['wall_s']:.0f} s, "
+              f"CPU {out['cpu_s']:.0f} s, peak RSS {out['rss_mib'][1]:.0f} MiB (before the reconstruction "
+              f"{out['rss_mib'][0]:.0f} MiB); errors {out['errors']}")
+        return None
     if a.child:
         path, out, it, batch, step = a.child
         return ours_child(path, out, int(it), int(batch), float(step))

@@ -425,8 +425,9 @@ def reconstruct_ptychography(
         Working-set budget of one block of positions (default :data:`WORK_BYTES`);
         the blocks, and so the bits of the result, depend on it.
     fft_workers : int, optional
-        Threads of each FFT (default: 1 when the engine runs threads, all cores
-        when it runs one block at a time).
+        Threads of each FFT (default: all cores when the engine runs one block
+        at a time on the caller, else 1 per thread or Dask worker). The bits do
+        not depend on it.
     chunk_bytes : int, optional
         Accepted for the calling convention; the blocks follow ``work_bytes``.
     **overrides
@@ -520,8 +521,9 @@ def reconstruct_ptychography(
             f"a block of {per_block} positions (of batch_size={p.batch_size}) needs about {need / 2**30:.2f} GiB "
             f"with {n_workers} workers, more than the {_available_memory() / 2**30:.2f} GiB available; lower "
             "batch_size, work_bytes or workers", field="batch_size")
-    threaded = scheduler in (None, "threads") and n_workers > 1
-    fw_ = int(fft_workers or (1 if threaded else (os.cpu_count() or 1)))
+    # one block at a time on the caller: the FFTs take the cores; threads or Dask workers: one each
+    alone = scheduler == "sync" or (scheduler in (None, "threads") and n_workers == 1)
+    fw_ = int(fft_workers or ((os.cpu_count() or 1) if alone else 1))
     job = PtychographyJob(p, centers, object_shape, probe0, origin, per_block, fw_, pixel, obj0)
     # the checkpoint's recipe: the record, what changes the bits beside it, and the arrays given
     given = hashlib.sha256()
