@@ -98,6 +98,8 @@ class PtychographyParams(Params):
     fix_probe_center: bool = param(True, doc="keep the probe intensity's centre of mass on the window centre")
     normalization_min: float = param(
         1.0, ge=0, le=1, doc="β of the update's normalisation: 1 one step everywhere, 0 ePIE's per pixel")
+    slices: int = param(1, ge=1, le=16, doc="object slices along the beam (1: single slice; more: multislice)")
+    slice_thickness_A: float = param(0.0, units="Å", ge=0, doc="multislice: spacing of the slices along the beam")
     object_padding_px: int = param(8, ge=0, doc="object pixels beyond the outermost probe windows")
     C10: float = param(0.0, units="Å", doc="initial probe: C10 (= −defocus)")
     C12: float = param(0.0, units="Å", doc="initial probe: twofold astigmatism")
@@ -187,7 +189,9 @@ class _BatchGradient(Job):
     name = "ptychography batch"
 
     def __init__(self, obj: np.ndarray, probe: np.ndarray, centers: np.ndarray, origin: tuple[int, int],
-                 fft_workers: int, probe_gradient: bool = True, position_gradient: bool = False) -> None:
+                 fft_workers: int, probe_gradient: bool = True, position_gradient: bool = False,
+                 propagator: np.ndarray | None = None) -> None:
+        self.propagator = propagator
         self.probe_gradient = probe_gradient
         self.position_gradient = position_gradient
         self.obj = obj
@@ -212,6 +216,17 @@ class _BatchGradient(Job):
         corners, frac = kp.window_corners(self.centers[rx, ry].reshape(-1, 2), (n1, n2))
         ramps = kp.probe_ramps(frac, (n1, n2), np.complex64, np, sfft)
         probes = kp.shift_probes(self.probe, frac, np, sfft, self.fft_workers, ramps)
+        if self.obj.ndim == 3:  # multislice: no position correction, array-wise gradients
+            patches = np.stack([kp.object_patches(o, corners, (n1, n2)) for o in self.obj])
+            g = kp.multislice_gradients(patches, probes, amp, corners, self.propagator, np, sfft, self.fft_workers,
+                                        self.probe_gradient)
+            if self.probe_gradient:
+                g["probe_num"] = kp.unshift_sum(g.pop("probe_grad"), ramps, np, sfft, self.fft_workers)
+            else:
+                g.pop("probe_grad")
+            g["lo"] = tuple(int(v) for v in g["lo"])
+            g["intensity"] = float(np.sum(np.maximum(block, 0), dtype=np.float64))
+            return g
         patches = kp.object_patches(self.obj, corners, (n1, n2))
         moves = None
         if self.position_gradient:
@@ -229,9 +244,9 @@ class _BatchGradient(Job):
         return g
 
     def merge(self, acc: dict[str, Any], part: dict[str, Any], rx: slice, ry: slice) -> dict[str, Any]:
-        (i, j), (s1, s2) = part["lo"], part["num"].shape
-        acc["obj_num"][i:i + s1, j:j + s2] += part["num"]
-        acc["obj_den"][i:i + s1, j:j + s2] += part["den"]
+        (i, j), (s1, s2) = part["lo"], part["num"].shape[-2:]
+        acc["obj_num"][..., i:i + s1, j:j + s2] += part["num"]
+        acc["obj_den"][..., i:i + s1, j:j + s2] += part["den"]
         if "probe_num" in part:
             acc["probe_num"] += part["probe_num"]
         if "moves" in part:
@@ -244,7 +259,8 @@ class _BatchGradient(Job):
 
 
 def _normalizer(w: np.ndarray, beta: float) -> np.ndarray:
-    top = float(w.max()) if w.size else 0.0
+    # per slice for a multislice object (leading axis)
+    top = w.max(axis=(-2, -1), keepdims=True) if w.size else 0.0
     return (1.0 / np.sqrt(1e-16 + ((1 - beta) * w) ** 2 + (beta * top) ** 2)).astype(np.float32)
 
 
@@ -260,7 +276,9 @@ class PtychographyJob(IterativeJob):
 
     def __init__(self, params: PtychographyParams, centers: np.ndarray, object_shape: tuple[int, int],
                  probe: np.ndarray, origin: tuple[int, int], per_block: int, fft_workers: int,
-                 pixel_A: tuple[float, float], initial_object: np.ndarray | None = None) -> None:
+                 pixel_A: tuple[float, float], initial_object: np.ndarray | None = None,
+                 propagator: np.ndarray | None = None) -> None:
+        self.propagator = propagator
         self.record = params
         self.pixel_A = pixel_A
         self.p = params
@@ -293,10 +311,10 @@ class PtychographyJob(IterativeJob):
     def pass_job(self, state: dict[str, Any], iteration: int) -> Job:
         return _BatchGradient(self._complex_object(state["object"]), state["probe"], state["positions"],
                               self.origin, self.fft_workers, self._refines_probe(iteration),
-                              self._refines_positions(iteration))
+                              self._refines_positions(iteration), self.propagator)
 
     def _refines_positions(self, iteration: int) -> bool:
-        return self.p.refine_positions and iteration >= self.p.position_fixed_iterations
+        return self.p.refine_positions and self.p.slices == 1 and iteration >= self.p.position_fixed_iterations
 
     def _refines_probe(self, iteration: int) -> bool:
         return self.p.refine_probe and iteration >= self.p.probe_fixed_iterations
@@ -342,7 +360,7 @@ class PtychographyJob(IterativeJob):
         out = positions.copy()
         n = self.probe0.shape[1:]
         lo = np.array([n[0] // 2, n[1] // 2], float)
-        hi = np.asarray(self.object_shape, float) - np.asarray(n) + lo - 1
+        hi = np.asarray(self.object_shape[-2:], float) - np.asarray(n) + lo - 1
         out[moved] = np.clip(out[moved] + d, lo, hi)
         return out
 
@@ -475,6 +493,11 @@ def reconstruct_ptychography(
     half = np.array([q1 // 2, q2 // 2])
     centers = u - u.reshape(-1, 2).min(axis=0) + half + pad
     object_shape = tuple(int(v) for v in np.ceil(centers.reshape(-1, 2).max(axis=0)) + half + pad + 1)
+    if p.slices > 1:
+        if not p.slice_thickness_A > 0:
+            raise ParameterError(f"a multislice object ({p.slices} slices) needs slice_thickness_A > 0 (Å)",
+                                 field="slice_thickness_A")
+        object_shape = (p.slices,) + object_shape
 
     # the intensity of the mean pattern sets the probe's (a cheap pass over a few rows would do; the
     # first block suffices for noise-free and counted data alike)
@@ -498,11 +521,14 @@ def reconstruct_ptychography(
     if initial_object is not None:
         obj0 = np.asarray(initial_object)
         obj0 = obj0.astype(np.float32 if p.object_type == "potential" else np.complex64)
+        if obj0.ndim != len(object_shape) or (p.slices > 1 and obj0.shape[0] != p.slices):
+            raise ShapeError(f"initial_object must be {'(slices, M1, M2)' if p.slices > 1 else '(M1, M2)'} for "
+                             f"{p.slices} slice(s), got shape {obj0.shape}")
         object_shape = obj0.shape
     else:
         obj0 = None
     corners = np.floor(centers + 0.5) - half
-    bad = np.argwhere(((corners < 0) | (corners + (q1, q2) > np.asarray(object_shape))).any(axis=-1))
+    bad = np.argwhere(((corners < 0) | (corners + (q1, q2) > np.asarray(object_shape[-2:]))).any(axis=-1))
     if len(bad):
         i, j = bad[0]
         raise ShapeError(f"{len(bad)} probe positions lie (partly) outside the object of shape {object_shape}, "
@@ -524,7 +550,8 @@ def reconstruct_ptychography(
     # one block at a time on the caller: the FFTs take the cores; threads or Dask workers: one each
     alone = scheduler == "sync" or (scheduler in (None, "threads") and n_workers == 1)
     fw_ = int(fft_workers or ((os.cpu_count() or 1) if alone else 1))
-    job = PtychographyJob(p, centers, object_shape, probe0, origin, per_block, fw_, pixel, obj0)
+    prop = None if p.slices == 1 else kp.fresnel_propagator((q1, q2), pixel, lam, p.slice_thickness_A)
+    job = PtychographyJob(p, centers, object_shape, probe0, origin, per_block, fw_, pixel, obj0, prop)
     # the checkpoint's recipe: the record, what changes the bits beside it, and the arrays given
     given = hashlib.sha256()
     for a in (probe, initial_object, positions_A):

@@ -21,9 +21,10 @@ class PtychographyResult:
 
     Attributes
     ----------
-    object : (M1, M2) array
+    object : (M1, M2) or (S, M1, M2) array
         The object: complex transmission (``object_type='complex'``) or its
-        phase in rad (``'potential'``: ``O = exp(i φ)``, which never wraps).
+        phase in rad (``'potential'``: ``O = exp(i φ)``, which never wraps);
+        one slice per leading index for a multislice object (beam entrance first).
     probe : (K, N1, N2) complex64 array
         The probe modes in real space, centred on the window, strongest first;
         ``Σ_k Σ|P_k|²`` is the mean pattern intensity.
@@ -54,16 +55,21 @@ class PtychographyResult:
 
     @property
     def phase(self) -> np.ndarray:
-        """Object phase, rad ``(M1, M2)``: the potential object itself, or the (wrapped) angle of a complex one."""
+        """Object phase, rad ``([S,] M1, M2)``: the potential object itself, or the (wrapped) angle of a complex one."""
         if np.iscomplexobj(self.object):
             return np.angle(self.object)
         return np.asarray(self.object, dtype=np.float64)
 
-    def phase_on_scan(self, order: int = 3) -> np.ndarray:
-        """The object phase interpolated at the probe positions ``(Rx, Ry)`` (rad), as truth maps are given."""
+    def phase_on_scan(self, order: int = 3, slice: int | None = None) -> np.ndarray:
+        """The object phase interpolated at the probe positions ``(Rx, Ry)`` (rad), as truth maps are given.
+
+        For a multislice object: one slice (``slice``), or the sum over the slices (None).
+        """
         p = self.positions_px
-        return ndimage.map_coordinates(self.phase.astype(np.float64), [p[..., 0], p[..., 1]], order=order,
-                                       mode="nearest")
+        phase = self.phase.astype(np.float64)
+        if phase.ndim == 3:
+            phase = phase.sum(axis=0) if slice is None else phase[slice]
+        return ndimage.map_coordinates(phase, [p[..., 0], p[..., 1]], order=order, mode="nearest")
 
     def to_h5(self, group: Any) -> None:
         """Write the reconstruction into an HDF5 group (results files)."""

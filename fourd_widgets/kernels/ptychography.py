@@ -41,7 +41,7 @@ from typing import Any
 import numba
 import numpy as np
 
-__all__ = ["window_corners", "probe_ramps", "shift_probes", "unshift_sum", "object_patches", "add_patches", "fourier_projection", "batch_gradients", "position_steps",
+__all__ = ["window_corners", "probe_ramps", "shift_probes", "unshift_sum", "object_patches", "add_patches", "fourier_projection", "batch_gradients", "position_steps", "fresnel_propagator", "multislice_gradients",
            "center_probe", "orthogonalize_modes"]
 
 
@@ -326,6 +326,89 @@ def position_steps(probe: Any, probes: Any, ramps: tuple[Any, Any], patches: Any
     axx, ayy = axx + ridge, ayy + ridge
     det = axx * ayy - axy * axy
     return xp.stack([(ayy * bx - axy * by) / det, (axx * by - axy * bx) / det], axis=-1).astype(xp.float64)
+
+
+def fresnel_propagator(window: tuple[int, int], pixel_A: tuple[float, float], wavelength_A: float,
+                       thickness_A: float, xp: Any = np, fft: Any = None) -> Any:
+    """Fresnel propagator ``exp(−iπλΔz|k|²)`` ``(N1, N2)`` over ``thickness_A``, in the FFT's layout.
+
+    The sign of :mod:`fourd_widgets.datasets.phase` (a defocus ``C10`` propagates by ``+C10``).
+
+    >>> h = fresnel_propagator((4, 4), (0.5, 0.5), 0.02, 10.0)
+    >>> complex(h[0, 0]), round(float(np.angle(h[1, 0])), 6)
+    ((1+0j), -0.15708)
+    """
+    import scipy.fft as sfft
+
+    fft = fft or sfft
+    k1 = xp.asarray(fft.fftfreq(window[0], d=pixel_A[0]))[:, None]
+    k2 = xp.asarray(fft.fftfreq(window[1], d=pixel_A[1]))[None, :]
+    return xp.exp(-1j * math.pi * wavelength_A * thickness_A * (k1 ** 2 + k2 ** 2)).astype(xp.complex64)
+
+
+def multislice_gradients(patches: Any, probes: Any, amplitudes: Any, corners: Any, propagator: Any, xp: Any,
+                         fft: Any, workers: int = 1, probe_gradient: bool = True) -> dict[str, Any]:
+    """Fourier-misfit gradients of a multislice object for one batch (array-wise; see :func:`batch_gradients`).
+
+    The exit wave is ``ψ_S`` with ``ψ_1 = O_1 P_k`` and ``ψ_s = O_s F⁻¹[H F[ψ_{s−1}]]``;
+    the correction ``Δ`` is carried back through each slice and propagator
+    (their adjoints) to give each slice's ``Σ ψ_in* Δ_s`` and the probe's ``O_1* Δ_1``.
+
+    Parameters
+    ----------
+    patches : (S, B, N1, N2) complex64 array
+        Object windows of each slice, beam entrance first.
+    propagator : (N1, N2) complex64 array
+        :func:`fresnel_propagator` over one slice spacing.
+
+    Returns
+    -------
+    dict
+        As :func:`batch_gradients`, with ``num`` and ``den`` of shape ``(S, F1, F2)``.
+
+    Examples
+    --------
+    One slice is the single-slice case:
+
+    >>> import scipy.fft as sfft
+    >>> rng = np.random.default_rng(0)
+    >>> c = lambda *s: (rng.normal(size=s) + 1j * rng.normal(size=s)).astype(np.complex64)
+    >>> o, p = c(3, 8, 8), c(3, 1, 8, 8)
+    >>> a, corners = np.abs(rng.normal(size=(3, 8, 8))).astype(np.float32), np.array([[0, 0], [2, 1], [1, 3]])
+    >>> one = batch_gradients(o, p, a, corners, np, sfft)
+    >>> ms = multislice_gradients(o[None], p, a, corners, np.ones((8, 8), np.complex64), np, sfft)
+    >>> bool(np.allclose(ms["num"][0], one["num"], atol=1e-4) and np.allclose(ms["probe_grad"], one["probe_grad"], atol=1e-4))
+    True
+    """
+    S = patches.shape[0]
+    B, K, n1, n2 = probes.shape
+    corners = np.asarray(corners)
+    lo = corners.min(axis=0)
+    size = tuple(int(v) for v in corners.max(axis=0) - lo + (n1, n2))
+    rel = corners - lo
+    incident = [probes]
+    psi = patches[0][:, None] * probes
+    for s in range(1, S):
+        inc = fft.ifft2(fft.fft2(psi, workers=workers) * propagator, workers=workers)
+        incident.append(inc)
+        psi = patches[s][:, None] * inc
+    far = fft.fft2(psi, norm="ortho", workers=workers)
+    model = xp.sqrt(xp.sum(far.real ** 2 + far.imag ** 2, axis=1))
+    error = float(xp.sum((model - amplitudes) ** 2))
+    far *= (amplitudes / xp.maximum(model, 1e-12))[:, None].astype(far.real.dtype)
+    diff = fft.ifft2(far, norm="ortho", workers=workers) - psi
+    num = xp.zeros((S,) + size, xp.complex64)
+    den = xp.zeros((S,) + size, xp.float32)
+    for s in range(S - 1, -1, -1):
+        inc = incident[s]
+        add_patches(num[s], xp.sum(inc.conj() * diff, axis=1), rel)
+        add_patches(den[s], xp.sum(inc.real ** 2 + inc.imag ** 2, axis=1), rel)
+        if s:
+            back = fft.fft2(patches[s].conj()[:, None] * diff, workers=workers) * propagator.conj()
+            diff = fft.ifft2(back, workers=workers)
+    return {"lo": lo, "num": num, "den": den,
+            "probe_grad": patches[0].conj()[:, None] * diff if probe_gradient else None,
+            "probe_den": xp.sum(patches[0].real ** 2 + patches[0].imag ** 2, axis=0), "error": error}
 
 
 class _ArrayWise:

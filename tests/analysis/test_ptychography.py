@@ -115,6 +115,64 @@ def test_position_correction_recovers_perturbed_positions(small):
     assert rms(res.positions_px * res.pixel_A, true) <= 0.05
 
 
+def two_slice_scan(dz: float, seed: int = 0):
+    """A 16x16 scan (2-pixel steps) of two phase slices ``dz`` apart, each 60 random 'atoms' (Gaussians of
+    0.35 Å, 0.4 rad peak), simulated here with numpy's FFTs: ψ = P O1, propagated by exp(−iπλΔz k²), times O2.
+    Returns the calibrated cube, the two truth slices on the reconstruction's object grid, and its pixel (Å)."""
+    from fourd_widgets.analysis.aberrations import Aberrations, probe_fourier
+    from fourd_widgets.core.calibration import Calibration, electron_wavelength_A
+    from fourd_widgets.core.datacube import DataCube
+
+    lam = electron_wavelength_A(300e3)
+    q, step, pad = 48, 2, 8
+    dk = 2e-3 / lam
+    px = 1 / (q * dk)
+    m = 15 * step + q + 2 * pad + 1  # the object grid reconstruct_ptychography builds for this scan
+    rng = np.random.default_rng(seed)
+    slices = []
+    for _ in range(2):
+        img = np.zeros((m, m))
+        xy = rng.uniform(24, m - 24, size=(60, 2)).astype(int)
+        img[xy[:, 0], xy[:, 1]] = 1
+        img = ndimage.gaussian_filter(img, 0.35 / px)
+        slices.append(0.4 * img / img.max())
+    pk = probe_fourier((q, q), (q // 2, q // 2), dk, lam, 20.0, Aberrations())
+    probe = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(pk), norm="ortho"))
+    k = np.fft.fftfreq(q, d=px)
+    prop = np.exp(-1j * np.pi * lam * dz * (k[:, None] ** 2 + k[None, :] ** 2))
+    o1, o2 = np.exp(1j * slices[0]), np.exp(1j * slices[1])
+    data = np.empty((16, 16, q, q), np.float32)
+    for i in range(16):
+        for j in range(16):
+            a, b = step * i + pad, step * j + pad
+            psi = np.fft.ifft2(np.fft.fft2(probe * o1[a:a + q, b:b + q]) * prop) * o2[a:a + q, b:b + q]
+            data[i, j] = np.fft.fftshift(np.abs(np.fft.fft2(psi, norm="ortho")) ** 2)
+    cal = Calibration(real_step=step * px, reciprocal_step=2.0, reciprocal_units="mrad", energy_eV=300e3,
+                      convergence_semiangle_mrad=20.0, origin=(q // 2, q // 2))
+    return DataCube(data, cal), np.stack(slices), px
+
+
+def test_two_slice_object_recovers_each_slice():
+    """Slices 100 Å apart (twice the depth of field λ/α² of 20 mrad): each reconstructed slice matches its
+    own truth (measured r = 0.96 and 0.99 after 8 iterations, 0.99 and 0.995 after 20), not the other."""
+    cube, truth, px = two_slice_scan(100.0)
+    res = reconstruct_ptychography(cube, slices=2, slice_thickness_A=100.0, iterations=8, step_size=1.0,
+                                   batch_size=64, progress=False)
+    assert res.object.shape == (2,) + truth.shape[1:]
+    scanned = (slice(34, 60), slice(34, 60))  # under the probe centres, away from the scan edge
+
+    def r(a, b):
+        a = ndimage.gaussian_filter(a, 0.3 / px)[scanned].ravel()
+        b = ndimage.gaussian_filter(b, 0.3 / px)[scanned].ravel()
+        return float(np.corrcoef(a, b)[0, 1])
+
+    for s in (0, 1):
+        assert r(res.phase[s], truth[s]) >= 0.9, s
+        assert r(res.phase[s], truth[s]) > r(res.phase[s], truth[1 - s]) + 0.5, s
+    with pytest.raises(ParameterError, match="slice_thickness_A"):
+        reconstruct_ptychography(cube, slices=2, progress=False)
+
+
 def test_checkpoint_resume_equals_an_uninterrupted_run(small, tmp_path):
     cube, _ = small
     kw = dict(iterations=4, batch_size=64, probe_fixed_iterations=1, progress=False)
