@@ -1,4 +1,4 @@
-"""Iterative single-slice ptychography with probe refinement and mixed-state probes, O(batch) memory.
+"""Iterative ptychography (single-slice or multislice) with probe, mixed-state and position refinement, O(batch) memory.
 
 The object ``O`` and the probe modes ``P_k`` are refined by mini-batch
 gradient descent on the Fourier-amplitude misfit (the ePIE family in batches,
@@ -13,6 +13,14 @@ own). For each batch of scan positions ``j`` with probe centres ``c_j``:
   object; 0: ePIE's per-pixel normalisation);
 * a ``'potential'`` object is ``O = exp(iφ)`` with real ``φ`` updated by
   ``Im(O* Σ P* Δ)``, so its phase never wraps.
+
+Variants: ``probe_modes > 1`` (mixed state: intensities of the modes add,
+the modes are kept orthogonal, strongest first); ``slices > 1`` (multislice:
+``ψ_s = O_s F⁻¹[H F[ψ_{s−1}]]`` with the Fresnel propagator ``H`` over
+``slice_thickness_A``, the correction carried back through each slice);
+``refine_positions`` (each position moves by a damped Gauss-Newton step on its
+pattern's intensities, at most ``max_position_update_px``, the mean position
+kept fixed since a common shift is a shift of the object).
 
 Each batch is a compact tile of the scan (order shuffled per iteration from
 the record's seed) and is one pass of the engine: the tile is read in blocks
