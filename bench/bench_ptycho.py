@@ -180,6 +180,8 @@ def main() -> None:
     ap.add_argument("--big-child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--big", type=int, default=0, metavar="SCAN",
                     help="instead: two iterations from a SCAN x SCAN x 256x256 uint16 HDF5 file on disk (peak RSS)")
+    ap.add_argument("--big-peer", type=int, default=0, metavar="N",
+                    help="with --big: also py4DSTEM for N iterations on the same data (its peak RSS)")
     ap.add_argument("--big-dir", default=None, help="where to write the --big file (default: a temporary folder)")
     a = ap.parse_args()
     if a.big_child:
@@ -189,11 +191,28 @@ def main() -> None:
             path = os.path.join(tmp, "big.h5")
             write_big(path, a.big, 256)
             out = child([str(HERE / "bench_ptycho.py"), "--big-child", path, "2", str(a.batch)])
+            peer = None
+            if a.big_peer:  # py4DSTEM reads the whole cube into memory: give it the same data as an .npz
+                import h5py
+
+                npz = os.path.join(tmp, "big.npz")
+                with h5py.File(path, "r") as f:
+                    np.savez(npz, data=f["data"][()], real_step_A=float(f.attrs["real_step_A"]),
+                             reciprocal_step_mrad=float(f.attrs["reciprocal_step_mrad"]), energy_eV=300e3,
+                             convergence_mrad=20.0)
+                os.remove(path)
+                peer = child([str(HERE / "peers" / "ptycho_py4dstem.py"), "--data", npz, "--out",
+                              os.path.join(tmp, "p4.npz"), "--iterations", str(a.big_peer), "--batch", str(a.batch)],
+                             py=str(Path(a.venvs) / "py4dstem" / "bin" / "python"))
         print(f"`python bench/bench_ptycho.py --big {a.big} --batch {a.batch}` "
               f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): {a.big}x{a.big} x 256x256 uint16 "
               f"HDF5 file of {out['file_mib']:.0f} MiB, 2 iterations, workers=2: wall {out['wall_s']:.0f} s, "
               f"CPU {out['cpu_s']:.0f} s, peak RSS {out['rss_mib'][1]:.0f} MiB (before the reconstruction "
               f"{out['rss_mib'][0]:.0f} MiB); errors {out['errors']}")
+        if peer:
+            print(f"py4DSTEM {peer['version']}, same data, {a.big_peer} iteration(s): peak RSS {peer['rss_mib'][1]:.0f} MiB "
+                  f"(data loaded {peer['rss_mib'][0]:.0f} MiB), preprocess {peer['preprocess_s']:.0f} s, "
+                  f"{peer['per_iteration_s']:.0f} s / iteration (CPU {peer['per_iteration_cpu_s']:.0f} s)")
         return None
     if a.child:
         path, out, it, batch, step = a.child
