@@ -224,29 +224,22 @@ class _BatchGradient(Job):
         corners, frac = kp.window_corners(self.centers[rx, ry].reshape(-1, 2), (n1, n2))
         ramps = kp.probe_ramps(frac, (n1, n2), np.complex64, np, sfft)
         probes = kp.shift_probes(self.probe, frac, np, sfft, self.fft_workers, ramps)
-        if self.obj.ndim == 3:  # multislice: no position correction, array-wise gradients
+        moves = None
+        if self.obj.ndim == 3:  # multislice: array-wise gradients, no position correction
             patches = np.stack([kp.object_patches(o, corners, (n1, n2)) for o in self.obj])
             g = kp.multislice_gradients(patches, probes, amp, corners, self.propagator, np, sfft, self.fft_workers,
                                         self.probe_gradient)
-            if self.probe_gradient:
-                g["probe_num"] = kp.unshift_sum(g.pop("probe_grad"), ramps, np, sfft, self.fft_workers)
-            else:
-                g.pop("probe_grad")
-            g["lo"] = tuple(int(v) for v in g["lo"])
-            g["intensity"] = float(np.sum(np.maximum(block, 0), dtype=np.float64))
-            return g
-        patches = kp.object_patches(self.obj, corners, (n1, n2))
-        moves = None
-        if self.position_gradient:
-            moves = kp.position_steps(self.probe, probes, ramps, patches, amp, np, sfft, self.fft_workers)
-        g = kp.batch_gradients(patches, probes, amp, corners, np, sfft, self.fft_workers, self.probe_gradient)
+        else:
+            patches = kp.object_patches(self.obj, corners, (n1, n2))
+            if self.position_gradient:
+                moves = kp.position_steps(self.probe, probes, ramps, patches, amp, np, sfft, self.fft_workers)
+            g = kp.batch_gradients(patches, probes, amp, corners, np, sfft, self.fft_workers, self.probe_gradient)
         if moves is not None:
             g["moves"] = moves.reshape(rx.stop - rx.start, ry.stop - ry.start, 2)
+        h = g.pop("probe_grad")
         if self.probe_gradient:
             # each position's probe gradient shifted back onto the unshifted probe (exact adjoint)
-            g["probe_num"] = kp.unshift_sum(g.pop("probe_grad"), ramps, np, sfft, self.fft_workers)
-        else:
-            g.pop("probe_grad")
+            g["probe_num"] = kp.unshift_sum(h, ramps, np, sfft, self.fft_workers)
         g["lo"] = tuple(int(v) for v in g["lo"])
         g["intensity"] = float(np.sum(np.maximum(block, 0), dtype=np.float64))
         return g
@@ -545,7 +538,8 @@ def reconstruct_ptychography(
                          "positions inside it")
 
     K = probe0.shape[0]
-    per_position = (_ARRAYS_PER_MODE * K + _ARRAYS_PER_POSITION) * q1 * q2 * 8
+    # multislice keeps each slice's incident wave for the way back
+    per_position = ((_ARRAYS_PER_MODE + p.slices - 1) * K + _ARRAYS_PER_POSITION * p.slices) * q1 * q2 * 8
     budget = int(work_bytes or WORK_BYTES)
     per_block = max(1, min(p.batch_size, budget // per_position))
     n_workers = int(workers or os.cpu_count() or 1)
