@@ -78,7 +78,12 @@ class ParallaxParams(Params):
     fit_rotation: bool = param(True, doc="fit the scan rotation from the shifts (else keep the one above)")
     upsample: int = param(2, ge=1, le=8, doc="tcBF image grid: this many pixels per scan step")
     kernel_px: float = param(0.5, gt=0, le=4, units="px", doc="Gaussian splatting kernel, upsampled pixels")
-    shifts: Literal["fit", "measured"] = param("fit", doc="tcBF alignment by the fitted model or the measured shifts")
+    shifts: Literal["fit", "measured", "manual"] = param(
+        "fit", doc="tcBF alignment by the fitted model, the measured shifts, or the model of C10, C12 and phi12_deg "
+        "below with the record's scan rotation (what PhaseTuner's sliders set)")
+    C10: float = param(0.0, units="Å", doc="'manual' shifts: defocus coefficient (Δf = −C10)")
+    C12: float = param(0.0, ge=0, units="Å", doc="'manual' shifts: two-fold astigmatism")
+    phi12_deg: float = param(0.0, units="deg", doc="'manual' shifts: azimuth of the astigmatism")
     ctf_correction: bool = param(False, doc="flip the tcBF image's Fourier phase where sin χ(q) < 0")
 
 
@@ -366,12 +371,16 @@ def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any =
             res = np.linalg.norm(measured - model, axis=1)
             use = res <= max(3 * np.median(res), 0.25)
     residual = float(np.sqrt(np.mean(np.sum((measured - model) ** 2, axis=1))))
-    if p.shifts == "fit":
-        image = splat(images, _model(k, ab, lam, rot, flip, offset) / step_A, p.upsample, p.kernel_px)
+    if p.shifts == "manual":
+        image = tcbf(data, Aberrations(p.C10, p.C12, p.phi12_deg), rot0, flip, upsample=p.upsample,
+                     kernel_px=p.kernel_px, ctf_correction=p.ctf_correction)
     else:
-        image = splat(imf, measured, p.upsample, p.kernel_px)
-    if p.ctf_correction:
-        image = _phase_flip(image, step_A / p.upsample, lam, ab, rot, flip)
+        if p.shifts == "fit":
+            image = splat(images, _model(k, ab, lam, rot, flip, offset) / step_A, p.upsample, p.kernel_px)
+        else:
+            image = splat(imf, measured, p.upsample, p.kernel_px)
+        if p.ctf_correction:
+            image = _phase_flip(image, step_A / p.upsample, lam, ab, rot, flip)
     for a in (image, kf, measured, model):
         a.setflags(write=False)
     return ParallaxResult(tcbf=image, tcbf_step_A=step_A / p.upsample, k=kf, shifts=measured, fitted_shifts=model,

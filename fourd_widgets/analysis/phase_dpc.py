@@ -44,7 +44,7 @@ from .aberrations import detector_k
 from .calibration import scan_frame_matrix
 from .phase_common import bright_field, center_of_mass, read_fields, resolve_rotation, step_engine, write_fields
 
-__all__ = ["DPCParams", "DPCResult", "dpc", "dpc_step", "integrate_gradient", "butterworth", "probe_transfer"]
+__all__ = ["DPCParams", "DPCResult", "dpc", "dpc_step", "dpc_from_com", "integrate_gradient", "butterworth", "probe_transfer"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,7 +230,7 @@ def dpc(cube: Any, params: DPCParams | None = None, *, progress: Any = None, can
     if overrides:
         p = p.replace(**overrides)
     cal = cube.calibration
-    step_A = cal.real_step_in("Å")
+    cal.real_step_in("Å")  # a missing scan step is refused before the pass
     dk = cal.reciprocal_step_in("1/Å")
     Qx, Qy = cube.detector_shape
     if p.detector == "bright_field":
@@ -241,11 +241,37 @@ def dpc(cube: Any, params: DPCParams | None = None, *, progress: Any = None, can
         weights = np.ones((Qx, Qy))
     com_px = center_of_mass(cube, weights, progress=progress, cancel=cancel, workers=workers, scheduler=scheduler,
                             chunk_bytes=chunk_bytes)
+    return dpc_from_com(com_px, cal, (Qx, Qy), p, workers=workers)
+
+
+def dpc_from_com(com_px: np.ndarray, cal: Any, detector_shape: tuple[int, int], params: DPCParams, *,
+                 workers: int | None = None) -> DPCResult:
+    """DPC and iDPC from a measured centre of mass (no pass over the data: what a slider preview runs).
+
+    Parameters
+    ----------
+    com_px : (Rx, Ry, 2) array
+        Centre of mass from the calibrated origin, detector px (:attr:`DPCResult.com_detector`).
+    cal : Calibration
+    detector_shape : (2,) tuple of int
+    params : DPCParams
+        Its ``detector`` field must be the one ``com_px`` was measured with.
+    workers : int, optional
+        FFT threads.
+
+    Returns
+    -------
+    DPCResult
+    """
+    p = params
+    step_A = cal.real_step_in("Å")
+    dk = cal.reciprocal_step_in("1/Å")
+    com_px = np.array(com_px, dtype=np.float64)
     rot, flip = resolve_rotation(com_px, cal, p.rotation, p.rotation_deg, p.flip, p.rotation_tolerance_deg, "DPC")
     com = com_px @ scan_frame_matrix(rot, flip).T * dk
     deconvolve = None
     if p.probe_deconvolution is not None:
-        bf = bright_field(cal, (Qx, Qy), "DPC's probe deconvolution")
+        bf = bright_field(cal, detector_shape, "DPC's probe deconvolution")
 
         def deconvolve(q: np.ndarray) -> np.ndarray:
             return probe_transfer(np.hypot(q[..., 0], q[..., 1]), bf.k_alpha)
