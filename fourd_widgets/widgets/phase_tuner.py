@@ -100,11 +100,15 @@ class PhaseTuner(ToolView):
             control.observe(lambda ch, name=name, conv=conv: self._unless_syncing(self._moved, name, conv(ch["new"])),
                             names="value")
         self.use_fit_button.on_click(lambda _: self._use_fit())
+        for control, css in ((self.defocus, "fw-phase-defocus"), (self.rotation, "fw-phase-rotation"),
+                             (self.use_fit_button, "fw-phase-use-fit")):
+            control.add_class(css)
         controls = w.VBox([self.rotation, self.transpose, self.defocus, self.astigmatism, self.astigmatism_angle,
                            self.highpass, self.lowpass, w.HBox([self.use_fit_button, self.fit_label]),
                            *self.messages.values()])
         grid = w.GridBox([self.views[n] for n in PARTS],
                          layout=w.Layout(grid_template_columns=f"repeat(2, {size + 20}px)"))
+        grid.add_class("fw-phase-previews")
         self.widget = w.VBox([self.busy.box, w.HBox([controls, self.shift_view]), grid])
         s.listen(self._on_event)
         s.start()
