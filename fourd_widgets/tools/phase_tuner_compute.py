@@ -62,6 +62,9 @@ class PhaseCache:
         ``'dpc' | 'parallax' | 'ssb'`` -> why that pass failed (a missing calibration...).
     fits : dict
         Parallax fits by (rotation_deg, flip, fit fields): the cross-correlations run once per rotation.
+    last : dict
+        ``part -> (record, result)`` of the last preview: a part whose record did not change is not redone
+        (a defocus slider leaves DPC alone).
     """
 
     com: np.ndarray | None = None
@@ -69,6 +72,7 @@ class PhaseCache:
     ssb: SSBData | None = None
     errors: dict[str, BaseException] = field(default_factory=dict)
     fits: dict[Any, ParallaxResult] = field(default_factory=dict)
+    last: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -138,24 +142,31 @@ def parallax_preview(cache: PhaseCache, p: ParallaxParams) -> ParallaxResult:
     return dataclasses.replace(fit, tcbf=image, tcbf_step_A=fit.tcbf_step_A / p.upsample, params=p)
 
 
+def _memo(cache: PhaseCache, part: str, record: Any, make: Any) -> Any:
+    """``make()``, or the kept result when ``record`` equals the last one of ``part``."""
+    kept = cache.last.get(part)
+    if kept is not None and kept[0] == record:
+        return kept[1]
+    result = make()
+    cache.last[part] = (record, result)
+    return result
+
+
 def preview(cache: PhaseCache, cube: DataCube, records: dict[str, Any], workers: int | None = None) -> PhasePreview:
-    """The three results for ``records`` (``{'dpc': DPCParams, 'parallax': ParallaxParams, 'ssb': SSBParams}``)."""
+    """The three results for ``records`` (``{'dpc': DPCParams, 'parallax': ParallaxParams, 'ssb': SSBParams}``);
+    a part whose record is unchanged since the last preview is taken from :attr:`PhaseCache.last`."""
     out = PhasePreview(errors=dict(cache.errors))
-    if cache.com is not None:
+    cal, shape = cube.calibration, cube.detector_shape
+    parts = (("dpc", cache.com, lambda: dpc_from_com(cache.com, cal, shape, records["dpc"], workers=workers)),
+             ("parallax", cache.bright_field, lambda: parallax_preview(cache, records["parallax"])),
+             ("ssb", cache.ssb, lambda: ssb(cache.ssb, records["ssb"], workers=workers)))
+    for part, source, make in parts:
+        if source is None:
+            continue
         try:
-            out.dpc = dpc_from_com(cache.com, cube.calibration, cube.detector_shape, records["dpc"], workers=workers)
-        except Exception as exc:  # noqa: BLE001
-            out.errors["dpc"] = exc
-    if cache.bright_field is not None:
-        try:
-            out.parallax = parallax_preview(cache, records["parallax"])
-        except Exception as exc:  # noqa: BLE001
-            out.errors["parallax"] = exc
-    if cache.ssb is not None:
-        try:
-            out.ssb = ssb(cache.ssb, records["ssb"], workers=workers)
-        except Exception as exc:  # noqa: BLE001
-            out.errors["ssb"] = exc
+            setattr(out, part, _memo(cache, part, records[part], make))
+        except Exception as exc:  # noqa: BLE001 - shown beside that part's previews
+            out.errors[part] = exc
     return out
 
 
