@@ -31,6 +31,7 @@ TOOL_CELLS = {
     "strain_mapping.ipynb": ["cal_tool", "mapper"],
     "recipes_and_batch.ipynb": [],
     "phase_imaging.ipynb": ["tuner"],
+    "radial_profiling.ipynb": ["profiler", "si_profiler"],
 }
 
 
