@@ -32,6 +32,7 @@ TOOL_CELLS = {
     "recipes_and_batch.ipynb": [],
     "phase_imaging.ipynb": ["tuner"],
     "radial_profiling.ipynb": ["profiler", "si_profiler"],
+    "classification.ipynb": ["seg"],
 }
 
 
