@@ -629,6 +629,8 @@ def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None
     if len(x) < len(cols):
         raise ParameterError(f"an ellipse fit needs at least {len(cols)} points, got {len(x)}; widen the annulus "
                              "(r_inner, r_outer) around the ring")
+    if fix_center:
+        _check_ring_directions(x, y, lab, nring)
     sw = np.sqrt(w)
     M = np.stack(cols, -1) * sw[:, None]
     sv = np.linalg.svd(M / np.maximum(np.linalg.norm(M, axis=0), 1e-300), compute_uv=False)
@@ -661,6 +663,48 @@ def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None
     r_fit = np.sqrt(scale[lab] / np.maximum(np.einsum("ni,ij,nj->n", d, Q, d), 1e-300)) * np.hypot(d[:, 0], d[:, 1])
     rms = float(np.sqrt(np.average((np.hypot(d[:, 0], d[:, 1]) - r_fit) ** 2, weights=w)))
     return EllipseFit(a=a, b=b, theta_deg=theta, center=c, rms_px=rms)
+
+
+#: Directions (modulo 180°) closer than this count as one: the same disk seen at many scan positions.
+DIRECTION_TOL_DEG = 3.0
+
+
+def _directions(x: np.ndarray, y: np.ndarray, tol_deg: float = DIRECTION_TOL_DEG) -> list[float]:
+    """Distinct directions (degrees modulo 180) of the points: clusters of angles, gaps above ``tol_deg``."""
+    ang = np.sort(np.degrees(np.arctan2(y, x)) % 180.0)
+    if ang.size == 0:
+        return []
+    gaps = np.diff(np.concatenate([ang, [ang[0] + 180.0]]))
+    cut = np.nonzero(gaps > tol_deg)[0]
+    if cut.size == 0:  # one cluster that wraps all round: a single direction only if it is narrow
+        return [float(ang[0])] if ang[-1] - ang[0] <= tol_deg else [float(a) for a in ang]
+    starts = (cut + 1) % ang.size  # a cluster starts after every gap (circularly)
+    return [float(ang[i]) for i in np.sort(starts)]
+
+
+def _check_ring_directions(x: np.ndarray, y: np.ndarray, lab: np.ndarray, nring: int) -> None:
+    """Refuse a centred fit whose rings cannot fix an ellipse, by geometry (issue 12 item 17).
+
+    With the centre known and each ring's radius unknown, a ring along ``d`` distinct directions
+    (modulo 180°) gives ``d`` constraints on the shape and costs one for its radius; the shape has
+    two (axis ratio and angle), so the sum over rings of ``d - 1`` must be at least 2. A ring of four
+    symmetric disks (the {220} of a cubic [001] pattern) has two directions and gives only 1.
+    """
+    rings = []
+    for j in range(nring):
+        m = lab == j
+        if m.any():
+            rings.append((float(np.median(np.hypot(x[m], y[m]))), _directions(x[m], y[m])))
+    have = sum(max(len(d) - 1, 0) for _, d in rings)
+    if have >= 2:
+        return
+    told = "; ".join(f"r = {r:.1f} px along {len(d)} direction{'s' * (len(d) != 1)} "
+                     f"({', '.join(f'{a:.0f}°' for a in d)})" for r, d in rings) or "none"
+    raise ParameterError(
+        f"the rings in the annulus lie along too few directions to fix an ellipse: each ring along d directions (modulo 180°) adds d - 1, "
+        f"and at least 2 are needed, these add {have} ({told}). Add {2 - have} more: widen the annulus "
+        "(r_inner, r_outer) to take in a ring of disks along other directions (a second ring, e.g. the {400} "
+        "beside the {220}), or fit an amorphous ring (source='amorphous')", field="r_outer")
 
 
 def _ring_labels(r: np.ndarray, gap: float = 0.06) -> np.ndarray:

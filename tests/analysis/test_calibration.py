@@ -311,3 +311,27 @@ def test_peak_table_to_calibrated_removes_the_ellipse_like_calibrated_peaks():
     assert got == calibrated_peaks(t, cal)
     assert got.qx[0] == 1.0  # 4 px along the stretched axis (a = 2) is 2 px undistorted, times 0.5
     assert t.to_calibrated(cal, origin=False).qx[0] == 7.0
+
+
+def test_fit_ellipse_refuses_one_symmetric_ring_by_geometry():
+    """Issue 12 item 17: four symmetric disks with realistic scatter (a detection's 0.02 px) passed the
+    old numeric guard and gave a wrong ellipse; the geometric rule refuses them and names the ring."""
+    rng = np.random.default_rng(3)
+    g = 23.57 * np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]], float)  # the {220} of Si [001], 2 directions
+    pts = np.concatenate([g + rng.normal(0, 0.02, g.shape) for _ in range(64)])  # 64 scan positions
+    with pytest.raises(ParameterError, match=r"too few directions.*r = 33\.3 px along 2 directions") as err:
+        fit_ellipse_points(pts[:, 0], pts[:, 1])
+    assert "Add 1 more" in str(err.value)
+    # the {400} beside it (two more directions) is enough: a circle again
+    g400 = 47.14 * np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], float)
+    both = np.concatenate([pts, np.concatenate([g400 + rng.normal(0, 0.02, g.shape) for _ in range(64)])])
+    rings = np.repeat([0, 1], len(pts))
+    f = fit_ellipse_points(both[:, 0], both[:, 1], rings=rings)
+    assert f.a / f.b == pytest.approx(1.0, abs=2e-3)  # 0.02 px scatter on 33-47 px radii: ~1e-3
+
+
+def test_ellipse_directions_count_clusters_modulo_180():
+    from fourd_widgets.analysis.calibration import _directions
+
+    t = np.radians([44.0, 45.0, 46.0, 134.5, 135.5, 224.9, 315.2, 179.5, 0.5])
+    assert len(_directions(np.cos(t), np.sin(t))) == 3  # 45°, 135° and 0°/180° (wrapping)
