@@ -9,6 +9,8 @@ with Poisson noise, 0.05 px median). The plane fit averages those errors down ov
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -335,3 +337,37 @@ def test_ellipse_directions_count_clusters_modulo_180():
 
     t = np.radians([44.0, 45.0, 46.0, 134.5, 135.5, 224.9, 315.2, 179.5, 0.5])
     assert len(_directions(np.cos(t), np.sin(t))) == 3  # 45°, 135° and 0°/180° (wrapping)
+
+
+def test_friedel_says_when_the_detector_edge_cuts_the_beam():
+    """Issue 12 item 22: a beam cut by the detector edge has no Friedel partner on the detector."""
+    from fourd_widgets.analysis.calibration import OriginWarning
+
+    kw = dict(reciprocal_step=0.02, convergence_semiangle_mrad=1.5, dose=2e6, seed=1)
+    cube, _ = fw.datasets.simulate((2, 2), (96, 96), **kw)  # beam in the middle: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OriginWarning)
+        measure_origin(cube, method="friedel")
+    cut, _ = fw.datasets.simulate((2, 2), (96, 96), origin=(48.0, 2.0), **kw)  # half the disk off the detector
+    with pytest.warns(OriginWarning, match=r"cannot see the whole beam at 4 of 4 positions \(\[0, 0\]"):
+        measure_origin(cut, method="friedel")
+
+
+def test_friedel_far_from_the_beam_is_flagged_on_the_real_merlin_file(shared_data):
+    """The Merlin beam is at about (102-108, 25-30) px, cut by the edge at qy = 0; Friedel symmetry gave
+    (127.5, 191.5) px without a word. The other methods land within the beam's radius (~34 px) of it."""
+    from fourd_widgets.analysis.calibration import OriginWarning
+
+    cube = fw.load(shared_data / "real" / "merlin_4x2x256x256_6bit.mib")
+    with pytest.warns(OriginWarning) as record:
+        o = measure_origin(cube, method="friedel")
+    text = " ".join(str(w.message) for w in record)
+    assert "cannot see the whole beam" in text and "[0, 0]" in text
+    far = [str(w.message) for w in record if "more than its radius" in str(w.message)]
+    assert far and "at [0, 0] it gives" in far[0]
+    beam = np.array([104.0, 27.0])  # the issue's half-maximum circle fit: (102-108, 27-30)
+    assert np.hypot(*(o[0, 0] - beam)) > 34  # what is flagged really is off by more than the radius
+    for method in ("com", "template"):  # and the other methods are not flagged: they see the beam
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", OriginWarning)
+            assert np.hypot(*(measure_origin(cube, method=method)[0, 0] - beam)) < 15
