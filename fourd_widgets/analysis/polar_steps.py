@@ -101,7 +101,7 @@ def pdf_step(cube: Any, params: PDFParams, context: RunContext) -> PDFResult:
         if v.units != "1/Å":
             raise ParameterError("pair_distribution needs the profile in 1/Å: set the cube's calibration "
                                  "reciprocal_step with reciprocal_units='1/Å'", field="k")
-        return pair_distribution(v.mean_profile, v.k, params)
+        return pair_distribution(v.mean_profile, params, k=v.k)
     return pair_distribution(src, params=params)
 
 

@@ -326,7 +326,7 @@ class RadialProfilerSession(Tool):
                 if result.variance.units != "1/Å":
                     raise ParameterError("G(r) needs k in 1/Å: set the cube's calibration reciprocal_step with "
                                          "reciprocal_units='1/Å'", field="k")
-                pdf = pair_distribution(result.variance.mean_profile, result.variance.k, pp)
+                pdf = pair_distribution(result.variance.mean_profile, pp, k=result.variance.k)
             except ParameterError as exc:
                 problem = exc
         return key, result, pdf, problem

@@ -52,7 +52,7 @@ def test_a_recipe_of_the_polar_steps_replays_to_equal_results(rings, tmp_path):
     stats = radial_statistics(rings, recipe.steps[1], progress=False)
     assert first["radial_statistics"] == stats
     assert first["fem"] == fem(stats, recipe.steps[2])
-    assert first["pdf"] == pair_distribution(first["fem"].variance.mean_profile, stats.k, recipe.steps[3])
+    assert first["pdf"] == pair_distribution(first["fem"].variance.mean_profile, recipe.steps[3], k=stats.k)
     fits = fit_rings(rings, recipe.steps[4], progress=False)
     assert first["ring_fit"] == fits
     np.testing.assert_array_equal(first["amorphous_strain"].exx, amorphous_strain(fits).exx)
