@@ -123,6 +123,9 @@ class Results(Mapping):
         The recipe that made them.
     provenance : dict
         Package version, input file, times.
+    partial : bool
+        True for the results of a cancelled run (the steps finished before the
+        cancel); saved with the file, and never counted as done by a batch.
     """
 
     def __init__(self, values: Mapping[str, Any], recipe: Recipe, provenance: Mapping[str, Any] | None = None,
