@@ -216,6 +216,8 @@ class PhaseTunerSession(Tool):
             exc = shown.errors.get(part)
             self._say(part, "" if exc is None else explain(exc), "error")
         self._emit("images", shown.images())
+        took = self.compute_times[-1] if self.compute_times else 0.0
+        self._set_status(f"previews of {len(shown.images())} images in {took:.2f} s")
         if shown.parallax is not None:
             self._emit("shifts", self.shift_field())
         self._notify()

@@ -25,6 +25,8 @@ __all__ = ["PhaseTuner"]
 
 _TITLES = {"dpc": "DPC: centre of mass along scan x (1/Å)", "idpc": "iDPC phase (rad)",
            "tcbf": "tcBF (sliders' aberrations)", "ssb": "SSB phase (rad)"}
+#: Image pixels per detector group in the shift-field view.
+_CELL_PX = 5
 #: Where each part's message is shown: the previews it concerns.
 _MESSAGES = ("dpc", "parallax", "ssb")
 
@@ -70,7 +72,7 @@ class PhaseTuner(ToolView):
         self.views = {n: ImageView(title=_TITLES[n], colormap="gray", size=size,
                                    pixel_size=step, units="Å" if step else "px") for n in PARTS}
         self.shift_view = ImageView(title="parallax shifts: measured (o), fit (x), sliders (.)", colormap="gray",
-                                    size=size)
+                                    size=size, contrast="absolute", vmin=0.0, vmax=1.0)
         c = s.controls
         c10_range = max(500.0, 2 * abs(c["C10"]))
         slider = dict(continuous_update=True, layout=w.Layout(width="330px"), style={"description_width": "130px"})
@@ -160,22 +162,23 @@ class PhaseTuner(ToolView):
         self.lowpass.value = c["q_lowpass"] or 0.0
 
     def _draw_shifts(self, k: np.ndarray, measured: np.ndarray, fitted: np.ndarray, model: np.ndarray) -> None:
-        """The shift field on a grid of the detector groups: each arrow's tip as a marker (scan px, scaled)."""
+        """The shift field: each detector group is a cell (gray centre), its shifts drawn from that centre
+        (scaled so the longest stays inside its cell)."""
         cal = self.session.cube.calibration
         dk = cal.reciprocal_step_in("1/Å") * self.session.record("parallax").bin
-        half = int(math.ceil(np.abs(k).max() / dk)) + 2
-        size = 2 * half + 1
-        grid = np.zeros((size, size), np.float32)
-        at = k / dk + half
-        ij = np.clip(np.rint(at).astype(int), 0, size - 1)
-        grid[ij[:, 0], ij[:, 1]] = 1.0  # the groups fitted
-        longest = max(float(np.abs(measured).max()), float(np.abs(fitted).max()), 1e-9)
-        scale = 1.5 / longest  # the longest shift spans 1.5 group spacings
+        cell = _CELL_PX
+        half = (int(math.ceil(np.abs(k).max() / dk)) + 1) * cell + cell // 2
+        grid = np.zeros((2 * half + 1, 2 * half + 1), np.float32)
+        at = k / dk * cell + half
+        ij = np.clip(np.rint(at).astype(int), 0, 2 * half)
+        grid[ij[:, 0], ij[:, 1]] = 0.35  # the groups fitted
+        longest = max(float(np.abs(measured).max()), float(np.abs(fitted).max()), float(np.abs(model).max()), 1e-9)
+        scale = 0.45 * cell / longest
         self.shift_view.set_image(grid)
-        self.shift_view.set_markers("measured", at + scale * measured, style="circle", color="#ffd23d", radius=0.4)
-        self.shift_view.set_markers("fit", at + scale * fitted, style="cross", color="#00e5ff", radius=0.4)
-        self.shift_view.set_markers("sliders", at + scale * model, style="dot", color="#ff4fd8", radius=0.25)
-        self.shift_view.badge = f"shifts x{scale:.2g} (scan px per group spacing)"
+        self.shift_view.set_markers("measured", at + scale * measured, style="circle", color="#ffd23d", radius=0.9)
+        self.shift_view.set_markers("fit", at + scale * fitted, style="cross", color="#00e5ff", radius=0.9)
+        self.shift_view.set_markers("sliders", at + scale * model, style="dot", color="#ff4fd8", radius=0.5)
+        self.shift_view.badge = f"longest shift {longest:.2g} scan px = {0.45:.2g} cell"
 
     def _views(self) -> list[Any]:
         return [*self.views.values(), self.shift_view]
