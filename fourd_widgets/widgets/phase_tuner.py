@@ -102,6 +102,16 @@ class PhaseTuner(ToolView):
             control.observe(lambda ch, name=name, conv=conv: self._unless_syncing(self._moved, name, conv(ch["new"])),
                             names="value")
         self.use_fit_button.on_click(lambda _: self._use_fit())
+        tips = {self.rotation: "Scan rotation in the calibration's sense: a scan vector v appears on the detector "
+                               "as R(θ) S v. DPC and SSB are right when the iDPC image shows no streaks",
+                self.transpose: "The detector axes are swapped relative to the scan (S above)",
+                self.defocus: "Probe defocus coefficient C10 in Å (the microscope's defocus is Δf = −C10); "
+                              "tcBF and SSB are sharp at the right value",
+                self.astigmatism: "Two-fold astigmatism C12 in Å", self.astigmatism_angle: "Azimuth of C12, degrees",
+                self.highpass: "Butterworth high-pass of iDPC in 1/Å (0: none): removes slow background",
+                self.lowpass: "Butterworth low-pass of iDPC in 1/Å (0: none): removes noise"}
+        for control, tip in tips.items():
+            control.tooltip = tip
         for control, css in ((self.defocus, "fw-phase-defocus"), (self.rotation, "fw-phase-rotation"),
                              (self.use_fit_button, "fw-phase-use-fit")):
             control.add_class(css)

@@ -145,3 +145,22 @@ def test_view_maps_sliders_to_the_session(defocused):
         assert tuner.rotation.value == pytest.approx(tuner.session.controls["rotation_deg"], abs=0.5)
     finally:
         tuner.close()
+
+
+def test_a_dashboard_page_whose_recipe_replays(defocused):
+    from fourd_widgets.app.chain import ToolChain, dashboard_pages
+    from fourd_widgets.widgets.phase_tuner import PhaseTuner
+
+    cube, _ = defocused
+    assert "phasetuner" in [p.name for p in dashboard_pages()]
+    chain = ToolChain(cube)
+    tuner = chain.tool("phasetuner")
+    try:
+        assert isinstance(tuner, PhaseTuner)
+        tuner.session.set(C10=C10).wait()
+        recipe = chain.recipe()  # what the dashboard's "save recipe" writes
+        assert [s.step for s in recipe.steps] == ["dpc", "parallax", "ssb"] and recipe.steps[2].C10 == C10
+        again = fw.run(recipe, cube, workers=1, progress=False)
+        np.testing.assert_array_equal(again["ssb"].phase, tuner.session.results()["ssb"].phase)
+    finally:
+        tuner.close()
