@@ -109,6 +109,10 @@ class PhaseTunerSession(Tool):
             cube = cube.with_calibration(recipe.calibration)
         return cls(cube, recipe, **options)
 
+    def run_on_all(self) -> "PhaseTunerSession":
+        """The previews cover the whole scan already (the passes read every pattern): wait for them."""
+        return self.wait()
+
     def start(self) -> "PhaseTunerSession":
         """Run the passes (if needed) and show the previews of the current records."""
         self._worker.submit(Request(dict(self._records)))

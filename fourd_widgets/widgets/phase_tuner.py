@@ -79,6 +79,9 @@ class PhaseTuner(ToolView):
         self.rotation = w.FloatSlider(value=c["rotation_deg"], min=-180, max=180, step=0.5,
                                       description="scan rotation (°)", **slider)
         self.transpose = w.Checkbox(value=c["flip"], description="transpose (flip)", indent=False)
+        self.ctf = w.Checkbox(value=s.record("parallax").ctf_correction, description="tcBF CTF correction",
+                              indent=False, tooltip="Flip the tcBF image's Fourier phase where sin χ(q) < 0 "
+                              "(phase flipping with the sliders' aberrations)")
         self.defocus = w.FloatSlider(value=c["C10"], min=-c10_range, max=c10_range, step=1.0,
                                      description="C10 (Å, Δf=−C10)", **slider)
         self.astigmatism = w.FloatSlider(value=c["C12"], min=0, max=max(300.0, 2 * c["C12"]), step=1.0,
@@ -101,6 +104,8 @@ class PhaseTuner(ToolView):
         for control, name, conv in bind:
             control.observe(lambda ch, name=name, conv=conv: self._unless_syncing(self._moved, name, conv(ch["new"])),
                             names="value")
+        self.ctf.observe(lambda ch: self._unless_syncing(self._moved, "parallax__ctf_correction", bool(ch["new"])),
+                         names="value")
         self.use_fit_button.on_click(lambda _: self._use_fit())
         tips = {self.rotation: "Scan rotation in the calibration's sense: a scan vector v appears on the detector "
                                "as R(θ) S v. DPC and SSB are right when the iDPC image shows no streaks",
@@ -116,7 +121,7 @@ class PhaseTuner(ToolView):
                              (self.use_fit_button, "fw-phase-use-fit")):
             control.add_class(css)
         controls = w.VBox([self.rotation, self.transpose, self.defocus, self.astigmatism, self.astigmatism_angle,
-                           self.highpass, self.lowpass, w.HBox([self.use_fit_button, self.fit_label]),
+                           self.highpass, self.lowpass, self.ctf, w.HBox([self.use_fit_button, self.fit_label]),
                            *self.messages.values()])
         grid = w.GridBox([self.views[n] for n in PARTS],
                          layout=w.Layout(grid_template_columns=f"repeat(2, {size + 20}px)"))
@@ -170,6 +175,7 @@ class PhaseTuner(ToolView):
         self.astigmatism_angle.value = c["phi12_deg"]
         self.highpass.value = c["q_highpass"] or 0.0
         self.lowpass.value = c["q_lowpass"] or 0.0
+        self.ctf.value = self.session.record("parallax").ctf_correction
 
     def _draw_shifts(self, k: np.ndarray, measured: np.ndarray, fitted: np.ndarray, model: np.ndarray) -> None:
         """The shift field: each detector group is a cell (gray centre), its shifts drawn from that centre

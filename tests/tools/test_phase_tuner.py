@@ -39,14 +39,14 @@ def _same(a, b, where):
 
 def test_params_replay_what_is_shown_to_the_bit(session, defocused):
     cube, _ = defocused
-    session.set(C10=90.0, C12=15.0, phi12_deg=30.0, q_highpass=0.02).wait()
+    session.set(C10=90.0, C12=15.0, phi12_deg=30.0, q_highpass=0.02, parallax__ctf_correction=True).run_on_all()
     shown = session.results()
     assert set(shown) == {"dpc", "parallax", "ssb"}
     again = fw.run(session.params, cube, workers=1, progress=False)
     for name in shown:
         _same(shown[name], again[name], name)
     assert again["ssb"].params.C10 == 90.0 and again["parallax"].params.C12 == 15.0
-    assert again["dpc"].params.q_highpass == 0.02
+    assert again["dpc"].params.q_highpass == 0.02 and again["parallax"].params.ctf_correction is True
     # and a session rebuilt from the recipe shows the same
     other = PhaseTunerSession.from_params(cube, Recipe.from_json(session.params.to_json()), bin=2).wait()
     try:
@@ -139,6 +139,9 @@ def test_view_maps_sliders_to_the_session(defocused):
         assert tuner.session.record("ssb").C10 == C10 and tuner.params.steps[2].C10 == C10
         assert not np.allclose(tuner.views["ssb"].data, before)
         assert len(tuner.shift_view.marker_points("fit")[0]) == len(tuner.session.shift_field()[0])
+        tuner.ctf.value = True
+        tuner.wait()
+        assert tuner.session.record("parallax").ctf_correction is True
         tuner.use_fit_button.click()
         tuner.wait()
         assert tuner.defocus.value == pytest.approx(tuner.session.controls["C10"])
