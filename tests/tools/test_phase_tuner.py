@@ -167,3 +167,24 @@ def test_a_dashboard_page_whose_recipe_replays(defocused):
         np.testing.assert_array_equal(again["ssb"].phase, tuner.session.results()["ssb"].phase)
     finally:
         tuner.close()
+
+
+def test_a_recipe_with_the_calibrations_rotation_keeps_it_when_a_slider_moves(defocused):
+    from fourd_widgets.analysis.parallax import ParallaxParams
+    from fourd_widgets.analysis.phase_dpc import DPCParams
+    from fourd_widgets.analysis.ssb import SSBParams
+
+    cube, _ = defocused
+    recipe = Recipe((DPCParams(), ParallaxParams(bin=2), SSBParams()), calibration=cube.calibration)
+    s = PhaseTunerSession.from_params(cube, recipe).wait()
+    try:
+        assert s.record("ssb").rotation == "calibration"
+        s.set(C10=C10).wait()
+        for step in ("dpc", "parallax", "ssb"):
+            rec = s.record(step)
+            # the simulator's 25° (in the calibration), not the record's unused 0°
+            assert (rec.rotation, rec.rotation_deg, rec.flip) == ("manual", 25.0, False)
+        s.set(rotation_deg=24.0).wait()
+        assert s.record("dpc").rotation_deg == 24.0
+    finally:
+        s.close()
