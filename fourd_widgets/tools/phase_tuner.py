@@ -109,6 +109,10 @@ class PhaseTunerSession(Tool):
             cube = cube.with_calibration(recipe.calibration)
         return cls(cube, recipe, **options)
 
+    def run_on_all(self) -> "PhaseTunerSession":
+        """The previews cover the whole scan already (the passes read every pattern): wait for them."""
+        return self.wait()
+
     def start(self) -> "PhaseTunerSession":
         """Run the passes (if needed) and show the previews of the current records."""
         self._worker.submit(Request(dict(self._records)))
@@ -172,13 +176,28 @@ class PhaseTunerSession(Tool):
             else:
                 raise ParameterError(f"the phase tuner has no control {key!r}; controls: {', '.join(CONTROLS)} "
                                      "(or step__field for dpc, parallax, ssb)", field=key)
-        for step in ("dpc", "parallax", "ssb"):
-            if any(k in CONTROLS for k in changes):
-                records[step] = records[step].replace(rotation="manual")
+        if any(k in CONTROLS for k in changes):
+            # the sliders own the rotation from now on: a record that took it from the calibration (or
+            # measured it) keeps the value it used, unless the change sets it
+            for step in STEPS:
+                if records[step].rotation != "manual":
+                    rot, flip = self._rotation_used(records[step])
+                    fields = {"rotation": "manual", "rotation_deg": changes.get("rotation_deg", rot),
+                              "flip": changes.get("flip", flip)}
+                    records[step] = records[step].replace(**fields)
         with self._lock:
             self._records = records
         self._worker.submit(Request(dict(records)))
         return self
+
+    def _rotation_used(self, record: Any) -> tuple[float, bool]:
+        """The scan rotation and flip a non-manual record resolved to: the calibration's, or the one the
+        DPC preview measured from the curl."""
+        cal = self.cube.calibration
+        shown = self.shown.dpc if self.shown is not None else None
+        if record.rotation == "curl" and shown is not None and shown.params.rotation == "curl":
+            return shown.rotation_deg, shown.flip
+        return cal.rotation_deg, cal.flip
 
     def use_fit(self) -> "PhaseTunerSession":
         """Copy the parallax fit (defocus, astigmatism, scan rotation) onto the sliders."""
@@ -216,6 +235,8 @@ class PhaseTunerSession(Tool):
             exc = shown.errors.get(part)
             self._say(part, "" if exc is None else explain(exc), "error")
         self._emit("images", shown.images())
+        took = self.compute_times[-1] if self.compute_times else 0.0
+        self._set_status(f"previews of {len(shown.images())} images in {took:.2f} s")
         if shown.parallax is not None:
             self._emit("shifts", self.shift_field())
         self._notify()

@@ -25,6 +25,8 @@ __all__ = ["PhaseTuner"]
 
 _TITLES = {"dpc": "DPC: centre of mass along scan x (1/Å)", "idpc": "iDPC phase (rad)",
            "tcbf": "tcBF (sliders' aberrations)", "ssb": "SSB phase (rad)"}
+#: Image pixels per detector group in the shift-field view.
+_CELL_PX = 5
 #: Where each part's message is shown: the previews it concerns.
 _MESSAGES = ("dpc", "parallax", "ssb")
 
@@ -70,13 +72,16 @@ class PhaseTuner(ToolView):
         self.views = {n: ImageView(title=_TITLES[n], colormap="gray", size=size,
                                    pixel_size=step, units="Å" if step else "px") for n in PARTS}
         self.shift_view = ImageView(title="parallax shifts: measured (o), fit (x), sliders (.)", colormap="gray",
-                                    size=size)
+                                    size=size, contrast="absolute", vmin=0.0, vmax=1.0)
         c = s.controls
         c10_range = max(500.0, 2 * abs(c["C10"]))
         slider = dict(continuous_update=True, layout=w.Layout(width="330px"), style={"description_width": "130px"})
         self.rotation = w.FloatSlider(value=c["rotation_deg"], min=-180, max=180, step=0.5,
                                       description="scan rotation (°)", **slider)
         self.transpose = w.Checkbox(value=c["flip"], description="transpose (flip)", indent=False)
+        self.ctf = w.Checkbox(value=s.record("parallax").ctf_correction, description="tcBF CTF correction",
+                              indent=False, tooltip="Flip the tcBF image's Fourier phase where sin χ(q) < 0 "
+                              "(phase flipping with the sliders' aberrations)")
         self.defocus = w.FloatSlider(value=c["C10"], min=-c10_range, max=c10_range, step=1.0,
                                      description="C10 (Å, Δf=−C10)", **slider)
         self.astigmatism = w.FloatSlider(value=c["C12"], min=0, max=max(300.0, 2 * c["C12"]), step=1.0,
@@ -99,12 +104,24 @@ class PhaseTuner(ToolView):
         for control, name, conv in bind:
             control.observe(lambda ch, name=name, conv=conv: self._unless_syncing(self._moved, name, conv(ch["new"])),
                             names="value")
+        self.ctf.observe(lambda ch: self._unless_syncing(self._moved, "parallax__ctf_correction", bool(ch["new"])),
+                         names="value")
         self.use_fit_button.on_click(lambda _: self._use_fit())
+        tips = {self.rotation: "Scan rotation in the calibration's sense: a scan vector v appears on the detector "
+                               "as R(θ) S v. DPC and SSB are right when the iDPC image shows no streaks",
+                self.transpose: "The detector axes are swapped relative to the scan (S above)",
+                self.defocus: "Probe defocus coefficient C10 in Å (the microscope's defocus is Δf = −C10); "
+                              "tcBF and SSB are sharp at the right value",
+                self.astigmatism: "Two-fold astigmatism C12 in Å", self.astigmatism_angle: "Azimuth of C12, degrees",
+                self.highpass: "Butterworth high-pass of iDPC in 1/Å (0: none): removes slow background",
+                self.lowpass: "Butterworth low-pass of iDPC in 1/Å (0: none): removes noise"}
+        for control, tip in tips.items():
+            control.tooltip = tip
         for control, css in ((self.defocus, "fw-phase-defocus"), (self.rotation, "fw-phase-rotation"),
                              (self.use_fit_button, "fw-phase-use-fit")):
             control.add_class(css)
         controls = w.VBox([self.rotation, self.transpose, self.defocus, self.astigmatism, self.astigmatism_angle,
-                           self.highpass, self.lowpass, w.HBox([self.use_fit_button, self.fit_label]),
+                           self.highpass, self.lowpass, self.ctf, w.HBox([self.use_fit_button, self.fit_label]),
                            *self.messages.values()])
         grid = w.GridBox([self.views[n] for n in PARTS],
                          layout=w.Layout(grid_template_columns=f"repeat(2, {size + 20}px)"))
@@ -158,24 +175,26 @@ class PhaseTuner(ToolView):
         self.astigmatism_angle.value = c["phi12_deg"]
         self.highpass.value = c["q_highpass"] or 0.0
         self.lowpass.value = c["q_lowpass"] or 0.0
+        self.ctf.value = self.session.record("parallax").ctf_correction
 
     def _draw_shifts(self, k: np.ndarray, measured: np.ndarray, fitted: np.ndarray, model: np.ndarray) -> None:
-        """The shift field on a grid of the detector groups: each arrow's tip as a marker (scan px, scaled)."""
+        """The shift field: each detector group is a cell (gray centre), its shifts drawn from that centre
+        (scaled so the longest stays inside its cell)."""
         cal = self.session.cube.calibration
         dk = cal.reciprocal_step_in("1/Å") * self.session.record("parallax").bin
-        half = int(math.ceil(np.abs(k).max() / dk)) + 2
-        size = 2 * half + 1
-        grid = np.zeros((size, size), np.float32)
-        at = k / dk + half
-        ij = np.clip(np.rint(at).astype(int), 0, size - 1)
-        grid[ij[:, 0], ij[:, 1]] = 1.0  # the groups fitted
-        longest = max(float(np.abs(measured).max()), float(np.abs(fitted).max()), 1e-9)
-        scale = 1.5 / longest  # the longest shift spans 1.5 group spacings
+        cell = _CELL_PX
+        half = (int(math.ceil(np.abs(k).max() / dk)) + 1) * cell + cell // 2
+        grid = np.zeros((2 * half + 1, 2 * half + 1), np.float32)
+        at = k / dk * cell + half
+        ij = np.clip(np.rint(at).astype(int), 0, 2 * half)
+        grid[ij[:, 0], ij[:, 1]] = 0.35  # the groups fitted
+        longest = max(float(np.abs(measured).max()), float(np.abs(fitted).max()), float(np.abs(model).max()), 1e-9)
+        scale = 0.45 * cell / longest
         self.shift_view.set_image(grid)
-        self.shift_view.set_markers("measured", at + scale * measured, style="circle", color="#ffd23d", radius=0.4)
-        self.shift_view.set_markers("fit", at + scale * fitted, style="cross", color="#00e5ff", radius=0.4)
-        self.shift_view.set_markers("sliders", at + scale * model, style="dot", color="#ff4fd8", radius=0.25)
-        self.shift_view.badge = f"shifts x{scale:.2g} (scan px per group spacing)"
+        self.shift_view.set_markers("measured", at + scale * measured, style="circle", color="#ffd23d", radius=0.9)
+        self.shift_view.set_markers("fit", at + scale * fitted, style="cross", color="#00e5ff", radius=0.9)
+        self.shift_view.set_markers("sliders", at + scale * model, style="dot", color="#ff4fd8", radius=0.5)
+        self.shift_view.badge = f"longest shift {longest:.2g} scan px = {0.45:.2g} cell"
 
     def _views(self) -> list[Any]:
         return [*self.views.values(), self.shift_view]

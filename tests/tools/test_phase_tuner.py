@@ -39,14 +39,14 @@ def _same(a, b, where):
 
 def test_params_replay_what_is_shown_to_the_bit(session, defocused):
     cube, _ = defocused
-    session.set(C10=90.0, C12=15.0, phi12_deg=30.0, q_highpass=0.02).wait()
+    session.set(C10=90.0, C12=15.0, phi12_deg=30.0, q_highpass=0.02, parallax__ctf_correction=True).run_on_all()
     shown = session.results()
     assert set(shown) == {"dpc", "parallax", "ssb"}
     again = fw.run(session.params, cube, workers=1, progress=False)
     for name in shown:
         _same(shown[name], again[name], name)
     assert again["ssb"].params.C10 == 90.0 and again["parallax"].params.C12 == 15.0
-    assert again["dpc"].params.q_highpass == 0.02
+    assert again["dpc"].params.q_highpass == 0.02 and again["parallax"].params.ctf_correction is True
     # and a session rebuilt from the recipe shows the same
     other = PhaseTunerSession.from_params(cube, Recipe.from_json(session.params.to_json()), bin=2).wait()
     try:
@@ -139,9 +139,52 @@ def test_view_maps_sliders_to_the_session(defocused):
         assert tuner.session.record("ssb").C10 == C10 and tuner.params.steps[2].C10 == C10
         assert not np.allclose(tuner.views["ssb"].data, before)
         assert len(tuner.shift_view.marker_points("fit")[0]) == len(tuner.session.shift_field()[0])
+        tuner.ctf.value = True
+        tuner.wait()
+        assert tuner.session.record("parallax").ctf_correction is True
         tuner.use_fit_button.click()
         tuner.wait()
         assert tuner.defocus.value == pytest.approx(tuner.session.controls["C10"])
         assert tuner.rotation.value == pytest.approx(tuner.session.controls["rotation_deg"], abs=0.5)
     finally:
         tuner.close()
+
+
+def test_a_dashboard_page_whose_recipe_replays(defocused):
+    from fourd_widgets.app.chain import ToolChain, dashboard_pages
+    from fourd_widgets.widgets.phase_tuner import PhaseTuner
+
+    cube, _ = defocused
+    assert "phasetuner" in [p.name for p in dashboard_pages()]
+    chain = ToolChain(cube)
+    tuner = chain.tool("phasetuner")
+    try:
+        assert isinstance(tuner, PhaseTuner)
+        tuner.session.set(C10=C10).wait()
+        recipe = chain.recipe()  # what the dashboard's "save recipe" writes
+        assert [s.step for s in recipe.steps] == ["dpc", "parallax", "ssb"] and recipe.steps[2].C10 == C10
+        again = fw.run(recipe, cube, workers=1, progress=False)
+        np.testing.assert_array_equal(again["ssb"].phase, tuner.session.results()["ssb"].phase)
+    finally:
+        tuner.close()
+
+
+def test_a_recipe_with_the_calibrations_rotation_keeps_it_when_a_slider_moves(defocused):
+    from fourd_widgets.analysis.parallax import ParallaxParams
+    from fourd_widgets.analysis.phase_dpc import DPCParams
+    from fourd_widgets.analysis.ssb import SSBParams
+
+    cube, _ = defocused
+    recipe = Recipe((DPCParams(), ParallaxParams(bin=2), SSBParams()), calibration=cube.calibration)
+    s = PhaseTunerSession.from_params(cube, recipe).wait()
+    try:
+        assert s.record("ssb").rotation == "calibration"
+        s.set(C10=C10).wait()
+        for step in ("dpc", "parallax", "ssb"):
+            rec = s.record(step)
+            # the simulator's 25° (in the calibration), not the record's unused 0°
+            assert (rec.rotation, rec.rotation_deg, rec.flip) == ("manual", 25.0, False)
+        s.set(rotation_deg=24.0).wait()
+        assert s.record("dpc").rotation_deg == 24.0
+    finally:
+        s.close()
