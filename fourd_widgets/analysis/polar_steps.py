@@ -42,7 +42,7 @@ from .polar import resolve_params
 from .ring_fit import AmorphousStrain, RingFitMaps, amorphous_strain
 from .steps import RunContext
 
-__all__ = ["AmorphousStrainParams", "strain_from_rings", "fem_step", "pdf_step",
+__all__ = ["AmorphousStrainParams", "strain_from_rings", "pdf_from_profile", "fem_step", "pdf_step",
            "amorphous_strain_step", "latest"]
 
 
@@ -76,6 +76,42 @@ def strain_from_rings(fits: RingFitMaps, params: AmorphousStrainParams | Mapping
     return amorphous_strain(fits, ellipse if p.use_ellipse else None)
 
 
+def pdf_from_profile(data: Any, params: PDFParams | Mapping | None = None, *, k: Any = None,
+                     **overrides: Any) -> PDFResult:
+    """S(k), G(r) (and g(r), the RDF with a density) of a mean radial profile, in the one calling convention.
+
+    Parameters
+    ----------
+    data : RadialStatistics, FEMResult or (n,) array
+        Radial statistics (their mean profile), a FEM result (the mean profile of
+        its region), or a profile with its ``k``.
+    params : PDFParams, optional
+    k : (n,) array, optional
+        The profile's k axis in 1/Å (only with an array).
+    **overrides
+        Fields of :class:`PDFParams`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fourd_widgets.datasets.debye import si_nanocrystal, debye_intensity
+    >>> k = np.arange(0.1, 2.5, 0.005)
+    >>> res = pdf_from_profile(debye_intensity(si_nanocrystal(20.0), k), k=k, k_min=0.15, r_max=6.0)
+    >>> bool(abs(res.peaks(2.0, 3.0)[0] - 2.352) < 0.05)
+    True
+    """
+    p = resolve_params(PDFParams, params, overrides)
+    if isinstance(data, FEMResult):
+        v = data.variance
+        if v.units != "1/Å":
+            raise ParameterError("pair_distribution needs the profile in 1/Å: set the cube's calibration "
+                                 "reciprocal_step with reciprocal_units='1/Å'", field="k")
+        return pair_distribution(v.mean_profile, p, k=v.k)
+    if isinstance(data, RadialStatistics):
+        return pair_distribution(data, params=p)
+    return pair_distribution(data, p, k=k)
+
+
 def latest(context: RunContext, kinds: tuple[type, ...], step: str, hint: str) -> Any:
     """The last earlier result of the recipe that is one of ``kinds``; a ParameterError saying what to add."""
     for value in reversed(list(context.results.values())):
@@ -96,13 +132,7 @@ def pdf_step(cube: Any, params: PDFParams, context: RunContext) -> PDFResult:
     """Recipe adapter: the PDF of the latest fem result's mean profile (its region), else the radial statistics'."""
     src = latest(context, (FEMResult, RadialStatistics), "pdf",
                  "a mean radial profile (a radial_statistics or fem step)")
-    if isinstance(src, FEMResult):
-        v = src.variance
-        if v.units != "1/Å":
-            raise ParameterError("pair_distribution needs the profile in 1/Å: set the cube's calibration "
-                                 "reciprocal_step with reciprocal_units='1/Å'", field="k")
-        return pair_distribution(v.mean_profile, params, k=v.k)
-    return pair_distribution(src, params=params)
+    return pdf_from_profile(src, params)
 
 
 def amorphous_strain_step(cube: Any, params: AmorphousStrainParams, context: RunContext) -> AmorphousStrain:

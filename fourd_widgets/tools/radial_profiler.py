@@ -120,6 +120,13 @@ class RadialProfilerSession(Tool):
     @classmethod
     def from_params(cls, cube: DataCube, params: Any, **options: Any) -> "RadialProfilerSession":
         """A session showing the radial_statistics, fem and pdf steps of ``params`` (a Recipe, its dict or JSON)."""
+        cube, stats, fem_p, pdf_p = cls.recipe_arguments(cube, params)
+        return cls(cube, stats, fem=fem_p, pdf=pdf_p, **options)
+
+    @staticmethod
+    def recipe_arguments(cube: DataCube, params: Any) -> tuple[DataCube, RadialStatisticsParams, FEMParams | None,
+                                                                PDFParams | None]:
+        """``(cube with the recipe's calibration, statistics, fem, pdf records)`` read from a recipe."""
         recipe = Recipe.coerce(params)
         pick = {c: next((s for s in recipe.steps if isinstance(s, c)), None)
                 for c in (RadialStatisticsParams, FEMParams, PDFParams)}
@@ -127,7 +134,7 @@ class RadialProfilerSession(Tool):
             raise ParameterError("the recipe has no radial_statistics step for the radial profiler", field="steps")
         if recipe.calibration is not None:
             cube = cube.with_calibration(recipe.calibration)
-        return cls(cube, pick[RadialStatisticsParams], fem=pick[FEMParams], pdf=pick[PDFParams], **options)
+        return cube, pick[RadialStatisticsParams], pick[FEMParams], pick[PDFParams]
 
     # --- state ------------------------------------------------------------------------------------
     @property

@@ -121,9 +121,8 @@ class RadialProfiler(ToolView):
     @classmethod
     def from_params(cls, cube: DataCube, params: Recipe | dict | str, **options: Any) -> "RadialProfiler":
         """Rebuild a profiler from its :attr:`params` (a Recipe, its dict or its JSON)."""
-        probe = RadialProfilerSession.from_params(cube, params, start=False)
-        probe.close()
-        return cls(probe.cube, probe.stats_params, fem=probe._fem_given, pdf=probe._pdf_given, **options)
+        cube, stats, fem, pdf = RadialProfilerSession.recipe_arguments(cube, params)
+        return cls(cube, stats, fem=fem, pdf=pdf, **options)
 
     # --- the session's state, as the profiler's ---------------------------------------------------
     stats = property(lambda self: self.session.stats, doc="The radial statistics of every pattern.")

@@ -62,3 +62,14 @@ def test_the_region_and_the_pdf_controls_reach_the_session(profiler):
 
 def test_every_control_explains_itself(profiler):
     assert unexplained(profiler.widget) == []
+
+
+def test_the_view_rebuilds_from_its_recipe(profiler):
+    profiler.set_band(0, (0.3, 0.36))
+    profiler.wait()
+    again = RadialProfiler.from_params(profiler.cube, profiler.params.to_json()).wait()
+    try:
+        assert again.session.fem_params == profiler.session.fem_params
+        assert again.result == profiler.result and again.pdf == profiler.pdf
+    finally:
+        again.close()
