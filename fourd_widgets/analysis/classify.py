@@ -1,0 +1,494 @@
+"""Decompositions and classification of scan positions through scikit-learn (py4DSTEM's Featurization).
+
+Two steps, each a record plus a function in the one calling convention:
+
+* :func:`decompose` (:class:`DecomposeParams`): PCA (with the scree of explained
+  variance), NMF or ICA of the feature vectors; component maps and loadings drawn
+  as diffraction patterns.
+* :func:`classify` (:class:`ClassifyParams`): principal components, then a
+  diagonal Gaussian mixture (number of classes by BIC when not given), k-means, or
+  clustering regularised on the scan grid (connectivity); consensus over random
+  restarts; a semi-supervised pass from painted labels. The fitted model is copied
+  into the record (:class:`~fourd_widgets.analysis.class_model.ClassModel`): a
+  record that holds a model is applied without refitting, bit-equal on replay and
+  to other scans. Class mean and max patterns come from one engine pass over the cube.
+
+Features come from :mod:`fourd_widgets.analysis.features` (one engine pass).
+For scans whose feature matrix is too large for memory, ``incremental=True`` uses
+``IncrementalPCA`` / ``MiniBatchNMF`` / ``MiniBatchKMeans`` over row batches.
+
+Examples
+--------
+>>> import numpy as np
+>>> from fourd_widgets.core import DataCube
+>>> a = np.zeros((6, 6, 8, 8), np.float32); a[:3, :, 2, 2] = 1; a[3:, :, 5, 5] = 1
+>>> r = classify(DataCube(a + 0.01), n_classes=2, n_components=2, features=FeatureParams(bin=1), progress=False)
+>>> sorted(np.bincount(r.labels.ravel()).tolist()), r.mean_patterns.shape
+([18, 18], (2, 8, 8))
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..core.params import Params, param, record_from_dict
+from ..engine.job import Buffer, Job
+from ..engine.run import run_job
+from .class_model import ClassificationError, ClassModel, apply_model, check_classes, model_from_labels, project
+from .features import FeatureParams, Features, compute_features
+from .peaks import PeakTable
+from .steps import RunContext, own_record, split_engine
+from .virtual import virtual_diffraction
+
+__all__ = ["DecomposeParams", "ClassifyParams", "Decomposition", "Classification", "decompose", "classify",
+           "classify_step", "decompose_step", "ClassPatternJob", "class_patterns", "feature_matrix", "fit_model",
+           "bic_curve", "consensus_labels"]
+
+#: Largest feature matrix (float64) the in-memory route takes; larger ones need ``incremental=True``.
+IN_MEMORY_LIMIT_MB = 4096
+
+
+@dataclass(frozen=True, eq=False)
+class DecomposeParams(Params):
+    """Record of a decomposition: features, method and number of components."""
+
+    step = "decompose"
+    features: FeatureParams = param(FeatureParams(), doc="how each pattern becomes a feature vector")
+    method: Literal["pca", "nmf", "ica"] = param("pca", doc="PCA/SVD, NMF (non-negative) or ICA")
+    n_components: int = param(4, ge=1, doc="number of components")
+    n_scree: int = param(32, ge=1, doc="PCA: explained variance reported for this many components")
+    standardize: bool = param(False, doc="divide each feature by its standard deviation (PCA, ICA)")
+    incremental: bool = param(False, doc="fit over row batches (IncrementalPCA, MiniBatchNMF) for large scans")
+    batch_size: int = param(1024, ge=2, doc="incremental: rows per batch")
+    max_iter: int = param(400, ge=1, doc="NMF, ICA: iterations")
+    seed: int = param(0, ge=0, doc="random state")
+
+
+@dataclass(frozen=True, eq=False)
+class ClassifyParams(Params):
+    """Record of a classification: features, components, clustering, and the fitted model once trained."""
+
+    step = "classify"
+    features: FeatureParams = param(FeatureParams(), doc="how each pattern becomes a feature vector")
+    n_components: int = param(8, ge=1, doc="principal components the clustering works in")
+    method: Literal["gmm", "kmeans", "connectivity"] = param(
+        "gmm", doc="diagonal Gaussian mixture, k-means, or Ward clustering connected on the scan grid")
+    n_classes: int | None = param(None, ge=1, doc="number of classes; None: chosen by BIC (gmm)")
+    max_classes: int = param(8, ge=1, le=64, doc="largest number of classes BIC tries")
+    standardize: bool = param(False, doc="divide each feature by its standard deviation")
+    reg_covar: float = param(1e-2, ge=0, doc="gmm: variance floor, as a fraction of the mean component variance "
+                                           "(keeps tight, noise-free classes from splitting under BIC)")
+    incremental: bool = param(False, doc="IncrementalPCA and MiniBatchKMeans over row batches (large scans)")
+    batch_size: int = param(1024, ge=2, doc="incremental: rows per batch")
+    restarts: int = param(1, ge=1, le=100, doc="random restarts; more than one: consensus labels by vote")
+    probability: Literal["posterior", "unmixing"] = param(
+        "posterior", doc="class probability: model posterior, or linear-unmixing fractions of the class centres")
+    patterns: tuple[str, ...] = param(("mean", "max"), doc="class patterns to compute: mean, max, median")
+    seeds: np.ndarray | None = param(None, doc="(Rx, Ry) int painted labels for a semi-supervised pass, -1 unset")
+    seed: int = param(0, ge=0, doc="random state")
+    model: ClassModel | None = param(None, doc="a trained model: applied as it is, without refitting")
+
+    def validate(self) -> None:
+        bad = [p for p in self.patterns if p not in ("mean", "max", "median")]
+        if bad:
+            from ..core.errors import ParameterError
+            raise ParameterError(f"classify.patterns: {bad[0]!r} is not allowed; use mean, max, median",
+                                 field="patterns")
+
+
+@dataclass(frozen=True, eq=False)
+class Decomposition:
+    """Component maps and loadings.
+
+    Attributes
+    ----------
+    maps : (Rx, Ry, k) array
+    loadings : (k, n_features) array
+    loading_images : (k, h, w) array
+        Loadings drawn as diffraction patterns (pattern features) or as 1-row images.
+    explained_variance_ratio : (m,) array or None
+        PCA scree.
+    params : DecomposeParams
+    """
+
+    maps: np.ndarray
+    loadings: np.ndarray
+    loading_images: np.ndarray
+    explained_variance_ratio: np.ndarray | None
+    params: DecomposeParams
+
+    def to_h5(self, group: Any) -> None:
+        """Write into an HDF5 group."""
+        for n in ("maps", "loadings", "loading_images", "explained_variance_ratio"):
+            if getattr(self, n) is not None:
+                group.create_dataset(n, data=getattr(self, n))
+        group.create_dataset("params_json", data=json.dumps(self.params.to_dict()))
+
+    @classmethod
+    def from_h5(cls, group: Any) -> "Decomposition":
+        """Read what :meth:`to_h5` wrote."""
+        ev = group["explained_variance_ratio"][()] if "explained_variance_ratio" in group else None
+        return cls(group["maps"][()], group["loadings"][()], group["loading_images"][()], ev,
+                   record_from_dict(json.loads(group["params_json"][()])))
+
+
+@dataclass(frozen=True, eq=False)
+class Classification:
+    """Class map, probabilities, class patterns and the record with its trained model.
+
+    Attributes
+    ----------
+    labels : (Rx, Ry) int64 array
+    probabilities : (Rx, Ry, n_classes) array
+    mean_patterns, max_patterns, median_patterns : (n_classes, Qx, Qy) arrays or None
+    params : ClassifyParams
+        With ``model`` set: replaying it gives the same labels, bit for bit.
+    bic : (2, m) array or None
+        Numbers of classes tried and their BIC (automatic choice).
+    agreement : float or None
+        Consensus: mean fraction of restarts agreeing with the voted label.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    mean_patterns: np.ndarray | None
+    max_patterns: np.ndarray | None
+    median_patterns: np.ndarray | None
+    params: ClassifyParams
+    bic: np.ndarray | None = None
+    agreement: float | None = None
+    _coordinates: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> ClassModel:
+        return self.params.model
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.probabilities.shape[-1])
+
+    @property
+    def coordinates(self) -> np.ndarray | None:
+        """Component coordinates (Rx*Ry, k) of the positions (kept in memory only, for split)."""
+        return self._coordinates
+
+    def to_h5(self, group: Any) -> None:
+        """Write into an HDF5 group (the record, with its model, as JSON text)."""
+        for n in ("labels", "probabilities", "mean_patterns", "max_patterns", "median_patterns", "bic"):
+            if getattr(self, n) is not None:
+                group.create_dataset(n, data=getattr(self, n))
+        group.create_dataset("params_json", data=json.dumps(self.params.to_dict()))
+        if self.agreement is not None:
+            group.attrs["agreement"] = self.agreement
+
+    @classmethod
+    def from_h5(cls, group: Any) -> "Classification":
+        """Read what :meth:`to_h5` wrote."""
+        get = lambda n: group[n][()] if n in group else None  # noqa: E731
+        ag = group.attrs.get("agreement")
+        return cls(get("labels"), get("probabilities"), get("mean_patterns"), get("max_patterns"),
+                   get("median_patterns"), record_from_dict(json.loads(group["params_json"][()])), get("bic"),
+                   None if ag is None else float(ag))
+
+
+# --- feature matrix -----------------------------------------------------------------------
+def feature_matrix(features: Features, incremental: bool) -> np.ndarray:
+    """``(Rx*Ry, n)`` float64 rows of ``features``, checked for NaN rows and for size."""
+    x = features.values.reshape(-1, features.values.shape[-1])
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        rows = np.argwhere(bad.reshape(features.values.shape[:2]))[:3].tolist()
+        raise ClassificationError(f"{int(bad.sum())} feature vectors hold NaN or inf (scan positions {rows}...); "
+                                  "mask those detector pixels (features mask=...) or fix the data there")
+    mb = x.shape[0] * x.shape[1] * 8 / 2 ** 20
+    if not incremental and mb > IN_MEMORY_LIMIT_MB:
+        raise ClassificationError(f"the feature matrix needs {mb:.0f} MB in memory (limit {IN_MEMORY_LIMIT_MB}); "
+                                  "use the incremental route (incremental=True) or bin the patterns more")
+    return x.astype(np.float64)
+
+
+def _check_components(k: int, x: np.ndarray, incremental: bool = False, batch: int = 0) -> None:
+    n, f = x.shape
+    top = min(n, f, batch) if incremental else min(n, f)
+    if k > top:
+        raise ClassificationError(f"{k} components asked but the features allow at most {top} "
+                                  f"({n} positions, {f} features{', batch ' + str(batch) if incremental else ''}); "
+                                  f"choose n_components <= {top}")
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+# --- decomposition ------------------------------------------------------------------------
+def decompose(cube: Any, params: DecomposeParams | None = None, *, peaks: PeakTable | None = None,
+              **options: Any) -> Decomposition:
+    """PCA, NMF or ICA of the feature vectors of every scan position.
+
+    Parameters
+    ----------
+    cube : DataCube
+    params : DecomposeParams, optional
+    peaks : PeakTable, optional
+        For Bragg-vector features.
+    **options
+        Engine options and :class:`DecomposeParams` field overrides.
+
+    Returns
+    -------
+    Decomposition
+    """
+    engine, changes = split_engine(options)
+    p = own_record(params, DecomposeParams, changes, "decompose")
+    feats = compute_features(cube, p.features, peaks=peaks, **engine)
+    x = feature_matrix(feats, p.incremental)
+    _check_components(p.n_components, x, p.incremental, p.batch_size)
+    with threadpool_limits(1, user_api="blas"):  # see classify_features
+        return decompose_matrix(x, feats, p)
+
+
+def decompose_matrix(x: np.ndarray, feats: Features, p: DecomposeParams) -> Decomposition:
+    """:func:`decompose` on a feature matrix already computed (the tools reuse it while tuning)."""
+    from sklearn.decomposition import NMF, PCA, FastICA, IncrementalPCA, MiniBatchNMF
+
+    shape = feats.values.shape[:2]
+    ratio = None
+    if p.method == "nmf":
+        if (x < 0).any():
+            raise ClassificationError("NMF needs non-negative features; use scaling 'sqrt' or 'log' on counts, "
+                                      "or PCA/ICA")
+        est = (MiniBatchNMF(p.n_components, batch_size=p.batch_size, max_iter=p.max_iter, random_state=p.seed)
+               if p.incremental else NMF(p.n_components, init="nndsvda", max_iter=p.max_iter, random_state=p.seed))
+        maps = est.fit_transform(x)
+        loadings = est.components_
+    else:
+        z = x
+        if p.standardize:
+            z = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
+        if p.method == "ica":
+            est = FastICA(p.n_components, max_iter=p.max_iter, random_state=p.seed, whiten="unit-variance")
+            maps = est.fit_transform(z)
+            loadings = est.mixing_.T
+        else:
+            m = max(p.n_components, min(p.n_scree, x.shape[0], x.shape[1]))
+            if p.incremental:
+                m = min(m, p.batch_size)
+                est = IncrementalPCA(m)
+                for s in _batches(len(z), max(p.batch_size, m)):
+                    if s.stop - s.start >= m:
+                        est.partial_fit(z[s])
+            else:
+                est = PCA(m, random_state=p.seed, svd_solver="full")
+                est.fit(z)
+            ratio = est.explained_variance_ratio_.copy()
+            maps = est.transform(z)[:, :p.n_components]
+            loadings = est.components_[:p.n_components]
+    return Decomposition(maps.reshape(*shape, -1), loadings, feats.as_images(loadings), ratio, p)
+
+
+# --- classification -----------------------------------------------------------------------
+def _scaler(x: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(axis=0)
+    sd = x.std(axis=0)
+    return mean, (np.where(sd > 0, sd, 1.0) if standardize else np.ones_like(mean))
+
+
+def _pca(z: np.ndarray, p: ClassifyParams) -> np.ndarray:
+    """Principal axes (k, n_features) of centred, scaled rows ``z``."""
+    from sklearn.decomposition import PCA, IncrementalPCA
+
+    if p.incremental:
+        est = IncrementalPCA(p.n_components)
+        for s in _batches(len(z), max(p.batch_size, p.n_components)):
+            if s.stop - s.start >= p.n_components:
+                est.partial_fit(z[s])
+        return est.components_.copy()
+    return PCA(p.n_components, svd_solver="full").fit(z).components_.copy()
+
+
+def _cluster(y: np.ndarray, p: ClassifyParams, n: int, seed: int, shape: tuple[int, int],
+             init: np.ndarray | None, reg: float) -> np.ndarray:
+    """Labels of component coordinates ``y`` by the record's method."""
+    from sklearn.cluster import AgglomerativeClustering, KMeans, MiniBatchKMeans
+    from sklearn.feature_extraction.image import grid_to_graph
+    from sklearn.mixture import GaussianMixture
+
+    if p.method == "gmm":
+        if p.incremental:
+            raise ClassificationError("a Gaussian mixture has no incremental route here; use method='kmeans' "
+                                      "with incremental=True")
+        g = GaussianMixture(n, covariance_type="diag", random_state=seed, n_init=1 if init is not None else 2,
+                            means_init=init, reg_covar=reg)
+        return g.fit_predict(y)
+    if p.method == "kmeans":
+        kw = {"init": init, "n_init": 1} if init is not None else {"n_init": 4}
+        est = (MiniBatchKMeans(n, batch_size=p.batch_size, random_state=seed, **kw) if p.incremental
+               else KMeans(n, random_state=seed, **kw))
+        return est.fit_predict(y)
+    conn = grid_to_graph(*shape)
+    return AgglomerativeClustering(n, connectivity=conn, linkage="ward").fit_predict(y)
+
+
+def bic_curve(y: np.ndarray, max_classes: int, seed: int, reg: float) -> np.ndarray:
+    """``(2, m)``: numbers of classes 1..max and the BIC of a diagonal Gaussian mixture for each."""
+    from sklearn.mixture import GaussianMixture
+
+    ns = np.arange(1, min(max_classes, len(y)) + 1)
+    bic = [GaussianMixture(int(n), covariance_type="diag", random_state=seed, n_init=2, reg_covar=reg)
+           .fit(y).bic(y) for n in ns]
+    return np.vstack([ns, bic]).astype(float)
+
+
+def consensus_labels(runs: list[np.ndarray], n: int) -> tuple[np.ndarray, float]:
+    """Vote over restarts: each run's labels matched to the first (Hungarian), then the majority."""
+    from scipy.optimize import linear_sum_assignment
+
+    ref = runs[0]
+    aligned = [ref]
+    for r in runs[1:]:
+        table = np.zeros((n, n))
+        np.add.at(table, (r, ref), 1)
+        rows, cols = linear_sum_assignment(-table)
+        lut = np.empty(n, np.int64)
+        lut[rows] = cols
+        aligned.append(lut[r])
+    stack = np.stack(aligned)
+    votes = np.stack([(stack == k).sum(axis=0) for k in range(n)])
+    labels = np.argmax(votes, axis=0)
+    return labels, float((stack == labels).mean())
+
+
+def fit_model(x: np.ndarray, p: ClassifyParams, shape: tuple[int, int]) -> tuple[ClassModel, dict]:
+    """Train the model of record ``p`` on rows ``x`` (Rx*Ry, n_features); also the BIC curve and agreement."""
+    _check_components(p.n_components, x, p.incremental, p.batch_size)
+    mean, scale = _scaler(x, p.standardize)
+    z = (x - mean) / scale
+    comps = _pca(z, p)
+    y = z @ comps.T
+    reg = max(p.reg_covar * float(y.var(axis=0).mean()), 1e-12)
+    info: dict = {}
+    init = None
+    n = p.n_classes
+    if p.seeds is not None and (np.asarray(p.seeds) >= 0).any():
+        s = np.asarray(p.seeds).reshape(-1)
+        n = int(s.max()) + 1
+        check_classes(s[s >= 0], n, "painting (paint every class from 0 up)")
+        init = np.stack([y[s == k].mean(axis=0) for k in range(n)])
+    if n is None:
+        if p.method != "gmm":
+            raise ClassificationError(f"method {p.method!r} needs n_classes; only 'gmm' chooses it (by BIC)")
+        info["bic"] = bic_curve(y, p.max_classes, p.seed, reg)
+        n = int(info["bic"][0, np.argmin(info["bic"][1])])
+    if n > len(y):
+        raise ClassificationError(f"{n} classes asked for {len(y)} positions; choose fewer classes")
+    runs = [_cluster(y, p, n, p.seed + i, shape, init, reg) for i in range(p.restarts if init is None else 1)]
+    labels, info["agreement"] = consensus_labels(runs, n) if len(runs) > 1 else (runs[0], None)
+    base = ClassModel(mean=mean, scale=scale, components=comps, centres=np.zeros((n, comps.shape[0])),
+                      kind="kmeans" if p.method == "kmeans" else "gmm",
+                      variances=None if p.method == "kmeans" else np.ones((n, comps.shape[0])),
+                      weights=None if p.method == "kmeans" else np.full(n, 1.0 / n))
+    return model_from_labels(base, y, np.asarray(labels, np.int64), n, reg), info
+
+
+class ClassPatternJob(Job):
+    """Sum and maximum pattern of every class, in one pass (the sum by one GEMM per block)."""
+
+    name = "class patterns"
+
+    def __init__(self, labels: np.ndarray, n_classes: int) -> None:
+        self.labels = labels
+        self.n = n_classes
+
+    def buffers(self, cube: Any) -> dict[str, Buffer]:
+        return {"sum": Buffer("single", (self.n,) + tuple(cube.detector_shape)),
+                "max": Buffer("single", (self.n,) + tuple(cube.detector_shape), reduce="max")}
+
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> dict[str, np.ndarray]:
+        lab = self.labels[rx, ry].reshape(-1)
+        flat = np.asarray(block, dtype=np.float64).reshape(lab.size, -1)
+        onehot = (lab[None, :] == np.arange(self.n)[:, None]).astype(np.float64)
+        mx = np.full((self.n, flat.shape[1]), -np.inf)
+        for k in np.unique(lab):
+            mx[k] = flat[lab == k].max(axis=0)
+        shape = (self.n,) + block.shape[2:]
+        return {"sum": (onehot @ flat).reshape(shape), "max": mx.reshape(shape)}
+
+
+def class_patterns(cube: Any, labels: np.ndarray, n_classes: int, which: tuple[str, ...] = ("mean", "max"),
+                   **engine: Any) -> dict[str, np.ndarray]:
+    """Mean and max patterns per class from one engine pass; the median (if asked) one pass per class."""
+    out: dict[str, np.ndarray] = {}
+    if "mean" in which or "max" in which:
+        acc = run_job(cube, ClassPatternJob(labels, n_classes), **{"progress": False, **engine})
+        counts = np.bincount(labels.reshape(-1), minlength=n_classes).astype(float)
+        out["mean"] = acc["sum"] / np.maximum(counts, 1)[:, None, None]
+        out["max"] = acc["max"]
+    if "median" in which:
+        out["median"] = np.stack([virtual_diffraction(cube, method="median", region=labels == k,
+                                                      **{"progress": False, **engine}) for k in range(n_classes)])
+    return {k: v for k, v in out.items() if k in which}
+
+
+def classify(cube: Any, params: ClassifyParams | None = None, *, peaks: PeakTable | None = None,
+             **options: Any) -> Classification:
+    """Classify every scan position: fit (or apply the record's trained model), class maps and patterns.
+
+    Parameters
+    ----------
+    cube : DataCube
+    params : ClassifyParams, optional
+        With ``model`` set, the model is applied without refitting.
+    peaks : PeakTable, optional
+        For Bragg-vector features.
+    **options
+        Engine options and :class:`ClassifyParams` field overrides.
+
+    Returns
+    -------
+    Classification
+        Its ``params`` hold the trained model: ``fw.run`` of them gives the same labels.
+    """
+    engine, changes = split_engine(options)
+    p = own_record(params, ClassifyParams, changes, "classify")
+    feats = compute_features(cube, p.features, peaks=peaks, **engine)
+    return classify_features(cube, feats, p, **engine)
+
+
+def classify_features(cube: Any, feats: Features, p: ClassifyParams, **engine: Any) -> Classification:
+    """:func:`classify` on features already computed (the tools reuse them while tuning)."""
+    shape = feats.values.shape[:2]
+    x = feature_matrix(feats, p.incremental)
+    info: dict = {}
+    # one BLAS thread: sums in one order whatever the machine (bit-equal replay), and no
+    # spinning BLAS threads fighting the engine's workers on a busy machine
+    with threadpool_limits(1, user_api="blas"):
+        if p.model is None:
+            model, info = fit_model(x, p, shape)
+            p = p.replace(model=model)
+        labels, prob = apply_model(p.model, x, p.probability)
+    labels = labels.reshape(shape)
+    pats = class_patterns(cube, labels, p.model.n_classes, p.patterns, **engine) if cube is not None else {}
+    return Classification(labels, prob.reshape(*shape, -1), pats.get("mean"), pats.get("max"), pats.get("median"),
+                          p, info.get("bic"), info.get("agreement"), project(p.model, x))
+
+
+def _peaks_from(context: RunContext | None) -> PeakTable | None:
+    for v in reversed(list((context.results if context else {}).values())):
+        if isinstance(v, PeakTable):
+            return v
+    return None
+
+
+def classify_step(cube: Any, params: ClassifyParams, context: RunContext) -> Classification:
+    """Recipe adapter: Bragg-vector features read the newest peak table of the recipe."""
+    return classify(cube, params, peaks=_peaks_from(context), **context.engine)
+
+
+def decompose_step(cube: Any, params: DecomposeParams, context: RunContext) -> Decomposition:
+    """Recipe adapter of :func:`decompose` (peak table from earlier steps, as :func:`classify_step`)."""
+    return decompose(cube, params, peaks=_peaks_from(context), **context.engine)

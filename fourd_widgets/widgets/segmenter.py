@@ -1,0 +1,222 @@
+"""``fw.Segmenter(cube)``: pick features, drag the number of components, click classes.
+
+A thin view over :class:`~fourd_widgets.tools.segmenter.SegmenterSession`:
+
+* features: kind, binning and scaling;
+* decomposition: method and number of components (the scree plot, a component map
+  and its loading drawn as a diffraction pattern update as the slider moves);
+* classes: method and number (0: chosen by BIC), the class map; a click on the map
+  shows that class's mean pattern, or, in paint mode, labels the position for a
+  semi-supervised pass; merge and split buttons act on the selected classes.
+
+Its recipe (``tool.params``) replays the shown classes with ``fw.run``; it is a page
+of the dashboard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as w
+import numpy as np
+
+from ..tools.segmenter import SegmenterSession
+from .image_view import ImageView
+from .tool_view import Busy, ToolView, message_html, message_label
+
+__all__ = ["Segmenter"]
+
+#: Id of the point overlay a click on the class map moves.
+PICK_ID = "pick"
+
+
+def scree_figure() -> tuple[Any, Any]:
+    """A small bqplot figure of the explained variance ratio per component."""
+    import bqplot as bq
+
+    xs, ys = bq.LinearScale(min=0.0), bq.LogScale()
+    line = bq.Lines(x=[1.0], y=[1.0], scales={"x": xs, "y": ys}, colors=["#1f77b4"], marker="circle",
+                    marker_size=16)
+    mark = bq.Lines(x=[1.0, 1.0], y=[1e-6, 1.0], scales={"x": xs, "y": ys}, colors=["#d62728"])
+    fig = bq.Figure(marks=[line, mark], axes=[bq.Axis(scale=xs, label="component", tick_format="~g"),
+                                              bq.Axis(scale=ys, side="left", tick_format=".0e",
+                                                      label="explained variance", label_offset="48px")],
+                    title="scree", layout=w.Layout(width="300px", height="220px"),
+                    fig_margin={"top": 30, "bottom": 40, "left": 72, "right": 10})
+    return fig, (line, mark)
+
+
+class Segmenter(ToolView):
+    """Classification and segmentation tool over a :class:`SegmenterSession`.
+
+    Parameters
+    ----------
+    cube : DataCube
+    params : Recipe or record, optional
+        Records to start from (e.g. a saved recipe of this tool).
+    size : int
+        Side of each image view, screen pixels.
+    """
+
+    def __init__(self, cube: Any, params: Any = None, size: int = 300) -> None:
+        self.session = s = SegmenterSession(cube, params)
+        f, d, c = s.classify_record.features, s.decompose_record, s.classify_record
+        self.busy = Busy(s)
+        self.message = message_label()
+        lay = w.Layout(width="300px")
+        self.kind = w.Dropdown(options=["patterns", "radial"], value=f.kind if f.kind in ("patterns", "radial")
+                               else "patterns", description="features", layout=lay)
+        self.bin = w.IntSlider(value=f.bin, min=1, max=16, description="bin", continuous_update=False, layout=lay)
+        self.scaling = w.Dropdown(options=["none", "sqrt", "log"], value=f.scaling, description="scaling",
+                                  layout=lay)
+        self.method = w.Dropdown(options=["pca", "nmf", "ica"], value=d.method, description="decompose",
+                                 layout=lay)
+        self.n_components = w.IntSlider(value=d.n_components, min=1, max=32, description="components",
+                                        layout=lay)
+        self.component = w.IntSlider(value=0, min=0, max=max(d.n_components - 1, 0), description="show",
+                                     layout=lay)
+        self.class_method = w.Dropdown(options=["gmm", "kmeans", "connectivity"], value=c.method,
+                                       description="classes by", layout=lay)
+        self.n_classes = w.IntSlider(value=c.n_classes or 0, min=0, max=16, description="classes",
+                                     tooltip="0: chosen by BIC (Gaussian mixture)", continuous_update=False,
+                                     layout=lay)
+        self.class_components = w.IntSlider(value=c.n_components, min=1, max=32, description="class PCs",
+                                            continuous_update=False, layout=lay)
+        self.mode = w.ToggleButtons(options=["pick", "paint"], value="pick", description="click",
+                                    style={"button_width": "60px"})
+        self.paint_label = w.BoundedIntText(value=0, min=-1, max=63, description="paint class", layout=lay)
+        self.merge_with = w.BoundedIntText(value=1, min=0, max=63, description="other class", layout=lay)
+        self.merge_button = w.Button(description="merge selected + other")
+        self.split_button = w.Button(description="split selected")
+        self.clear_button = w.Button(description="clear paint")
+        self.selected = w.HTML("no class selected")
+        self.map_view = ImageView(title="component map", size=size, colormap="viridis",
+                                  axis_names=["rx", "ry"])
+        self.loading_view = ImageView(title="loading", size=size, colormap="viridis")
+        self.class_view = ImageView(title="class map: click a class", size=size, colormap="viridis",
+                                    axis_names=["rx", "ry"], click_moves=PICK_ID, selected=PICK_ID)
+        self.pattern_view = ImageView(title="class mean pattern", size=size, colormap="gray", scale="log")
+        self.scree, (self._scree_line, self._scree_mark) = scree_figure()
+        self._wire()
+        s.listen(self._on_event)
+        controls = w.VBox([self.kind, self.bin, self.scaling, self.method, self.n_components, self.component,
+                           self.class_method, self.n_classes, self.class_components, self.mode, self.paint_label,
+                           self.merge_with, w.HBox([self.merge_button, self.split_button]), self.clear_button,
+                           self.selected, self.message, self.busy.box])
+        self.widget = w.VBox([w.HBox([controls, self.scree]),
+                              w.HBox([self.map_view, self.loading_view]),
+                              w.HBox([self.class_view, self.pattern_view])])
+        self.widget.add_class("fw-segmenter")
+        if s.decomposition is not None:
+            self._show_components(s.decomposition)
+        if s.classification is not None:
+            self._show_classes(s.classification)
+
+    # --- controls -> session --------------------------------------------------------------------
+    def _wire(self) -> None:
+        s = self.session
+        on = lambda ctl, fn: ctl.observe(lambda ch: self._unless_syncing(fn, ch["new"]), names="value")  # noqa: E731
+        on(self.kind, lambda v: s.set_features(kind=v))
+        on(self.bin, lambda v: s.set_features(bin=v))
+        on(self.scaling, lambda v: s.set_features(scaling=v))
+        on(self.method, lambda v: s.set_decomposition(method=v))
+        on(self.n_components, self._on_components)
+        on(self.component, lambda v: s.decomposition is not None and self._show_components(s.decomposition))
+        on(self.class_method, lambda v: s.set(method=v, n_classes=self._classes_or_default(v)))
+        on(self.n_classes, lambda v: s.set(n_classes=v or None))
+        on(self.class_components, lambda v: s.set(n_components=v))
+        self.class_view.observe(self._on_click, names="overlays")
+        self.merge_button.on_click(lambda _: self._merge())
+        self.split_button.on_click(lambda _: self._split())
+        self.clear_button.on_click(lambda _: s.clear_paint())
+
+    def _classes_or_default(self, method: str) -> int | None:
+        n = self.n_classes.value or None
+        if n is None and method != "gmm":
+            n = 2
+            self._synced(lambda: setattr(self.n_classes, "value", 2))
+        return n
+
+    def _on_components(self, n: int) -> None:
+        self._synced(lambda: setattr(self.component, "max", max(n - 1, 0)))
+        self.session.set_decomposition(n_components=n)
+
+    def _on_click(self, change: dict) -> None:
+        if self._syncing:
+            return
+        pick = next((ov for ov in change["new"] if ov.get("id") == PICK_ID), None)
+        if pick is None:
+            return
+        self.click(pick["x"], pick["y"])
+
+    def click(self, rx: float, ry: float) -> None:
+        """What a click on the class map at scan position (rx, ry) does: pick its class, or paint it."""
+        s = self.session
+        if self.mode.value == "paint":
+            s.paint([(rx, ry)], self.paint_label.value)
+            return
+        k = s.class_at(rx, ry)
+        if k is not None:
+            s.select_class(k)
+
+    def _merge(self) -> None:
+        k = self.session.selected_class
+        if k is None:
+            self.message.value = message_html("click a class on the class map first", "warning")
+            return
+        self.session.merge(k, self.merge_with.value)
+
+    def _split(self) -> None:
+        k = self.session.selected_class
+        if k is None:
+            self.message.value = message_html("click a class on the class map first", "warning")
+            return
+        self.session.split(k)
+
+    # --- session -> views ---------------------------------------------------------------------
+    def _on_event(self, event: str, value: Any) -> None:
+        if event == "components":
+            self._show_components(value)
+        elif event == "scree" and value is not None:
+            self._show_scree(np.asarray(value))
+        elif event == "classes":
+            self._show_classes(value)
+        elif event == "class_pattern":
+            k, pattern = value
+            self.pattern_view.set_image(pattern)
+            self.pattern_view.title = f"class {k} mean pattern"
+            self.selected.value = f"selected class <b>{k}</b>"
+        elif event == "message":
+            where, text, level = value
+            self.message.value = message_html(text, level)
+        elif event == "update":
+            if not self.session.error:
+                self.message.value = ""
+
+    def _show_scree(self, ratio: np.ndarray) -> None:
+        x = np.arange(1, ratio.size + 1, dtype=float)
+        y = np.maximum(ratio, 1e-12)
+        k = float(self.session.decompose_record.n_components)
+        self._scree_line.x, self._scree_line.y = x, y
+        self._scree_mark.x, self._scree_mark.y = [k, k], [float(y.min()), float(y.max())]
+
+    def _show_components(self, dec: Any) -> None:
+        k = min(self.component.value, dec.maps.shape[-1] - 1)
+        self.map_view.set_image(dec.maps[..., k])
+        self.map_view.title = f"component {k} map ({dec.params.method})"
+        self.loading_view.set_image(dec.loading_images[k])
+        self.loading_view.title = f"component {k} loading"
+        if dec.explained_variance_ratio is not None:
+            self._show_scree(np.asarray(dec.explained_variance_ratio))
+
+    def _show_classes(self, cls: Any) -> None:
+        self.class_view.set_image(cls.labels.astype(np.float32))
+        self.class_view.title = f"class map: {cls.n_classes} classes (click a class)"
+        rec = self.session.classify_record
+        self._synced(lambda: (setattr(self.merge_with, "max", max(cls.n_classes - 1, 0)),
+                              setattr(self.paint_label, "max", cls.n_classes)))
+        if rec.n_classes is None and rec.seeds is None:
+            self.selected.value = f"{cls.n_classes} classes chosen by BIC"
+
+    def _views(self) -> list[Any]:
+        return [self.map_view, self.loading_view, self.class_view, self.pattern_view]
