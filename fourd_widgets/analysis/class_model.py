@@ -31,6 +31,10 @@ __all__ = ["ClassModel", "ClassificationError", "apply_model", "project", "poste
            "merge_classes", "split_class", "check_classes", "model_from_labels"]
 
 
+#: Rows projected at a time (bounds the float64 copy of the features).
+PROJECT_ROWS = 16384
+
+
 class ClassificationError(FourDError, ValueError):
     """Features or classes cannot be used as asked (NaN rows, too many components, an empty class...)."""
 
@@ -73,11 +77,16 @@ class ClassModel(Params):
 
 def project(model: ClassModel, x: np.ndarray) -> np.ndarray:
     """Component coordinates ``(n, k)`` of feature vectors ``x`` (n, n_features)."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] != model.n_features:
         raise ClassificationError(f"the model was trained on {model.n_features} features per position, these "
                                   f"vectors have {x.shape[-1]}; use the same feature record as for training")
-    return ((x - model.mean) / model.scale) @ model.components.T
+    # in fixed batches of rows: a bounded float64 copy whatever the scan size
+    out = np.empty((len(x), model.components.shape[0]))
+    for i in range(0, len(x), PROJECT_ROWS):
+        out[i:i + PROJECT_ROWS] = ((x[i:i + PROJECT_ROWS].astype(np.float64) - model.mean) / model.scale
+                                   ) @ model.components.T
+    return out
 
 
 def posterior(model: ClassModel, y: np.ndarray) -> np.ndarray:

@@ -65,7 +65,7 @@ class DecomposeParams(Params):
     standardize: bool = param(False, doc="divide each feature by its standard deviation (PCA, ICA)")
     incremental: bool = param(False, doc="fit over row batches (IncrementalPCA, MiniBatchNMF) for large scans")
     batch_size: int = param(1024, ge=2, doc="incremental: rows per batch")
-    max_iter: int = param(400, ge=1, doc="NMF, ICA: iterations")
+    max_iter: int = param(200, ge=1, doc="NMF, ICA: iterations at most")
     seed: int = param(0, ge=0, doc="random state")
 
 
@@ -209,7 +209,8 @@ def feature_matrix(features: Features, incremental: bool) -> np.ndarray:
     if not incremental and mb > IN_MEMORY_LIMIT_MB:
         raise ClassificationError(f"the feature matrix needs {mb:.0f} MB in memory (limit {IN_MEMORY_LIMIT_MB}); "
                                   "use the incremental route (incremental=True) or bin the patterns more")
-    return x.astype(np.float64)
+    # the incremental route keeps the float32 features and converts one batch at a time
+    return x if incremental else x.astype(np.float64)
 
 
 def _check_components(k: int, x: np.ndarray, incremental: bool = False, batch: int = 0) -> None:
@@ -248,7 +249,7 @@ def decompose(cube: Any, params: DecomposeParams | None = None, *, peaks: PeakTa
     feats = compute_features(cube, p.features, peaks=peaks, **engine)
     x = feature_matrix(feats, p.incremental)
     _check_components(p.n_components, x, p.incremental, p.batch_size)
-    with threadpool_limits(1, user_api="blas"):  # see classify_features
+    with threadpool_limits(1):  # see classify_features
         return decompose_matrix(x, feats, p)
 
 
@@ -263,7 +264,7 @@ def decompose_matrix(x: np.ndarray, feats: Features, p: DecomposeParams) -> Deco
             raise ClassificationError("NMF needs non-negative features; use scaling 'sqrt' or 'log' on counts, "
                                       "or PCA/ICA")
         est = (MiniBatchNMF(p.n_components, batch_size=p.batch_size, max_iter=p.max_iter, random_state=p.seed)
-               if p.incremental else NMF(p.n_components, init="nndsvda", max_iter=p.max_iter, random_state=p.seed))
+               if p.incremental else NMF(p.n_components, init="nndsvda", max_iter=p.max_iter, tol=1e-3, random_state=p.seed))
         maps = est.fit_transform(x)
         loadings = est.components_
     else:
@@ -271,9 +272,13 @@ def decompose_matrix(x: np.ndarray, feats: Features, p: DecomposeParams) -> Deco
         if p.standardize:
             z = (x - x.mean(axis=0)) / np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0)
         if p.method == "ica":
+            # ICA of the principal scores (whitening on k columns, not on every feature): the same
+            # unmixing as on the full matrix restricted to the top k directions, much cheaper
+            pca = PCA(p.n_components, svd_solver=_svd_solver(p.n_components, z.shape), random_state=p.seed)
+            scores = pca.fit_transform(z)
             est = FastICA(p.n_components, max_iter=p.max_iter, random_state=p.seed, whiten="unit-variance")
-            maps = est.fit_transform(z)
-            loadings = est.mixing_.T
+            maps = est.fit_transform(scores)
+            loadings = est.mixing_.T @ pca.components_
         else:
             m = max(p.n_components, min(p.n_scree, x.shape[0], x.shape[1]))
             if p.incremental:
@@ -283,7 +288,7 @@ def decompose_matrix(x: np.ndarray, feats: Features, p: DecomposeParams) -> Deco
                     if s.stop - s.start >= m:
                         est.partial_fit(z[s])
             else:
-                est = PCA(m, random_state=p.seed, svd_solver="full")
+                est = PCA(m, random_state=p.seed, svd_solver=_svd_solver(m, z.shape))
                 est.fit(z)
             ratio = est.explained_variance_ratio_.copy()
             maps = est.transform(z)[:, :p.n_components]
@@ -293,22 +298,28 @@ def decompose_matrix(x: np.ndarray, feats: Features, p: DecomposeParams) -> Deco
 
 # --- classification -----------------------------------------------------------------------
 def _scaler(x: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
-    mean = x.mean(axis=0)
-    sd = x.std(axis=0)
+    mean = x.mean(axis=0, dtype=np.float64)
+    sd = x.std(axis=0, dtype=np.float64)
     return mean, (np.where(sd > 0, sd, 1.0) if standardize else np.ones_like(mean))
 
 
-def _pca(z: np.ndarray, p: ClassifyParams) -> np.ndarray:
-    """Principal axes (k, n_features) of centred, scaled rows ``z``."""
+def _pca(z: Any, p: ClassifyParams) -> np.ndarray:
+    """Principal axes (k, n_features) of centred, scaled rows ``z`` (incremental: ``z(slice)`` gives a batch)."""
     from sklearn.decomposition import PCA, IncrementalPCA
 
     if p.incremental:
         est = IncrementalPCA(p.n_components)
-        for s in _batches(len(z), max(p.batch_size, p.n_components)):
+        for s in _batches(z.n, max(p.batch_size, p.n_components)):
             if s.stop - s.start >= p.n_components:
-                est.partial_fit(z[s])
+                est.partial_fit(z(s))
         return est.components_.copy()
-    return PCA(p.n_components, svd_solver="full").fit(z).components_.copy()
+    solver = _svd_solver(p.n_components, z.shape)
+    return PCA(p.n_components, svd_solver=solver, random_state=p.seed).fit(z).components_.copy()
+
+
+def _svd_solver(k: int, shape: tuple[int, int]) -> str:
+    """A randomized SVD (seeded: deterministic) for a few components of a large matrix, else the full one."""
+    return "randomized" if min(shape) > 200 and k < 0.5 * min(shape) else "full"
 
 
 def _cluster(y: np.ndarray, p: ClassifyParams, n: int, seed: int, shape: tuple[int, int],
@@ -363,13 +374,31 @@ def consensus_labels(runs: list[np.ndarray], n: int) -> tuple[np.ndarray, float]
     return labels, float((stack == labels).mean())
 
 
-def fit_model(x: np.ndarray, p: ClassifyParams, shape: tuple[int, int]) -> tuple[ClassModel, dict]:
-    """Train the model of record ``p`` on rows ``x`` (Rx*Ry, n_features); also the BIC curve and agreement."""
+def fit_model(x: np.ndarray, p: ClassifyParams, shape: tuple[int, int],
+              cache: dict | None = None) -> tuple[ClassModel, dict]:
+    """Train the model of record ``p`` on rows ``x`` (Rx*Ry, n_features); also the BIC curve and agreement.
+
+    ``cache`` (a dict the caller keeps for one feature matrix) holds the scaler and principal
+    axes, so a change of the clustering alone does not refit the PCA.
+    """
     _check_components(p.n_components, x, p.incremental, p.batch_size)
-    mean, scale = _scaler(x, p.standardize)
-    z = (x - mean) / scale
-    comps = _pca(z, p)
-    y = z @ comps.T
+    key = (p.n_components, p.standardize, p.incremental, p.batch_size, p.seed)
+    if cache is not None and key in cache:
+        mean, scale, comps, y = cache[key]
+    else:
+        mean, scale = _scaler(x, p.standardize)
+        if p.incremental:  # batches of scaled rows, never the whole scaled matrix
+            def z(s: slice) -> np.ndarray:
+                return (x[s] - mean) / scale
+            z.n = len(x)  # type: ignore[attr-defined]
+            comps = _pca(z, p)
+            y = np.vstack([z(s) @ comps.T for s in _batches(len(x), 16384)])
+        else:
+            z = (x - mean) / scale
+            comps = _pca(z, p)
+            y = z @ comps.T
+        if cache is not None:
+            cache[key] = (mean, scale, comps, y)
     reg = max(p.reg_covar * float(y.var(axis=0).mean()), 1e-12)
     info: dict = {}
     init = None
@@ -410,13 +439,14 @@ class ClassPatternJob(Job):
 
     def process(self, block: np.ndarray, rx: slice, ry: slice) -> dict[str, np.ndarray]:
         lab = self.labels[rx, ry].reshape(-1)
-        flat = np.asarray(block, dtype=np.float64).reshape(lab.size, -1)
-        onehot = (lab[None, :] == np.arange(self.n)[:, None]).astype(np.float64)
-        mx = np.full((self.n, flat.shape[1]), -np.inf)
+        raw = block.reshape(lab.size, -1)
+        # float32 within a chunk (relative error ~1e-7 of a chunk's sum), float64 across chunks
+        onehot = (lab[None, :] == np.arange(self.n)[:, None]).astype(np.float32)
+        mx = np.full((self.n, raw.shape[1]), -np.inf)
         for k in np.unique(lab):
-            mx[k] = flat[lab == k].max(axis=0)
+            mx[k] = raw[lab == k].max(axis=0)
         shape = (self.n,) + block.shape[2:]
-        return {"sum": (onehot @ flat).reshape(shape), "max": mx.reshape(shape)}
+        return {"sum": (onehot @ raw.astype(np.float32)).reshape(shape), "max": mx.reshape(shape)}
 
 
 def class_patterns(cube: Any, labels: np.ndarray, n_classes: int, which: tuple[str, ...] = ("mean", "max"),
@@ -459,16 +489,17 @@ def classify(cube: Any, params: ClassifyParams | None = None, *, peaks: PeakTabl
     return classify_features(cube, feats, p, **engine)
 
 
-def classify_features(cube: Any, feats: Features, p: ClassifyParams, **engine: Any) -> Classification:
-    """:func:`classify` on features already computed (the tools reuse them while tuning)."""
+def classify_features(cube: Any, feats: Features, p: ClassifyParams, *, cache: dict | None = None,
+                      **engine: Any) -> Classification:
+    """:func:`classify` on features already computed (the tools reuse them, and ``cache``, while tuning)."""
     shape = feats.values.shape[:2]
     x = feature_matrix(feats, p.incremental)
     info: dict = {}
     # one BLAS thread: sums in one order whatever the machine (bit-equal replay), and no
     # spinning BLAS threads fighting the engine's workers on a busy machine
-    with threadpool_limits(1, user_api="blas"):
+    with threadpool_limits(1):
         if p.model is None:
-            model, info = fit_model(x, p, shape)
+            model, info = fit_model(x, p, shape, cache)
             p = p.replace(model=model)
         labels, prob = apply_model(p.model, x, p.probability)
     labels = labels.reshape(shape)

@@ -57,17 +57,23 @@ class SegmenterSession(Tool):
         super().__init__(cube)
         self.decompose_record = DecomposeParams(n_components=4)
         self.classify_record = ClassifyParams(n_components=4, patterns=("mean", "max"))
-        for rec in _records(params):
+        given = _records(params)
+        for rec in given:
             if isinstance(rec, DecomposeParams):
                 self.decompose_record = rec
             elif isinstance(rec, ClassifyParams):
                 self.classify_record = rec
+        if not any(isinstance(rec, DecomposeParams) for rec in given):
+            # one set of features for both; the maps start with the classification's components
+            c = self.classify_record
+            self.decompose_record = DecomposeParams(features=c.features, n_components=c.n_components)
         self.features: Features | None = None
         self.decomposition: Decomposition | None = None
         self.classification: Classification | None = None
         self.selected_class: int | None = None
         self._feature_cache: tuple[FeatureParams, Features, np.ndarray] | None = None
         self._pca_cache: tuple[Any, Decomposition] | None = None
+        self._class_cache: dict = {}  # principal axes of the classification, per feature matrix
         self._worker = self._add_worker(self._compute, self._deliver)
         self._submit()
 
@@ -179,6 +185,7 @@ class SegmenterSession(Tool):
         x = feature_matrix(feats, self.classify_record.incremental)
         self._feature_cache = (p, feats, x)
         self._pca_cache = None
+        self._class_cache = {}
         return feats, x
 
     def _decompose(self, feats: Features, x: np.ndarray, p: DecomposeParams) -> Decomposition:
@@ -204,7 +211,8 @@ class SegmenterSession(Tool):
             dec = self._decompose(feats, x, r.decompose)
             self._deliver_components(dec)
             self._set_status("classifying")
-            cls = classify_features(self.cube, feats, r.classify, progress=self._report, cancel=token)
+            cls = classify_features(self.cube, feats, r.classify, cache=self._class_cache, progress=self._report,
+                                    cancel=token)
             what = getattr(self, "_pending_check", None)
             if what is not None:
                 self._pending_check = None

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..tools.segmenter import SegmenterSession
 from .image_view import ImageView
+from .overlays import make_overlay
 from .tool_view import Busy, ToolView, message_html, message_label
 
 __all__ = ["Segmenter"]
@@ -97,6 +98,11 @@ class Segmenter(ToolView):
                                     axis_names=["rx", "ry"], click_moves=PICK_ID, selected=PICK_ID)
         self.pattern_view = ImageView(title="class mean pattern", size=size, colormap="gray", scale="log")
         self.scree, (self._scree_line, self._scree_mark) = scree_figure()
+        self.n_components.add_class("fw-seg-components")
+        self.component.add_class("fw-seg-show")
+        self.class_view.add_class("fw-seg-classes")
+        # a click moves this marker; where it lands picks (or paints) a scan position
+        self.class_view.set_overlay(make_overlay("point", id=PICK_ID, color="#ffffff", x=0.0, y=0.0))
         self._wire()
         s.listen(self._on_event)
         controls = w.VBox([self.kind, self.bin, self.scaling, self.method, self.n_components, self.component,

@@ -201,3 +201,24 @@ def test_class_patterns_of_a_cube_larger_than_a_chunk():
     cube, truth = phases_cube(seed=8)
     out = class_patterns(cube, truth, 3, ("mean",), chunk_bytes=2048)
     np.testing.assert_allclose(out["mean"][1], cube.to_numpy()[truth == 1].mean(axis=0), rtol=1e-5)
+
+
+def test_bragg_vector_co_occurrence_finds_the_grains():
+    from scipy.optimize import linear_sum_assignment
+
+    from fourd_widgets.analysis.bragg_classes import BraggClassParams, bragg_classes
+    cube, truth = fw.datasets.sample("polycrystal", small=True)
+    peaks = fw.PeakTable(truth.scan_shape, truth.peak_offsets, truth.peak_qx, truth.peak_qy, truth.peak_intensity,
+                         truth.peak_intensity)
+    r = bragg_classes(peaks, BraggClassParams(bragg_bin=2.0), detector_shape=cube.detector_shape,
+                      origin=truth.origin_map)
+    grains = truth.grain_map
+    assert r.probabilities.shape[-1] == len(np.unique(grains)) and (r.labels >= 0).all()
+    table = np.zeros((6, 6))
+    np.add.at(table, (r.labels.ravel(), grains.ravel()), 1)
+    rows, cols = linear_sum_assignment(-table)
+    assert table[rows, cols].sum() == grains.size  # every position in its grain's class
+    # merging is what the co-occurrence threshold says: with merge_above tiny, everything merges into one
+    one = bragg_classes(peaks, BraggClassParams(bragg_bin=2.0, merge_above=1e-6, split=False),
+                        detector_shape=cube.detector_shape, origin=truth.origin_map)
+    assert one.probabilities.shape[-1] == 1

@@ -87,3 +87,14 @@ def test_bad_numbers_are_messages_not_exceptions(session):
     s, _ = session
     s.set(n_components=500).wait()
     assert "n_components" in s.error
+
+
+def test_a_classification_record_alone_sets_the_features_of_both():
+    cube, _ = bands_cube()
+    s = SegmenterSession(cube, fw.ClassifyParams(features=fw.FeatureParams(bin=2), n_components=3, n_classes=3))
+    try:
+        s.wait()
+        assert s.decompose_record.features == s.classify_record.features
+        assert s.decomposition.maps.shape[-1] == 3 and s.decomposition.loading_images.shape[1:] == (8, 8)
+    finally:
+        s.close()

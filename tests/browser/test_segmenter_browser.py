@@ -1,0 +1,127 @@
+"""fw.Segmenter in a real browser (Voila + Chromium): type a new number of components and see the component
+map change; click a class on the class map and see its mean pattern. Python sees both, and the recipe the
+tool holds replays the classes shown."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from browser_helpers import WAIT_S, canvas_pixels, screen_point, view_info, wait_canvas_change, wait_views, write_notebook
+
+pytestmark = pytest.mark.browser
+
+#: Image views in page order: component map, loading, class map, class pattern.
+MAP, LOADING, CLASSES, PATTERN = 0, 1, 2, 3
+
+SETUP = '''\
+import json, os, threading
+from pathlib import Path
+import numpy as np
+import fourd_widgets as fw
+STATE = Path({state!r})
+rng = np.random.default_rng(0)
+truth = np.repeat(np.array([0] * 4 + [1] * 4 + [2] * 4)[None], 10, axis=0)
+a = rng.normal(0.1, 0.02, (10, 12, 16, 16)).clip(0).astype(np.float32)
+for k, (i, j) in enumerate([(4, 4), (4, 11), (11, 8)]):
+    a[truth == k, i - 1:i + 2, j - 1:j + 2] += 1.0
+cube = fw.DataCube(a, fw.Calibration(origin=(8.0, 8.0)))
+seg = fw.Segmenter(cube, fw.ClassifyParams(features=fw.FeatureParams(bin=2), n_components=3, method="kmeans",
+                                           n_classes=3), size=240)
+_lock = threading.Lock()
+
+def dump(*_):
+    with _lock:
+        s = seg.session
+        state = {{"n": s.decomposition.maps.shape[-1], "selected": s.selected_class, "params": seg.params.to_json(),
+                  "updates": seg.updates, "error": seg.error}}
+        tmp = STATE / "state.tmp.npz"
+        np.savez(tmp, state=json.dumps(state), labels=s.classification.labels,
+                 pattern=np.zeros(1) if s.selected_class is None else s.classification.mean_patterns[s.selected_class])
+        os.replace(tmp, STATE / "state.npz")
+
+seg.on_update(dump)
+seg.session.listen(lambda e, v: dump() if e in ("components", "class_pattern") and seg.session.classification is not None else None)
+seg.wait()
+dump()
+seg
+'''
+
+
+def read(state: Path) -> dict | None:
+    f = state / "state.npz"
+    if not f.exists():
+        return None
+    try:
+        with np.load(f) as z:
+            out = json.loads(str(z["state"]))
+            out["labels"], out["pattern"] = z["labels"], z["pattern"]
+            return out
+    except (OSError, ValueError, KeyError, EOFError):  # being replaced right now
+        return None
+
+
+def wait_for(state: Path, predicate, what: str) -> dict:
+    deadline = time.monotonic() + WAIT_S
+    last = None
+    while time.monotonic() < deadline:
+        last = read(state) or last
+        if last is not None and predicate(last):
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last: { {k: v for k, v in (last or {}).items() if k in ('n', 'selected', 'error')} }")
+
+
+def type_into(page, selector: str, text: str) -> None:
+    """Type a value into a slider's readout, as a user does, and press Enter."""
+    readout = page.locator(selector)
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(text)
+    page.keyboard.press("Enter")
+
+
+def test_voila_components_and_class_pick(page, voila, notebook_root: Path, tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    write_notebook(notebook_root, "voila_segmenter.ipynb", SETUP.format(state=str(tmp_path)), "# Segmenter under test")
+    page.goto(f"{voila.base}/voila/render/voila_segmenter.ipynb")
+    wait_views(page, 3)
+    first = wait_for(tmp_path, lambda s: s["updates"] >= 1, "the first classes")
+    assert first["error"] == "" and first["n"] == 3 and len(np.unique(first["labels"])) == 3
+
+    # show the third component's map, then drop to one component: the map shown becomes the first one's
+    page.locator(".fw-view").nth(MAP).scroll_into_view_if_needed()
+    before = canvas_pixels(page, MAP)
+    type_into(page, ".fw-seg-show .widget-readout", "2")
+    third = wait_canvas_change(page, MAP, before, "the third component was shown")
+    type_into(page, ".fw-seg-components .widget-readout", "1")
+    wait_for(tmp_path, lambda s: s["n"] == 1, "one component in Python")
+    first_map = wait_canvas_change(page, MAP, third, "the number of components changed")
+    assert first_map == before  # the first component's map again, as drawn at the start
+
+    # a click on the class map at a position of the right band: its class's mean pattern is shown
+    page.locator(".fw-view").nth(CLASSES).scroll_into_view_if_needed()
+    info = view_info(page, CLASSES)
+    page.mouse.click(*screen_point(info, 5.0, 10.0))
+    picked = wait_for(tmp_path, lambda s: s["selected"] is not None, "a class picked")
+    assert picked["selected"] == int(picked["labels"][5, 10])
+    page.wait_for_function("() => +document.querySelectorAll('.fw-view')[3].dataset.imageVersion >= 1")
+    # its mean pattern has the right band's spot (rows 10..12, columns 7..9), not another band's
+    pattern = picked["pattern"]
+    assert pattern[10:13, 7:10].mean() > 0.5 and pattern[3:6, 3:6].mean() < 0.5
+
+    import fourd_widgets as fw
+    from fourd_widgets.core.recipe import Recipe
+
+    rng = np.random.default_rng(0)
+    truth = np.repeat(np.array([0] * 4 + [1] * 4 + [2] * 4)[None], 10, axis=0)
+    a = rng.normal(0.1, 0.02, (10, 12, 16, 16)).clip(0).astype(np.float32)
+    for k, (i, j) in enumerate([(4, 4), (4, 11), (11, 8)]):
+        a[truth == k, i - 1:i + 2, j - 1:j + 2] += 1.0
+    replay = fw.run(Recipe.from_json(picked["params"]), fw.DataCube(a))
+    np.testing.assert_array_equal(replay["classify"].labels, picked["labels"])
+    assert page.locator(".jp-InputArea-editor").count() == 0 and "Traceback" not in page.inner_text("body")
