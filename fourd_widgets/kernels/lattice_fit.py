@@ -29,11 +29,14 @@ __all__ = ["fit_pattern", "fit_patterns"]
 
 #: A step shorter than this many of its own standard errors ends the fit.
 STEP_IN_SIGMA = 0.05
+#: Steps with dlᵀ F dl above this are checked against the likelihood (backtracking); shorter ones
+#: are in the quadratic region (a check every step costs a model evaluation, ~40 % of the time).
+CHECK_ABOVE = 0.05
 #: Smallest model value per pixel, in counts (keeps n / λ finite where the model is empty).
 LAMBDA_FLOOR = 1e-9
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _taps(c, first, half, up, w, dw):
     """Catmull-Rom taps of a site centred at ``c`` for its first window pixel ``first``.
 
@@ -59,7 +62,7 @@ def _taps(c, first, half, up, w, dw):
     return int(i) - 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def _sample(t, bi, bj, wx, wy, dwx, dwy, up):
     """Template value and gradient (per px) at one pixel from its taps; zero off the template."""
     m = t.shape[0]
@@ -122,9 +125,14 @@ def _solve_sym(a, b):
     return x, True
 
 
-@njit(cache=True, nogil=True)
-def _fill_model(lam, t, half, up, hk, theta, amps, bg):
-    """The model image λ at the given parameters (floored at LAMBDA_FLOOR)."""
+@njit(cache=True, nogil=True, fastmath=True)
+def _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum):
+    """The model image λ at the given parameters (floored at LAMBDA_FLOOR).
+
+    Each site's template values and gradients over its window are kept in ``P, PX, PY``
+    (``(S, n, n)``), its window in ``win`` (``i0, i1, j0, j1``) and the template's sum over
+    the window in ``psum``, for :func:`_accumulate` and :func:`_loglik`.
+    """
     H, W = lam.shape
     S = hk.shape[0]
     wx = np.empty(4)
@@ -139,12 +147,23 @@ def _fill_model(lam, t, half, up, hk, theta, amps, bg):
         cy = theta[1] + hk[s, 0] * theta[3] + hk[s, 1] * theta[5]
         i0, i1 = _window(cx, half, H)
         j0, j1 = _window(cy, half, W)
+        win[s, 0] = i0
+        win[s, 1] = i1
+        win[s, 2] = j0
+        win[s, 3] = j1
         bi0 = _taps(cx, i0, half, up, wx, dwx)
         bj0 = _taps(cy, j0, half, up, wy, dwy)
+        acc = 0.0
+        a = amps[s]
         for i in range(i0, i1 + 1):
             for j in range(j0, j1 + 1):
                 p, px, py = _sample(t, bi0 + (i - i0) * up, bj0 + (j - j0) * up, wx, wy, dwx, dwy, up)
-                lam[i, j] += amps[s] * p
+                P[s, i - i0, j - j0] = p
+                PX[s, i - i0, j - j0] = px
+                PY[s, i - i0, j - j0] = py
+                lam[i, j] += a * p
+                acc += p
+        psum[s] = acc
     for i in range(H):
         for j in range(W):
             if lam[i, j] < LAMBDA_FLOOR:
@@ -152,85 +171,94 @@ def _fill_model(lam, t, half, up, hk, theta, amps, bg):
 
 
 @njit(cache=True, nogil=True)
-def _loglik(counts, lam, t, half, up, hk, theta, amps, bg):
-    """Poisson log-likelihood (without ``log n!``) at the given parameters."""
-    _fill_model(lam, t, half, up, hk, theta, amps, bg)
+def _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum):
+    """Poisson log-likelihood (without ``log n!``): ``Σ n log λ`` over the pixels with counts, minus ``Σ λ``."""
+    _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum)
     H, W = lam.shape
+    total = bg * H * W
+    for s in range(hk.shape[0]):
+        total += amps[s] * psum[s]
     ll = 0.0
-    for i in range(H):
-        for j in range(W):
-            n = counts[i, j]
-            v = lam[i, j]
-            ll += (n * math.log(v) if n > 0 else 0.0) - v
-    return ll
+    for q in range(nz_n.shape[0]):
+        ll += nz_n[q] * math.log(lam[nz_i[q], nz_j[q]])
+    return ll - total
 
 
-@njit(cache=True, nogil=True)
-def _accumulate(counts, lam, t, half, up, hk, theta, amps, bg, L, C, D, UL, UA, want_loglik):
-    """Model image, score and Fisher blocks at the current parameters. Returns the log-likelihood."""
+@njit(cache=True, nogil=True, fastmath=True)
+def _accumulate(counts, lam, t, half, up, hk, theta, amps, bg, L, C, D, UL, UA, fit_background,
+                P, PX, PY, win, psum):
+    """Score and Fisher blocks at the current parameters (the model is filled first).
+
+    Per site, the pixel sums are reduced to a few moments of the template and its gradient;
+    the lattice derivatives ``dλ/dθ = -A ∇P ⊗ (1, h, k)`` are expanded from them.
+    """
     H, W = counts.shape
     S = hk.shape[0]
-    wx = np.empty(4)
-    wy = np.empty(4)
-    dwx = np.empty(4)
-    dwy = np.empty(4)
-    _fill_model(lam, t, half, up, hk, theta, amps, bg)
+    _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum)
     L[:, :] = 0.0
     C[:, :] = 0.0
     D[:] = 0.0
     UL[:] = 0.0
     UA[:] = 0.0
-    loglik = 0.0
-    for i in range(H):
-        for j in range(W):
-            v = lam[i, j]
-            n = counts[i, j]
-            UL[6] += n / v - 1.0
-            L[6, 6] += 1.0 / v
-            if want_loglik:
-                loglik += (n * math.log(v) if n > 0 else 0.0) - v
-    d = np.empty(6)
+    if fit_background:
+        for i in range(H):
+            for j in range(W):
+                v = lam[i, j]
+                UL[6] += counts[i, j] / v - 1.0
+                L[6, 6] += 1.0 / v
+    c = np.empty(3)
     for s in range(S):
-        h = hk[s, 0]
-        k = hk[s, 1]
-        cx = theta[0] + h * theta[2] + k * theta[4]
-        cy = theta[1] + h * theta[3] + k * theta[5]
-        i0, i1 = _window(cx, half, H)
-        j0, j1 = _window(cy, half, W)
-        a = amps[s]
-        bi0 = _taps(cx, i0, half, up, wx, dwx)
-        bj0 = _taps(cy, j0, half, up, wy, dwy)
+        i0 = win[s, 0]
+        i1 = win[s, 1]
+        j0 = win[s, 2]
+        j1 = win[s, 3]
+        sxx = sxy = syy = sxp = syp = spp = rx = ry = rp = wxs = wys = wp = 0.0
         for i in range(i0, i1 + 1):
             for j in range(j0, j1 + 1):
-                p, px, py = _sample(t, bi0 + (i - i0) * up, bj0 + (j - j0) * up, wx, wy, dwx, dwy, up)
+                p = P[s, i - i0, j - j0]
+                px = PX[s, i - i0, j - j0]
+                py = PY[s, i - i0, j - j0]
                 if p == 0.0 and px == 0.0 and py == 0.0:
                     continue
-                v = lam[i, j]
-                w = 1.0 / v
+                w = 1.0 / lam[i, j]
                 r = counts[i, j] * w - 1.0
-                # the centre moves the disk: dλ/dc = -A ∇P
-                ex = -a * px
-                ey = -a * py
-                d[0] = ex
-                d[1] = ey
-                d[2] = h * ex
-                d[3] = h * ey
-                d[4] = k * ex
-                d[5] = k * ey
-                for u in range(6):
-                    UL[u] += r * d[u]
-                    wd = w * d[u]
-                    for z in range(u, 6):
-                        L[u, z] += wd * d[z]
-                    L[u, 6] += wd
-                    C[u, s] += wd * p
-                C[6, s] += w * p
-                D[s] += w * p * p
-                UA[s] += r * p
-    for u in range(7):
-        for z in range(u):
-            L[u, z] = L[z, u]
-    return loglik
+                wpx = w * px
+                wpy = w * py
+                sxx += wpx * px
+                sxy += wpx * py
+                syy += wpy * py
+                sxp += wpx * p
+                syp += wpy * p
+                spp += w * p * p
+                rx += r * px
+                ry += r * py
+                rp += r * p
+                wxs += wpx
+                wys += wpy
+                wp += w * p
+        a = amps[s]
+        c[0] = 1.0
+        c[1] = hk[s, 0]
+        c[2] = hk[s, 1]
+        # the centre moves the disk: dλ/dc = -A ∇P
+        for u in range(3):
+            UL[2 * u] -= c[u] * a * rx
+            UL[2 * u + 1] -= c[u] * a * ry
+            L[2 * u, 6] -= c[u] * a * wxs
+            L[2 * u + 1, 6] -= c[u] * a * wys
+            C[2 * u, s] -= c[u] * a * sxp
+            C[2 * u + 1, s] -= c[u] * a * syp
+            for z in range(3):
+                f = c[u] * c[z] * a * a
+                L[2 * u, 2 * z] += f * sxx
+                L[2 * u, 2 * z + 1] += f * sxy
+                L[2 * u + 1, 2 * z] += f * sxy
+                L[2 * u + 1, 2 * z + 1] += f * syy
+        C[6, s] += wp
+        D[s] += spp
+        UA[s] += rp
+    for u in range(6):
+        L[6, u] = L[u, 6]
 
 
 @njit(cache=True, nogil=True)
@@ -316,6 +344,30 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
     active = np.ones(S, np.bool_)
     th_prev = np.empty(6)
     a_prev = np.empty(S)
+    n = int(2 * half) + 2
+    P = np.zeros((S, n, n))
+    PX = np.zeros((S, n, n))
+    PY = np.zeros((S, n, n))
+    win = np.zeros((S, 4), np.int64)
+    psum = np.zeros(S)
+    nnz = 0
+    for i in range(H):
+        for j in range(W):
+            if counts[i, j] > 0:
+                nnz += 1
+    nz_i = np.empty(nnz, np.int64)
+    nz_j = np.empty(nnz, np.int64)
+    nz_n = np.empty(nnz)
+    q = 0
+    for i in range(H):
+        for j in range(W):
+            if counts[i, j] > 0:
+                nz_i[q] = i
+                nz_j[q] = j
+                nz_n[q] = counts[i, j]
+                q += 1
+    ll_prev = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg[0], P, PX, PY, win, psum)
+    ll_known = True
     hmax = 0.0
     for s in range(S):
         hmax = max(hmax, 1.0 + abs(hk[s, 0]) + abs(hk[s, 1]))
@@ -324,7 +376,8 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
     floor_a = 1e-6
     while it < max_iter:
         it += 1
-        ll_prev = _accumulate(counts, lam, t, half, up, hk, theta, amps, bg[0], L, C, D, UL, UA, True)
+        _accumulate(counts, lam, t, half, up, hk, theta, amps, bg[0], L, C, D, UL, UA, fit_background,
+                    P, PX, PY, win, psum)
         for u in range(6):
             th_prev[u] = theta[u]
         for s in range(S):
@@ -363,19 +416,32 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
                 amps[s] = a_new if a_new > floor_a else floor_a
         b_new = bg[0] + scale * dl[6]
         bg[0] = b_new if b_new > LAMBDA_FLOOR else max(0.2 * bg[0], LAMBDA_FLOOR)
-        # backtrack while the likelihood falls (a full scoring step can overshoot and oscillate)
+        # backtrack while the likelihood falls (a long scoring step can overshoot and oscillate); a step
+        # shorter than sqrt(CHECK_ABOVE) of its own standard error is taken as it is
         f = 1.0
-        ll = _loglik(counts, lam, t, half, up, hk, theta, amps, bg[0])
-        while ll < ll_prev and f > 1e-3:
+        dec0 = 0.0
+        for u in range(6):
+            for z in range(6):
+                dec0 += dl[u] * R[u, z] * dl[z]
+        check = dec0 * scale * scale > CHECK_ABOVE or fit_background
+        ll = ll_prev
+        if check:
+            if not ll_known:
+                ll_prev = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, th_prev, a_prev, b_prev, P, PX, PY, win,
+                                  psum)
+            ll = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg[0], P, PX, PY, win, psum)
+        ll_known = check
+        while check and ll < ll_prev and f > 1e-3:
             f *= 0.5
             for u in range(6):
                 theta[u] = th_prev[u] + 0.5 * (theta[u] - th_prev[u])
             for s in range(S):
                 amps[s] = a_prev[s] + 0.5 * (amps[s] - a_prev[s])
             bg[0] = b_prev + 0.5 * (bg[0] - b_prev)
-            ll = _loglik(counts, lam, t, half, up, hk, theta, amps, bg[0])
+            ll = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg[0], P, PX, PY, win, psum)
         scale *= f
         move_all *= f
+        ll_prev = ll
         # converged: no site moves more than tol px, or the step is under 5 % of its own standard
         # error (dlᵀ F dl < 0.05²; at low dose the likelihood has flat ridges along which scoring creeps)
         dec = 0.0
@@ -386,7 +452,9 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
         if move_all < tol or dec < STEP_IN_SIGMA ** 2:
             status = 0
             break
-    loglik = _accumulate(counts, lam, t, half, up, hk, theta, amps, bg[0], L, C, D, UL, UA, True)
+    _accumulate(counts, lam, t, half, up, hk, theta, amps, bg[0], L, C, D, UL, UA, fit_background,
+                P, PX, PY, win, psum)
+    loglik = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg[0], P, PX, PY, win, psum)
     for s in range(S):
         active[s] = True  # the information counts every amplitude as unknown
     R, V = _reduced(L, C, D, UL, UA, active)
