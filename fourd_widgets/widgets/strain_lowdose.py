@@ -69,7 +69,7 @@ class LowDoseStrainMapper(ToolView):
         self._pool = w.BoundedFloatText(value=p.pool_sigma, min=0, max=100, step=0.5, description="pool σ (steps)",
                                         layout=lay(width="200px"),
                                         tooltip="Average the fitted lattice over a Gaussian scan neighbourhood")
-        self.sigma_limit = w.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.001, description="σ limit (%)",
+        self.sigma_limit = w.FloatSlider(value=1.0, min=0.01, max=1.0, step=0.001, description="σ limit (%)",
                                          readout_format=".3f", continuous_update=False, layout=lay(width="360px"),
                                          tooltip="Mask positions whose largest strain σ exceeds this "
                                          "(right end: no limit)")
@@ -99,7 +99,7 @@ class LowDoseStrainMapper(ToolView):
         self.session.set_sigma_limit(None if percent is None else percent / 100.0)
 
     def _on_limit(self, value: float) -> None:
-        self.set_sigma_limit(None if value >= self.sigma_limit.max else value)
+        self.set_sigma_limit(None if value >= self.sigma_limit.max else max(value, self.sigma_limit.min))
 
     def _on_session(self, event: str, value: Any) -> None:
         if event == "maps":
@@ -115,9 +115,10 @@ class LowDoseStrainMapper(ToolView):
 
             def sync() -> None:
                 top = 100.0 * hi * 1.05 if np.isfinite(hi) and hi > 0 else 1.0
+                bottom = 100.0 * lo * 0.95 if np.isfinite(lo) and 0 < lo < hi else top / 100
                 self.sigma_limit.max = max(top, 1e-6)
-                self.sigma_limit.min = 0.0
-                self.sigma_limit.step = self.sigma_limit.max / 500
+                self.sigma_limit.min = min(bottom, self.sigma_limit.max / 2)  # the left end keeps some positions
+                self.sigma_limit.step = (self.sigma_limit.max - self.sigma_limit.min) / 500
                 self.sigma_limit.value = self.sigma_limit.max if limit is None else min(100.0 * limit,
                                                                                        self.sigma_limit.max)
             self._synced(sync)
