@@ -372,6 +372,13 @@ class Crystal:
                 "positions": self.positions.tolist(), "occupancies": self.occupancies.tolist(),
                 "debye_waller_A2": self.debye_waller_A2.tolist()}
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Crystal):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Crystal":
         """Inverse of :meth:`to_dict`."""
