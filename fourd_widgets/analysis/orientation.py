@@ -128,7 +128,6 @@ def _pattern_spectrum(q: np.ndarray, w: np.ndarray, ph: PhasePlan, n_angles: int
     smooth = np.fft.irfft(spec * angular_kernel(ph.shells, n_angles, kernel_size), n=n_angles, axis=-1)
     return spec, float(np.linalg.norm(smooth))
 
-
 def _correlate(spec: np.ndarray, pnorm: float, spectra: np.ndarray, norms: np.ndarray, n_angles: int) -> np.ndarray:
     """(Z, n_angles) normalised correlation of a pattern with templates at every in-plane angle."""
     acc = np.zeros((spectra.shape[0], spectra.shape[2]), np.complex64)
@@ -183,7 +182,7 @@ def _refine(ph: PhasePlan, z: int, theta: float, spec: np.ndarray, pnorm: float,
     U0 = ph.frames[z]
     step = math.radians(p.zone_axis_step_deg)
     best_dir, best_c, best_t = v, -np.inf, theta
-    for scale in (0.5, 0.25):  # two rounds: +-step/2, then +-step/4 around the better one
+    for scale in (0.5, 0.25, 0.125):  # rounds of +-step/2, /4, /8 around the better one
         e1, e2 = frame_matrices(best_dir[None])[0, :2]
         offs = np.array([(a, b) for a in (-1, 0, 1) for b in (-1, 0, 1)], float) * step * scale
         dirs = best_dir[None] + offs[:, :1] * e1 + offs[:, 1:] * e2
