@@ -223,3 +223,22 @@ def test_recipe_replay_through_fw_run_equals_the_direct_call():
     # the built-in simulator's default grain is Si [001] at 0 degrees
     err = _error(direct.matrix[..., 0, :, :], zone_axis_matrix(si(), (0, 0, 1)), _sym(si()))
     assert np.nanmax(err) < 0.5
+
+
+def test_ang_export_is_read_back_by_orix_and_grains_and_png(tmp_path, plan):
+    from orix import io
+
+    from fourd_widgets.analysis.orientation_grains import save_ang, save_maps_png, segment_grains
+
+    c = si()
+    truth = [zone_axis_matrix(c, (0, 0, 1), 5.0)] * 3 + [zone_axis_matrix(c, (0, 1, 1), 5.0)] * 3
+    om = orientation_map(_table([_spots(c, U) for U in truth], (2, 3)), None, None, plan=plan)
+    xmap = io.load(save_ang(om, tmp_path / "map.ang"))
+    assert xmap.size == 6
+    # .ang stores Euler angles as float32 text: rotations back to 1e-4
+    np.testing.assert_allclose(xmap.rotations.to_matrix(), np.swapaxes(om.matrix[..., 0, :, :].reshape(-1, 3, 3), 1, 2),
+                               atol=1e-4)
+    g = segment_grains(om, 2.0)
+    assert g.labels.tolist() == [[0, 0, 0], [1, 1, 1]] and g.boundaries.all()
+    png = save_maps_png(om, tmp_path / "maps.png", grains=g)
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

@@ -87,3 +87,19 @@ def test_bicrystal_mixed_positions_give_both_grains(maps):
         first_two = om.matrix[i, j, :2]
         e = np.array([[_err(U, G, sym) for G in (A, B)] for U in first_two])
         assert min(e[0, 0] + e[1, 1], e[0, 1] + e[1, 0]) < 1.0
+
+
+def test_polycrystal_grain_segmentation_is_the_truth(maps):
+    from fourd_widgets.analysis.orientation_grains import ipf_colors, segment_grains
+
+    om, truth, _ = maps["si_polycrystal_4zones"]
+    gid = np.asarray(truth["grain_id"])
+    g = segment_grains(om, 5.0)
+    # the same partition as the truth (labels may be numbered differently): 100 % of positions
+    pairs = set(zip(g.labels.ravel().tolist(), gid.ravel().tolist()))
+    assert len(pairs) == g.count == len(np.unique(gid))
+    assert sorted(g.sizes.tolist()) == sorted(np.bincount(gid.ravel()).tolist())
+    # IPF-z: the [001] grains are red, [011] green, [111] blue (TSL key)
+    rgb = ipf_colors(om, "z")
+    for grain, channel in ((0, 0), (1, 1), (2, 2), (3, 0)):
+        assert np.all(np.argmax(rgb[gid == grain], -1) == channel), grain
