@@ -202,17 +202,6 @@ def _refine(ph: PhasePlan, z: int, theta: float, spec: np.ndarray, pnorm: float,
 _HALF_TURN = np.diag([-1.0, -1.0, 1.0])
 
 
-def _too_close(U: np.ndarray, others: list[np.ndarray], symmetry: np.ndarray, min_angle_deg: float) -> bool:
-    """Whether U is within min_angle of a kept match, counting the half-turn about the beam as the same match.
-
-    A zero-order pattern cannot tell U from a half-turn about the beam (Friedel's law), which
-    for many zone axes is not a symmetry of the crystal; such a pair is one match, not two.
-    """
-    o = np.stack(others)
-    return bool(min(np.min(misorientation_deg(o, U, symmetry)),
-                    np.min(misorientation_deg(o, _HALF_TURN @ U, symmetry))) < min_angle_deg)
-
-
 def match_peaks(qx: Any, qy: Any, intensity: Any, plan: OrientationPlan,
                 params: OrientationMapParams | None = None) -> dict[str, np.ndarray]:
     """Match one pattern's peaks (1/Å, scan frame, relative to the direct beam) against a plan.
@@ -250,26 +239,33 @@ def match_peaks(qx: Any, qy: Any, intensity: Any, plan: OrientationPlan,
         best_i = np.argmax(corr, axis=1)
         best_c = corr[np.arange(len(corr)), best_i]
         out["phase_correlation"][k] = float(best_c.max())
-        order = np.argsort(-best_c, kind="stable")[: max(20 * K, 40)]
-        for z in order:
-            theta = _peak_angle(corr[z], int(best_i[z])) * 2 * math.pi / n
-            cands.append((float(best_c[z]), k, int(z), theta, qk, w, spec, pnorm))
+        m = min(len(best_c), max(20 * K, 40))
+        top = np.argpartition(-best_c, m - 1)[:m]
+        top = top[np.argsort(-best_c[top], kind="stable")]
+        theta = np.array([_peak_angle(corr[z], int(best_i[z])) for z in top]) * 2 * math.pi / n
+        c_, s_ = np.cos(theta), np.sin(theta)
+        Rz = np.zeros((m, 3, 3))
+        Rz[:, 0, 0], Rz[:, 0, 1], Rz[:, 1, 0], Rz[:, 1, 1], Rz[:, 2, 2] = c_, -s_, s_, c_, 1.0
+        U_all = Rz @ ph.frames[top]
+        free = np.ones(m, bool)
+        picked = 0
+        while picked < K and free.any():  # the K best on the plan's grid, min_angle apart (half-turn twins too)
+            i = int(np.argmax(free))
+            cands.append((float(best_c[top[i]]), k, int(top[i]), float(theta[i]), qk, w, spec, pnorm, U_all[i]))
+            picked += 1
+            free[i] = False
+            d = np.minimum(misorientation_deg(U_all[i], U_all, ph.symmetry),
+                           misorientation_deg(_HALF_TURN @ U_all[i], U_all, ph.symmetry))
+            free &= d >= p.min_angle_deg
     cands.sort(key=lambda c: -c[0])
-    coarse: list[tuple[Any, ...]] = []
-    for cand in cands:  # the K best on the plan's grid, min_angle apart
-        c, k, z, theta = cand[:4]
-        U = _rz(theta) @ plan.phases[k].frames[z]
-        same = [U2 for _, k2, U2, _ in coarse if k2 == k]
-        if same and _too_close(U, same, plan.phases[k].symmetry, p.min_angle_deg):
-            continue
-        coarse.append((c, k, U, cand))
-        if len(coarse) == K:
-            break
+    coarse = [(c[0], c[1], c[8], c[:8]) for c in cands[:K]]
     chosen: list[tuple[float, int, np.ndarray]] = []
-    for c, k, U, (_, _, z, theta, qk, w, spec, pnorm) in coarse:  # then each refined, coarse to fine
-        if p.refine:
+    for m, (c, k, U, (_, _, z, theta, qk, w, spec, pnorm)) in enumerate(coarse):  # then refined, coarse to fine
+        if p.refine and m == 0:
             U, c_ref = _refine(plan.phases[k], z, theta, spec, pnorm, plan, qk, w)
             c = max(c, c_ref)
+        elif p.refine:  # the other matches: their in-plane angle only (they are alternatives, not answers)
+            U = _fit_in_plane(U, qk, w, plan.phases[k], plan)
         chosen.append((c, k, U))
     second = coarse[1][0] if len(coarse) > 1 else 0.0
     for m, (c, k, U) in enumerate(chosen):
