@@ -35,7 +35,7 @@ from .peak_calibration import calibrated_peaks, scan_frame_matrix
 from .peaks import PeakTable
 from .steps import RunContext, current_calibration, own_record, split_engine
 
-__all__ = ["OrientationMapParams", "orientation_map", "orientation_map_step", "match_peaks", "MatchJob",
+__all__ = ["OrientationMapParams", "orientation_map", "orientation_map_step", "match_peaks", "match_details", "MatchJob",
            "PeakSource", "scan_frame_peaks", "plan_for"]
 
 
@@ -396,3 +396,34 @@ def orientation_map_step(cube: Any, params: OrientationMapParams, context: RunCo
             field="peaks")
     return orientation_map(peaks, params, current_calibration(cube, context),
                            detector_shape=tuple(cube.detector_shape), **context.engine)
+
+
+def match_details(qx: Any, qy: Any, intensity: Any, plan: OrientationPlan,
+                  params: OrientationMapParams | None = None) -> dict[str, Any]:
+    """:func:`match_peaks` plus what shows why the pattern matched: the best phase's correlation
+    over its zone axes (best in-plane angle each) and against the in-plane angle at the best zone axis.
+
+    Returns
+    -------
+    dict
+        The keys of :func:`match_peaks`, and ``directions`` (Z, 3) crystal unit vectors,
+        ``zone_correlation`` (Z,), ``angles_deg`` (n_angles,), ``angle_correlation`` (n_angles,)
+        (empty arrays when nothing matched).
+    """
+    out: dict[str, Any] = match_peaks(qx, qy, intensity, plan, params)
+    n = plan.n_angles
+    out.update(directions=np.zeros((0, 3)), zone_correlation=np.zeros(0),
+               angles_deg=np.arange(n) * 360.0 / n, angle_correlation=np.zeros(0))
+    k = int(out["phase"][0])
+    if k < 0:
+        return out
+    ph, pp = plan.phases[k], plan.params
+    q = np.stack([np.asarray(qx, float), np.asarray(qy, float)], -1).reshape(-1, 2)
+    r = np.hypot(q[:, 0], q[:, 1])
+    keep = (r > 0.5 * ph.shells[0]) & (r <= plan.g_max) & np.isfinite(r)
+    w = np.clip(np.asarray(intensity, float).reshape(-1)[keep], 0, None) ** pp.intensity_power * r[keep] ** pp.radial_power
+    spec, pnorm = _pattern_spectrum(q[keep], w, ph, n, pp.kernel_size)
+    corr = _correlate(spec, pnorm, ph.spectra, ph.norms, n)
+    zc = corr.max(axis=1)
+    out.update(directions=ph.directions, zone_correlation=zc, angle_correlation=corr[int(np.argmax(zc))])
+    return out
