@@ -296,7 +296,10 @@ class Crystal:
         """The orix :class:`~orix.crystal_map.Phase` (space group, point group, structure)."""
         from orix.crystal_map import Phase
 
-        return Phase(name=self.name, space_group=self.space_group)
+        cached = self.__dict__.get("_phase")
+        if cached is None:  # built once: orix derives the point group from the space group each time
+            cached = self.__dict__["_phase"] = Phase(name=self.name, space_group=self.space_group)
+        return cached
 
     @property
     def point_group(self) -> Any:

@@ -143,13 +143,12 @@ def _zone_axes(crystal: Crystal, p: OrientationPlanParams) -> np.ndarray:
     fs = crystal.laue_group.fundamental_sector
     inside = np.asarray(Vector3d(s2) < fs)
     corners = np.asarray(fs.vertices.data).reshape(-1, 3) if fs.vertices.size else np.zeros((0, 3))
-    v = np.concatenate([corners, s2[inside]])
-    v /= np.linalg.norm(v, axis=1, keepdims=True)
-    keep = [0] if len(v) else []
-    for i in range(1, len(v)):  # the sector's corners are exact; drop samples on top of them
-        if np.min(np.linalg.norm(v[keep] - v[i], axis=1)) > 1e-6:
-            keep.append(i)
-    return v[keep]
+    corners = corners / np.linalg.norm(corners, axis=1, keepdims=True)
+    v = s2[inside]
+    if len(corners):  # the sector's corners are exact; drop samples on top of them
+        near = np.min(np.linalg.norm(v[:, None] - corners[None], axis=-1), axis=1) < 1e-6
+        v = np.concatenate([corners, v[~near]])
+    return v
 
 
 def polar_templates(refl: Reflections, frames: np.ndarray, shells: np.ndarray, n_angles: int, *,
@@ -186,14 +185,16 @@ def polar_templates(refl: Reflections, frames: np.ndarray, shells: np.ndarray, n
     i0 = np.floor(phi).astype(np.int64)
     f = phi - i0
     Z, S = len(frames), len(shells)
-    img = np.zeros((Z, S, n_angles))
-    zi = np.broadcast_to(np.arange(Z)[:, None], w.shape)
-    si = np.broadcast_to(shell[None], w.shape)
-    np.add.at(img, (zi, si, i0 % n_angles), w * (1 - f))
-    np.add.at(img, (zi, si, (i0 + 1) % n_angles), w * f)
+    base = (np.arange(Z)[:, None] * S + shell[None]) * n_angles  # (Z, n): flat index of each spot's row
+    idx = np.concatenate([(base + i0 % n_angles).ravel(), (base + (i0 + 1) % n_angles).ravel()])
+    img = np.bincount(idx, np.concatenate([(w * (1 - f)).ravel(), (w * f).ravel()]),
+                      minlength=Z * S * n_angles).reshape(Z, S, n_angles)
     spectra = np.fft.rfft(img, axis=-1)
     spectra *= angular_kernel(shells, n_angles, p.kernel_size)[None]
-    norms = np.linalg.norm(np.fft.irfft(spectra, n=n_angles, axis=-1), axis=(1, 2))
+    # Parseval: the norm of each smoothed polar image without transforming it back
+    power = np.abs(spectra) ** 2
+    power[..., 1:(n_angles + 1) // 2] *= 2.0  # the negative frequencies rfft leaves out
+    norms = np.sqrt(power.sum(axis=(1, 2)) / n_angles)
     return spectra.astype(np.complex64), norms
 
 
