@@ -30,6 +30,7 @@ TOOL_CELLS = {
     "disk_detection.ipynb": ["tuner"],
     "strain_mapping.ipynb": ["cal_tool", "mapper"],
     "recipes_and_batch.ipynb": [],
+    "orientation_mapping.ipynb": ["mapper"],
 }
 
 

@@ -65,7 +65,7 @@ DASHBOARD_NAME = "explorer_dashboard.ipynb"
 #: The tutorial notebooks ``demo`` copies into the demo folder (every notebook of
 #: ``notebooks/`` but the dashboard's); the wheel ships each beside this module.
 TUTORIALS = ("tour.ipynb", "explorer_tutorial.ipynb", "disk_detection.ipynb", "strain_mapping.ipynb",
-             "recipes_and_batch.ipynb")
+             "recipes_and_batch.ipynb", "orientation_mapping.ipynb")
 #: Jupyter data folder shipped with this module: holds the Voila template
 #: :data:`VOILA_TEMPLATE` (``voila/templates/...``); Voila finds it through ``JUPYTER_PATH``.
 JUPYTER_DATA_DIR = Path(__file__).resolve().parent / "jupyter_data"
