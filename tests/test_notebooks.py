@@ -33,6 +33,7 @@ TOOL_CELLS = {
     "phase_imaging.ipynb": ["tuner"],
     "radial_profiling.ipynb": ["profiler", "si_profiler"],
     "classification.ipynb": ["seg"],
+    "orientation_mapping.ipynb": ["mapper"],
 }
 
 

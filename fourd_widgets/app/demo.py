@@ -78,6 +78,7 @@ TUTORIALS = (
     "phase_imaging.ipynb",
     "radial_profiling.ipynb",
     "classification.ipynb",
+    "orientation_mapping.ipynb",
 )
 #: Jupyter data folder shipped with this module: holds the Voila template
 #: :data:`VOILA_TEMPLATE` (``voila/templates/...``); Voila finds it through ``JUPYTER_PATH``.
