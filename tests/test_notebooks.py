@@ -30,7 +30,10 @@ TOOL_CELLS = {
     "disk_detection.ipynb": ["tuner"],
     "strain_mapping.ipynb": ["cal_tool", "mapper"],
     "recipes_and_batch.ipynb": [],
+    "phase_imaging.ipynb": ["tuner"],
+    "radial_profiling.ipynb": ["profiler", "si_profiler"],
     "classification.ipynb": ["seg"],
+    "orientation_mapping.ipynb": ["mapper"],
 }
 
 

@@ -51,7 +51,7 @@ from .peak_calibration import (calibrated_peaks, corrected_vectors, distortion_m
                                scan_frame_matrix)
 from .peaks import PeakTable
 from .probe import measure_disk, synthetic_disk
-from ..engine.job import ImageJob
+from ..engine.job import Buffer, ImageJob
 from ..engine.run import run_job
 from .steps import RunContext, current_calibration, deprecated_keyword, own_record, split_engine
 
@@ -62,6 +62,7 @@ __all__ = [
     "ORIGIN_OUTLIER_MIN_PX",
     "OriginJob",
     "OriginFitParams",
+    "OriginWarning",
     "OriginParams",
     "PixelSizeParams",
     "QRRotation",
@@ -278,6 +279,60 @@ def _friedel_origins(block: np.ndarray, valid: np.ndarray, upsample: int, batch:
     return out
 
 
+class OriginWarning(UserWarning):
+    """A measured origin the data cannot support (a beam cut by the detector edge, methods that disagree)."""
+
+
+def _beam_extent(block: np.ndarray) -> np.ndarray:
+    """(n, 4): centre (qx, qy) and radius of each pattern's central beam, and 1 where the edge cuts it.
+
+    The beam is the connected region above half of the (smoothed) maximum that holds the maximum;
+    its radius is that of a disk of the same area. It is a cross-check, not a measurement: its centre
+    is off by less than the radius even when the detector edge cuts the beam.
+    """
+    n, Qx, Qy = block.shape
+    out = np.full((n, 4), np.nan)
+    for k in range(n):
+        sm = ndimage.gaussian_filter(np.asarray(block[k], float), 1.0)
+        top = float(sm.max())
+        if not np.isfinite(top) or top <= 0:
+            continue
+        lab, _ = ndimage.label(sm >= 0.5 * top)
+        beam = lab == lab[np.unravel_index(int(np.argmax(sm)), sm.shape)]
+        ii, jj = np.nonzero(beam)
+        cut = ii.min() == 0 or jj.min() == 0 or ii.max() == Qx - 1 or jj.max() == Qy - 1
+        out[k] = (ii.mean(), jj.mean(), math.sqrt(ii.size / math.pi), float(cut))
+    return out
+
+
+def _positions(where: np.ndarray, limit: int = 6) -> str:
+    """'[rx, ry], ...' of the True positions of an (Rx, Ry) mask, the first ``limit`` of them."""
+    idx = [f"[{i}, {j}]" for i, j in zip(*np.nonzero(where))]
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return ", ".join(idx[:limit]) + more
+
+
+def _check_friedel(origin: np.ndarray, beam: np.ndarray) -> None:
+    """Warn where Friedel symmetry cannot see the whole beam, or lands farther than a beam radius from it."""
+    cut = beam[..., 3] == 1
+    if cut.any():
+        warnings.warn(OriginWarning(
+            f"measure_origin(method='friedel') cannot see the whole beam at {int(cut.sum())} of {cut.size} "
+            f"positions ({_positions(cut)}): the detector edge cuts the central beam, and Friedel symmetry needs "
+            "the beam and everything around it on the detector. Use method='com' or 'template' there"),
+                      stacklevel=3)
+    off = np.hypot(*(origin - beam[..., :2]).transpose(2, 0, 1))
+    far = np.isfinite(off) & (off > beam[..., 2])
+    if far.any():
+        first = tuple(int(v) for v in np.argwhere(far)[0])
+        warnings.warn(OriginWarning(
+            f"measure_origin(method='friedel') disagrees with the central beam by more than its radius at "
+            f"{int(far.sum())} of {far.size} positions ({_positions(far)}): at {list(first)} it gives "
+            f"({origin[first][0]:.1f}, {origin[first][1]:.1f}) px, the beam is at ({beam[first][0]:.1f}, "
+            f"{beam[first][1]:.1f}) px with a radius of {beam[first][2]:.1f} px. Check these patterns, or use "
+            "method='com' or 'template'"), stacklevel=3)
+
+
 def _friedel_peak(ncc: np.ndarray, Qx: int, Qy: int, refine: bool) -> tuple[float, float]:
     """Origin from the NCC maximum (parabola-refined): shift s = 2 o - (Q - 1)."""
     H, W = ncc.shape
@@ -314,6 +369,15 @@ def measure_origin(cube: Any, params: OriginParams | None = None, **options: Any
     (Rx, Ry, 2) float64 array
         ``(qx, qy)`` px; NaN where a pattern is not finite.
 
+    Warns
+    -----
+    OriginWarning
+        ``method='friedel'`` without a mask: where the detector edge cuts the central beam
+        (Friedel symmetry cannot see the whole beam; on the real Merlin file it lands at
+        (127.5, 191.5) px for a beam at about (104, 25) px), and where the result lies farther
+        than the beam's radius from the centre of the beam's half-maximum region. Both name
+        the positions. With a mask (a beam stop) the beam is hidden and nothing is checked.
+
     Examples
     --------
     >>> from fourd_widgets.datasets import sample
@@ -342,7 +406,11 @@ def measure_origin(cube: Any, params: OriginParams | None = None, **options: Any
 
             template = synthetic_disk((Qx, Qy), _disk_radius(cube, p))
     engine.setdefault("progress", False)
-    return run_job(cube, OriginJob(p, valid, radius, template), **engine)
+    job = OriginJob(p, valid, radius, template)
+    origin = run_job(cube, job, **engine)
+    if p.method == "friedel" and job.beam is not None:
+        _check_friedel(origin, job.beam)
+    return origin
 
 
 class OriginJob(ImageJob):
@@ -354,8 +422,21 @@ class OriginJob(ImageJob):
     def __init__(self, params: OriginParams, valid: np.ndarray | None, radius: float | None,
                  template: np.ndarray | None) -> None:
         self.params, self.valid, self.radius, self.template = params, valid, radius, template
+        #: 'friedel': (Rx, Ry, 4) centre, radius and edge cut of the central beam, set by finalize
+        self.beam: np.ndarray | None = None
 
-    def process(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
+    def buffers(self, cube: Any) -> Any:
+        if self.params.method != "friedel":
+            return super().buffers(cube)
+        return {"origin": Buffer("position", (2,)), "beam": Buffer("position", (4,))}
+
+    def finalize(self, acc: Any) -> np.ndarray:
+        if not isinstance(acc, dict):
+            return acc
+        self.beam = acc["beam"]
+        return acc["origin"]
+
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> Any:
         p, valid = self.params, self.valid
         Qx, Qy = block.shape[2:]
         blk = block.reshape((-1, Qx, Qy))
@@ -367,6 +448,11 @@ class OriginJob(ImageJob):
             o = _template_origins(blk if valid is None else blk * valid, self.template, p.upsample_factor)
         else:
             o = _friedel_origins(blk, np.ones((Qx, Qy), bool) if valid is None else valid, p.upsample_factor)
+            o[~finite] = np.nan
+            # the cross-check needs the beam in sight: with a mask (a beam stop) nothing else can see it
+            beam = _beam_extent(blk) if valid is None else np.full((blk.shape[0], 4), np.nan)
+            beam[~finite] = np.nan
+            return {"origin": o.reshape(block.shape[:2] + (2,)), "beam": beam.reshape(block.shape[:2] + (4,))}
         o[~finite] = np.nan
         return o.reshape(block.shape[:2] + (2,))
 
@@ -629,6 +715,8 @@ def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None
     if len(x) < len(cols):
         raise ParameterError(f"an ellipse fit needs at least {len(cols)} points, got {len(x)}; widen the annulus "
                              "(r_inner, r_outer) around the ring")
+    if fix_center:
+        _check_ring_directions(x, y, lab, nring)
     sw = np.sqrt(w)
     M = np.stack(cols, -1) * sw[:, None]
     sv = np.linalg.svd(M / np.maximum(np.linalg.norm(M, axis=0), 1e-300), compute_uv=False)
@@ -661,6 +749,48 @@ def fit_ellipse_points(x: Any, y: Any, weights: Any = None, *, rings: Any = None
     r_fit = np.sqrt(scale[lab] / np.maximum(np.einsum("ni,ij,nj->n", d, Q, d), 1e-300)) * np.hypot(d[:, 0], d[:, 1])
     rms = float(np.sqrt(np.average((np.hypot(d[:, 0], d[:, 1]) - r_fit) ** 2, weights=w)))
     return EllipseFit(a=a, b=b, theta_deg=theta, center=c, rms_px=rms)
+
+
+#: Directions (modulo 180°) closer than this count as one: the same disk seen at many scan positions.
+DIRECTION_TOL_DEG = 3.0
+
+
+def _directions(x: np.ndarray, y: np.ndarray, tol_deg: float = DIRECTION_TOL_DEG) -> list[float]:
+    """Distinct directions (degrees modulo 180) of the points: clusters of angles, gaps above ``tol_deg``."""
+    ang = np.sort(np.degrees(np.arctan2(y, x)) % 180.0)
+    if ang.size == 0:
+        return []
+    gaps = np.diff(np.concatenate([ang, [ang[0] + 180.0]]))
+    cut = np.nonzero(gaps > tol_deg)[0]
+    if cut.size == 0:  # one cluster that wraps all round: a single direction only if it is narrow
+        return [float(ang[0])] if ang[-1] - ang[0] <= tol_deg else [float(a) for a in ang]
+    starts = (cut + 1) % ang.size  # a cluster starts after every gap (circularly)
+    return [float(ang[i]) for i in np.sort(starts)]
+
+
+def _check_ring_directions(x: np.ndarray, y: np.ndarray, lab: np.ndarray, nring: int) -> None:
+    """Refuse a centred fit whose rings cannot fix an ellipse, by geometry (issue 12 item 17).
+
+    With the centre known and each ring's radius unknown, a ring along ``d`` distinct directions
+    (modulo 180°) gives ``d`` constraints on the shape and costs one for its radius; the shape has
+    two (axis ratio and angle), so the sum over rings of ``d - 1`` must be at least 2. A ring of four
+    symmetric disks (the {220} of a cubic [001] pattern) has two directions and gives only 1.
+    """
+    rings = []
+    for j in range(nring):
+        m = lab == j
+        if m.any():
+            rings.append((float(np.median(np.hypot(x[m], y[m]))), _directions(x[m], y[m])))
+    have = sum(max(len(d) - 1, 0) for _, d in rings)
+    if have >= 2:
+        return
+    told = "; ".join(f"r = {r:.1f} px along {len(d)} direction{'s' * (len(d) != 1)} "
+                     f"({', '.join(f'{a:.0f}°' for a in d)})" for r, d in rings) or "none"
+    raise ParameterError(
+        f"the rings in the annulus lie along too few directions to fix an ellipse: each ring along d directions (modulo 180°) adds d - 1, "
+        f"and at least 2 are needed, these add {have} ({told}). Add {2 - have} more: widen the annulus "
+        "(r_inner, r_outer) to take in a ring of disks along other directions (a second ring, e.g. the {400} "
+        "beside the {220}), or fit an amorphous ring (source='amorphous')", field="r_outer")
 
 
 def _ring_labels(r: np.ndarray, gap: float = 0.06) -> np.ndarray:

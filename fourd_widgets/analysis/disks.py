@@ -15,6 +15,13 @@ with the probe in a small masked window, with a hybrid power of its own
 inside each disk, which dynamical diffraction makes non-uniform (0.13-0.17 px
 bias towards the zero beam on the shared abTEM Si sets); the per-disk hybrid
 correlation follows the disk edge (0.014-0.018 px median there).
+Small spots (a probe radius below 4 px: precession, small condenser apertures)
+have no edge to follow; the default ``'auto'`` refines them by their
+background-subtracted centroid instead (``'spot'``,
+:func:`~fourd_widgets.analysis.disk_refine.refine_spots`): on the real NanoMegas
+SPED blockfile (~2 px spots) 'disk' lands a median 1.25 px from the spots'
+centroids, 'spot' on them; on simulated 1.5-3 px spots with known centres, see
+``tests/analysis/test_disks_spots.py``.
 
 The template spectrum is computed once; patterns go through ``scipy.fft`` in
 batches and peak finding runs in numba (:mod:`fourd_widgets.kernels.disks`).
@@ -27,7 +34,9 @@ py4DSTEM                    fourd_widgets               default here (py4DSTEM)
 ``corrPower``               ``corr_power``              1.0 (1)
 ``sigma_dp``                ``sigma_dp``                0 (0)
 ``sigma_cc`` / ``sigma``    ``sigma_cc``                2 (2)
-``subpixel``                ``subpixel``                'disk' ('multicorr');
+``subpixel``                ``subpixel``                'auto' ('multicorr'):
+                                                        'disk', or 'spot' below
+                                                        a 4 px probe radius;
                                                         'multicorr' -> 'dft',
                                                         'poly' -> 'parabola',
                                                         'pixel' -> 'none'
@@ -75,6 +84,7 @@ References
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -88,7 +98,7 @@ from ..core.params import Params, param
 from ..engine.run import run_job
 from ..kernels import disks as K
 from .disk_lattice import DiskLatticeParams, snap_to_lattice
-from .disk_refine import REACH, refine_disks
+from .disk_refine import REACH, refine_disks, refine_spots, refinement_for
 from .fourier_filters import band, gauss_filter
 from .peaks import FLAG_INVALID, FLAG_LATTICE, PeakTable, bragg_vector_map, origin_per_peak
 from .probe import ProbeTemplate, ProbeTemplateParams, measure_disk, probe_template
@@ -107,9 +117,13 @@ __all__ = [
     "correlate_patterns",
     "bragg_vector_map",
     "NoPeaksWarning",
+    "NoLatticeWarning",
+    "LATTICE_ROWS",
+    "lattice_rows",
     "FLAG_INVALID",
     "FLAG_LATTICE",
     "correlation_step",
+    "resolve_subpixel",
     "DECIMATION_GAIN",
 ]
 
@@ -129,9 +143,11 @@ class FindDisksParams(Params):
     corr_power: float = param(1.0, ge=0, le=1, doc="hybrid correlation power [corrPower]: 1 cross, 0 phase")
     sigma_dp: float = param(0.0, units="px", ge=0, doc="Gaussian smoothing of each pattern [sigma_dp]")
     sigma_cc: float = param(2.0, units="px", ge=0, doc="Gaussian smoothing of the correlation [sigma_cc]")
-    subpixel: Literal["none", "parabola", "dft", "disk"] = param(
-        "disk", doc="sub-pixel refinement [subpixel: 'pixel', 'poly', 'multicorr']; 'disk': each disk "
-        "correlated on its own with the probe, then DFT-upsampled (see disk_refine)")
+    subpixel: Literal["auto", "none", "parabola", "dft", "disk", "spot"] = param(
+        "auto", doc="sub-pixel refinement [subpixel: 'pixel', 'poly', 'multicorr']; 'disk': each disk "
+        "correlated on its own with the probe, then DFT-upsampled (see disk_refine); 'spot': the "
+        "background-subtracted centroid of each small spot; 'auto': 'spot' below a probe radius of "
+        "SPOT_RADIUS_PX (4 px), else 'disk'")
     upsample_factor: int = param(16, ge=1, le=1024, doc="DFT upsampling factor [upsample_factor]")
     disk_corr_power: float = param(0.3, ge=0, le=1, doc="subpixel='disk': hybrid power of each disk's "
                                    "correlation (0 phase: follows the disk edge, 1 cross: its intensity)")
@@ -257,36 +273,47 @@ class DiskCorrelation:
     def _edge(self, params: FindDisksParams) -> float:
         return float(params.edge_boundary if params.edge_boundary is not None else self.radius)
 
+    def refinement(self, params: FindDisksParams | None = None) -> str:
+        """The sub-pixel refinement :meth:`detect` uses (``'auto'`` resolved by the template radius)."""
+        return resolve_subpixel(params or FindDisksParams(), self.radius).subpixel
+
     def detect(self, params: FindDisksParams | None = None) -> PeakTable:
         """Filtered, refined peaks of every pattern, as a :class:`PeakTable`."""
-        p = params or FindDisksParams()
+        p = resolve_subpixel(params or FindDisksParams(), self.radius)
         edge, spacing = self._edge_spacing(p)
         N = self.corr.shape[0]
         m = p.max_num_peaks
         counts = np.zeros(N, np.int64)
         cols = [np.zeros(N * m) for _ in range(4)]
         mode = {"none": K.MODE_NONE, "parabola": K.MODE_PARABOLA, "dft": K.MODE_DFT,
-                "disk": K.MODE_PARABOLA}[p.subpixel]
+                "disk": K.MODE_PARABOLA, "spot": K.MODE_PARABOLA}[p.subpixel]
         re, im = self._split() if p.subpixel == "dft" else (self.corr[:, :1, :1], self.corr[:, :1, :1])
         K.detect_batch(self.corr, re, im, self.band, self.patterns, self.valid, edge,
                        p.min_absolute_intensity, spacing, p.min_relative_intensity, p.relative_to_peak, m,
-                       mode, p.upsample_factor, 0.0 if p.subpixel == "disk" else self.radius, counts, *cols)
+                       mode, p.upsample_factor, 0.0 if p.subpixel in ("disk", "spot") else self.radius, counts,
+                       *cols)
         if self.step > 1:
             cols[0] *= self.step
             cols[1] *= self.step
         table = _pack(self.scan_shape, counts, cols, m, self.valid)
-        return self._refine(table, p) if p.subpixel == "disk" else table
+        return self._refine(table, p) if p.subpixel in ("disk", "spot") else table
 
     def _refine(self, table: PeakTable, p: FindDisksParams) -> PeakTable:
-        """Per-disk refinement (``subpixel='disk'``); drops peaks whose window holds no maximum."""
-        if self.template is None:
-            raise ParameterError("subpixel='disk' needs the probe template: make the correlation with "
-                                 "correlate_patterns()", field="subpixel")
+        """Per-disk (``'disk'``) or per-spot (``'spot'``) refinement; drops peaks whose window holds no maximum."""
         pidx = table.positions()
-        qx, qy, _ = refine_disks(self.patterns, pidx, table.qx, table.qy, self.template, p.disk_corr_power,
-                                 p.disk_sigma, p.disk_window, p.upsample_factor, self.workers)
+        if p.subpixel == "spot":
+            qx, qy, _ = refine_spots(self.patterns, pidx, table.qx, table.qy, self.radius)
+        else:
+            if self.template is None:
+                raise ParameterError("subpixel='disk' needs the probe template: make the correlation with "
+                                     "correlate_patterns()", field="subpixel")
+            qx, qy, _ = refine_disks(self.patterns, pidx, table.qx, table.qy, self.template, p.disk_corr_power,
+                                     p.disk_sigma, p.disk_window, p.upsample_factor, self.workers)
         # a window whose correlation climbs away from its disk (or has none) holds no disk of its own
         ok = np.isfinite(qx) & (np.abs(qx - table.qx) <= REACH + 0.5) & (np.abs(qy - table.qy) <= REACH + 0.5)
+        if p.subpixel == "spot":  # a faint spot whose centroid wanders off in the noise keeps its correlation peak
+            qx, qy = np.where(ok, qx, table.qx), np.where(ok, qy, table.qy)
+            ok = np.isfinite(qx) & np.isfinite(qy)
         if self.step > 1:
             edge = self._edge(p)
             H, W = self.patterns.shape[-2:]
@@ -301,7 +328,7 @@ class DiskCorrelation:
 
     def candidates(self, params: FindDisksParams | None = None) -> "Candidates":
         """Every local maximum (pixel position, correlation value) and whether the filters keep it."""
-        p = params or FindDisksParams()
+        p = resolve_subpixel(params or FindDisksParams(), self.radius)
         edge, spacing = self._edge_spacing(p)
         N, H, W = self.corr.shape
         xs, ys = np.empty(H * W, np.int64), np.empty(H * W, np.int64)
@@ -360,6 +387,17 @@ def _template(template: Any, shape: tuple[int, int]) -> ProbeTemplate:
     return template
 
 
+def resolve_subpixel(params: FindDisksParams, radius: float) -> FindDisksParams:
+    """``params`` with ``subpixel='auto'`` replaced by the refinement for disks of ``radius`` px.
+
+    >>> resolve_subpixel(FindDisksParams(), 2.0).subpixel, resolve_subpixel(FindDisksParams(), 8.0).subpixel
+    ('spot', 'disk')
+    """
+    if params.subpixel != "auto":
+        return params
+    return dataclasses.replace(params, subpixel=refinement_for(radius))
+
+
 def correlate_patterns(patterns: np.ndarray, template: Any, params: FindDisksParams | None = None, *,
                        origins: np.ndarray | None = None, workers: int = -1,
                        keep_spectrum: bool = True) -> DiskCorrelation:
@@ -391,6 +429,7 @@ def correlate_patterns(patterns: np.ndarray, template: Any, params: FindDisksPar
     lead = arr.shape[:-2] if arr.ndim > 2 else (1,)
     H, W = arr.shape[-2:]
     t = _template(template, (H, W))
+    p = resolve_subpixel(p, t.radius)
     x, valid = _preprocess(arr.reshape((-1, H, W)), p, None if origins is None else
                            np.asarray(origins, dtype=np.float64).reshape(-1, 2))
     spec = sfft.rfft2(x, workers=workers)
@@ -435,7 +474,10 @@ def correlation_step(params: FindDisksParams, shape: tuple[int, int]) -> int:
 
     Examples
     --------
-    >>> correlation_step(FindDisksParams(), (128, 128)), correlation_step(FindDisksParams(sigma_cc=1), (128, 128))
+    ``subpixel='auto'`` is resolved first (:func:`resolve_subpixel`): it counts as what it resolves to.
+
+    >>> disk = FindDisksParams(subpixel="disk")
+    >>> correlation_step(disk, (128, 128)), correlation_step(disk.replace(sigma_cc=1), (128, 128))
     (2, 1)
     """
     H, W = shape
@@ -586,6 +628,10 @@ def find_disks(cube: Any, params: FindDisksParams | None = None, *, template: Pr
     -----
     NoPeaksWarning
         When the thresholds rejected every peak (the table is then empty).
+    NoLatticeWarning
+        When peaks were found but no pattern's peaks are arranged like a lattice
+        (:func:`lattice_rows` below :data:`LATTICE_ROWS` everywhere): an amorphous
+        pattern's speckle or rings are not Bragg disks.
     """
     engine, changes = split_engine(options)
     p = own_record(params, FindDisksParams, changes, "find_disks")
@@ -600,7 +646,96 @@ def find_disks(cube: Any, params: FindDisksParams | None = None, *, template: Pr
         om = np.broadcast_to(np.array([cx, cy]), tuple(cube.scan_shape) + (2,)).copy()
     table = _run_job(cube, _FindDisksJob(t, p, om), engine)
     _warn_if_empty(table, p)
+    _warn_if_no_lattice(table)
     return _snap(table, p)
+
+
+class NoLatticeWarning(UserWarning):
+    """No pattern's peaks are arranged like a crystal lattice (amorphous or noise: not Bragg disks)."""
+
+
+#: A pattern is lattice-like when at least this many rows of three equally spaced peaks (p, p + d, p + 2d)
+#: share one spacing d. Friedel symmetry alone (an amorphous film's speckle is centrosymmetric too) pairs
+#: such rows at most two by two; the 13 disks of a Si [001] pattern hold five rows along g1.
+LATTICE_ROWS = 3
+#: Positions closer than this are one (px): a few times a low-dose disk error (0.5-0.7 px median at 2000 e).
+SPACING_TOL_PX = 3.0
+#: Patterns examined for :class:`NoLatticeWarning`: the fullest ones, at most this many.
+LATTICE_CHECK_PATTERNS = 256
+#: :class:`NoLatticeWarning` when at most this fraction of the examined patterns is lattice-like. Random
+#: peaks in Friedel pairs (47, as the issue's amorphous pattern) pass :func:`lattice_rows` in 5 % of 200
+#: trials; crystal patterns with clear disks always, at 2000 electrons per probe (0.5-0.7 px disk errors)
+#: about one in four.
+LATTICE_MIN_FRACTION = 0.15
+
+
+def lattice_rows(qx: Any, qy: Any, tol: float = SPACING_TOL_PX) -> int:
+    """The most rows of three equally spaced peaks ``(p, p + d, p + 2d)`` that share one spacing ``d``.
+
+    A crystal's diffraction pattern is a lattice, so one spacing repeats along many rows; peaks
+    scattered at random (speckle, noise) rarely line up in threes, and never many times with one
+    spacing.
+
+    Parameters
+    ----------
+    qx, qy : (n,) arrays
+        Peak positions of one pattern, px.
+    tol : float
+        Positions (and spacings) closer than this are one, px.
+
+    Returns
+    -------
+    int
+        0 without any row; :data:`LATTICE_ROWS` or more for a lattice.
+
+    Examples
+    --------
+    >>> h, k = np.meshgrid(np.arange(-2, 3), np.arange(-2, 3), indexing="ij")
+    >>> lattice_rows(64 + 20.0 * h.ravel(), 64 + 15.0 * k.ravel())  # a 5 x 5 lattice: 3 rows of 3 per line
+    15
+    >>> lattice_rows([10.0, 40.0, 90.0, 15.0], [70.0, 12.0, 33.0, 101.0])  # scattered peaks
+    0
+    """
+    q = np.stack([np.asarray(qx, float).ravel(), np.asarray(qy, float).ravel()], -1)
+    n = len(q)
+    if n < 3:
+        return 0
+    i, j = np.nonzero(~np.eye(n, dtype=bool))
+    d = q[j] - q[i]
+    far = np.hypot(d[:, 0], d[:, 1]) > 2 * tol  # a row, not one blurred peak
+    i, j, d = i[far], j[far], d[far]
+    nxt = q[j] + d
+    has = (np.hypot(*(nxt[:, None, :] - q[None]).transpose(2, 0, 1)) < tol).any(1)
+    d = d[has]
+    if len(d) == 0:
+        return 0
+    d[(d[:, 0] < 0) | ((d[:, 0] == 0) & (d[:, 1] < 0))] *= -1  # a row and its reverse are one
+    best = 0
+    for v in d:
+        best = max(best, int(np.sum(np.hypot(*(d - v).T) < tol)))
+    return best // 2  # each row is found from both of its ends
+
+
+def _warn_if_no_lattice(table: PeakTable) -> None:
+    """Warn when (almost) no pattern holds peaks arranged like a lattice (issue 12 item 23: amorphous data)."""
+    counts = np.diff(table.offsets)
+    if len(table) == 0:
+        return
+    examined = like = 0
+    for n in np.argsort(-counts, kind="stable")[:LATTICE_CHECK_PATTERNS]:
+        if counts[n] < 3:
+            break
+        s = slice(int(table.offsets[n]), int(table.offsets[n + 1]))
+        examined += 1
+        like += lattice_rows(table.qx[s], table.qy[s]) >= LATTICE_ROWS
+    if like > LATTICE_MIN_FRACTION * max(examined, 1):
+        return
+    warnings.warn(
+        f"find_disks: the {len(table)} peaks found are not arranged like a crystal lattice ({like} of {examined} "
+        f"patterns examined have {LATTICE_ROWS} rows of equally spaced peaks with one spacing; at most "
+        f"{int(counts.max())} peaks per pattern): this looks like an amorphous or polycrystalline-ring pattern "
+        "or noise, not Bragg disks. Check the patterns, or use the radial profile (fourd_widgets.analysis.polar) "
+        "for amorphous data", NoLatticeWarning, stacklevel=3)
 
 
 def _warn_if_empty(table: PeakTable, p: FindDisksParams) -> None:

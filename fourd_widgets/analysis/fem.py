@@ -267,8 +267,8 @@ def fem_variance(stats: RadialStatistics, region: np.ndarray | None = None) -> F
 
     A sub-region needs the per-bin data of its positions, so ``V_mean_of_variance``
     for a ``region`` other than the pass's needs ``keep_polar=True``. The result
-    for the pass's region is computed once per ``stats`` and kept (a k-range
-    drag asks for it again and again).
+    for the pass's region, and for the last sub-region asked, is computed once
+    per ``stats`` and kept (a k-range drag asks for it again and again).
     """
     if region is None:
         got = stats.__dict__.get("_fem_variance")
@@ -276,7 +276,13 @@ def fem_variance(stats: RadialStatistics, region: np.ndarray | None = None) -> F
             got = _fem_variance(stats, None)
             object.__setattr__(stats, "_fem_variance", got)
         return got
-    return _fem_variance(stats, region)
+    sel = np.asarray(region, bool)
+    last = stats.__dict__.get("_fem_variance_region")
+    if last is not None and last[0].shape == sel.shape and np.array_equal(last[0], sel):
+        return last[1]
+    got = _fem_variance(stats, sel)
+    object.__setattr__(stats, "_fem_variance_region", (sel.copy(), got))
+    return got
 
 
 def _fem_variance(stats: RadialStatistics, region: np.ndarray | None) -> FEMVariance:

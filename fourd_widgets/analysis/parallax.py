@@ -46,10 +46,11 @@ from ..engine.job import ImageJob
 from ..engine.run import run_job
 from .aberrations import Aberrations, chi, detector_k, parallax_shift
 from .calibration import scan_frame_matrix
-from .phase_common import bright_field, measure_shifts, resolve_rotation, shift_images, splat
+from .phase_common import (bright_field, measure_shifts, read_fields, resolve_rotation, shift_images, splat,
+                           step_engine, write_fields)
 
 __all__ = ["ParallaxParams", "ParallaxResult", "ParallaxData", "parallax", "parallax_prepare", "tcbf",
-           "fit_parallax_shifts", "measure_shifts", "BrightFieldJob"]
+           "fit_parallax_shifts", "measure_shifts", "BrightFieldJob", "parallax_step"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,7 +78,12 @@ class ParallaxParams(Params):
     fit_rotation: bool = param(True, doc="fit the scan rotation from the shifts (else keep the one above)")
     upsample: int = param(2, ge=1, le=8, doc="tcBF image grid: this many pixels per scan step")
     kernel_px: float = param(0.5, gt=0, le=4, units="px", doc="Gaussian splatting kernel, upsampled pixels")
-    shifts: Literal["fit", "measured"] = param("fit", doc="tcBF alignment by the fitted model or the measured shifts")
+    shifts: Literal["fit", "measured", "manual"] = param(
+        "fit", doc="tcBF alignment by the fitted model, the measured shifts, or the model of C10, C12 and phi12_deg "
+        "below with the record's scan rotation (what PhaseTuner's sliders set)")
+    C10: float = param(0.0, units="Å", doc="'manual' shifts: defocus coefficient (Δf = −C10)")
+    C12: float = param(0.0, ge=0, units="Å", doc="'manual' shifts: two-fold astigmatism")
+    phi12_deg: float = param(0.0, units="deg", doc="'manual' shifts: azimuth of the astigmatism")
     ctf_correction: bool = param(False, doc="flip the tcBF image's Fourier phase where sin χ(q) < 0")
 
 
@@ -115,6 +121,15 @@ class ParallaxResult:
     flip: bool
     residual_px: float
     params: ParallaxParams
+
+    def to_h5(self, group: Any) -> None:
+        """Write the tcBF image, the shifts, the fitted aberrations and rotation and the record into an HDF5 group."""
+        write_fields(group, self)
+
+    @classmethod
+    def from_h5(cls, group: Any) -> "ParallaxResult":
+        """Read a result written by :meth:`to_h5`."""
+        return read_fields(cls, group, objects={"aberrations": Aberrations})
 
 
 class BrightFieldJob(ImageJob):
@@ -239,14 +254,16 @@ class ParallaxData:
 
 
 def parallax_prepare(cube: Any, bin: int = 1, edge_margin: float = 1.0, *, progress: Any = None,
-                     cancel: Any = None, workers: int | None = None, scheduler: Any = None) -> ParallaxData:
+                     cancel: Any = None, workers: int | None = None, scheduler: Any = None,
+                     chunk_bytes: int | None = None) -> ParallaxData:
     """One pass over ``cube``: the bright-field image of every ``bin x bin`` group, and the centre of mass."""
     cal = cube.calibration
     Qx, Qy = cube.detector_shape
     bf = bright_field(cal, (Qx, Qy), "parallax")
     Rx, Ry = cube.scan_shape
-    if min(Rx, Ry) < 8:
-        raise ShapeError(f"parallax needs a scan of at least 8x8 positions to measure image shifts, got {Rx}x{Ry}")
+    if min(Rx, Ry) < 4:
+        raise ShapeError(f"parallax needs a scan of at least 4x4 positions to measure image shifts (16x16 or more "
+                         f"for a reliable fit), got {Rx}x{Ry}")
     order, starts, k = _groups(bf, (Qx, Qy), int(bin), float(edge_margin))
     if len(starts) < 6:
         raise ShapeError(f"parallax: only {len(starts)} bright-field groups fit in the disk; use a smaller bin "
@@ -255,7 +272,7 @@ def parallax_prepare(cube: Any, bin: int = 1, edge_margin: float = 1.0, *, progr
     jj = np.ones((Qx, 1)) * np.arange(Qy, dtype=float)[None, :]
     moments = np.stack([np.ones(Qx * Qy), ii.ravel(), jj.ravel()], -1)
     stack = run_job(cube, BrightFieldJob(order, starts, moments), progress=progress, cancel=cancel,
-                    workers=workers, scheduler=scheduler)
+                    workers=workers, scheduler=scheduler, chunk_bytes=chunk_bytes)
     n = len(starts)
     mom = stack[..., n:].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -287,7 +304,8 @@ def tcbf(data: ParallaxData, aberrations: Aberrations, rotation_deg: float, flip
 
 
 def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any = None, cancel: Any = None,
-             workers: int | None = None, scheduler: Any = None, **overrides: Any) -> ParallaxResult:
+             workers: int | None = None, scheduler: Any = None, chunk_bytes: int | None = None,
+             **overrides: Any) -> ParallaxResult:
     """Tilt-corrected bright field with a fit of defocus, astigmatism and scan rotation.
 
     Parameters
@@ -296,7 +314,7 @@ def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any =
         Needs energy, convergence semi-angle, detector and scan steps, origin; or the
         cached images of :func:`parallax_prepare` (made with the record's bin and edge_margin).
     params : ParallaxParams, optional
-    progress, cancel, workers, scheduler
+    progress, cancel, workers, scheduler, chunk_bytes
         Engine options (:func:`fourd_widgets.engine.run_job`).
     **overrides
         Field overrides of ``params``.
@@ -318,7 +336,7 @@ def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any =
                                  "prepare them again with parallax_prepare", field="bin")
     else:
         data = parallax_prepare(cube, p.bin, p.edge_margin, progress=progress, cancel=cancel, workers=workers,
-                                scheduler=scheduler)
+                                scheduler=scheduler, chunk_bytes=chunk_bytes)
     cal = data.calibration
     lam = cal.wavelength_A  # the disk's geometry was checked when preparing
     k_alpha = cal.convergence_semiangle_mrad * 1e-3 / lam
@@ -353,12 +371,16 @@ def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any =
             res = np.linalg.norm(measured - model, axis=1)
             use = res <= max(3 * np.median(res), 0.25)
     residual = float(np.sqrt(np.mean(np.sum((measured - model) ** 2, axis=1))))
-    if p.shifts == "fit":
-        image = splat(images, _model(k, ab, lam, rot, flip, offset) / step_A, p.upsample, p.kernel_px)
+    if p.shifts == "manual":
+        image = tcbf(data, Aberrations(p.C10, p.C12, p.phi12_deg), rot0, flip, upsample=p.upsample,
+                     kernel_px=p.kernel_px, ctf_correction=p.ctf_correction)
     else:
-        image = splat(imf, measured, p.upsample, p.kernel_px)
-    if p.ctf_correction:
-        image = _phase_flip(image, step_A / p.upsample, lam, ab, rot, flip)
+        if p.shifts == "fit":
+            image = splat(images, _model(k, ab, lam, rot, flip, offset) / step_A, p.upsample, p.kernel_px)
+        else:
+            image = splat(imf, measured, p.upsample, p.kernel_px)
+        if p.ctf_correction:
+            image = _phase_flip(image, step_A / p.upsample, lam, ab, rot, flip)
     for a in (image, kf, measured, model):
         a.setflags(write=False)
     return ParallaxResult(tcbf=image, tcbf_step_A=step_A / p.upsample, k=kf, shifts=measured, fitted_shifts=model,
@@ -378,3 +400,8 @@ def _phase_flip(image: np.ndarray, step_A: float, lam: float, ab: Aberrations, r
     s = np.sign(np.sin(chi(q_det[..., 0], q_det[..., 1], lam, ab)))
     s[0, 0] = 1.0
     return sfft.ifft2(sfft.fft2(image) * s).real
+
+
+def parallax_step(cube: Any, params: ParallaxParams, context: Any) -> ParallaxResult:
+    """Recipe adapter: :func:`parallax` with the run's engine options."""
+    return parallax(cube, params, **step_engine(context))

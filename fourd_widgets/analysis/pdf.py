@@ -22,13 +22,14 @@ Examples
 --------
 >>> from fourd_widgets.datasets.debye import si_nanocrystal, debye_intensity
 >>> k = np.arange(0.1, 2.5, 0.005)
->>> res = pair_distribution(debye_intensity(si_nanocrystal(20.0), k), k, k_min=0.15, r_max=6.0)
+>>> res = pair_distribution(debye_intensity(si_nanocrystal(20.0), k), k=k, k_min=0.15, r_max=6.0)
 >>> bool(abs(res.peaks(2.0, 3.0)[0] - 2.352) < 0.05)
 True
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -139,7 +140,7 @@ def _fit_background(k: np.ndarray, I: np.ndarray) -> np.ndarray:
     return c
 
 
-def pair_distribution(profile: Any, k: Any = None, params: PDFParams | Mapping | None = None,
+def pair_distribution(profile: Any, params: PDFParams | Mapping | None = None, *, k: Any = None,
                       **overrides: Any) -> PDFResult:
     """PDF analysis of a radial profile.
 
@@ -147,12 +148,18 @@ def pair_distribution(profile: Any, k: Any = None, params: PDFParams | Mapping |
     ----------
     profile : (n,) array, or RadialStatistics
         Mean intensity per k bin; a ``RadialStatistics`` gives its mean profile.
-    k : (n,) array, optional
-        Its k axis in 1/Å (taken from a ``RadialStatistics``, which needs a reciprocal calibration).
     params : PDFParams, optional
+    k : (n,) array, optional
+        The profile's k axis in 1/Å (taken from a ``RadialStatistics``, which needs a
+        reciprocal calibration).
     **overrides
         Fields of :class:`PDFParams`.
     """
+    if params is not None and not isinstance(params, (Params, Mapping)):
+        # The first form took the k axis second; kept for one release.
+        warnings.warn("pair_distribution(profile, k, ...) is deprecated: use "
+                      "pair_distribution(profile, params, k=k)", DeprecationWarning, stacklevel=2)
+        k, params = params, None
     p = resolve_params(PDFParams, params, overrides)
     if hasattr(profile, "mean_profile") and hasattr(profile, "annular_mean"):
         if profile.k is None or profile.units != "1/Å":

@@ -7,6 +7,7 @@ of :mod:`.aberrations` (``χ``, Δf = −C10).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -17,11 +18,16 @@ from scipy import ndimage
 
 from ..core.calibration import Calibration
 from ..core.errors import CalibrationError, MissingCalibrationError, ShapeError
+from ..core.params import Params, record_from_dict
 from ..engine.run import run_job
 from .calibration import CenterOfMassJob, measure_qr_rotation, moment_weights, scan_frame_matrix
 
 __all__ = ["BrightField", "bright_field", "center_of_mass", "resolve_rotation", "relative_curl",
-           "phase_agreement", "measure_shifts", "shift_images", "splat"]
+           "phase_agreement", "measure_shifts", "shift_images", "splat", "write_fields", "read_fields",
+           "step_engine"]
+
+#: Engine options the phase steps pass on to their pass over the cube.
+_STEP_ENGINE = ("scheduler", "workers", "progress", "cancel", "chunk_bytes")
 
 
 @dataclass(frozen=True)
@@ -266,3 +272,57 @@ def phase_agreement(image: np.ndarray, truth: np.ndarray, step_A: float, sigma_A
     a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
     r = float(a @ b / math.sqrt((a @ a) * (b @ b)))
     return r, float(a @ b / (b @ b))
+
+
+def step_engine(context: Any) -> dict[str, Any]:
+    """The engine options of a recipe run's context that a phase pass understands."""
+    return {k: v for k, v in context.engine.items() if k in _STEP_ENGINE}
+
+
+def write_fields(group: Any, value: Any) -> None:
+    """Write a phase result's fields into an HDF5 group: arrays as datasets, the rest as attributes.
+
+    Records (:class:`~fourd_widgets.core.params.Params`) are stored as JSON text, and
+    other dataclasses (:class:`~fourd_widgets.analysis.aberrations.Aberrations`) as a JSON
+    dict of their fields, tagged with the field's name so :func:`read_fields` rebuilds them.
+    """
+    for name, v in vars(value).items():
+        if isinstance(v, np.ndarray):
+            group.create_dataset(name, data=v)
+        elif isinstance(v, Params):
+            group.attrs[name] = json.dumps(v.to_dict())
+        elif hasattr(v, "to_dict"):
+            group.attrs[name] = json.dumps(v.to_dict())
+        else:
+            group.attrs[name] = v
+
+
+def read_fields(cls: type, group: Any, records: tuple[str, ...] = ("params",),
+                objects: dict[str, type] | None = None) -> Any:
+    """Rebuild ``cls`` from a group written by :func:`write_fields`.
+
+    ``records`` names the attributes holding step records, ``objects`` the ones
+    holding other dataclasses (name -> class built from the JSON dict's fields).
+    """
+    objects = objects or {}
+    out: dict[str, Any] = {}
+    for name in getattr(cls, "__dataclass_fields__"):
+        if name in group:
+            arr = group[name][()]
+            arr.setflags(write=False)
+            out[name] = arr
+            continue
+        v = group.attrs[name]
+        if name in records:
+            out[name] = record_from_dict(json.loads(v))
+        elif name in objects:
+            out[name] = objects[name](**json.loads(v))
+        elif isinstance(v, np.bool_):
+            out[name] = bool(v)
+        elif isinstance(v, np.floating):
+            out[name] = float(v)
+        elif isinstance(v, np.integer):
+            out[name] = int(v)
+        else:
+            out[name] = v
+    return cls(**out)

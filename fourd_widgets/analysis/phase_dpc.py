@@ -42,9 +42,9 @@ from ..core.errors import ParameterError
 from ..core.params import Params, param
 from .aberrations import detector_k
 from .calibration import scan_frame_matrix
-from .phase_common import bright_field, center_of_mass, resolve_rotation
+from .phase_common import bright_field, center_of_mass, read_fields, resolve_rotation, step_engine, write_fields
 
-__all__ = ["DPCParams", "DPCResult", "dpc", "integrate_gradient", "butterworth", "probe_transfer"]
+__all__ = ["DPCParams", "DPCResult", "dpc", "dpc_step", "dpc_from_com", "integrate_gradient", "butterworth", "probe_transfer"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +98,15 @@ class DPCResult:
     rotation_deg: float
     flip: bool
     params: DPCParams
+
+    def to_h5(self, group: Any) -> None:
+        """Write the images, the rotation used and the record into an HDF5 group (results files)."""
+        write_fields(group, self)
+
+    @classmethod
+    def from_h5(cls, group: Any) -> "DPCResult":
+        """Read a result written by :meth:`to_h5`."""
+        return read_fields(cls, group)
 
 
 def butterworth(q: np.ndarray, q_highpass: float | None, q_lowpass: float | None, order: float) -> np.ndarray:
@@ -194,7 +203,8 @@ def integrate_gradient(gradient: np.ndarray, *, step_A: float = 1.0, boundary: s
 
 
 def dpc(cube: Any, params: DPCParams | None = None, *, progress: Any = None, cancel: Any = None,
-        workers: int | None = None, scheduler: Any = None, **overrides: Any) -> DPCResult:
+        workers: int | None = None, scheduler: Any = None, chunk_bytes: int | None = None,
+        **overrides: Any) -> DPCResult:
     """DPC (centre-of-mass shifts) and iDPC (their integral, the phase in rad) of a cube.
 
     Parameters
@@ -205,7 +215,7 @@ def dpc(cube: Any, params: DPCParams | None = None, *, progress: Any = None, can
         flip as ``params.rotation`` says; ``convergence_semiangle_mrad`` for the
         bright-field detector.
     params : DPCParams, optional
-    progress, cancel, workers, scheduler
+    progress, cancel, workers, scheduler, chunk_bytes
         Engine options (:func:`fourd_widgets.engine.run_job`); ``workers`` also sets FFT threads.
     **overrides
         Field overrides of ``params``.
@@ -220,7 +230,7 @@ def dpc(cube: Any, params: DPCParams | None = None, *, progress: Any = None, can
     if overrides:
         p = p.replace(**overrides)
     cal = cube.calibration
-    step_A = cal.real_step_in("Å")
+    cal.real_step_in("Å")  # a missing scan step is refused before the pass
     dk = cal.reciprocal_step_in("1/Å")
     Qx, Qy = cube.detector_shape
     if p.detector == "bright_field":
@@ -229,12 +239,39 @@ def dpc(cube: Any, params: DPCParams | None = None, *, progress: Any = None, can
         weights = (np.hypot(kx, ky) <= bf.k_alpha).astype(float)
     else:
         weights = np.ones((Qx, Qy))
-    com_px = center_of_mass(cube, weights, progress=progress, cancel=cancel, workers=workers, scheduler=scheduler)
+    com_px = center_of_mass(cube, weights, progress=progress, cancel=cancel, workers=workers, scheduler=scheduler,
+                            chunk_bytes=chunk_bytes)
+    return dpc_from_com(com_px, cal, (Qx, Qy), p, workers=workers)
+
+
+def dpc_from_com(com_px: np.ndarray, cal: Any, detector_shape: tuple[int, int], params: DPCParams, *,
+                 workers: int | None = None) -> DPCResult:
+    """DPC and iDPC from a measured centre of mass (no pass over the data: what a slider preview runs).
+
+    Parameters
+    ----------
+    com_px : (Rx, Ry, 2) array
+        Centre of mass from the calibrated origin, detector px (:attr:`DPCResult.com_detector`).
+    cal : Calibration
+    detector_shape : (2,) tuple of int
+    params : DPCParams
+        Its ``detector`` field must be the one ``com_px`` was measured with.
+    workers : int, optional
+        FFT threads.
+
+    Returns
+    -------
+    DPCResult
+    """
+    p = params
+    step_A = cal.real_step_in("Å")
+    dk = cal.reciprocal_step_in("1/Å")
+    com_px = np.array(com_px, dtype=np.float64)
     rot, flip = resolve_rotation(com_px, cal, p.rotation, p.rotation_deg, p.flip, p.rotation_tolerance_deg, "DPC")
     com = com_px @ scan_frame_matrix(rot, flip).T * dk
     deconvolve = None
     if p.probe_deconvolution is not None:
-        bf = bright_field(cal, (Qx, Qy), "DPC's probe deconvolution")
+        bf = bright_field(cal, detector_shape, "DPC's probe deconvolution")
 
         def deconvolve(q: np.ndarray) -> np.ndarray:
             return probe_transfer(np.hypot(q[..., 0], q[..., 1]), bf.k_alpha)
@@ -244,3 +281,8 @@ def dpc(cube: Any, params: DPCParams | None = None, *, progress: Any = None, can
     for a in (phase, com, com_px):
         a.setflags(write=False)
     return DPCResult(phase=phase, com=com, com_detector=com_px, rotation_deg=rot, flip=flip, params=p)
+
+
+def dpc_step(cube: Any, params: DPCParams, context: Any) -> DPCResult:
+    """Recipe adapter: :func:`dpc` with the run's engine options."""
+    return dpc(cube, params, **step_engine(context))

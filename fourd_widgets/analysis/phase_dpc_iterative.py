@@ -49,6 +49,7 @@ from ..core.errors import ParameterError, ShapeError
 from ..core.params import Params, param
 from ..engine.iterate import IterativeJob, run_iterative
 from ..engine.job import Buffer, Job
+from .calibration import scan_frame_matrix
 from .detectors import Rectangle
 from .virtual import virtual_image
 
@@ -60,35 +61,50 @@ class IterativeDPCParams(Params):
     """Record of an iterative DPC integration (phase from centre-of-mass shifts)."""
 
     step = "phase_dpc_iterative"
+    # version 2: rotation_deg in the calibration's sense (version 1 rotated the other way unless transposed)
+    schema_version = 2
+    migrations = {1: lambda d: _from_version_1(d)}
     iterations: int = param(64, ge=1, doc="maximum number of iterations")
     step_size: float = param(1.0, gt=0, lt=2, doc="fraction of the Fourier update applied per iteration")
     padding: float = param(2.0, ge=1, doc="solve on a grid this many times the scan (1: the scan is periodic)")
     stopping_criterion: float = param(
         1e-6, ge=0, doc="stop when the relative RMS residual, or its relative decrease in one iteration, is below")
-    rotation_deg: float = param(0.0, units="deg", doc="rotation from detector axes to scan axes (R/Q rotation)")
-    transpose: bool = param(False, doc="swap the detector axes before rotating")
+    rotation_deg: float = param(
+        0.0, units="deg", doc="scan rotation in the calibration's sense (Calibration.rotation_deg, the dpc step's): "
+        "a scan vector v appears on the detector as R(rotation_deg) S v")
+    transpose: bool = param(False, doc="detector axes swapped relative to the scan (Calibration.flip): S above")
     com_scale: float | None = param(
         None, gt=0, doc="rad per scan pixel per unit of the input: None gives 1 for an array (already a phase "
         "gradient) and 2π × scan step × detector step for a calibrated cube; 2π × scan step (Å) for CoM in 1/Å")
 
 
+def _from_version_1(d: dict) -> dict:
+    """Version 1 took ``g = R(θ₁) S^t c``; the calibration's sense is ``g = S^t R(−θ) c``, and
+    ``R(θ₁) S = S R(−θ₁)``, so a transposed record keeps its angle and any other changes its sign."""
+    d = dict(d)
+    if not d.get("transpose", False) and "rotation_deg" in d:
+        d["rotation_deg"] = -float(d["rotation_deg"])
+    return d
+
+
 def phase_gradient(com: np.ndarray, params: IterativeDPCParams) -> np.ndarray:
     """Centre-of-mass field ``(2, Rx, Ry)`` -> phase gradient ``(Rx, Ry, 2)`` in rad per scan pixel.
 
-    Applies ``transpose``, ``rotation_deg`` and ``com_scale`` (1 when None).
+    The detector-frame vector ``c`` is taken to the scan frame as the calibration does
+    (:func:`~fourd_widgets.analysis.calibration.scan_frame_matrix`, ``v = S R(−rotation_deg) c``,
+    ``S`` the axis swap when ``transpose``), the same sense as the dpc step, then scaled
+    by ``com_scale`` (1 when None).
 
     >>> g = phase_gradient(np.ones((2, 1, 1)), IterativeDPCParams(rotation_deg=90, com_scale=2.0))
     >>> np.round(g[0, 0], 6).tolist()
-    [-2.0, 2.0]
+    [2.0, -2.0]
     """
     com = np.asarray(com, dtype=np.float64)
     if com.ndim != 3 or com.shape[0] != 2:
         raise ShapeError(f"iterative DPC needs the centre of mass as (2, Rx, Ry), got shape {com.shape}")
-    cx, cy = (com[1], com[0]) if params.transpose else (com[0], com[1])
-    t = math.radians(params.rotation_deg)
-    c, s = math.cos(t), math.sin(t)
+    m = scan_frame_matrix(params.rotation_deg, params.transpose)
     scale = 1.0 if params.com_scale is None else params.com_scale
-    return np.stack([c * cx - s * cy, s * cx + c * cy], axis=-1) * scale
+    return np.einsum("ij,jxy->xyi", m, com) * scale
 
 
 class _ResidualPass(Job):

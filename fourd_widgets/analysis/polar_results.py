@@ -46,8 +46,30 @@ def _result_type(tp: Any) -> type | None:
     return None
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Field equality: arrays by value (NaN equals NaN), records and results by their own ``==``."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        x, y = np.asarray(a), np.asarray(b)
+        if x.shape != y.shape or x.dtype.kind != y.dtype.kind:
+            return False
+        return bool(np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"))
+    return bool(a == b)
+
+
 class H5Fields:
-    """Mixin: ``to_h5(group)`` and ``from_h5(group)`` for frozen dataclass results."""
+    """Mixin: ``to_h5(group)`` and ``from_h5(group)`` for frozen dataclass results, and equality by value.
+
+    Two results are equal when they are of one class and every field is (arrays
+    by value, NaN equal to NaN): what a replayed recipe is checked with.
+    """
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(_same(getattr(self, f.name), getattr(other, f.name))
+                   for f in dataclasses.fields(self))  # type: ignore[arg-type]
+
+    __hash__ = None  # type: ignore[assignment]  # equal by value, and holds arrays
 
     def to_h5(self, group: Any) -> None:
         """Write every field into an HDF5 group."""

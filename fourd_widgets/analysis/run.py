@@ -10,7 +10,7 @@ from typing import Any
 from .._version import __version__
 from ..core import registry
 from ..core.datacube import DataCube
-from ..core.errors import ParameterError
+from ..core.errors import CancelledError, ParameterError
 from ..core.params import Params
 from ..core.recipe import Recipe
 from ..io.results import Results
@@ -60,6 +60,14 @@ def run(recipe: Recipe | Params | list, cube: DataCube, **engine: Any) -> Result
     Results
         Step label -> result, with the recipe (completed with the input
         reference and calibration used) and provenance.
+
+    Raises
+    ------
+    CancelledError
+        When ``cancel`` is set before every step finished. Its ``.partial`` is a
+        :class:`Results` marked ``partial=True`` holding the steps that finished
+        (the whole recipe, so that a rerun does everything); its provenance says
+        which step was cancelled.
     """
     if isinstance(recipe, Params):
         recipe = Recipe(steps=(recipe,))
@@ -74,22 +82,42 @@ def run(recipe: Recipe | Params | list, cube: DataCube, **engine: Any) -> Result
     started = _now()
     initial = cube.calibration
     context = RunContext(engine=dict(engine))
-    for label, step in recipe:
+
+    def results(**extra: Any) -> Results:
+        ref = input_reference(cube)
+        done = Recipe(recipe.steps, initial, recipe.input or ref, recipe.labels)
+        provenance = {
+            "fourd_widgets_version": __version__,
+            "python": platform.python_version(),
+            "host": platform.node(),
+            "input": ref,
+            "started": started,
+            "finished": _now(),
+            **extra,
+        }
+        return Results(context.results, done, provenance, partial=bool(extra))
+
+    for index, (label, step) in enumerate(recipe):
         entry = registry.step(step.step)
-        result = entry.runner()(cube, step, context)
+        try:
+            result = entry.runner()(cube, step, context)
+        except CancelledError as exc:
+            finished = list(context.results)
+            partial = results(cancelled={"step": label, "finished": finished,
+                                         "not_run": list(recipe.labels[index:]), "message": str(exc)})
+            err = CancelledError(
+                f"fw.run cancelled during step {label!r} ({index + 1} of {len(recipe)}): {exc}. "
+                + (f"The results of the steps finished before it ({', '.join(finished)}) are in this "
+                   "error's .partial (Results with partial=True)." if finished else
+                   "No step had finished; this error's .partial holds no result."))
+            err.partial = partial  # type: ignore[attr-defined]
+            for name in ("state", "iteration"):  # an iterative step's own state, if it kept one
+                if hasattr(exc, name):
+                    setattr(err, name, getattr(exc, name))
+            raise err from exc
         context.results[label] = result
         if entry.calibration:
             # the manifest says this step (origin, ellipse, pixel size...) yields the
             # calibration every later step of the recipe works with
             cube = cube.with_calibration(result)
-    ref = input_reference(cube)
-    done = Recipe(recipe.steps, initial, recipe.input or ref, recipe.labels)
-    provenance = {
-        "fourd_widgets_version": __version__,
-        "python": platform.python_version(),
-        "host": platform.node(),
-        "input": ref,
-        "started": started,
-        "finished": _now(),
-    }
-    return Results(context.results, done, provenance)
+    return results()

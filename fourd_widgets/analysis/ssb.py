@@ -50,9 +50,9 @@ from ..engine.run import run_job
 from .aberrations import Aberrations, chi, detector_k
 from .calibration import scan_frame_matrix
 from .parallax import BrightFieldJob
-from .phase_common import bright_field, resolve_rotation
+from .phase_common import bright_field, read_fields, resolve_rotation, step_engine, write_fields
 
-__all__ = ["SSBParams", "SSBData", "SSBResult", "ssb", "ssb_prepare"]
+__all__ = ["SSBParams", "SSBData", "SSBResult", "ssb", "ssb_prepare", "ssb_step"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,6 +123,15 @@ class SSBResult:
     flip: bool
     params: SSBParams
 
+    def to_h5(self, group: Any) -> None:
+        """Write the phase, its spectrum, the aberrations, the rotation and the record into an HDF5 group."""
+        write_fields(group, self)
+
+    @classmethod
+    def from_h5(cls, group: Any) -> "SSBResult":
+        """Read a result written by :meth:`to_h5`."""
+        return read_fields(cls, group, objects={"aberrations": Aberrations})
+
 
 def _check_sampling(cal: Calibration, k_alpha: float, scan_shape: tuple[int, int]) -> float:
     step = cal.real_step_in("Å")
@@ -139,7 +148,7 @@ def _check_sampling(cal: Calibration, k_alpha: float, scan_shape: tuple[int, int
 
 
 def ssb_prepare(cube: DataCube, *, progress: Any = None, cancel: Any = None, workers: int | None = None,
-                scheduler: Any = None) -> SSBData:
+                scheduler: Any = None, chunk_bytes: int | None = None) -> SSBData:
     """One pass over ``cube``: bright-field pixels and centre of mass per position, then ``G(k, Q)``.
 
     Needs energy, convergence semi-angle, detector and scan steps and the origin;
@@ -155,7 +164,7 @@ def ssb_prepare(cube: DataCube, *, progress: Any = None, cancel: Any = None, wor
     jj = np.ones((Qx, 1)) * np.arange(Qy, dtype=float)[None, :]
     moments = np.stack([np.ones(Qx * Qy), ii.ravel(), jj.ravel()], -1)
     stack = run_job(cube, BrightFieldJob(inside, np.arange(len(inside)), moments), progress=progress,
-                    cancel=cancel, workers=workers, scheduler=scheduler)
+                    cancel=cancel, workers=workers, scheduler=scheduler, chunk_bytes=chunk_bytes)
     n = len(inside)
     mom = stack[..., n:].astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -168,7 +177,8 @@ def ssb_prepare(cube: DataCube, *, progress: Any = None, cancel: Any = None, wor
 
 
 def ssb(data: DataCube | SSBData, params: SSBParams | None = None, *, progress: Any = None, cancel: Any = None,
-        workers: int | None = None, scheduler: Any = None, **overrides: Any) -> SSBResult:
+        workers: int | None = None, scheduler: Any = None, chunk_bytes: int | None = None,
+        **overrides: Any) -> SSBResult:
     """Weak-phase SSB ptychography with aberration correction.
 
     Parameters
@@ -176,7 +186,7 @@ def ssb(data: DataCube | SSBData, params: SSBParams | None = None, *, progress: 
     data : DataCube or SSBData
         A cube (one pass through :func:`ssb_prepare`) or its cached :class:`SSBData`.
     params : SSBParams, optional
-    progress, cancel, workers, scheduler
+    progress, cancel, workers, scheduler, chunk_bytes
         Engine options for the pass over a cube; ``workers`` also sets FFT threads.
     **overrides
         Field overrides of ``params``.
@@ -191,7 +201,8 @@ def ssb(data: DataCube | SSBData, params: SSBParams | None = None, *, progress: 
     if overrides:
         p = p.replace(**overrides)
     if isinstance(data, DataCube):
-        data = ssb_prepare(data, progress=progress, cancel=cancel, workers=workers, scheduler=scheduler)
+        data = ssb_prepare(data, progress=progress, cancel=cancel, workers=workers, scheduler=scheduler,
+                           chunk_bytes=chunk_bytes)
     elif not isinstance(data, SSBData):
         raise ParameterError(f"ssb needs a DataCube or SSBData, got {type(data).__name__}", field="data")
     cal = data.calibration
@@ -244,3 +255,8 @@ def ssb(data: DataCube | SSBData, params: SSBParams | None = None, *, progress: 
     for a in (phase, spectrum):
         a.setflags(write=False)
     return SSBResult(phase=phase, spectrum=spectrum, aberrations=ab, rotation_deg=rot, flip=flip, params=p)
+
+
+def ssb_step(cube: Any, params: SSBParams, context: Any) -> SSBResult:
+    """Recipe adapter: :func:`ssb` with the run's engine options."""
+    return ssb(cube, params, **step_engine(context))

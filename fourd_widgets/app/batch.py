@@ -9,7 +9,10 @@ batch resumes without redoing finished work, and a changed recipe or input is
 never answered with stale results. An existing file from another run is never
 overwritten (the input is reported as failed, saying what differs; use
 ``--force``). One bad input is reported (which file, which error) and the
-others go on.
+others go on. A file of partial results (``Results.partial``, a cancelled run)
+is never "done": one of this same run is computed again and replaced. A batch
+whose engine ``cancel`` is set stops: the input in progress saves nothing and
+the inputs after it are not started (all reported as failed).
 
 Two batches may share an ``--out`` folder: each output is worked on under its
 own lock (``fcntl``), so the second waits and then finds the output done; only
@@ -39,7 +42,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import h5py
 
-from ..core.errors import FileFormatError, FourDError, ParameterError
+from ..core.errors import CancelledError, FileFormatError, FourDError, ParameterError
 from ..core.recipe import Recipe
 from ..io.identity import input_identity, run_key, run_key_parts
 
@@ -86,21 +89,22 @@ def output_paths(inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike
     return out
 
 
-def _existing_run(path: str) -> dict | None:
-    """The run record (key, parts) stored in a finished results file, or None if it has none."""
+def _existing_run(path: str) -> tuple[dict | None, bool]:
+    """The run record (key, parts) stored in a results file (None if it has none), and
+    whether the file holds partial results (a cancelled run: never "done")."""
     try:
         with h5py.File(path, "r") as f:
             if "fourd_widgets_results" not in f.attrs or "recipe" not in f:
-                return None
-            if f.attrs.get("partial", False):
-                return None  # a cancelled run's partial results are never "done"
+                return None, False
+            partial = bool(f.attrs.get("partial", False))
             prov = json.loads(f["provenance"].asstr()[()]) if "provenance" in f else {}
     except (OSError, ValueError, KeyError, TypeError):
-        return None
-    run = prov.get("run") if isinstance(prov, dict) else None
-    if not isinstance(run, dict) or prov.get("partial"):
-        return None
-    return run
+        return None, False
+    if not isinstance(prov, dict):
+        return None, partial
+    partial = partial or bool(prov.get("partial")) or "cancelled" in prov
+    run = prov.get("run")
+    return (run if isinstance(run, dict) else None), partial
 
 
 _DIFFERS = {
@@ -311,24 +315,41 @@ def run_batch(
                     identity = _identity(src)
                     parts = run_key_parts(_recipe_for_key(recipe), options, identity)
                     if os.path.exists(dst) and not force:
-                        why = _why_not_same(_existing_run(dst), parts, options)
-                        if why is None:
+                        stored, partial = _existing_run(dst)
+                        why = _why_not_same(stored, parts, options)
+                        if why is None and not partial:
                             report.skipped[src] = dst
                             log(f"skipped {src}: already done ({dst})")
                             continue
-                        raise FileFormatError(dst, f"{why}; it is left untouched.",
-                                              "Use --force to replace it, or another --out folder.")
+                        if why is None:  # this run's own unfinished output: finish it
+                            log(f"redoing {src}: {dst} holds partial results (a cancelled run)")
+                        else:
+                            if partial:
+                                why = "holds partial results (a cancelled run); it " + why.removeprefix("exists and ")
+                            raise FileFormatError(dst, f"{why}; it is left untouched.",
+                                                  "Use --force to replace it, or another --out folder.")
                     cube = load(src, **options)
                     try:
                         results = run(recipe, cube, progress=False, **engine)
                     finally:
                         cube.close()
+                    if results.partial:  # never saved as done (fw.run raises instead; kept as a guard)
+                        raise CancelledError(f"{src}: the run gave partial results; nothing was saved")
                     results.provenance["run"] = {"key": run_key(_recipe_for_key(recipe), options, identity),
                                                  "parts": parts,
                                                  "load_options": options, "input_identity": identity}
                     results.save(dst)
                 report.done[src] = dst
                 log(f"done {src} -> {dst}")
+            except CancelledError as exc:
+                # Cancelled: this input's finished steps are not saved as its output (a
+                # rerun computes it whole), and the inputs after it are not started.
+                report.failed[src] = f"cancelled: {exc}"
+                log(f"CANCELLED {src}: {exc}")
+                for later, _dst in items[items.index((src, dst)) + 1:]:
+                    report.failed[later] = "not started: the batch was cancelled"
+                log(report.summary())
+                return report
             except Exception as exc:  # one bad input must not stop the batch
                 kind = "" if isinstance(exc, FourDError) else f"{type(exc).__name__}: "
                 report.failed[src] = f"{kind}{exc}"

@@ -19,6 +19,11 @@ the stock template's Font Awesome links to a CDN: the same fonts come with
 Voila's own bundle), and JupyterLab does not offer to fetch Jupyter news (its
 announcements plugin is disabled through :data:`LAB_CONFIG_DIR`).
 
+Both answer only requests addressed to this machine: a ``Host`` header other than
+``localhost``, ``127.0.0.1`` or ``[::1]`` (with any port) is refused with 403, token
+or not (:data:`LOCAL_HOST_SETTINGS`). A web page of another site whose name an
+attacker points at 127.0.0.1 (DNS rebinding) gets no page, kernel or API of ours.
+
 What is served is chosen in one place, :data:`DEMO_APP` (``--lab`` picks
 ``"lab"``). The servers themselves are described by :class:`ServerSpec` and
 run by :func:`serve`, which ``fourd-widgets dashboard`` uses too.
@@ -51,7 +56,7 @@ __all__ = [
     "shipped_notebook", "tour_notebook_source", "dashboard_notebook_source", "prepare_demo", "write_cube_h5",
     "write_sample_file", "free_port", "lab_spec", "voila_spec", "app_folder", "add_server_options", "serve",
     "TUTORIALS", "copy_tutorials", "server_log", "VOILA_TEMPLATE", "VOILA_EXTENSIONS", "LAB_CONFIG_DIR",
-    "JUPYTER_DATA_DIR", "LAB_DISABLED_PLUGINS", "LAB_WORKSPACES",
+    "JUPYTER_DATA_DIR", "LAB_DISABLED_PLUGINS", "LAB_WORKSPACES", "LOCAL_HOST_SETTINGS",
 ]
 
 #: Where the demo lives unless ``--dir`` says otherwise.
@@ -64,8 +69,17 @@ TOUR_NAME = "tour.ipynb"
 DASHBOARD_NAME = "explorer_dashboard.ipynb"
 #: The tutorial notebooks ``demo`` copies into the demo folder (every notebook of
 #: ``notebooks/`` but the dashboard's); the wheel ships each beside this module.
-TUTORIALS = ("tour.ipynb", "explorer_tutorial.ipynb", "disk_detection.ipynb", "strain_mapping.ipynb",
-             "recipes_and_batch.ipynb", "classification.ipynb")
+TUTORIALS = (
+    "tour.ipynb",
+    "explorer_tutorial.ipynb",
+    "disk_detection.ipynb",
+    "strain_mapping.ipynb",
+    "recipes_and_batch.ipynb",
+    "phase_imaging.ipynb",
+    "radial_profiling.ipynb",
+    "classification.ipynb",
+    "orientation_mapping.ipynb",
+)
 #: Jupyter data folder shipped with this module: holds the Voila template
 #: :data:`VOILA_TEMPLATE` (``voila/templates/...``); Voila finds it through ``JUPYTER_PATH``.
 JUPYTER_DATA_DIR = Path(__file__).resolve().parent / "jupyter_data"
@@ -85,6 +99,11 @@ LAB_WORKSPACES = "lab-workspaces"
 #: JupyterLab plugins the demo turns off: the announcements plugin asks, in a pop-up,
 #: whether to fetch Jupyter news from the internet.
 LAB_DISABLED_PLUGINS = ("@jupyterlab/apputils-extension:announcements",)
+#: The Jupyter server settings that refuse (403) a request whose ``Host`` header is not
+#: this machine: ``localhost`` by name, or a loopback address (127.0.0.1, [::1]), with
+#: any port. Jupyter's own check (``JupyterHandler.check_host``); JupyterLab gets them on
+#: its command line, Voila (which turns the check off by default) through its config file.
+LOCAL_HOST_SETTINGS: dict[str, Any] = {"allow_remote_access": False, "local_hostnames": ["localhost"]}
 #: How long the server may take to answer before the demo gives up, in seconds.
 STARTUP_TIMEOUT_S = 120.0
 #: How long the server may take to stop on SIGTERM before it is killed, in seconds.
@@ -115,6 +134,9 @@ class ServerSpec:
     token_key : tuple of str
         Where the token goes in ``config`` (section, name); empty when the
         server reads ``JUPYTER_TOKEN`` from its environment.
+    host_check_key : tuple of str
+        Where :func:`serve` puts :data:`LOCAL_HOST_SETTINGS` in ``config``
+        (section, name); empty when the command line sets them.
     search_paths : dict
         Folders :func:`serve` puts first on search-path variables of the
         server's environment (``{"JUPYTER_PATH": folder}``), before what they
@@ -130,6 +152,7 @@ class ServerSpec:
     config: dict[str, Any] = field(default_factory=dict)
     token_key: tuple[str, ...] = ()
     search_paths: dict[str, Path] = field(default_factory=dict)
+    host_check_key: tuple[str, ...] = ()
 
 
 def lab_spec(folder: Path, notebook: Path | str, port: int) -> ServerSpec:
@@ -156,6 +179,9 @@ def lab_spec(folder: Path, notebook: Path | str, port: int) -> ServerSpec:
         # (serve() starts it there), so each demo opens on the tour and leaves
         # the user's own JupyterLab workspaces alone.
         f"--LabApp.workspaces_dir={LAB_WORKSPACES}",
+        # Refuse other Host headers (DNS rebinding), whatever the user's own config says.
+        f"--ServerApp.allow_remote_access={LOCAL_HOST_SETTINGS['allow_remote_access']}",
+        *(f"--ServerApp.local_hostnames={name}" for name in LOCAL_HOST_SETTINGS["local_hostnames"]),
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         argv.append("--ServerApp.allow_root=True")
@@ -175,7 +201,12 @@ def voila_spec(folder: Path, notebook: Path | str, port: int, env: dict[str, str
     folder (Voila does not read ``JUPYTER_TOKEN``), so it does not show in the
     process list. The page loads nothing from outside 127.0.0.1 (the
     :data:`VOILA_TEMPLATE` template, found through ``JUPYTER_PATH``) and only the
-    front-end extensions in :data:`VOILA_EXTENSIONS`.
+    front-end extensions in :data:`VOILA_EXTENSIONS`. Voila is given
+    :data:`LOCAL_HOST_SETTINGS` as Tornado settings (in the same config file),
+    so its notebook page, kernels, API and extension files refuse a ``Host``
+    other than this machine; its static files (the template's CSS, Voila's own
+    JavaScript: the same public files for everyone) are served by Tornado's
+    plain handler, which Voila does not let us check.
 
     Parameters
     ----------
@@ -201,7 +232,8 @@ def voila_spec(folder: Path, notebook: Path | str, port: int, env: dict[str, str
     return ServerSpec(argv=argv, url_path="/", name="Voila",
                       ready_path=f"/voila/templates/{VOILA_TEMPLATE}/static/index.css",
                       env=dict(env or {}), search_paths={"JUPYTER_PATH": JUPYTER_DATA_DIR}, config_file="voila.json",
-                      config={"VoilaConfiguration": {"file_allowlist": []}}, token_key=("Voila", "token"))
+                      config={"VoilaConfiguration": {"file_allowlist": []}}, token_key=("Voila", "token"),
+                      host_check_key=("Voila", "tornado_settings"))
 
 
 @contextlib.contextmanager
@@ -482,12 +514,13 @@ def _write_config(spec: ServerSpec, folder: Path, token: str) -> None:
     if spec.config_file is None:
         return
     config = json.loads(json.dumps(spec.config))  # a deep copy
-    if spec.token_key:
-        *sections, name = spec.token_key
-        node = config
-        for section in sections:
-            node = node.setdefault(section, {})
-        node[name] = token
+    for key, value in ((spec.token_key, token), (spec.host_check_key, LOCAL_HOST_SETTINGS)):
+        if key:
+            *sections, name = key
+            node = config
+            for section in sections:
+                node = node.setdefault(section, {})
+            node[name] = value
     path = folder / spec.config_file
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

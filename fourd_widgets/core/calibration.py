@@ -104,6 +104,17 @@ def _positive(name: str, value: Any) -> float | None:
     return v
 
 
+def _numbers(name: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 array, or a CalibrationError naming the field (a string, a ragged list...)."""
+    if isinstance(value, (str, bytes)):
+        raise CalibrationError(f"{name} must be numbers, not the text {value!r}")
+    try:
+        return np.array(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CalibrationError(f"{name} must be numbers in a regular (not ragged) list, got {value!r:.80} "
+                               f"({exc})") from None
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Calibration:
     """How scan and detector pixels map to physical units.
@@ -167,12 +178,12 @@ class Calibration:
         s(self, "convergence_semiangle_mrad",
           _positive("convergence_semiangle_mrad", self.convergence_semiangle_mrad))
         if self.origin is not None:
-            o = tuple(float(v) for v in np.asarray(self.origin, dtype=float).ravel())
+            o = tuple(float(v) for v in _numbers("origin", self.origin).ravel())
             if len(o) != 2 or not all(math.isfinite(v) for v in o):
                 raise CalibrationError(f"origin must be two finite numbers (qx, qy), got {self.origin!r}")
             s(self, "origin", o)
         if self.origin_map is not None:
-            m = np.array(self.origin_map, dtype=np.float64)
+            m = _numbers("origin_map", self.origin_map)
             if m.ndim != 3 or m.shape[2] != 2:
                 raise CalibrationError(
                     f"origin_map must have shape (Rx, Ry, 2), got {m.shape}"
@@ -180,7 +191,7 @@ class Calibration:
             m.setflags(write=False)
             s(self, "origin_map", m)
         if self.ellipse is not None:
-            e = tuple(float(v) for v in self.ellipse)
+            e = tuple(float(v) for v in _numbers("ellipse", self.ellipse).ravel())
             if len(e) != 3 or not (e[0] > 0 and e[1] > 0) or not math.isfinite(e[2]):
                 raise CalibrationError(
                     f"ellipse must be (a, b, theta_deg) with a, b > 0, got {self.ellipse!r}"
@@ -231,7 +242,10 @@ class Calibration:
         if kind != "calibration":
             raise ParameterError(f"expected a calibration record, got type {kind!r}", field="type")
         version = d.pop("schema_version", SCHEMA_VERSION)
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ParameterError(f"calibration schema_version must be a positive integer, got {version!r}",
+                                 field="schema_version")
+        if version > SCHEMA_VERSION:
             raise ParameterError(
                 f"calibration schema_version {version!r} is newer than this fourd_widgets "
                 f"understands ({SCHEMA_VERSION}); upgrade fourd_widgets",
@@ -244,9 +258,7 @@ class Calibration:
                 f"unknown calibration field {unknown[0]!r}; allowed: {', '.join(sorted(names))}",
                 field=unknown[0],
             )
-        if d.get("origin_map") is not None:
-            d["origin_map"] = np.asarray(d["origin_map"], dtype=np.float64)
-        return cls(**d)
+        return cls(**d)  # the constructor converts origin_map (a list in JSON) to an array
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -273,10 +285,12 @@ class Calibration:
         parts = []
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            # An origin map is an array: compare it with nothing, show its size.
+            if isinstance(v, np.ndarray):
+                parts.append(f"{f.name}=<map {v.shape[0]}x{v.shape[1]}>")
+                continue
             if v is None or v == f.default:
                 continue
-            if isinstance(v, np.ndarray):
-                v = f"<map {v.shape[0]}x{v.shape[1]}>"
             parts.append(f"{f.name}={v!r}")
         return f"Calibration({', '.join(parts)})"
 

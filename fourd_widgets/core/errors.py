@@ -126,4 +126,7 @@ class ParameterError(FourDError, ValueError):
 
 
 class CancelledError(FourDError):
-    """A computation was cancelled; finished partial results stay usable."""
+    """A computation was cancelled; finished partial results stay usable.
+
+    ``fw.run`` attaches them as ``.partial`` (a ``Results`` with ``partial=True``).
+    """

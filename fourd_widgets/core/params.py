@@ -80,6 +80,8 @@ def decode_array(d: Mapping, where: str = "array") -> np.ndarray:
         raise ParameterError(f"{where}: not a valid stored array ({exc})", field=where) from None
     if dt.kind not in _ARRAY_KINDS or dt.hasobject:
         raise ParameterError(f"{where}: dtype {dt} is not allowed in a record", field=where)
+    if any(n < 0 for n in shape):
+        raise ParameterError(f"{where}: shape {list(shape)} has a negative size", field=where)
     if len(raw) != dt.itemsize * math.prod(shape):
         raise ParameterError(f"{where}: {len(raw)} bytes do not fill shape {shape} of {dt}", field=where)
     out = np.frombuffer(raw, dtype=dt).reshape(shape).astype(dt.newbyteorder("="))
@@ -341,7 +343,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise _fail(where, "an integer", value)
     if tp is float:
         if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
-            v = float(value)
+            try:
+                v = float(value)
+            except OverflowError:  # an integer beyond the range of a float (1e400 written out)
+                raise ParameterError(f"{where}: {str(value)[:20]}... ({len(str(value))} digits) is too large "
+                                     "for a number", field=where.split(".")[-1]) from None
             if not math.isfinite(v):
                 raise ParameterError(f"{where}: must be a finite number, got {value!r}", field=where.split(".")[-1])
             return v
@@ -354,7 +360,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, Mapping) and value.get("__ndarray__"):
             return decode_array(value, where)
         if isinstance(value, np.ndarray) or isinstance(value, (list, tuple)):
-            arr = np.array(value)
+            try:
+                arr = np.array(value)
+            except (ValueError, OverflowError):  # a ragged list
+                raise _fail(where, "a numeric array (a regular, not ragged, list)", value) from None
             if arr.dtype.kind not in _ARRAY_KINDS:
                 raise _fail(where, "a numeric array", value)
             arr.setflags(write=False)

@@ -14,13 +14,15 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from .calibration import Calibration
-from .errors import ParameterError
+from .errors import FourDError, ParameterError
 from .params import Params, record_from_dict
 
 __all__ = ["Recipe", "RECIPE_SCHEMA_VERSION"]
@@ -70,16 +72,19 @@ class Recipe:
         if len(labels) != len(steps):
             raise ParameterError(f"a recipe needs one label per step: {len(labels)} labels for {len(steps)} steps",
                                  field="labels")
-        if len(set(labels)) != len(labels):
-            raise ParameterError(f"recipe labels must be unique, got {list(labels)}", field="labels")
-        for lab in labels:
+        for lab in labels:  # before the uniqueness test, which needs hashable labels
             if not isinstance(lab, str) or not lab or "/" in lab:
                 raise ParameterError(f"a recipe label must be a non-empty string without '/', got {lab!r}",
                                      field="labels")
+        if len(set(labels)) != len(labels):
+            raise ParameterError(f"recipe labels must be unique, got {list(labels)}", field="labels")
         object.__setattr__(self, "labels", labels)
         if self.calibration is not None and not isinstance(self.calibration, Calibration):
             raise ParameterError("recipe calibration must be a Calibration", field="calibration")
         if self.input is not None:
+            if not isinstance(self.input, Mapping):
+                raise ParameterError(f"recipe input must be an object (file name, size, shape...) or null, "
+                                     f"got {_shown(self.input)}", field="input")
             object.__setattr__(self, "input", dict(self.input))
 
     def __iter__(self):
@@ -126,7 +131,10 @@ class Recipe:
         if d.get("type", "recipe") != "recipe":
             raise ParameterError(f"expected a recipe, got type {d.get('type')!r}", field="type")
         version = d.get("schema_version", RECIPE_SCHEMA_VERSION)
-        if isinstance(version, bool) or not isinstance(version, int) or version > RECIPE_SCHEMA_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ParameterError(f"recipe schema_version must be a positive integer, got {_shown(version)}",
+                                 field="schema_version")
+        if version > RECIPE_SCHEMA_VERSION:
             raise ParameterError(
                 f"recipe schema_version {version!r} is newer than this fourd_widgets understands "
                 f"({RECIPE_SCHEMA_VERSION}); upgrade fourd_widgets", field="schema_version")
@@ -139,17 +147,15 @@ class Recipe:
             raise ParameterError("recipe steps must be a list", field="steps")
         steps = []
         for i, s in enumerate(raw_steps):
-            try:
+            with _refused(f"recipe step {i}"):
                 steps.append(record_from_dict(s))
-            except ParameterError as exc:
-                raise ParameterError(f"recipe step {i}: {exc}", field=exc.field) from None
         cal = d.get("calibration")
-        return cls(
-            steps=tuple(steps),
-            calibration=None if cal is None else Calibration.from_dict(cal),
-            input=d.get("input"),
-            labels=tuple(d.get("labels") or ()),
-        )
+        with _refused("recipe calibration", "calibration"):
+            calibration = None if cal is None else Calibration.from_dict(cal)
+        labels = d.get("labels") or ()
+        if not isinstance(labels, (list, tuple)):
+            raise ParameterError(f"recipe labels must be a list of names, got {_shown(labels)}", field="labels")
+        return cls(steps=tuple(steps), calibration=calibration, input=d.get("input"), labels=tuple(labels))
 
     @classmethod
     def coerce(cls, value: "Recipe | Mapping[str, Any] | str") -> "Recipe":
@@ -167,9 +173,14 @@ class Recipe:
 
     @classmethod
     def from_json(cls, text: str) -> "Recipe":
+        """Rebuild a recipe from its JSON text (see :meth:`from_dict`)."""
         try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
+            d = json.loads(text, parse_int=_parse_int)
+        except ParameterError:
+            raise
+        except RecursionError:
+            raise ParameterError("recipe is not valid JSON: it nests lists or objects too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
             raise ParameterError(f"recipe is not valid JSON: {exc}") from None
         return cls.from_dict(d)
 
@@ -183,7 +194,15 @@ class Recipe:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Recipe":
-        """Read a recipe JSON file."""
+        """Read a recipe JSON file.
+
+        Raises
+        ------
+        FileFormatError
+            If the file cannot be read, or is not UTF-8 text.
+        ParameterError
+            If the recipe in it is refused; the message starts with the file's name.
+        """
         from .errors import FileFormatError
 
         try:
@@ -191,7 +210,47 @@ class Recipe:
                 text = f.read()
         except OSError as exc:
             raise FileFormatError(path, f"cannot read the recipe ({exc.strerror or exc}).") from None
+        except UnicodeDecodeError as exc:
+            raise FileFormatError(path, f"is not a recipe: not UTF-8 text (byte {exc.start}).",
+                                  "A recipe is the JSON file a widget or fw.Recipe.save wrote.") from None
         try:
             return cls.from_json(text)
         except ParameterError as exc:
             raise ParameterError(f"{os.fspath(path)}: {exc}", field=exc.field) from None
+
+
+def _parse_int(digits: str) -> int:
+    # Python refuses to convert integers of more than sys.get_int_max_str_digits() digits
+    # (4300), saying how to raise that limit; say what is wrong with the recipe instead.
+    limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
+    if limit and len(digits.lstrip("-")) > limit:
+        raise ParameterError(f"recipe holds an integer of {len(digits.lstrip('-'))} digits "
+                             f"({digits[:12]}...); no parameter takes one so large")
+    return int(digits)
+
+
+def _shown(value: Any) -> str:
+    """``value`` for a message: its repr cut short, and its JSON type."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+@contextlib.contextmanager
+def _refused(where: str, field: str | None = None) -> Iterator[None]:
+    """Any refusal inside as a ParameterError that starts with ``where``.
+
+    A record read from a file may hold values its own checks did not foresee
+    (a ragged list where an array goes, a number too large for a float); what
+    they raise is reported as the recipe's error, naming the step, with the
+    original exception chained for a bug report.
+    """
+    try:
+        yield
+    except ParameterError as exc:
+        raise ParameterError(f"{where}: {exc}", field=exc.field or field) from None
+    except FourDError as exc:
+        raise ParameterError(f"{where}: {exc}", field=field) from None
+    except (TypeError, ValueError, ArithmeticError, IndexError, KeyError, RecursionError) as exc:
+        raise ParameterError(f"{where}: cannot be read ({type(exc).__name__}: {exc})", field=field) from exc

@@ -5,9 +5,17 @@ A results file holds, at its root:
 ``recipe``       the recipe as JSON text (so the analysis can be rerun),
 ``calibration``  the calibration used, as JSON text,
 ``provenance``   JSON text: package version, input file name/size/mtime, start and end time,
-``results/``     one dataset (arrays) or group (typed containers) per step label.
+``results/``     one dataset (arrays) or group (typed containers) per step label,
 
-Files are written atomically: to a temporary name in the same folder, then renamed.
+and the root attribute ``partial`` (true when the run was cancelled before every
+step finished: :func:`fourd_widgets.run` then raises a ``CancelledError`` whose
+``.partial`` holds the steps that did).
+
+Files are written atomically and durably: to a temporary name in the same folder,
+flushed to the disk (``fsync``), then renamed, and the folder flushed, so that a
+power cut leaves either the old file or the whole new one. Reading a damaged file
+ends in a :class:`~fourd_widgets.errors.FileFormatError` naming it, whatever part
+is damaged.
 
 Typed results are stored as groups tagged with a container name: ``calibration``
 (a :class:`~fourd_widgets.core.Calibration` as JSON), ``dict`` (a group per key),
@@ -21,15 +29,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import h5py
 import numpy as np
 
 from ..core import registry
 from ..core.calibration import Calibration
-from ..core.errors import FileFormatError
+from ..core.errors import FileFormatError, FourDError
 from ..core.recipe import Recipe
+
+if TYPE_CHECKING:  # h5py is imported when a file is read or written (import fourd_widgets stays light)
+    import h5py
 
 __all__ = ["Results", "register_container", "atomic_path", "RESULTS_FORMAT_VERSION"]
 
@@ -77,6 +87,8 @@ def _write_value(parent: h5py.Group, key: str, value: Any) -> None:
 
 
 def _read_value(node: h5py.Group | h5py.Dataset) -> Any:
+    import h5py
+
     if isinstance(node, h5py.Dataset):
         return node[()]
     tag = node.attrs.get("container", "dict")
@@ -111,18 +123,26 @@ class Results(Mapping):
         The recipe that made them.
     provenance : dict
         Package version, input file, times.
+    partial : bool
+        True for the results of a cancelled run (the steps finished before the
+        cancel); saved with the file, and never counted as done by a batch.
     """
 
-    def __init__(self, values: Mapping[str, Any], recipe: Recipe, provenance: Mapping[str, Any] | None = None):
+    def __init__(self, values: Mapping[str, Any], recipe: Recipe, provenance: Mapping[str, Any] | None = None,
+                 *, partial: bool = False):
         self._values = dict(values)
         self.recipe = recipe
         self.provenance = dict(provenance or {})
+        #: True when the run was cancelled: only the steps finished before are here.
+        self.partial = bool(partial)
 
     def __getitem__(self, key: str) -> Any:
         try:
             return self._values[key]
         except KeyError:
-            raise KeyError(f"no result {key!r}; results are {', '.join(self._values) or '(none)'}") from None
+            why = " (partial results: the run was cancelled before that step finished)" if (
+                self.partial and key in self.recipe.labels) else ""
+            raise KeyError(f"no result {key!r}{why}; results are {', '.join(self._values) or '(none)'}") from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -131,23 +151,45 @@ class Results(Mapping):
         return len(self._values)
 
     def __repr__(self) -> str:
-        return f"Results({', '.join(self._values)})"
+        return f"Results({', '.join(self._values)}{'; partial' if self.partial else ''})"
 
     def save(self, path: str | os.PathLike) -> str:
-        """Write an HDF5 results file atomically; returns the path written."""
+        """Write an HDF5 results file atomically and durably; returns the path written.
+
+        The file is written under a temporary name beside ``path``, flushed to the
+        disk, renamed to ``path``, and the folder flushed (the rename itself).
+
+        Raises
+        ------
+        FileFormatError
+            If ``path`` is a folder, its folder does not exist, or the file cannot
+            be written there (permissions, disk full...); nothing is left behind.
+        TypeError
+            If a result cannot be stored in a results file.
+        """
+        import h5py
+
         path = os.fspath(path)
+        _check_writable_target(path)
         tmp = atomic_path(path)
         try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["fourd_widgets_results"] = RESULTS_FORMAT_VERSION
-                f.create_dataset("recipe", data=self.recipe.to_json())
-                cal = self.recipe.calibration or Calibration()
-                f.create_dataset("calibration", data=cal.to_json())
-                f.create_dataset("provenance", data=json.dumps(self.provenance, default=str))
-                g = f.create_group("results")
-                for k, v in self._values.items():
-                    _write_value(g, k, v)
-            os.replace(tmp, path)
+            try:
+                with h5py.File(tmp, "w") as f:
+                    f.attrs["fourd_widgets_results"] = RESULTS_FORMAT_VERSION
+                    f.attrs["partial"] = self.partial
+                    f.create_dataset("recipe", data=self.recipe.to_json())
+                    cal = self.recipe.calibration or Calibration()
+                    f.create_dataset("calibration", data=cal.to_json())
+                    f.create_dataset("provenance", data=json.dumps(self.provenance, default=str))
+                    g = f.create_group("results")
+                    for k, v in self._values.items():
+                        _write_value(g, k, v)
+                _fsync(tmp)  # the bytes are on the disk before the name says "done"
+                os.replace(tmp, path)
+            except OSError as exc:  # no permission, disk full...
+                raise FileFormatError(path, f"cannot be written ({_os_reason(exc)}).",
+                                      "Save the results to a folder you can write in, with room.") from None
+            _fsync(os.path.dirname(os.path.abspath(path)))  # and so is the rename
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -155,20 +197,100 @@ class Results(Mapping):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Results":
-        """Read a results file written by :meth:`save` (read-only)."""
+        """Read a results file written by :meth:`save` (read-only).
+
+        Raises
+        ------
+        FileFormatError
+            Naming the file, if it is missing, not a results file, from a newer
+            fourd_widgets, or damaged anywhere (what could not be read is said).
+        """
+        import h5py
+
         path = os.fspath(path)
         try:
             f = h5py.File(path, "r")
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - OSError mostly; a damaged superblock may raise others
             raise FileFormatError(path, f"cannot open as a results file ({exc}).") from None
-        with f:
-            if "fourd_widgets_results" not in f.attrs or "recipe" not in f:
-                raise FileFormatError(path, "is not a fourd_widgets results file (no recipe inside).")
-            version = int(f.attrs["fourd_widgets_results"])
-            if version > RESULTS_FORMAT_VERSION:
-                raise FileFormatError(path, f"results format {version} is newer than this fourd_widgets reads.",
-                                      "Upgrade fourd_widgets.")
-            recipe = Recipe.from_json(f["recipe"].asstr()[()])
-            prov = json.loads(f["provenance"].asstr()[()]) if "provenance" in f else {}
-            values = {k: _read_value(f["results"][k]) for k in f["results"]}
-        return cls(values, recipe, prov)
+        part = "its layout"
+        try:
+            with f:
+                if "fourd_widgets_results" not in f.attrs or "recipe" not in f:
+                    raise FileFormatError(path, "is not a fourd_widgets results file (no recipe inside).")
+                version = _format_version(f.attrs["fourd_widgets_results"])
+                if version is None:
+                    raise FileFormatError(path, "is damaged: its results format version is not a number.")
+                if version > RESULTS_FORMAT_VERSION:
+                    raise FileFormatError(path, f"results format {version} is newer than this fourd_widgets "
+                                                "reads.", "Upgrade fourd_widgets.")
+                partial = bool(np.asarray(f.attrs.get("partial", False)).item())
+                part = "the recipe"
+                recipe = Recipe.from_json(f["recipe"].asstr()[()])
+                part = "the provenance"
+                prov = json.loads(f["provenance"].asstr()[()]) if "provenance" in f else {}
+                if not isinstance(prov, dict):
+                    raise FileFormatError(path, "is damaged: its provenance is not a JSON object.")
+                part = "the list of results"
+                values = {}
+                for k in f["results"]:
+                    part = f"result {k!r}"
+                    values[k] = _read_value(f["results"][k])
+        except FileFormatError as exc:
+            if exc.path is None:
+                raise FileFormatError(path, exc.problem, exc.hint) from None
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to read a damaged file is the file's
+            what = str(exc) if isinstance(exc, FourDError) else f"{type(exc).__name__}: {exc}"
+            raise FileFormatError(path, f"is damaged: {part} cannot be read ({what}).",
+                                  "Recompute it from its recipe, or restore a copy.") from exc
+        rank = {label: i for i, label in enumerate(recipe.labels)}  # the recipe's order, not HDF5's (by name)
+        values = dict(sorted(values.items(), key=lambda kv: rank.get(kv[0], len(rank))))
+        return cls(values, recipe, prov, partial=partial)
+
+
+def _format_version(value: Any) -> int | None:
+    try:
+        v = np.asarray(value)
+        if v.shape != () or v.dtype.kind not in "iu":
+            return None
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _check_writable_target(path: str) -> None:
+    """Refuse, naming ``path``, a target that is a folder or lies in a folder that does not exist."""
+    if os.path.isdir(path):
+        raise FileFormatError(path, "is a folder; a results file needs a file name.",
+                              f"Save to a name in it, such as {os.path.join(path, 'results.h5')}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        raise FileFormatError(path, f"cannot be written: the folder {folder} {what}.",
+                              "Create the folder first, or save elsewhere.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FileFormatError(path, f"cannot be written: no permission to write in the folder {folder}.",
+                              "Save the results to a folder you can write in.")
+
+
+def _fsync(path: str) -> None:
+    """Flush a file, or a folder's entries, to the disk (a folder is skipped where it cannot be opened)."""
+    folder = os.path.isdir(path)
+    try:
+        fd = os.open(path, (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if folder else os.O_RDWR)
+    except OSError:
+        if folder:
+            return  # Windows cannot open folders
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not folder:
+            raise
+        # some file systems cannot flush a folder (EINVAL); the file itself is flushed and in place
+    finally:
+        os.close(fd)

@@ -46,8 +46,8 @@ from ..core.recipe import Recipe
 from ..engine.run import Cancel
 from .base import Tool, explain
 from .disk_tuner_compute import (CORRELATION_FIELDS, DEFAULT_POSITIONS, StripRequest, StripUpdate,
-                                 candidate_histogram, detect_message, find_disks_record, spread_positions,
-                                 strip_origins)
+                                 candidate_histogram, detect_message, find_disks_record, refinement_note,
+                                 spread_positions, strip_origins)
 from .overlays import region_from_overlay
 
 __all__ = ["DiskTunerSession", "PARTIAL_EVERY_S"]
@@ -163,6 +163,11 @@ class DiskTunerSession(Tool):
     def template(self) -> ProbeTemplate | None:
         """The template the strip was last correlated with (None if it could not be made)."""
         return self._template
+
+    @property
+    def refinement(self) -> str:
+        """The sub-pixel refinement in use; for ``subpixel='auto'`` the one the probe radius chose, and why."""
+        return refinement_note(self.find_params, None if self._template is None else self._template.radius)
 
     def results(self) -> dict[str, Any]:
         return {} if self.peaks is None else {"find_disks": self.peaks}

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..analysis.disks import Candidates, FindDisksParams, PeakTable
+from ..analysis.disk_refine import SPOT_RADIUS_PX
+from ..analysis.disks import Candidates, FindDisksParams, PeakTable, resolve_subpixel
 from ..analysis.probe import ProbeTemplate
 from ..core.calibration import Calibration
 from ..core.datacube import DataCube
@@ -21,7 +22,7 @@ from ..core.recipe import Recipe
 
 __all__ = ["StripRequest", "StripUpdate", "CORRELATION_FIELDS", "TEMPLATE_SOURCES", "DEFAULT_POSITIONS",
            "HIST_BINS", "MIN_LOG_REL", "spread_positions", "relative_values", "candidate_histogram",
-           "detect_message", "find_disks_record", "strip_origins"]
+           "detect_message", "find_disks_record", "strip_origins", "refinement_note"]
 
 #: Fields of FindDisksParams that change the correlation maps (the others only re-filter them).
 # subpixel too: only "disk" lets the correlation be sampled every other pixel (correlation_step)
@@ -117,6 +118,25 @@ def detect_message(up: StripUpdate, p: FindDisksParams) -> str:
                      f"min abs {p.min_absolute_intensity:.4g}, min rel {p.min_relative_intensity:.4g}, edge "
                      f"{p.edge_boundary}): lower them or pick other positions")
     return "; ".join(parts)
+
+
+def refinement_note(p: FindDisksParams, radius: float | None) -> str:
+    """Which sub-pixel refinement the record uses, and why when ``subpixel='auto'`` chose it.
+
+    >>> refinement_note(FindDisksParams(), 2.0)
+    'auto → spot: probe radius 2.00 px < 4 px, small spots are refined by their centroid'
+    >>> refinement_note(FindDisksParams(subpixel="dft"), 2.0)
+    'dft'
+    """
+    if p.subpixel != "auto":
+        return p.subpixel
+    if radius is None:
+        return "auto: chosen by the probe radius once the template is made"
+    chosen = resolve_subpixel(p, radius).subpixel
+    why = (f"probe radius {radius:.2f} px < {SPOT_RADIUS_PX:g} px, small spots are refined by their centroid"
+           if chosen == "spot" else
+           f"probe radius {radius:.2f} px ≥ {SPOT_RADIUS_PX:g} px, each disk is correlated with the probe")
+    return f"auto → {chosen}: {why}"
 
 
 def find_disks_record(cube: DataCube, params: Recipe | FindDisksParams | dict | str

@@ -6,6 +6,7 @@ fields they set); :func:`show_record` sets them from a record without feeding it
 
 from __future__ import annotations
 
+import html
 import math
 from types import SimpleNamespace
 from typing import Any
@@ -14,7 +15,7 @@ import ipywidgets as w
 import numpy as np
 
 from ..analysis.disks import FindDisksParams
-from ..tools.disk_tuner_compute import MIN_LOG_REL, TEMPLATE_SOURCES
+from ..tools.disk_tuner_compute import MIN_LOG_REL, TEMPLATE_SOURCES, refinement_note
 
 __all__ = ["profile_figure", "histogram_figure", "tuner_controls", "show_record", "paint_strip", "paint_histogram",
            "marker_counts", "TEMPLATE_FIELDS", "DETECT_FIELDS", "COLORS", "MARKERS"]
@@ -48,8 +49,9 @@ def tuner_controls(detector_shape: tuple[int, int], has_vacuum_image: bool) -> S
         _radii=w.FloatRangeSlider(min=0.0, max=q / 3, step=0.25, description="trench r", readout_format=".2f"),
         _corr_power=w.FloatSlider(min=0, max=1, step=0.05, description="corr power"),
         _sigma_cc=w.FloatSlider(min=0, max=8, step=0.25, description="σ corr"),
-        _subpixel=w.Dropdown(options=("none", "parabola", "dft", "disk"), description="subpixel",
+        _subpixel=w.Dropdown(options=("auto", "none", "parabola", "dft", "disk", "spot"), description="subpixel",
                              layout=lay(width="180px")),
+        _subpixel_note=w.HTML(layout=lay(margin="0 0 0 8px")),
         _min_rel=w.FloatLogSlider(min=MIN_LOG_REL, max=0, step=0.05, base=10, description="min rel",
                                   readout_format=".4f"),
         _rel_to=w.BoundedIntText(min=0, max=20, description="rel. to peak", layout=lay(width="170px")),
@@ -89,6 +91,7 @@ def show_record(view: Any, p: FindDisksParams, radius: float | None) -> None:
     view._corr_power.value = p.corr_power
     view._sigma_cc.value = min(p.sigma_cc, view._sigma_cc.max)
     view._subpixel.value = p.subpixel
+    view._subpixel_note.value = f"<small>{html.escape(refinement_note(p, radius))}</small>"
     view._min_rel.value = max(p.min_relative_intensity, 10.0 ** view._min_rel.min)
     view._rel_to.value = min(p.relative_to_peak, view._rel_to.max)
     view._min_abs.value = p.min_absolute_intensity

@@ -62,8 +62,11 @@ DISK_TUNER = {
     "corr power": "Correlation type: 1 = plain cross-correlation (robust, broad peaks), 0 = phase "
                   "correlation (sharp peaks, noise-sensitive); values between are hybrid.",
     "σ corr": "Gaussian smoothing (px) of the correlation map before peaks are found; 0 = none.",
-    "subpixel": "How disk positions are refined below one pixel: 'none', 'parabola' (fast), 'dft' "
-                "(upsampled cross-correlation, precise) or 'disk' (fit of a disk model, slowest).",
+    "subpixel": "How disk positions are refined below one pixel: 'auto' (the default: 'spot' for a probe "
+                "radius under 4 px, else 'disk'; the note beside it says which), 'none', 'parabola' (fast), "
+                "'dft' (upsampled cross-correlation, precise), 'disk' (fit of a disk model: each disk "
+                "correlated with the probe, follows disk edges) or 'spot' (background-subtracted centroid "
+                "of small spots).",
     "min rel": "Keep peaks at least this fraction of the reference peak's correlation (log scale).",
     "rel. to peak": "Which peak the 'min rel' threshold is relative to (0 = the brightest, 1 = the second, "
                     "to skip the unscattered beam).",

@@ -9,6 +9,8 @@ with Poisson noise, 0.05 px median). The plane fit averages those errors down ov
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -311,3 +313,61 @@ def test_peak_table_to_calibrated_removes_the_ellipse_like_calibrated_peaks():
     assert got == calibrated_peaks(t, cal)
     assert got.qx[0] == 1.0  # 4 px along the stretched axis (a = 2) is 2 px undistorted, times 0.5
     assert t.to_calibrated(cal, origin=False).qx[0] == 7.0
+
+
+def test_fit_ellipse_refuses_one_symmetric_ring_by_geometry():
+    """Issue 12 item 17: four symmetric disks with realistic scatter (a detection's 0.02 px) passed the
+    old numeric guard and gave a wrong ellipse; the geometric rule refuses them and names the ring."""
+    rng = np.random.default_rng(3)
+    g = 23.57 * np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]], float)  # the {220} of Si [001], 2 directions
+    pts = np.concatenate([g + rng.normal(0, 0.02, g.shape) for _ in range(64)])  # 64 scan positions
+    with pytest.raises(ParameterError, match=r"too few directions.*r = 33\.3 px along 2 directions") as err:
+        fit_ellipse_points(pts[:, 0], pts[:, 1])
+    assert "Add 1 more" in str(err.value)
+    # the {400} beside it (two more directions) is enough: a circle again
+    g400 = 47.14 * np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], float)
+    both = np.concatenate([pts, np.concatenate([g400 + rng.normal(0, 0.02, g.shape) for _ in range(64)])])
+    rings = np.repeat([0, 1], len(pts))
+    f = fit_ellipse_points(both[:, 0], both[:, 1], rings=rings)
+    assert f.a / f.b == pytest.approx(1.0, abs=2e-3)  # 0.02 px scatter on 33-47 px radii: ~1e-3
+
+
+def test_ellipse_directions_count_clusters_modulo_180():
+    from fourd_widgets.analysis.calibration import _directions
+
+    t = np.radians([44.0, 45.0, 46.0, 134.5, 135.5, 224.9, 315.2, 179.5, 0.5])
+    assert len(_directions(np.cos(t), np.sin(t))) == 3  # 45°, 135° and 0°/180° (wrapping)
+
+
+def test_friedel_says_when_the_detector_edge_cuts_the_beam():
+    """Issue 12 item 22: a beam cut by the detector edge has no Friedel partner on the detector."""
+    from fourd_widgets.analysis.calibration import OriginWarning
+
+    kw = dict(reciprocal_step=0.02, convergence_semiangle_mrad=1.5, dose=2e6, seed=1)
+    cube, _ = fw.datasets.simulate((2, 2), (96, 96), **kw)  # beam in the middle: nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OriginWarning)
+        measure_origin(cube, method="friedel")
+    cut, _ = fw.datasets.simulate((2, 2), (96, 96), origin=(48.0, 2.0), **kw)  # half the disk off the detector
+    with pytest.warns(OriginWarning, match=r"cannot see the whole beam at 4 of 4 positions \(\[0, 0\]"):
+        measure_origin(cut, method="friedel")
+
+
+def test_friedel_far_from_the_beam_is_flagged_on_the_real_merlin_file(shared_data):
+    """The Merlin beam is at about (102-108, 25-30) px, cut by the edge at qy = 0; Friedel symmetry gave
+    (127.5, 191.5) px without a word. The other methods land within the beam's radius (~34 px) of it."""
+    from fourd_widgets.analysis.calibration import OriginWarning
+
+    cube = fw.load(shared_data / "real" / "merlin_4x2x256x256_6bit.mib")
+    with pytest.warns(OriginWarning) as record:
+        o = measure_origin(cube, method="friedel")
+    text = " ".join(str(w.message) for w in record)
+    assert "cannot see the whole beam" in text and "[0, 0]" in text
+    far = [str(w.message) for w in record if "more than its radius" in str(w.message)]
+    assert far and "at [0, 0] it gives" in far[0]
+    beam = np.array([104.0, 27.0])  # the issue's half-maximum circle fit: (102-108, 27-30)
+    assert np.hypot(*(o[0, 0] - beam)) > 34  # what is flagged really is off by more than the radius
+    for method in ("com", "template"):  # and the other methods are not flagged: they see the beam
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", OriginWarning)
+            assert np.hypot(*(measure_origin(cube, method=method)[0, 0] - beam)) < 15

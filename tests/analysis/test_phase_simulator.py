@@ -131,7 +131,7 @@ def test_scan_rotation_follows_the_calibration_convention():
                                      reciprocal_step_mrad=1.2, convergence_semiangle_mrad=20,
                                      scan_rotation_deg=rot, flip=flip, workers=1)
         com = _com(cube.array, truth.origin)
-        r = measure_qr_rotation(com[..., 0], com[..., 1])
+        r = measure_qr_rotation((com[..., 0], com[..., 1]))
         assert r.flip == flip
         # finite differences on the 0.3 Å grid leave a small residual curl (about 1° error);
         # a wrong sense of rotation would be off by 2 x 27° or 2 x 65°. The finder's 180° choice needs

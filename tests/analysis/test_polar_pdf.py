@@ -45,7 +45,7 @@ def test_si_crystal_pdf_peaks_from_the_2d_pattern():
 @pytest.mark.parametrize("k_max", [2.0, 2.5])
 def test_si_crystal_pdf_peaks_from_the_profile(k_max):
     k = np.arange(0.02, k_max + 1e-9, 0.01)
-    res = pair_distribution(debye_intensity(si_nanocrystal(30.0), k), k, k_min=0.2, r_max=8.0)
+    res = pair_distribution(debye_intensity(si_nanocrystal(30.0), k), k=k, k_min=0.2, r_max=8.0)
     first, second = res.peaks(2.0, 5.0)[:2]
     assert abs(first - SI_R1) < 0.05 and abs(second - SI_R2) < 0.05
 
@@ -57,7 +57,7 @@ def test_amorphous_cluster_pdf_peaks_match_its_pair_distances():
     xyz = amorphous_cluster(30.0)
     k_max = 2.5
     k = np.arange(0.02, k_max + 1e-9, 0.01)
-    res = pair_distribution(debye_intensity(xyz, k), k, k_min=0.2, r_max=8.0)
+    res = pair_distribution(debye_intensity(xyz, k), k=k, k_min=0.2, r_max=8.0)
     got = res.peaks(2.0, 5.0)[:2]
     h, e = np.histogram(pair_distances(xyz), np.arange(0, 8, 0.005))
     rc = 0.5 * (e[1:] + e[:-1])
@@ -75,8 +75,8 @@ def test_amorphous_cluster_pdf_peaks_match_its_pair_distances():
 def test_g_of_r_and_bad_input():
     k = np.arange(0.02, 2.0, 0.01)
     I = debye_intensity(si_nanocrystal(20.0), k)
-    raw = pair_distribution(I, k, k_min=0.2, r_max=6.0, density=0.05)
-    res = pair_distribution(I, k, k_min=0.2, r_max=6.0, density=0.05, r_cut=2.0)
+    raw = pair_distribution(I, k=k, k_min=0.2, r_max=6.0, density=0.05)
+    res = pair_distribution(I, k=k, k_min=0.2, r_max=6.0, density=0.05, r_cut=2.0)
     # below the first neighbour there are no pairs: without the low-k data g(r) is far from 0
     # there; corrected, it stays near 0 up to where the bond peak's resolution tail begins
     # (the Lorch kernel at k_max = 2 1/Å reaches about 0.5 Å from a peak)
@@ -91,9 +91,9 @@ def test_g_of_r_and_bad_input():
     with pytest.raises(ParameterError, match="density"):
         PDFParams(r_cut=2.0)
     with pytest.raises(ParameterError, match="outside the measured profile"):
-        pair_distribution(I, k, k_max=3.0)
+        pair_distribution(I, k=k, k_max=3.0)
     with pytest.raises(ParameterError, match="no finite value"):
-        pair_distribution(np.full_like(k, np.nan), k)
+        pair_distribution(np.full_like(k, np.nan), k=k)
 
 
 def test_results_round_trip_through_hdf5(tmp_path):
@@ -122,3 +122,12 @@ def test_results_round_trip_through_hdf5(tmp_path):
     assert res2.params == res.params
     np.testing.assert_array_equal(pdf2.g, pdf.g)
     assert pdf2.params == pdf.params
+
+
+def test_the_first_argument_order_still_works_with_a_warning():
+    k = np.arange(0.1, 2.5, 0.01)
+    I = debye_intensity(si_nanocrystal(20.0), k)
+    new = pair_distribution(I, PDFParams(k_min=0.2, r_max=5.0), k=k)
+    with pytest.warns(DeprecationWarning, match="pair_distribution\\(profile, k, ...\\)"):
+        old = pair_distribution(I, k, k_min=0.2, r_max=5.0)
+    np.testing.assert_array_equal(old.G, new.G)

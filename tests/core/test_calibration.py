@@ -103,3 +103,11 @@ def test_from_dict_refuses_unknown_and_newer():
         Calibration.from_dict({**d, "schema_version": 99})
     with pytest.raises(ParameterError, match="calibration record"):
         Calibration.from_dict({**d, "type": "recipe"})
+
+
+def test_repr_shows_an_origin_map_by_its_size():
+    # An origin map is an array; comparing it with the default None used to raise in repr.
+    cal = Calibration(origin_map=np.zeros((3, 4, 2)), energy_eV=200e3)
+    text = repr(cal)
+    assert "origin_map=<map 3x4>" in text
+    assert "energy_eV=200000.0" in text

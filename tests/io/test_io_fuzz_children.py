@@ -21,9 +21,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from .fuzz_harness import Tally, Worker, make_targets, mangle, try_once
 
 EXAMPLES = int(os.environ.get("FOURD_FUZZ_EXAMPLES", "40"))
-# Targets whose clear errors are another part of issue 12 (items 14 and 15: recipes and
-# results files); their hangs and crashes are asserted here, their foreign errors reported.
-OWNED_ELSEWHERE = {"recipe", "results"}
 
 cuts = st.one_of(st.just(1.0), st.floats(0.0, 1.0))
 flips = st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=3)
@@ -90,8 +87,6 @@ def test_damaged_inputs_end_in_our_error_never_a_hang_or_crash(name, targets, wo
     assert tally.tried >= min(EXAMPLES, 10)
     summary = tally.line(name) + "".join(f"\n  {k}: {v}" for k, v in tally.examples.items())
     assert tally.counts["hang"] == 0 and tally.counts["crash"] == 0, summary
-    if name in OWNED_ELSEWHERE and tally.counts["foreign"]:
-        pytest.xfail(f"foreign errors left for issue 12 items 14/15: {summary}")
     assert tally.counts["foreign"] == 0, summary
 
 

@@ -75,3 +75,23 @@ def test_run_replays_and_cancel_keeps_the_finished_part(cube, tmp_path) -> None:
         assert "cancelled" in s.messages["run"][0]
     finally:
         s.close()
+
+
+def test_the_tuner_shows_which_refinement_auto_chose(session) -> None:
+    """Issue 12 item 21: 'auto' picks the refinement by the probe radius, and the tuner says which."""
+    assert session.find_params.subpixel == "auto"
+    r = session.template.radius
+    assert session.refinement == (f"auto → disk: probe radius {r:.2f} px ≥ 4 px, each disk is correlated "
+                                  "with the probe")
+    alpha = 2.0 * 1000 * 0.019687 * 0.0156  # 2 px spots at the simulator's 300 kV and 0.0156 1/Å per px
+    spots, _ = fw.datasets.simulate((3, 3), (96, 96), convergence_semiangle_mrad=alpha)
+    small = DiskTunerSession(spots, n_positions=2).wait()
+    try:
+        r = small.template.radius
+        assert abs(r - 2.0) < 0.1  # the measured spot radius
+        assert small.refinement == (f"auto → spot: probe radius {r:.2f} px < 4 px, small spots are refined by "
+                                    "their centroid")
+        small.set(subpixel="dft").wait()
+        assert small.refinement == "dft"
+    finally:
+        small.close()

@@ -294,3 +294,22 @@ def test_lattice_record_survives_the_tuner_and_run_applies_it(sample) -> None:
         assert fw.run(tuner.params, cube)["find_disks"] == tuner.peaks
     finally:
         tuner.close()
+
+
+def test_the_subpixel_note_names_the_refinement_auto_chose():
+    """Issue 12 item 21: beside the subpixel menu, which refinement 'auto' chose."""
+    from fourd_widgets.widgets.disk_tuner import DiskTuner
+
+    cube, _ = fw.datasets.sample("strained_crystal", small=True)
+    tuner = DiskTuner(cube, n_positions=2)
+    try:
+        tuner.session.wait()
+        tuner._show_params()
+        assert tuner._subpixel.value == "auto"
+        assert "auto → disk" in tuner._subpixel_note.value
+        tuner._subpixel.value = "spot"
+        tuner.session.wait()
+        tuner._show_params()
+        assert "auto" not in tuner._subpixel_note.value and "spot" in tuner._subpixel_note.value
+    finally:
+        tuner.close()

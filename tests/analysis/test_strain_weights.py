@@ -1,0 +1,85 @@
+"""Issue 12 item 16: the default lattice-fit weighting, judged on the shared abTEM Si [001] files.
+
+Every default: ``find_disks`` with ``FindDisksParams()``, ``strain_map`` with ``StrainMapParams()``.
+The lattice of a file is the median of its per-position fits; the figures for each weighting are in
+``fit_lattice``'s docstring (the evidence the default was chosen by).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import h5py
+import numpy as np
+import pytest
+
+import fourd_widgets as fw
+from fourd_widgets.analysis.strain import StrainMapParams, strain_from_lattice, strain_map
+
+pytestmark = pytest.mark.shared_data
+
+HOMOGENEOUS = ("si_001_unstrained", "si_001_exx_1pct", "si_001_rot_10deg")
+#: The issue's target for strain between two files (the README's vacuum-probe accuracy is 0.03-0.065 %).
+STRAIN_TOL = 5e-4
+#: The issue's target for the lattice itself; 0.027 % is reached (0.021 % with uniform weights, which
+#: costs strain accuracy), so the target is the strict xfail below and 0.03 % the guard.
+LATTICE_TARGET, LATTICE_GUARD = 2e-4, 3e-4
+
+
+@pytest.fixture(scope="module")
+def found(shared_data):
+    out = {}
+    for name in HOMOGENEOUS:
+        cube = fw.load(shared_data / f"{name}.h5")
+        with h5py.File(shared_data / f"{name}.h5", "r") as f:
+            gt = f["ground_truth"].attrs
+            dk = float(np.ravel(f.attrs["reciprocal_sampling_invA"])[0])
+            truth = (np.asarray(gt["g1_invA"]) / dk, np.asarray(gt["g2_invA"]) / dk)
+        out[name] = (fw.find_disks(cube, fw.FindDisksParams()), cube.calibration, truth)
+    return out
+
+
+def lattice(found, name, weights=None):
+    """The file's median fitted (g1, g2), ordered and signed like the true pair, and the true pair."""
+    peaks, cal, (t1, t2) = found[name]
+    sm = strain_map(peaks, StrainMapParams() if weights is None else StrainMapParams(weights=weights), cal)
+    g1, g2 = (np.nanmedian(g.reshape(-1, 2), axis=0) for g in (sm.g1, sm.g2))
+    options = [(s1 * a, s2 * b) for a, b in ((g1, g2), (g2, g1)) for s1 in (1, -1) for s2 in (1, -1)]
+    g1, g2 = min(options, key=lambda ab: np.hypot(*(ab[0] - t1)) + np.hypot(*(ab[1] - t2)))
+    return (g1, g2), (t1, t2)
+
+
+def worst_strain_between_files(found, weights=None):
+    lat = {n: lattice(found, n, weights) for n in HOMOGENEOUS}
+    worst = 0.0
+    for a, b in itertools.permutations(HOMOGENEOUS, 2):
+        got = strain_from_lattice(*lat[b][0], *lat[a][0])
+        true = strain_from_lattice(*lat[b][1], *lat[a][1])
+        worst = max(worst, max(abs(float(got[c]) - float(true[c])) for c in ("exx", "eyy", "exy")))
+    return worst
+
+
+def lattice_error(found, name):
+    (g1, g2), (t1, t2) = lattice(found, name)
+    return max(np.hypot(*(g1 - t1)), np.hypot(*(g2 - t2))) / np.hypot(*t1)
+
+
+def test_default_strain_between_any_two_files_within_target(found):
+    assert worst_strain_between_files(found) < STRAIN_TOL  # measured 0.027 %
+
+
+def test_the_default_weighting_gives_the_better_strain(found):
+    """The evidence for the default: intensity weights beat uniform ones on strain between files
+    (0.027 % against 0.032 %)."""
+    assert worst_strain_between_files(found) < worst_strain_between_files(found, "uniform")
+
+
+@pytest.mark.parametrize("name", HOMOGENEOUS)
+def test_default_lattice_close_to_the_truth(found, name):
+    assert lattice_error(found, name) < LATTICE_GUARD
+
+
+@pytest.mark.xfail(strict=True, reason="the lattice is up to 0.027 % off (si_001_rot_10deg; 0.021 % at most with "
+                   "uniform weights): systematic disk-position errors of 0.005-0.015 px that no weighting removes")
+def test_default_lattice_within_the_issue_s_target(found):
+    assert max(lattice_error(found, n) for n in HOMOGENEOUS) < LATTICE_TARGET

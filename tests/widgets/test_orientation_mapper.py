@@ -1,0 +1,53 @@
+"""The orientation mapper's view without a browser: controls reach the session, clicks select, runs paint."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fourd_widgets as fw
+from fourd_widgets.analysis.orientation import OrientationMapParams
+from fourd_widgets.analysis.orientation_plan import OrientationPlanParams
+from fourd_widgets.datasets.crystal import Grain
+from fourd_widgets.widgets.help_text import controls, unexplained
+from fourd_widgets.widgets.orientation_mapper import OrientationMapper
+
+PLAN = OrientationPlanParams(zone_axis_range="given", zone_axes=((0, 0, 1), (0, 1, 1), (1, 1, 1)))
+
+
+@pytest.fixture(scope="module")
+def tool():
+    cube, _ = fw.datasets.simulate((6, 6), (96, 96), grains=[Grain.preset("Si", zone_axis=(0, 1, 1), rotation_deg=-10.0)],
+                                   reciprocal_step=0.02, convergence_semiangle_mrad=1.5, seed=4)
+    t = OrientationMapper(cube, params=OrientationMapParams(plan=PLAN)).wait()
+    yield t
+    t.close()
+
+
+def test_the_selected_pattern_shows_its_indexed_matches(tool):
+    assert tool.error == ""
+    assert "[0.00 1.00 1.00]" in tool.table.value  # the best match is [011]
+    xy, _, _ = tool.pattern_view.marker_points("match0")
+    assert len(xy) >= 6  # the (111) and (200)-family spots of [011] inside the detector
+    assert len(tool.angle_line.y) == 360 and len(tool.stereo.x) == 3
+
+
+def test_a_click_on_the_map_selects_a_position_and_run_on_all_paints(tool):
+    ov = [dict(o) for o in tool.map_view.overlays]
+    ov[0]["x"], ov[0]["y"] = 4, 1
+    tool.map_view.overlays = ov
+    tool.wait()
+    assert tool.session.selected == (4, 1) and "position (4, 1)" in tool.table.value
+    tool.run_on_all().wait()
+    assert tool.ipf.value[:4] == b"\x89PNG" and "1 grains" in tool.grain_label.value
+    assert np.all(tool.map_view.data > 0)
+    assert fw.run(tool.params, tool.cube)["orientation_map"] == tool.session.result
+
+
+def test_controls_change_the_record_and_explain_themselves(tool):
+    tool._kernel.value = 0.06
+    tool._matches.value = 2
+    tool.wait()
+    assert tool.session.record.plan.kernel_size == 0.06 and tool.session.record.num_matches == 2
+    assert tool.session.plan.params.kernel_size == 0.06
+    assert list(unexplained(tool.widget)) == [] and len(list(controls(tool.widget))) >= 9
