@@ -143,8 +143,9 @@ def _merge(w: np.ndarray, h: np.ndarray, above: float) -> tuple[np.ndarray, np.n
     return w, h
 
 
-def bragg_classes(peaks: PeakTable, params: BraggClassParams | None = None, *, detector_shape: tuple[int, int],
-                  origin: Any, **overrides: Any) -> BraggClasses:
+def bragg_classes(peaks: PeakTable, params: BraggClassParams | None = None, *,
+                  detector_shape: tuple[int, int] | None = None, origin: Any = None,
+                  **overrides: Any) -> BraggClasses:
     """Classify positions by which Bragg vectors occur together.
 
     Parameters
@@ -153,8 +154,9 @@ def bragg_classes(peaks: PeakTable, params: BraggClassParams | None = None, *, d
         In detector pixels.
     params : BraggClassParams, optional
     detector_shape : (Qx, Qy)
+        Needed (a peak table does not record its detector).
     origin : (2,) or (Rx, Ry, 2) array
-        Beam origin, px.
+        Beam origin, px. Needed.
     **overrides
         :class:`BraggClassParams` fields.
 
@@ -163,6 +165,9 @@ def bragg_classes(peaks: PeakTable, params: BraggClassParams | None = None, *, d
     BraggClasses
     """
     p = own_record(params, BraggClassParams, overrides, "bragg_classes")
+    if detector_shape is None or origin is None:
+        raise ParameterError("bragg_classes needs detector_shape=(Qx, Qy) and origin= (the beam origin in px, "
+                             "one (x, y) or a map): a peak table records neither", field="detector_shape")
     fp = FeatureParams(kind="bragg", bragg_bin=p.bragg_bin, sites=p.sites, site_radius=p.site_radius)
     f = bragg_features(peaks, fp, tuple(detector_shape), origin)
     scan = f.values.shape[:2]

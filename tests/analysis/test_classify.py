@@ -222,3 +222,13 @@ def test_bragg_vector_co_occurrence_finds_the_grains():
     one = bragg_classes(peaks, BraggClassParams(bragg_bin=2.0, merge_above=1e-6, split=False),
                         detector_shape=cube.detector_shape, origin=truth.origin_map)
     assert one.probabilities.shape[-1] == 1
+
+
+def test_bragg_classes_without_detector_or_origin_says_what_is_missing():
+    from fourd_widgets.analysis.bragg_classes import bragg_classes
+    from fourd_widgets.analysis.peaks import PeakTable
+    from fourd_widgets.core.errors import ParameterError
+
+    peaks = PeakTable((2, 2), np.zeros(5, np.int64), [], [], [], [])
+    with pytest.raises(ParameterError, match="detector_shape=\\(Qx, Qy\\) and origin="):
+        bragg_classes(peaks)
