@@ -432,13 +432,27 @@ def excitation_error(g_lab: np.ndarray, wavelength_A: float) -> np.ndarray:
     return -(2.0 * k * g[..., 2] + np.sum(g * g, axis=-1)) / (2.0 * k)
 
 
-def shape_function(s: np.ndarray, sigma_excitation_error: float = 0.02, thickness_A: float | None = None) -> np.ndarray:
+def shape_function(s: np.ndarray, sigma_excitation_error: float = 0.02, thickness_A: float | None = None, *,
+                   g_radial: np.ndarray | None = None, precession_angle_deg: float = 0.0) -> np.ndarray:
     """Relative intensity of a reflection at excitation error ``s``: Gaussian of width sigma, or ``sinc^2(pi t s)``.
+
+    With precession (``precession_angle_deg`` > 0 and the in-plane ``g_radial`` of each reflection,
+    1/Å), the beam turns on a cone of that half-angle: to first order the excitation error runs
+    over ``s + |g_xy| sin(angle) cos(phi)``, and the shape function is averaged over the turn
+    (36 steps of phi).
 
     >>> float(shape_function(np.array([0.0]))[0])
     1.0
+    >>> s = np.array([-0.04]); r = np.array([2.0])
+    >>> bool(shape_function(s, g_radial=r, precession_angle_deg=1.0)[0] > 2 * shape_function(s)[0])
+    True
     """
     s = np.asarray(s, dtype=np.float64)
+    if precession_angle_deg and g_radial is not None:
+        phi = np.linspace(0.0, 2 * np.pi, 36, endpoint=False)
+        amp = np.asarray(g_radial, np.float64) * np.sin(np.radians(precession_angle_deg))
+        turned = s[..., None] + amp[..., None] * np.cos(phi)
+        return shape_function(turned, sigma_excitation_error, thickness_A).mean(axis=-1)
     if thickness_A is not None:
         return np.sinc(float(thickness_A) * s) ** 2
     return np.exp(-0.5 * (s / float(sigma_excitation_error)) ** 2)
@@ -446,7 +460,8 @@ def shape_function(s: np.ndarray, sigma_excitation_error: float = 0.02, thicknes
 
 def simulate_spots(crystal: Crystal, orientation: Any, *, energy_eV: float = 300e3, g_max: float = 1.0,
                    sigma_excitation_error: float = 0.02, thickness_A: float | None = None,
-                   min_intensity: float = 1e-4, reflections: Reflections | None = None) -> SpotPattern:
+                   min_intensity: float = 1e-4, reflections: Reflections | None = None,
+                   precession_angle_deg: float = 0.0) -> SpotPattern:
     """Kinematic spot pattern of ``crystal`` at ``orientation``.
 
     Parameters
@@ -460,6 +475,8 @@ def simulate_spots(crystal: Crystal, orientation: Any, *, energy_eV: float = 300
         Largest in-plane ``|g|`` kept (1/Å): the detector edge.
     sigma_excitation_error, thickness_A : float
         Shape function (see :func:`shape_function`).
+    precession_angle_deg : float
+        Precession half-angle (0: none).
     min_intensity : float
         Spots weaker than this fraction of the strongest are dropped.
     reflections : Reflections, optional
@@ -482,8 +499,9 @@ def simulate_spots(crystal: Crystal, orientation: Any, *, energy_eV: float = 300
     refl = reflections if reflections is not None else crystal.reflections(g_max * 1.05)
     g_lab = refl.g @ U.T
     s = excitation_error(g_lab, lam)
-    inten = refl.F2 * shape_function(s, sigma_excitation_error, thickness_A)
     r = np.hypot(g_lab[:, 0], g_lab[:, 1])
+    inten = refl.F2 * shape_function(s, sigma_excitation_error, thickness_A, g_radial=r,
+                                     precession_angle_deg=precession_angle_deg)
     keep = (r <= g_max) & (inten > min_intensity * (inten.max() if len(inten) else 0.0))
     order = np.argsort(-inten[keep], kind="stable")
     idx = np.flatnonzero(keep)[order]

@@ -155,7 +155,9 @@ def _fit_in_plane(U: np.ndarray, q: np.ndarray, w: np.ndarray, ph: PhasePlan, pl
     p = plan.params
     for _ in range(3):
         g = ph.reflections.g @ U.T
-        inten = ph.reflections.F2 * shape_function(excitation_error(g, plan.wavelength_A), p.sigma_excitation_error)
+        inten = ph.reflections.F2 * shape_function(excitation_error(g, plan.wavelength_A), p.sigma_excitation_error,
+                                                   g_radial=np.hypot(g[:, 0], g[:, 1]),
+                                                   precession_angle_deg=p.precession_angle_deg)
         sel = inten > p.min_spot_weight * inten.max()
         spots = g[sel, :2]
         if len(spots) == 0:

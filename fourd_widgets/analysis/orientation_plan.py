@@ -93,6 +93,8 @@ class OrientationPlanParams(Params):
                                           "[sigma_excitation_error]")
     min_spot_weight: float = param(1e-3, ge=0, lt=1, doc="spots weaker than this fraction of a template's "
                                    "strongest are left out")
+    precession_angle_deg: float = param(0.0, units="deg", ge=0, le=5, doc="precession half-angle of the data "
+                                        "(0: none) [precession_angle_degrees]")
 
 
 def frame_matrices(directions: np.ndarray) -> np.ndarray:
@@ -176,7 +178,8 @@ def polar_templates(refl: Reflections, frames: np.ndarray, shells: np.ndarray, n
     """
     g_lab = np.einsum("zij,nj->zni", frames, refl.g)  # (Z, n, 3)
     s = excitation_error(g_lab, wavelength_A)
-    w = (refl.F2[None] * shape_function(s, p.sigma_excitation_error)) ** p.intensity_power
+    w = (refl.F2[None] * shape_function(s, p.sigma_excitation_error, g_radial=np.hypot(g_lab[..., 0], g_lab[..., 1]),
+                                        precession_angle_deg=p.precession_angle_deg)) ** p.intensity_power
     r = np.linalg.norm(refl.g, axis=1)
     w = w * r[None] ** p.radial_power
     w[w < p.min_spot_weight * w.max(axis=1, keepdims=True)] = 0.0

@@ -204,7 +204,8 @@ class OrientationSession(Tool):
                 continue
             crystal: Crystal = self.plan.phases[ph].crystal
             spots = simulate_spots(crystal, m["matrix"][k], energy_eV=self.plan.energy_eV, g_max=self.plan.g_max,
-                                   sigma_excitation_error=self.plan.params.sigma_excitation_error)
+                                   sigma_excitation_error=self.plan.params.sigma_excitation_error,
+                                   precession_angle_deg=self.plan.params.precession_angle_deg)
             view["spots"].append({"xy": self.detector_px(spots.g), "hkl": spots.hkl, "intensity": spots.intensity})
             view["matches"].append({"phase": crystal.name, "correlation": float(m["correlation"][k]),
                                     "zone_axis": np.round(m["zone_axis"][k], 3).tolist(),

@@ -170,3 +170,24 @@ def test_from_ase():
 def test_dict_round_trip():
     c = gaas()
     assert Crystal.from_dict(c.to_dict()) == c
+
+
+def test_precession_excites_reflections_far_from_the_ewald_sphere():
+    """A ZOLZ reflection at |g| = 2 1/Å sits at s = -lambda g^2 / 2 = -0.039 1/Å at 300 kV (two sigma of the
+    shape function); precessing the beam by 1 deg sweeps s over +-|g| sin(1 deg) = +-0.035 1/Å, through the
+    Bragg condition, so it is brighter on average."""
+    c = si()
+    U = zone_axis_matrix(c, (0, 0, 1))
+    still = simulate_spots(c, U, g_max=2.1, min_intensity=0.0)
+    prec = simulate_spots(c, U, g_max=2.1, min_intensity=0.0, precession_angle_deg=1.0)
+    far = lambda p: {tuple(h): i for h, i in zip(p.hkl.tolist(), p.intensity) if np.linalg.norm(  # noqa: E731
+        np.asarray(h) @ c.reciprocal_matrix) > 1.9}
+    a, b = far(still), far(prec)
+    assert a and set(a) <= set(b)
+    r = c.reflections(2.2)
+    F2 = {tuple(h): f for h, f in zip(r.hkl.tolist(), r.F2)}
+    for h in a:  # relative to |F|^2: the shape-function factor alone
+        assert b[h] / F2[h] > 1.5 * a[h] / F2[h]
+    # and a vanishing angle is no precession
+    tiny = simulate_spots(c, U, g_max=2.1, min_intensity=0.0, precession_angle_deg=1e-9)
+    np.testing.assert_allclose(tiny.intensity, still.intensity, rtol=1e-6)
