@@ -40,7 +40,8 @@ from ..core.calibration import electron_wavelength_A
 from ..core.errors import FileFormatError, ParameterError
 from .electron_scattering import ELEMENTS, atomic_number, electron_scattering_factor
 
-__all__ = ["Crystal", "Reflections", "SpotPattern", "zone_axis_matrix", "excitation_error", "shape_function",
+__all__ = ["direct_cell_matrix",
+           "Crystal", "Reflections", "SpotPattern", "zone_axis_matrix", "excitation_error", "shape_function",
            "simulate_spots"]
 
 _M0C2_EV = 510998.95  # electron rest energy, eV
@@ -59,6 +60,26 @@ def _lattice6(lattice: Any) -> tuple[float, ...]:
                              f"angles in (0, 180) degrees, got {lattice!r}", field="lattice")
     return lat
 
+
+
+def direct_cell_matrix(lattice: Sequence[float]) -> np.ndarray:
+    """(3, 3): rows are the lattice vectors a, b, c (Å) in the crystal Cartesian frame.
+
+    ``a`` along x, ``b`` in the xy plane; ``lattice`` is (a, b, c, α, β, γ) in Å and degrees.
+
+    Examples
+    --------
+    >>> direct_cell_matrix((2.0, 3.0, 4.0, 90, 90, 90)).diagonal().tolist()
+    [2.0, 3.0, 4.0]
+    """
+    a, b, c, al, be, ga = (float(v) for v in lattice)
+    al, be, ga = np.radians([al, be, ga])
+    cx = math.cos(be)
+    cy = (math.cos(al) - math.cos(be) * math.cos(ga)) / math.sin(ga)
+    cz = math.sqrt(max(1.0 - cx * cx - cy * cy, 0.0))
+    m = np.array([[a, 0.0, 0.0], [b * math.cos(ga), b * math.sin(ga), 0.0], [c * cx, c * cy, c * cz]])
+    m[np.abs(m) < 1e-12] = 0.0
+    return m
 
 @dataclass(frozen=True)
 class Reflections:
@@ -266,14 +287,7 @@ class Crystal:
     @property
     def direct_matrix(self) -> np.ndarray:
         """(3, 3): rows are the lattice vectors a, b, c in the crystal Cartesian frame (Å)."""
-        a, b, c, al, be, ga = self.lattice
-        al, be, ga = np.radians([al, be, ga])
-        cx = math.cos(be)
-        cy = (math.cos(al) - math.cos(be) * math.cos(ga)) / math.sin(ga)
-        cz = math.sqrt(max(1.0 - cx * cx - cy * cy, 0.0))
-        m = np.array([[a, 0.0, 0.0], [b * math.cos(ga), b * math.sin(ga), 0.0], [c * cx, c * cy, c * cz]])
-        m[np.abs(m) < 1e-12] = 0.0
-        return m
+        return direct_cell_matrix(self.lattice)
 
     @property
     def reciprocal_matrix(self) -> np.ndarray:

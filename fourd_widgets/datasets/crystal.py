@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..analysis.crystal import direct_cell_matrix
 from ..core.errors import ParameterError
 
 __all__ = ["Grain", "PRESETS", "reflections", "kinematic_intensity", "orientation_matrix", "lattice_basis"]
@@ -143,14 +144,7 @@ class Grain:
     @property
     def direct_matrix(self) -> np.ndarray:
         """(3, 3) rows are the lattice vectors a, b, c in Cartesian crystal coordinates (Å)."""
-        a, b, c, al, be, ga = self.lattice
-        al, be, ga = np.radians([al, be, ga])
-        cx = math.cos(be)
-        cy = (math.cos(al) - math.cos(be) * math.cos(ga)) / math.sin(ga)
-        cz = math.sqrt(max(1.0 - cx * cx - cy * cy, 0.0))
-        m = np.array([[a, 0.0, 0.0], [b * math.cos(ga), b * math.sin(ga), 0.0], [c * cx, c * cy, c * cz]])
-        m[np.abs(m) < 1e-12] = 0.0
-        return m
+        return direct_cell_matrix(self.lattice)
 
     @property
     def volume_A3(self) -> float:
