@@ -59,11 +59,11 @@ from ..engine.job import Buffer, Job
 from ..engine.run import run_job
 from ..kernels import lattice_fit as K
 from .disks import FindDisksParams, find_disks_in_patterns
-from .lattice_basis import check_optional_basis, suggest_basis, vec2
+from .lattice_basis import suggest_basis, vec2
 from .peak_calibration import distortion_matrix
 from .probe import ProbeTemplate, ProbeTemplateParams, fourier_shift, mean_pattern, probe_template
 from .steps import own_record, split_engine
-from .strain import FIT_COLLINEAR, FIT_INVALID_PATTERN, StrainMap, strain_from_lattice
+from .strain import FIT_COLLINEAR, FIT_INVALID_PATTERN, StrainMap, check_lattice_and_reference, strain_from_lattice
 
 __all__ = [
     "WholePatternFitParams",
@@ -134,14 +134,7 @@ class WholePatternFitParams(Params):
     frame_deg: float = param(0.0, units="deg", doc="x axis of the strain frame, counter-clockwise from scan x")
 
     def validate(self) -> None:
-        check_optional_basis(self.step, self.g1, self.g2)
-        check_optional_basis(self.step, self.reference_g1, self.reference_g2, ("reference_g1", "reference_g2"),
-                              unset="")
-        if self.reference_region is not None:
-            r = np.asarray(self.reference_region)
-            if r.ndim != 2 or r.dtype != bool:
-                raise ParameterError(f"{self.step}.reference_region must be an (Rx, Ry) bool mask, got "
-                                     f"{r.dtype} of shape {r.shape}", field="reference_region")
+        check_lattice_and_reference(self)
 
 
 # --- the model ---------------------------------------------------------------------------

@@ -87,6 +87,7 @@ __all__ = [
     "LatticeFit",
     "StrainMap",
     "StrainMapParams",
+    "check_lattice_and_reference",
     "corrected_bvm",
     "fit_lattice",
     "index_peaks",
@@ -109,6 +110,21 @@ _STRAIN_NAMES = ("exx", "eyy", "exy", "theta_deg")
 
 
 # --- parameters ----------------------------------------------------------------------------
+def check_lattice_and_reference(record: Any) -> None:
+    """Check a strain record's ``g1``/``g2``, its reference vectors and its reference region.
+
+    Shared by every record that maps strain from a lattice (``strain_map``, ``whole_pattern_fit``).
+    """
+    check_optional_basis(record.step, record.g1, record.g2)
+    check_optional_basis(record.step, record.reference_g1, record.reference_g2, ("reference_g1", "reference_g2"),
+                         unset="")
+    if record.reference_region is not None:
+        r = np.asarray(record.reference_region)
+        if r.ndim != 2 or r.dtype != bool:
+            raise ParameterError(f"{record.step}.reference_region must be an (Rx, Ry) bool mask, got "
+                                 f"{r.dtype} of shape {r.shape}", field="reference_region")
+
+
 @dataclass(frozen=True)
 class StrainMapParams(Params):
     """Parameters of lattice fitting and strain mapping (``strain_map``); py4DSTEM names in brackets.
@@ -144,14 +160,7 @@ class StrainMapParams(Params):
                              "scan x [coordinate_rotation]")
 
     def validate(self) -> None:
-        check_optional_basis(self.step, self.g1, self.g2)
-        check_optional_basis(self.step, self.reference_g1, self.reference_g2, ("reference_g1", "reference_g2"),
-                              unset="")
-        if self.reference_region is not None:
-            r = np.asarray(self.reference_region)
-            if r.ndim != 2 or r.dtype != bool:
-                raise ParameterError(f"{self.step}.reference_region must be an (Rx, Ry) bool mask, got "
-                                     f"{r.dtype} of shape {r.shape}", field="reference_region")
+        check_lattice_and_reference(self)
 
 
 @dataclass(frozen=True, eq=False)
