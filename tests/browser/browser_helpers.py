@@ -112,15 +112,21 @@ def write_test_notebook(folder: Path, name: str, state: Path, detectors: str = D
 
 
 def read_state(state: Path) -> dict | None:
-    """The last dump written by the notebook (None before the first)."""
+    """The last dump written by the notebook (None before the first).
+
+    ``state.npz`` (a JSON ``state`` plus arrays, which join the dict by name) or ``state.json``.
+    """
     f = state / "state.npz"
     if not f.exists():
-        return None
+        try:
+            return json.loads((state / "state.json").read_text())
+        except (OSError, ValueError):  # not there yet, or being replaced right now
+            return None
     for _ in range(20):
         try:
             with np.load(f) as z:
                 out = json.loads(str(z["state"]))
-                out.update(virtual=z["virtual"], pattern=z["pattern"], wire=z["wire"])
+                out.update({name: z[name] for name in z.files if name != "state"})
                 return out
         except (OSError, ValueError, KeyError, EOFError):  # being replaced right now
             time.sleep(0.05)
@@ -128,16 +134,16 @@ def read_state(state: Path) -> dict | None:
 
 
 def wait_state(state: Path, predicate, what: str, timeout: float = WAIT_S) -> dict:
-    """Poll the dump until ``predicate(state)`` holds."""
+    """Poll the dump until ``predicate(state)`` holds; the failure shows its scalar entries."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
-        last = read_state(state)
+        last = read_state(state) or last
         if last is not None and predicate(last):
             return last
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last state: "
-                         f"{ {k: v for k, v in (last or {}).items() if k not in ('virtual', 'pattern', 'wire')} }")
+    shown = {k: v for k, v in (last or {}).items() if not isinstance(v, np.ndarray) and k != "params"}
+    raise AssertionError(f"timed out waiting for {what}; last state: {shown}")
 
 
 def free_port() -> int:

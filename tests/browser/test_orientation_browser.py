@@ -3,13 +3,11 @@ pattern with the best match's spots drawn; run on all and see the IPF map; Pytho
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import pytest
 
-from browser_helpers import WAIT_S, screen_point, view_info, wait_views, write_notebook
+from browser_helpers import WAIT_S, screen_point, view_info, wait_state, wait_views, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -50,19 +48,6 @@ mapper
 '''
 
 
-def wait_for(state: Path, predicate, what: str) -> dict:
-    deadline = time.monotonic() + WAIT_S
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = json.loads((state / "state.json").read_text())
-        except (OSError, ValueError):
-            pass
-        if last is not None and predicate(last):
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last state: {last}")
-
 
 def test_voila_click_a_position_then_run_on_all(page, voila, notebook_root: Path, tmp_path: Path) -> None:
     tmp_path.mkdir(exist_ok=True)
@@ -70,7 +55,7 @@ def test_voila_click_a_position_then_run_on_all(page, voila, notebook_root: Path
                    "# OrientationMapper under test")
     page.goto(f"{voila.base}/voila/render/voila_orientation.ipynb")
     wait_views(page, 2)
-    first = wait_for(tmp_path, lambda s: s["spots"] > 0, "the first pattern with its match")
+    first = wait_state(tmp_path, lambda s: s["spots"] > 0, "the first pattern with its match")
     assert "[0.00 0.00 1.00]" in first["table"]  # position (1, 1) lies in the [001] grain
     # the pattern view draws the best match's spots
     page.wait_for_function("() => +document.querySelectorAll('.fw-view')[0].dataset.markersDrawn > 0",
@@ -78,12 +63,12 @@ def test_voila_click_a_position_then_run_on_all(page, voila, notebook_root: Path
     # click position (4, 1) of the map: the [011] grain
     page.locator(".fw-view").nth(1).scroll_into_view_if_needed()
     page.mouse.click(*screen_point(view_info(page, 1), 4, 1))
-    picked = wait_for(tmp_path, lambda s: s["selected"] == [4, 1] and "[0.00 1.00 1.00]" in s["table"],
+    picked = wait_state(tmp_path, lambda s: s["selected"] == [4, 1] and "[0.00 1.00 1.00]" in s["table"],
                       "the clicked position's pattern and matches")
     assert picked["spots"] > 0
     # run on all: the IPF map arrives as a PNG image in the page
     page.get_by_role("button", name="run on all").click()
-    done = wait_for(tmp_path, lambda s: s["done"] and s["ipf_bytes"] > 0, "the whole-scan map")
+    done = wait_state(tmp_path, lambda s: s["done"] and s["ipf_bytes"] > 0, "the whole-scan map")
     assert [round(abs(v), 2) for v in done["zone"][0][0]] == [0.0, 0.0, 1.0]
     page.wait_for_function("() => Array.from(document.querySelectorAll('img')).some("
                            "i => (i.src || '').startsWith('blob:') || (i.src || '').startsWith('data:image/png'))",

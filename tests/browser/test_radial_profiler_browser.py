@@ -3,14 +3,12 @@ and the V(k) plot changes; Python sees the new band, and what it shows equals a 
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from browser_helpers import WAIT_S, press_and_move, screen_point, view_info, wait_views, write_notebook
+from browser_helpers import WAIT_S, press_and_move, screen_point, view_info, wait_state, wait_views, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -47,24 +45,6 @@ profiler
 '''
 
 
-def read(state: Path) -> dict | None:
-    try:
-        return json.loads((state / "state.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def wait_for(state: Path, predicate, what: str) -> dict:
-    deadline = time.monotonic() + WAIT_S
-    last = None
-    while time.monotonic() < deadline:
-        last = read(state) or last
-        if last is not None and predicate(last):
-            return last
-        time.sleep(0.1)
-    shown = {k: v for k, v in (last or {}).items() if k != "params"}
-    raise AssertionError(f"timed out waiting for {what}; last state: {shown}")
-
 
 def v_plot(page) -> dict:
     """The V(k) figure as drawn: its title and the path of every line."""
@@ -84,7 +64,7 @@ def test_lab_drag_a_k_band_and_v_of_k_changes(page, lab, notebook_root: Path, tm
         await w.sessionContext.ready; await w.context.ready;
         await window.jupyterapp.commands.execute('notebook:run-all-cells'); }""")
     wait_views(page, 2)
-    first = wait_for(tmp_path, lambda s: s["updates"] >= 1, "the first V(k)")
+    first = wait_state(tmp_path, lambda s: s["updates"] >= 1, "the first V(k)")
     assert first["bands"] == [[0.22, 0.26]]
     page.wait_for_function("() => { const f = document.querySelector('.fw-profiler-vk');"
                            " return f && f.querySelectorAll('path.line').length >= 3; }")
@@ -97,7 +77,7 @@ def test_lab_drag_a_k_band_and_v_of_k_changes(page, lab, notebook_root: Path, tm
     px = info["transform"]["s"] * info["box"]["width"] / info["box"]["cw"]
     press_and_move(page, start, (4 * px, 0), 8)
     page.mouse.up()
-    moved = wait_for(tmp_path, lambda s: s["bands"][0][1] > 0.26 + 0.05, "the band's outer edge dragged out")
+    moved = wait_state(tmp_path, lambda s: s["bands"][0][1] > 0.26 + 0.05, "the band's outer edge dragged out")
     lo, hi = moved["bands"][0]
     assert lo == pytest.approx(0.22, abs=1e-6) and hi == pytest.approx(0.26 + 4 * 0.025, abs=0.03)
     assert moved["message"] == ""

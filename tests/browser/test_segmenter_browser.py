@@ -4,14 +4,12 @@ tool holds replays the classes shown."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from browser_helpers import WAIT_S, canvas_pixels, screen_point, view_info, wait_canvas_change, wait_views, write_notebook
+from browser_helpers import WAIT_S, canvas_pixels, screen_point, view_info, wait_canvas_change, wait_state, wait_views, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -52,29 +50,6 @@ seg
 '''
 
 
-def read(state: Path) -> dict | None:
-    f = state / "state.npz"
-    if not f.exists():
-        return None
-    try:
-        with np.load(f) as z:
-            out = json.loads(str(z["state"]))
-            out["labels"], out["pattern"] = z["labels"], z["pattern"]
-            return out
-    except (OSError, ValueError, KeyError, EOFError):  # being replaced right now
-        return None
-
-
-def wait_for(state: Path, predicate, what: str) -> dict:
-    deadline = time.monotonic() + WAIT_S
-    last = None
-    while time.monotonic() < deadline:
-        last = read(state) or last
-        if last is not None and predicate(last):
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: { {k: v for k, v in (last or {}).items() if k in ('n', 'selected', 'error')} }")
-
 
 def type_into(page, selector: str, text: str) -> None:
     """Type a value into a slider's readout, as a user does, and press Enter."""
@@ -90,7 +65,7 @@ def test_voila_components_and_class_pick(page, voila, notebook_root: Path, tmp_p
     write_notebook(notebook_root, "voila_segmenter.ipynb", SETUP.format(state=str(tmp_path)), "# Segmenter under test")
     page.goto(f"{voila.base}/voila/render/voila_segmenter.ipynb")
     wait_views(page, 3)
-    first = wait_for(tmp_path, lambda s: s["updates"] >= 1, "the first classes")
+    first = wait_state(tmp_path, lambda s: s["updates"] >= 1, "the first classes")
     assert first["error"] == "" and first["n"] == 3 and len(np.unique(first["labels"])) == 3
 
     # show the third component's map, then drop to one component: the map shown becomes the first one's
@@ -99,7 +74,7 @@ def test_voila_components_and_class_pick(page, voila, notebook_root: Path, tmp_p
     type_into(page, ".fw-seg-show .widget-readout", "2")
     third = wait_canvas_change(page, MAP, before, "the third component was shown")
     type_into(page, ".fw-seg-components .widget-readout", "1")
-    wait_for(tmp_path, lambda s: s["n"] == 1, "one component in Python")
+    wait_state(tmp_path, lambda s: s["n"] == 1, "one component in Python")
     first_map = wait_canvas_change(page, MAP, third, "the number of components changed")
     assert first_map == before  # the first component's map again, as drawn at the start
 
@@ -107,7 +82,7 @@ def test_voila_components_and_class_pick(page, voila, notebook_root: Path, tmp_p
     page.locator(".fw-view").nth(CLASSES).scroll_into_view_if_needed()
     info = view_info(page, CLASSES)
     page.mouse.click(*screen_point(info, 5.0, 10.0))
-    picked = wait_for(tmp_path, lambda s: s["selected"] is not None, "a class picked")
+    picked = wait_state(tmp_path, lambda s: s["selected"] is not None, "a class picked")
     assert picked["selected"] == int(picked["labels"][5, 10])
     page.wait_for_function("() => +document.querySelectorAll('.fw-view')[3].dataset.imageVersion >= 1")
     # its mean pattern has the right band's spot (rows 10..12, columns 7..9), not another band's
