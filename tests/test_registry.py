@@ -181,3 +181,21 @@ def test_tools_list_for_the_dashboard():
     assert {"Explorer", "DiskTuner", "CalibrationTool", "StrainMapper"} <= set(names)
     assert names["Explorer"].view_class() is fw.Explorer
     assert set(names["CalibrationTool"].steps) == {"origin", "origin_fit", "ellipse"}
+
+
+def test_a_tool_names_its_dashboard_page_or_gets_its_name_in_lower_case(tmp_path):
+    tool = {"name": "ToyTool", "steps": [], "session": "fourd_widgets.tools.toy:ToySession",
+            "view": "fourd_widgets.widgets.toy:ToyTool"}
+    (tmp_path / "a.json").write_text(json.dumps({"tools": [tool, {**tool, "name": "Other", "page": "toy-2"}]}))
+    pages = {t.name: t.page for t in registry.manifest(tmp_path).tools}
+    assert pages == {"ToyTool": "", "Other": "toy-2"}
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.json").write_text(json.dumps({"tools": [{**tool, "page": "Phase Tuner"}]}))
+    with pytest.raises(ParameterError, match="page 'Phase Tuner' must be a short lower-case name"):
+        registry.manifest(bad)
+    # the registered tools' pages are short words a microscopist reads as tab titles
+    from fourd_widgets.app.chain import dashboard_pages
+
+    assert {"explore", "disks", "calibration", "strain", "phase", "polar", "orientation", "classes"} <= {
+        p.name for p in dashboard_pages()}

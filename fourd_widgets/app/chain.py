@@ -140,7 +140,7 @@ def dashboard_pages() -> tuple[Page, ...]:
     for entry in sorted((e for e in entries if e.name not in KNOWN_PAGES), key=rank):
         summary = next((f.summary for f in registry.families().values()
                         if any(s in f.steps for s in entry.steps)), "")
-        pages.append(Page(entry.name.lower(), f"{entry.title or entry.name}: {summary}".rstrip(": "),
+        pages.append(Page(entry.page or entry.name.lower(), f"{entry.title or entry.name}: {summary}".rstrip(": "),
                           _generic(entry)))
     return tuple(pages)
 

@@ -60,6 +60,8 @@ True
 
 from __future__ import annotations
 
+import re
+
 import functools
 import importlib
 import json
@@ -78,7 +80,7 @@ MANIFEST_DIR = Path(__file__).resolve().parent.parent / "manifest"
 
 _FAMILY_KEYS = {"family", "title", "summary", "exports", "top", "steps", "records", "containers", "tools"}
 _STEP_KEYS = {"name", "params", "function", "run", "result", "calibration", "tunable", "summary", "needs", "example"}
-_TOOL_KEYS = {"name", "steps", "session", "view", "title"}
+_TOOL_KEYS = {"name", "steps", "session", "view", "title", "page"}
 
 
 def resolve(path: str) -> Any:
@@ -105,6 +107,8 @@ class ToolEntry:
     session: str
     view: str
     title: str = ""
+    #: The dashboard tab's short name (and the ``<tool>`` of saved recipe names); default: ``name`` in lower case.
+    page: str = ""
 
     def view_class(self) -> type:
         """The view class (imports the widgets layer)."""
@@ -193,8 +197,11 @@ def _load(files: list[Path]) -> Manifest:
             raise _fail(src, f"unknown key {sorted(unknown)[0]!r}; allowed: {', '.join(sorted(_FAMILY_KEYS))}")
         for t in d.get("tools", []):
             if set(t) - _TOOL_KEYS or not {"name", "steps", "session", "view"} <= set(t):
-                raise _fail(src, f"tool {t.get('name')!r} needs name, steps, session and view (and may have title)")
-            tool_list.append(ToolEntry(t["name"], tuple(t["steps"]), t["session"], t["view"], t.get("title", "")))
+                raise _fail(src, f"tool {t.get('name')!r} needs name, steps, session and view (and may have title and page)")
+            page = t.get("page", "")
+            if page and not re.fullmatch(r"[a-z][a-z0-9_-]*", page):
+                raise _fail(src, f"tool {t['name']!r}: page {page!r} must be a short lower-case name (a-z, 0-9, _ or -)")
+            tool_list.append(ToolEntry(t["name"], tuple(t["steps"]), t["session"], t["view"], t.get("title", ""), page))
         for k, v in d.get("records", {}).items():
             records[k] = v
         for k, v in d.get("containers", {}).items():

@@ -155,9 +155,9 @@ def test_a_dashboard_page_whose_recipe_replays(defocused):
     from fourd_widgets.widgets.phase_tuner import PhaseTuner
 
     cube, _ = defocused
-    assert "phasetuner" in [p.name for p in dashboard_pages()]
+    assert "phase" in [p.name for p in dashboard_pages()]
     chain = ToolChain(cube)
-    tuner = chain.tool("phasetuner")
+    tuner = chain.tool("phase")
     try:
         assert isinstance(tuner, PhaseTuner)
         tuner.session.set(C10=C10).wait()

@@ -165,7 +165,7 @@ def test_the_profiler_is_a_registered_tool_and_a_dashboard_page():
 
     entry = next(t for t in registry.tools() if t.name == "RadialProfiler")
     assert entry.session_class() is RadialProfilerSession and entry.view_class() is fw.RadialProfiler
-    assert "radialprofiler" in [p.name for p in dashboard_pages()]
+    assert "polar" in [p.name for p in dashboard_pages()]
 
 
 def test_the_dashboard_page_opens_the_profiler_and_its_steps_join_the_saved_recipe(cube):
@@ -173,7 +173,7 @@ def test_the_dashboard_page_opens_the_profiler_and_its_steps_join_the_saved_reci
 
     chain = ToolChain(cube, size=200)
     try:
-        tool = chain.tool("radialprofiler").wait()
+        tool = chain.tool("polar").wait()
         assert isinstance(tool, fw.RadialProfiler) and tool.result is not None
         recipe = chain.recipe()
         assert [s.step for s in recipe.steps] == ["radial_statistics", "fem", "pdf"]
@@ -183,6 +183,6 @@ def test_the_dashboard_page_opens_the_profiler_and_its_steps_join_the_saved_reci
     bare = ToolChain(cube.with_calibration(Calibration()), size=200)
     try:  # the dashboard shows this message on the page (it catches FourDError)
         with pytest.raises(MissingCalibrationError, match="origin"):
-            bare.tool("radialprofiler")
+            bare.tool("polar")
     finally:
         bare.close()
