@@ -105,3 +105,28 @@ def test_a_moved_slider_starts_afresh_and_bad_fields_are_refused(tuned):
         tuned.reconstruct(iteration=3)
     with pytest.raises(ParameterError, match="iterations"):
         tuned.reconstruct(iterations=-1)
+
+
+def test_view_buttons_paint_cancel_and_resume(small):
+    from fourd_widgets.widgets.phase_tuner import PhaseTuner
+
+    cube, _ = small
+    tuner = PhaseTuner(cube, engine_options={"workers": 1}).wait()
+    panel = tuner.reconstruct_panel
+    try:
+        s = tuner.session
+        s.listen(lambda e, v: s.cancel_reconstruction() if e == "ptychography" and v["iteration"] == 1 else None)
+        panel.iterations.value, panel.batch_size.value = 3, 64
+        panel.reconstruct_button.click()
+        tuner.wait()
+        # cancelled after the first iteration: one point on the curve, resume offered, cancel not
+        assert list(panel.curve.y) == list(s.reconstruction.painted["errors"]) and len(panel.curve.y) == 1
+        assert not panel.resume_button.disabled and panel.cancel_button.disabled
+        assert s.params.steps[-1].iterations == 3 and s.params.steps[-1].batch_size == 64
+        s._listeners.pop()
+        panel.resume_button.click()
+        tuner.wait()
+        assert len(panel.curve.y) == 3 and panel.phase_view.title.endswith("iteration 3 of 3")
+        assert panel.resume_button.disabled and "ptychography" in tuner.session.results()
+    finally:
+        tuner.close()
