@@ -17,8 +17,11 @@ replays the three results shown, to the bit.
 Events (besides the Tool ones): ``'images'`` (``{name: image}`` of :data:`PARTS`),
 ``'shifts'`` (``(k, measured, fitted, model)``: the parallax shift field in scan px
 at each detector group's ``k`` (1/Å), the fit's model and the sliders' model),
-``'params'`` (the records changed, e.g. by :meth:`use_fit`). Messages:
-``messages['dpc' | 'parallax' | 'ssb']``.
+``'params'`` (the records changed, e.g. by :meth:`use_fit`), and from
+:meth:`PhaseTunerSession.reconstruct` (iterative ptychography from the sliders,
+:mod:`.phase_reconstruct`) ``'ptychography'`` (the phase, probe and error curve to
+paint) and ``'ptychography_state'`` (``'done' | 'cancelled' | 'failed'``). Messages:
+``messages['dpc' | 'parallax' | 'ssb' | 'ptychography']``.
 """
 
 from __future__ import annotations
