@@ -34,6 +34,7 @@ TOOL_CELLS = {
     "radial_profiling.ipynb": ["profiler", "si_profiler"],
     "classification.ipynb": ["seg"],
     "orientation_mapping.ipynb": ["mapper"],
+    "ptychography.ipynb": ["tuner"],
 }
 
 

@@ -79,6 +79,7 @@ TUTORIALS = (
     "radial_profiling.ipynb",
     "classification.ipynb",
     "orientation_mapping.ipynb",
+    "ptychography.ipynb",
 )
 #: Jupyter data folder shipped with this module: holds the Voila template
 #: :data:`VOILA_TEMPLATE` (``voila/templates/...``); Voila finds it through ``JUPYTER_PATH``.

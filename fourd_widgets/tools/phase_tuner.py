@@ -17,8 +17,11 @@ replays the three results shown, to the bit.
 Events (besides the Tool ones): ``'images'`` (``{name: image}`` of :data:`PARTS`),
 ``'shifts'`` (``(k, measured, fitted, model)``: the parallax shift field in scan px
 at each detector group's ``k`` (1/Å), the fit's model and the sliders' model),
-``'params'`` (the records changed, e.g. by :meth:`use_fit`). Messages:
-``messages['dpc' | 'parallax' | 'ssb']``.
+``'params'`` (the records changed, e.g. by :meth:`use_fit`), and from
+:meth:`PhaseTunerSession.reconstruct` (iterative ptychography from the sliders,
+:mod:`.phase_reconstruct`) ``'ptychography'`` (the phase, probe and error curve to
+paint) and ``'ptychography_state'`` (``'done' | 'cancelled' | 'failed'``). Messages:
+``messages['dpc' | 'parallax' | 'ssb' | 'ptychography']``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ..core.datacube import DataCube
 from ..core.errors import ParameterError
 from ..core.recipe import Recipe
 from .base import Request, Tool, explain
+from .phase_reconstruct import PhaseReconstruction
 from .phase_tuner_compute import CONTROLS, PARTS, PhaseCache, PhasePreview, default_records, prepare, preview
 
 __all__ = ["PhaseTunerSession", "CONTROLS", "PARTS", "STEPS"]
@@ -96,6 +100,10 @@ class PhaseTunerSession(Tool):
         self.compute_times: list[float] = []
         self._shown_records: dict[str, Any] | None = None
         self._worker = self._add_worker(self._compute, self._deliver)
+        self.reconstruction = PhaseReconstruction(self)
+        if params is not None:
+            self.reconstruction.record = next((s for s in Recipe.coerce(params).steps if s.step == "ptychography"),
+                                              None)
         if start:
             self.start()
 
@@ -124,7 +132,11 @@ class PhaseTunerSession(Tool):
         """The three records as a recipe with the cube's calibration: ``fw.run`` replays what is shown."""
         with self._lock:
             steps = tuple(self._records[n] for n in STEPS)
-        return Recipe(steps=steps, labels=STEPS, calibration=self.cube.calibration)
+        labels = STEPS
+        ptycho = self.reconstruction.record
+        if ptycho is not None:  # once a reconstruction was asked for, the recipe replays it too
+            steps, labels = steps + (ptycho,), STEPS + ("ptychography",)
+        return Recipe(steps=steps, labels=labels, calibration=self.cube.calibration)
 
     def record(self, step: str) -> Any:
         """The current record of ``'dpc'``, ``'parallax'`` or ``'ssb'``."""
@@ -142,8 +154,11 @@ class PhaseTunerSession(Tool):
         shown = self.shown
         if shown is None:
             return {}
-        return {n: v for n, v in (("dpc", shown.dpc), ("parallax", shown.parallax), ("ssb", shown.ssb))
-                if v is not None}
+        out = {n: v for n, v in (("dpc", shown.dpc), ("parallax", shown.parallax), ("ssb", shown.ssb))
+               if v is not None}
+        if self.reconstruction.result is not None:
+            out["ptychography"] = self.reconstruction.result
+        return out
 
     def images(self) -> dict[str, np.ndarray]:
         return {} if self.shown is None else self.shown.images()
@@ -208,6 +223,30 @@ class PhaseTunerSession(Tool):
         self.set(C10=ab.C10, C12=ab.C12, phi12_deg=ab.phi12_deg, rotation_deg=rot)
         self._emit("params")
         return self
+
+    # --- ptychography (:mod:`.phase_reconstruct`) ----------------------------------------------------------
+    def reconstruct(self, *, paint_every: int = 1, **fields: Any) -> "PhaseTunerSession":
+        """Start iterative ptychography from the sliders' rotation, flip and aberrations (returns at once).
+
+        ``fields`` set other PtychographyParams fields (``iterations``, ``batch_size``, ``step_size``...;
+        the last reconstruction's otherwise); the object phase, probe and error curve are painted every
+        ``paint_every`` iterations (event ``'ptychography'``). :meth:`wait` waits for the end.
+        """
+        self.reconstruction.start(self.reconstruction.record_from(self.controls, **fields), paint_every=paint_every)
+        return self
+
+    def resume(self) -> "PhaseTunerSession":
+        """Continue a cancelled reconstruction from its last iteration (the result equals an uninterrupted run)."""
+        self.reconstruction.resume()
+        return self
+
+    def cancel_reconstruction(self) -> None:
+        """Stop the reconstruction after the current block (the previews go on)."""
+        self.reconstruction.cancel()
+
+    def close(self) -> None:
+        super().close()
+        self.reconstruction.close()
 
     # --- worker ---------------------------------------------------------------------------------------
     def _compute(self, req: Request) -> PhasePreview:

@@ -4,8 +4,9 @@ A thin view over :class:`fourd_widgets.tools.phase_tuner.PhaseTunerSession`
 (``tuner.session``): it lays out the sliders, the four previews and the parallax
 shift field (measured shifts as yellow circles, the fit's model as cyan crosses,
 the sliders' model as magenta dots, each drawn from its detector group's place in
-the bright-field disk), and maps events both ways. ``fw.run(tuner.params, cube)``
-replays the three results shown.
+the bright-field disk), the ptychography panel (:mod:`.phase_reconstruct`: reconstruct
+from the sliders, cancel, resume, the phase and probe painted beside the error curve),
+and maps events both ways. ``fw.run(tuner.params, cube)`` replays the results shown.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from ..core.datacube import DataCube
 from ..tools.phase_tuner import PARTS, PhaseTunerSession
 from .image_view import ImageView
+from .phase_reconstruct import ReconstructPanel
 from .tool_view import Busy, ToolView, message_html, message_label
 
 __all__ = ["PhaseTuner"]
@@ -126,7 +128,8 @@ class PhaseTuner(ToolView):
         grid = w.GridBox([self.views[n] for n in PARTS],
                          layout=w.Layout(grid_template_columns=f"repeat(2, {size + 20}px)"))
         grid.add_class("fw-phase-previews")
-        self.widget = w.VBox([self.busy.box, w.HBox([controls, self.shift_view]), grid])
+        self.reconstruct_panel = ReconstructPanel(s, size=size)
+        self.widget = w.VBox([self.busy.box, w.HBox([controls, self.shift_view]), grid, self.reconstruct_panel.widget])
         s.listen(self._on_event)
         s.start()
 
@@ -197,4 +200,4 @@ class PhaseTuner(ToolView):
         self.shift_view.badge = f"longest shift {longest:.2g} scan px = {0.45:.2g} cell"
 
     def _views(self) -> list[Any]:
-        return [*self.views.values(), self.shift_view]
+        return [*self.views.values(), self.shift_view, *self.reconstruct_panel.views()]
