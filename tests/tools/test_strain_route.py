@@ -105,3 +105,35 @@ def test_sigma_limit_needs_the_whole_pattern_route(cube):
             s.set_route("fast")
     finally:
         s.close()
+
+
+def test_mapper_route_buttons_show_sigma_maps_and_slider_masks(cube, probe):
+    from fourd_widgets.widgets import StrainMapper
+
+    peaks = lattice_peaks((5, 4), (32.0, 32.0), G1, G2, SHAPE)
+    m = StrainMapper(cube, peaks, Calibration(origin=(32, 32))).wait()
+    try:
+        assert m._sigma_box.layout.display == "none"  # no σ maps on the disk route
+        m.session.set_route("whole_pattern", _wp(probe))
+        m.wait()
+        assert m._route.value == "whole_pattern" and m._sigma_box.layout.display is None
+        sm = m.strain
+        for name in SIGMA_NAMES:
+            assert m.sigma.sigma_views[name].image_version >= 1
+        sv = m.sigma.sigma_views["sigma_exx"]
+        assert sv.vmin == 0 and sv.vmax >= 100 * float(np.nanmedian(sm.sigma_exx)) > 0  # σ from 0, in percent
+        # the slider spans the σ range (percent); moving it masks the positions above it
+        top = 100 * sm.max_strain_sigma()
+        assert m.sigma.sigma_limit.max >= np.nanmax(top)
+        cut = float(np.median(top))
+        m.sigma.sigma_limit.value = cut
+        m.wait()
+        assert m.session.lowdose.record.max_sigma == pytest.approx(cut / 100)
+        assert int(m.strain.mask.sum()) == int((top > cut).sum()) > 0
+        # the buttons go back to the disk route
+        m._route.value = "disks"
+        m.wait()
+        assert m.route == "disks" and m._sigma_box.layout.display == "none"
+        assert [st.step for st in m.params.steps] == ["strain_map"]
+    finally:
+        m.close()
