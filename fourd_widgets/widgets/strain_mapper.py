@@ -131,13 +131,14 @@ class StrainMapper(ToolView):
                                        axis_names=["rx", "ry"], click_moves=POSITION_ID, selected=REFERENCE_ID,
                                        pixel_size=cal.real_step, units=cal.real_units if cal.real_step else "px")
                           for n in MAP_NAMES}
-        self.sigma = SigmaPanel(self, s.set_sigma_limit, size=size, axis_names=["rx", "ry"],
+        self.sigma = SigmaPanel(self, s.set_sigma_limit, lambda **f: s.lowdose and s.lowdose.set_options(**f),
+                                size=size, axis_names=["rx", "ry"],
                                 pixel_size=cal.real_step, units=cal.real_units if cal.real_step else "px")
         self._route = w.ToggleButtons(options=[("disk detection", DISKS), ("whole-pattern fit", WHOLE_PATTERN)],
                                       value=DISKS, description="route", disabled=cube is None,
                                       tooltip="whole-pattern fit: no disk detection, σ maps (for low dose)")
         sig = list(self.sigma.sigma_views.values())
-        self._sigma_box = w.VBox([self.sigma.sigma_limit, w.HBox(sig[:2]), w.HBox(sig[2:])],
+        self._sigma_box = w.VBox([self.sigma.controls, self.sigma.sigma_limit, w.HBox(sig[:2]), w.HBox(sig[2:])],
                                  layout=lay(display="none"))
         self.pattern_view = (ImageView(title="pattern", colormap="gray", scale="log", size=max(size, 320),
                                        **q_axes) if cube is not None else None)
@@ -303,6 +304,8 @@ class StrainMapper(ToolView):
         elif event == "route":
             self._synced(lambda: setattr(self._route, "value", value))
             self._sigma_box.layout.display = None if value == WHOLE_PATTERN else "none"
+            if s.lowdose is not None:
+                self.sigma.show_record(s.lowdose.record)
         elif event == "pattern" and self.pattern_view is not None:
             self._show_pattern(value)
 

@@ -137,3 +137,38 @@ def test_mapper_route_buttons_show_sigma_maps_and_slider_masks(cube, probe):
         assert [st.step for st in m.params.steps] == ["strain_map"]
     finally:
         m.close()
+
+
+def test_view_slider_sets_the_record(cube, probe):
+    """Moved from the removed LowDoseStrainMapper: the same assertions on the StrainMapper's whole-pattern route."""
+    from fourd_widgets.widgets import StrainMapper
+
+    m = StrainMapper(cube, lattice_peaks((5, 4), (32.0, 32.0), G1, G2, SHAPE), Calibration(origin=(32, 32)))
+    m.set_route("whole_pattern", _wp(probe))
+    m.wait()
+    try:
+        assert m.sigma.sigma_limit.value == m.sigma.sigma_limit.max  # right end: no limit
+        assert m.sigma.sigma_views["sigma_exx"].data is not None
+        top = m.session.lowdose.full.max_strain_sigma()
+        m.sigma.sigma_limit.value = 100 * float(np.median(top))
+        m.wait()
+        assert m.session.lowdose.record.max_sigma == pytest.approx(float(np.median(top)))
+        assert m.strain.mask.sum() == int((top > m.session.lowdose.record.max_sigma).sum())
+    finally:
+        m.close()
+
+
+def test_dose_and_pooling_controls_refit(cube, probe):
+    from fourd_widgets.widgets import StrainMapper
+
+    m = StrainMapper(cube, lattice_peaks((5, 4), (32.0, 32.0), G1, G2, SHAPE), Calibration(origin=(32, 32)))
+    m.set_route("whole_pattern", _wp(probe))
+    m.wait()
+    try:
+        before = float(np.nanmedian(m.strain.sigma_exx))
+        m.sigma._dose.value = 4.0  # four electrons per data unit: σ halves (Poisson, counts x4)
+        m.wait()
+        assert m.session.lowdose.record.counts_per_unit == 4.0
+        assert float(np.nanmedian(m.strain.sigma_exx)) == pytest.approx(before / 2, rel=0.1)
+    finally:
+        m.close()
