@@ -139,13 +139,17 @@ def test_mapper_route_buttons_show_sigma_maps_and_slider_masks(cube, probe):
         m.close()
 
 
-def test_view_slider_sets_the_record(cube, probe):
-    """Moved from the removed LowDoseStrainMapper: the same assertions on the StrainMapper's whole-pattern route."""
+def _mapper_on_whole_pattern(cube, probe):
     from fourd_widgets.widgets import StrainMapper
 
     m = StrainMapper(cube, lattice_peaks((5, 4), (32.0, 32.0), G1, G2, SHAPE), Calibration(origin=(32, 32)))
     m.set_route("whole_pattern", _wp(probe))
-    m.wait()
+    return m.wait()
+
+
+def test_view_slider_sets_the_record(cube, probe):
+    """Moved from the removed LowDoseStrainMapper: the same assertions on the StrainMapper's whole-pattern route."""
+    m = _mapper_on_whole_pattern(cube, probe)
     try:
         assert m.sigma.sigma_limit.value == m.sigma.sigma_limit.max  # right end: no limit
         assert m.sigma.sigma_views["sigma_exx"].data is not None
@@ -159,11 +163,7 @@ def test_view_slider_sets_the_record(cube, probe):
 
 
 def test_dose_and_pooling_controls_refit(cube, probe):
-    from fourd_widgets.widgets import StrainMapper
-
-    m = StrainMapper(cube, lattice_peaks((5, 4), (32.0, 32.0), G1, G2, SHAPE), Calibration(origin=(32, 32)))
-    m.set_route("whole_pattern", _wp(probe))
-    m.wait()
+    m = _mapper_on_whole_pattern(cube, probe)
     try:
         before = float(np.nanmedian(m.strain.sigma_exx))
         m.sigma._dose.value = 4.0  # four electrons per data unit: σ halves (Poisson, counts x4)
