@@ -38,7 +38,7 @@ from .base import Request, Tool
 from .calibration import DISK_LABEL, CalibrationSession
 from .overlays import make_overlay, region_from_overlay, validate_overlay
 from .strain_compute import DISPLAY_SCALE, FIT_FIELDS, MAP_NAMES, StrainCompute
-from .strain_route import StrainRoute
+from .strain_route import WHOLE_PATTERN, StrainRoute, whole_pattern_step
 
 __all__ = ["StrainSession", "MAP_NAMES", "DISPLAY_SCALE", "REFERENCE_ID", "POSITION_ID", "FIT_FIELDS",
            "SNAP_MIN_PX", "recipe_calibration", "strain_step"]
@@ -134,8 +134,11 @@ class StrainSession(StrainRoute, StrainCompute, Tool):
         Raises
         ------
         ParameterError
-            If the recipe has no strain_map step.
+            If the recipe has neither a strain_map nor a whole_pattern_fit step.
         """
+        if (wp := whole_pattern_step(params)) is not None:  # the whole-pattern route
+            cal = calibration if calibration is not None else Recipe.coerce(params).calibration
+            return cls(cube, peaks, cal, **options).set_route(WHOLE_PATTERN, wp)
         cal, strain, disks = cls.recipe_arguments(cube, peaks, params, calibration)
         return cls(cube, peaks, cal, params=strain, disks=disks, **options)
 

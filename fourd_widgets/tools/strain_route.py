@@ -20,12 +20,20 @@ from ..core.errors import ParameterError
 from ..core.recipe import Recipe
 from .strain_lowdose import SIGMA_NAMES, LowDoseStrainSession
 
-__all__ = ["StrainRoute", "ROUTES", "DISKS", "WHOLE_PATTERN"]
+__all__ = ["StrainRoute", "ROUTES", "DISKS", "WHOLE_PATTERN", "whole_pattern_step"]
 
 DISKS = "disks"
 WHOLE_PATTERN = "whole_pattern"
 #: The routes a StrainMapper offers: detected disks + strain_map, or the whole-pattern fit.
 ROUTES = (DISKS, WHOLE_PATTERN)
+
+
+def whole_pattern_step(params: Any) -> WholePatternFitParams | None:
+    """The whole_pattern_fit step of a recipe without a strain_map step (its route), else None."""
+    steps = Recipe.coerce(params).steps
+    if any(s.step == "strain_map" for s in steps):
+        return None
+    return next((s for s in steps if isinstance(s, WholePatternFitParams)), None)
 
 
 class StrainRoute:

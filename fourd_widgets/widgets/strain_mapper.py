@@ -42,7 +42,7 @@ from ..core.datacube import DataCube
 from ..core.errors import FourDError
 from ..core.recipe import Recipe
 from ..tools.strain import MAP_NAMES, POSITION_ID, REFERENCE_ID, StrainSession
-from ..tools.strain_route import DISKS, WHOLE_PATTERN
+from ..tools.strain_route import DISKS, WHOLE_PATTERN, whole_pattern_step
 from .calibration_tool import CalibrationTool
 from .help_text import STRAIN, explain_controls
 from .image_view import ImageView
@@ -195,6 +195,11 @@ class StrainMapper(ToolView):
         """
         if isinstance(calibration, CalibrationTool):
             calibration = calibration.session
+        if (wp := whole_pattern_step(params)) is not None:  # the whole-pattern route
+            mapper = cls(cube, peaks, calibration if calibration is not None else Recipe.coerce(params).calibration,
+                         **options)
+            mapper.set_route(WHOLE_PATTERN, wp)
+            return mapper
         cal, strain, disks = StrainSession.recipe_arguments(cube, peaks, params, calibration)
         return cls(cube, peaks, cal, params=strain, disks=disks, **options)
 

@@ -172,3 +172,27 @@ def test_dose_and_pooling_controls_refit(cube, probe):
         assert float(np.nanmedian(m.strain.sigma_exx)) == pytest.approx(before / 2, rel=0.1)
     finally:
         m.close()
+
+
+def test_from_params_reopens_the_whole_pattern_route(cube, probe):
+    from fourd_widgets.widgets import StrainMapper
+
+    m = _mapper_on_whole_pattern(cube, probe)
+    peaks = m.peaks
+    try:
+        m.set_sigma_limit(100 * float(np.median(m.session.lowdose.full.max_strain_sigma())))
+        m.wait()
+        again = StrainMapper.from_params(cube, peaks, m.params.to_json()).wait()
+        session = StrainSession.from_params(cube, peaks, m.params).wait()
+        try:
+            for other in (again, session):
+                assert other.route == "whole_pattern"
+                assert other.params.to_json() == m.params.to_json()
+                shown = getattr(other, "session", other).results()["whole_pattern_fit"]
+                np.testing.assert_array_equal(shown.mask, m.strain.mask)
+                np.testing.assert_allclose(shown.exx, m.strain.exx, equal_nan=True)
+        finally:
+            again.close()
+            session.close()
+    finally:
+        m.close()
