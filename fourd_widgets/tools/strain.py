@@ -38,6 +38,7 @@ from .base import Request, Tool
 from .calibration import DISK_LABEL, CalibrationSession
 from .overlays import make_overlay, region_from_overlay, validate_overlay
 from .strain_compute import DISPLAY_SCALE, FIT_FIELDS, MAP_NAMES, StrainCompute
+from .strain_route import WHOLE_PATTERN, StrainRoute, whole_pattern_step
 
 __all__ = ["StrainSession", "MAP_NAMES", "DISPLAY_SCALE", "REFERENCE_ID", "POSITION_ID", "FIT_FIELDS",
            "SNAP_MIN_PX", "recipe_calibration", "strain_step"]
@@ -48,7 +49,7 @@ POSITION_ID = "position"
 SNAP_MIN_PX = 4.0
 
 
-class StrainSession(StrainCompute, Tool):
+class StrainSession(StrainRoute, StrainCompute, Tool):
     """Lattice pick, strain maps and reference region: the strain mapper without its views.
 
     Parameters
@@ -133,8 +134,11 @@ class StrainSession(StrainCompute, Tool):
         Raises
         ------
         ParameterError
-            If the recipe has no strain_map step.
+            If the recipe has neither a strain_map nor a whole_pattern_fit step.
         """
+        if (wp := whole_pattern_step(params)) is not None:  # the whole-pattern route
+            cal = calibration if calibration is not None else Recipe.coerce(params).calibration
+            return cls(cube, peaks, cal, **options).set_route(WHOLE_PATTERN, wp)
         cal, strain, disks = cls.recipe_arguments(cube, peaks, params, calibration)
         return cls(cube, peaks, cal, params=strain, disks=disks, **options)
 
@@ -150,7 +154,12 @@ class StrainSession(StrainCompute, Tool):
     # --- state ------------------------------------------------------------------------------------
     @property
     def params(self) -> Recipe:
-        """What is shown as a recipe: disk step (if known), calibration steps (if known), strain step."""
+        """What is shown as a recipe: disk step (if known), calibration steps (if known), strain step.
+
+        With the whole-pattern route: the whole_pattern_fit step (with the cube's calibration).
+        """
+        if (route := self._route_recipe()) is not None:
+            return route
         with self._lock:
             p = self._params
         steps: list[Any] = []
@@ -189,13 +198,17 @@ class StrainSession(StrainCompute, Tool):
         return not self._stale
 
     def _pending(self) -> bool:
-        return self._stale
+        return self._stale or self._route_pending()
 
     def results(self) -> dict[str, Any]:
+        if self.lowdose is not None:
+            return self.lowdose.results()
         return {} if self.strain is None else {"strain_map": self.strain}
 
     def images(self) -> dict[str, np.ndarray]:
-        """The maps as shown: strains in percent, θ in degrees."""
+        """The maps as shown: strains in percent, θ in degrees (and σ maps with the whole-pattern route)."""
+        if self.lowdose is not None:
+            return self.lowdose.images()
         sm = self.strain
         return {} if sm is None else {n: getattr(sm, n) * DISPLAY_SCALE[n] for n in MAP_NAMES}
 
@@ -340,7 +353,13 @@ class StrainSession(StrainCompute, Tool):
         """Write ``<prefix>_exx.tif`` ... ``_theta_deg.tif`` (float32 fractions / degrees, NaN masked) and the mask."""
         return self._require_strain().save_tiff(prefix)
 
+    def close(self) -> None:
+        self._close_route()
+        super().close()
+
     def _require_strain(self) -> StrainMap:
+        if self.lowdose is not None and self.lowdose.strain is not None:
+            return self.lowdose.strain
         if self.strain is None:
             raise ParameterError("no strain maps yet: fix the messages above (basis, fit, reference) first")
         return self.strain

@@ -27,6 +27,7 @@ class StrainCompute:
     calibration: Any
     fit: LatticeFit | None
     strain: StrainMap | None
+    lowdose: Any
 
     def _compute(self, req: Request) -> tuple[LatticeFit, StrainMap]:
         try:
@@ -69,16 +70,18 @@ class StrainCompute:
         with self._lock:
             self.fit, self.strain = fit, sm
             self._fit_key = tuple(getattr(req.params, f) for f in FIT_FIELDS)
-        self._say("fit", "")
         self._say("reference", "")
-        shown = self.images()
+        shown = {n: getattr(sm, n) * DISPLAY_SCALE[n] for n in MAP_NAMES}
         # one symmetric scale for the three strain components (comparable colours), its own for θ
         strain_lim = symmetric_limit(np.stack([shown[n] for n in MAP_NAMES[:3]]))
-        self._emit("maps", {n: (shown[n], strain_lim if n != "theta_deg" else symmetric_limit(shown[n]))
-                            for n in MAP_NAMES})
+        if self.lowdose is None:  # the whole-pattern route shows its own maps and fit messages
+            self._say("fit", "")
+            self._emit("maps", {n: (shown[n], strain_lim if n != "theta_deg" else symmetric_limit(shown[n]))
+                                for n in MAP_NAMES})
         self._show_pattern()
         self._stale = False
-        self._set_status(f"{sm.mask.size - int(sm.mask.sum())}/{sm.mask.size} positions fitted")
+        if self.lowdose is None:
+            self._set_status(f"{sm.mask.size - int(sm.mask.sum())}/{sm.mask.size} positions fitted")
         self._notify()
 
     def _failed(self, req: Request, exc: BaseException) -> None:

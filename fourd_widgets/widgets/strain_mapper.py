@@ -16,6 +16,11 @@ region and frame only redo the strain step):
   it on any map moves it on all.
 * With a cube, a click on a map shows that position's pattern with its
   detected peaks and the fitted lattice overlaid.
+* The route: "disk detection" (the peaks + ``strain_map``) or "whole-pattern fit"
+  (:func:`~fourd_widgets.analysis.lattice_fit.whole_pattern_fit`, for low dose: no disk
+  detection, started from the picked basis and reference region). The whole-pattern route
+  shows the σ map of each strain map beside the maps and a "σ limit" slider that masks
+  positions without a refit; the recipe is then the ``whole_pattern_fit`` step.
 
 ``fw.run(mapper.params, cube)["strain_map"]`` equals :attr:`StrainMapper.strain`
 (NaN positions included) when the mapper knows how its peaks and calibration
@@ -37,10 +42,12 @@ from ..core.datacube import DataCube
 from ..core.errors import FourDError
 from ..core.recipe import Recipe
 from ..tools.strain import MAP_NAMES, POSITION_ID, REFERENCE_ID, StrainSession
+from ..tools.strain_route import DISKS, WHOLE_PATTERN, whole_pattern_step
 from .calibration_tool import CalibrationTool
 from .help_text import STRAIN, explain_controls
 from .image_view import ImageView
 from .overlays import make_overlay
+from .strain_sigma import SigmaPanel
 from .tool_view import Busy, ToolView, error_text, message_html, message_label
 
 __all__ = ["StrainMapper", "MAP_NAMES", "REFERENCE_ID", "POSITION_ID", "STRAIN_COLORMAP"]
@@ -124,6 +131,15 @@ class StrainMapper(ToolView):
                                        axis_names=["rx", "ry"], click_moves=POSITION_ID, selected=REFERENCE_ID,
                                        pixel_size=cal.real_step, units=cal.real_units if cal.real_step else "px")
                           for n in MAP_NAMES}
+        self.sigma = SigmaPanel(self, s.set_sigma_limit, lambda **f: s.lowdose and s.lowdose.set_options(**f),
+                                size=size, axis_names=["rx", "ry"],
+                                pixel_size=cal.real_step, units=cal.real_units if cal.real_step else "px")
+        self._route = w.ToggleButtons(options=[("disk detection", DISKS), ("whole-pattern fit", WHOLE_PATTERN)],
+                                      value=DISKS, description="route", disabled=cube is None,
+                                      tooltip="whole-pattern fit: no disk detection, σ maps (for low dose)")
+        sig = list(self.sigma.sigma_views.values())
+        self._sigma_box = w.VBox([self.sigma.controls, self.sigma.sigma_limit, w.HBox(sig[:2]), w.HBox(sig[2:])],
+                                 layout=lay(display="none"))
         self.pattern_view = (ImageView(title="pattern", colormap="gray", scale="log", size=max(size, 320),
                                        **q_axes) if cube is not None else None)
         left = [w.HBox([self._pick]), self.basis_message, self.bvm_view]
@@ -132,7 +148,9 @@ class StrainMapper(ToolView):
         maps = list(self.map_views.values())
         right = [w.HBox([self._spacing, self._min_peaks, self._frame]), self.fit_message,
                  w.HBox([self._region_kind, self.reference_message]),
-                 w.HBox(maps[:2]), w.HBox(maps[2:]),
+                 self._route,
+                 w.HBox([w.VBox([w.HBox(maps[:2]), w.HBox(maps[2:])]), self._sigma_box],  # σ beside the maps
+                        layout=lay(flex_flow="row wrap", align_items="flex-start")),
                  w.HBox([self._path, *self._save.values(), self.export_message])]
         self.widget = w.VBox([self.busy.box, w.HBox([w.VBox(left), w.VBox(right)],  # wraps, never crops
                                                     layout=lay(align_items="flex-start", flex_flow="row wrap"))])
@@ -156,6 +174,7 @@ class StrainMapper(ToolView):
         for ctl in (self._spacing, self._min_peaks, self._frame):
             ctl.observe(self._on_options, names="value")
         self._region_kind.observe(lambda ch: s.reference_kind(ch["new"]), names="value")
+        self._route.observe(lambda ch: self._unless_syncing(s.set_route, ch["new"]), names="value")
         self._save["HDF5"].on_click(lambda _: self._export(self.save_hdf5, ".h5"))
         self._save["TIFF"].on_click(lambda _: self._export(self.save_tiff, ""))
         self._save["PNG"].on_click(lambda _: self._export(self.save_png, ""))
@@ -176,6 +195,11 @@ class StrainMapper(ToolView):
         """
         if isinstance(calibration, CalibrationTool):
             calibration = calibration.session
+        if (wp := whole_pattern_step(params)) is not None:  # the whole-pattern route
+            mapper = cls(cube, peaks, calibration if calibration is not None else Recipe.coerce(params).calibration,
+                         **options)
+            mapper.set_route(WHOLE_PATTERN, wp)
+            return mapper
         cal, strain, disks = StrainSession.recipe_arguments(cube, peaks, params, calibration)
         return cls(cube, peaks, cal, params=strain, disks=disks, **options)
 
@@ -185,7 +209,18 @@ class StrainMapper(ToolView):
     calibration: Calibration = property(lambda self: self.session.calibration)  # type: ignore[assignment]
     basis = property(lambda self: self.session.basis, doc="The candidates and the current pick.")
     fit = property(lambda self: self.session.fit, doc="The current lattice fit.")
-    strain = property(lambda self: self.session.strain, doc="The maps shown (a StrainMap).")
+    strain = property(lambda self: (self.session.strain if self.session.lowdose is None else
+                                    self.session.lowdose.strain),
+                      doc="The maps shown (a StrainMap; a StrainSigmaMap with the whole-pattern route).")
+    route = property(lambda self: self.session.route, doc="'disks' or 'whole_pattern'.")
+
+    def set_route(self, route: str, params: Any = None, **options: Any) -> None:
+        """Show the maps of ``route`` ('disks' or 'whole_pattern'): what the route buttons do."""
+        self.session.set_route(route, params, **options)
+
+    def set_sigma_limit(self, percent: float | None) -> None:
+        """Mask positions whose largest strain σ exceeds ``percent`` % (None: no limit): the σ-limit slider."""
+        self.sigma.percent(percent)
     strain_params = property(lambda self: self.session.strain_params, doc="The strain step alone.")
     g1 = property(lambda self: self.session.g1, doc="The chosen g1 (px, origin-relative, ellipse-corrected).")
     g2 = property(lambda self: self.session.g2, doc="The chosen g2.")
@@ -241,7 +276,7 @@ class StrainMapper(ToolView):
             self.export_message.value = error_text(exc)
 
     def _views(self) -> list[Any]:
-        return [self.bvm_view, *self.map_views.values(), self.pattern_view]
+        return [self.bvm_view, *self.map_views.values(), self.pattern_view, *self.sigma.sigma_views.values()]
 
     # --- session -> views -----------------------------------------------------------------------
     def _on_session(self, event: str, value: Any) -> None:
@@ -267,6 +302,15 @@ class StrainMapper(ToolView):
                 with view.hold_sync():
                     view.set_image(shown)
                     view.vmin, view.vmax = -lim, lim
+        elif event == "sigma_maps":
+            self.sigma.show_maps(value)
+        elif event == "sigma":
+            self.sigma.show_limit(value)
+        elif event == "route":
+            self._synced(lambda: setattr(self._route, "value", value))
+            self._sigma_box.layout.display = None if value == WHOLE_PATTERN else "none"
+            if s.lowdose is not None:
+                self.sigma.show_record(s.lowdose.record)
         elif event == "pattern" and self.pattern_view is not None:
             self._show_pattern(value)
 

@@ -81,18 +81,3 @@ def test_a_bad_option_is_a_message_not_an_exception(cube, probe):
     finally:
         s.close()
 
-
-def test_view_slider_sets_the_record(cube, probe):
-    from fourd_widgets.widgets.strain_lowdose import LowDoseStrainMapper
-
-    m = LowDoseStrainMapper(cube, _params(probe)).wait()
-    try:
-        assert m.sigma_limit.value == m.sigma_limit.max  # right end: no limit
-        assert m.sigma_views["sigma_exx"].data is not None
-        top = m.session.full.max_strain_sigma()
-        m.sigma_limit.value = 100 * float(np.median(top))
-        m.wait()
-        assert m.session.record.max_sigma == pytest.approx(float(np.median(top)))
-        assert m.strain.mask.sum() == int((top > m.session.record.max_sigma).sum())
-    finally:
-        m.close()
