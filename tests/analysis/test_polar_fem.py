@@ -64,6 +64,18 @@ def test_counting_bound_of_scalar_fluctuations_in_closed_form():
     assert np.allclose(bound.relative[1, 1:], np.sqrt(expect[1:]) / V, rtol=1e-9)
 
 
+def test_counting_bound_of_a_region_is_that_of_the_region_alone():
+    rng = np.random.default_rng(0)
+    data = 1 + 0.3 * rng.standard_normal((6, 5, 32, 32))
+    p = PolarParams(q_max=12, n_theta=12)
+    region = np.zeros((6, 5), bool)
+    region[:3] = True
+    whole = fem_variance_bound(DataCube(data, Calibration(origin=(15.5, 15.5))), polar=p, region=region,
+                               progress=False, workers=2)
+    alone = fem_variance_bound(DataCube(data[:3], Calibration(origin=(15.5, 15.5))), polar=p, progress=False)
+    assert np.allclose(whole.relative, alone.relative, rtol=1e-9)
+
+
 def test_counting_bound_refuses_counted_input_and_bad_doses():
     cube = DataCube(np.ones((2, 2, 24, 24)), Calibration(origin=(11.5, 11.5)))
     with pytest.raises(ParameterError, match="noise-free"):
