@@ -116,7 +116,8 @@ def test_default_chain_bicrystal_grains(chains, shared_data):
 # intensity in places, and the error oscillates along each row (constant distance to the boundary) with
 # periods of about 8-17 scan steps (Å), the moiré periods of the two grains' (400) and (220) reflections
 # along the boundary (7.8 and 14-17 Å). It is the coherent interference of this grain's wave with the
-# probe's tail in the other grain, which a sum of probe templates with linear amplitudes cannot model. No
+# probe's tail in the other grain (every pure position lies 4-8 Å from the boundary; the 2.5 mrad probe's
+# first dark ring has a radius of 4.8 Å), which a sum of probe templates with linear amplitudes cannot model. No
 # setting of the disk refinement comes near: best of 18 (template edge 0.15/0.25/0.5 px, disk_corr_power
 # 0-0.2, disk_sigma 0.3/0.5) 0.176 %.
 @pytest.mark.xfail(strict=True, reason="per-position |e| reaches 0.23 % in the bicrystal's grains: coherent "
