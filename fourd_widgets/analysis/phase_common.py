@@ -19,10 +19,12 @@ from scipy import ndimage
 from ..core.calibration import Calibration
 from ..core.errors import CalibrationError, MissingCalibrationError, ShapeError
 from ..core.params import Params, record_from_dict
+from ..engine.job import ImageJob
 from ..engine.run import run_job
+from ..kernels.phase import pattern_moments
 from .calibration import CenterOfMassJob, measure_qr_rotation, moment_weights, scan_frame_matrix
 
-__all__ = ["BrightField", "bright_field", "center_of_mass", "resolve_rotation", "relative_curl",
+__all__ = ["BrightField", "bright_field", "center_of_mass", "PatternMomentsJob", "resolve_rotation", "relative_curl",
            "phase_agreement", "measure_shifts", "shift_images", "splat", "write_fields", "read_fields",
            "step_engine"]
 
@@ -84,14 +86,65 @@ def bright_field(cal: Calibration, detector_shape: tuple[int, int], step: str) -
                        k_alpha=cal.convergence_semiangle_mrad * 1e-3 / lam)
 
 
+def _row_runs(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(lo, hi)`` with ``weights[i] == 1`` exactly on ``lo[i] <= j < hi[i]`` and 0 elsewhere, else None."""
+    w = np.asarray(weights)
+    if w.ndim != 2 or not np.all((w == 0) | (w == 1)):
+        return None
+    on = w == 1
+    Qy = w.shape[1]
+    any_on = on.any(axis=1)
+    lo = np.where(any_on, on.argmax(axis=1), 0).astype(np.int64)
+    hi = np.where(any_on, Qy - on[:, ::-1].argmax(axis=1), 0).astype(np.int64)
+    if int(on.sum()) != int(np.sum(hi - lo)):  # a row with a gap: not one run
+        return None
+    return lo, hi
+
+
+class PatternMomentsJob(ImageJob):
+    """``(Σ I, Σ qx I, Σ qy I)`` of every pattern over a row-run mask, in one read of the data's own dtype.
+
+    Integer counts are summed exactly, with no float copy
+    (:func:`fourd_widgets.kernels.phase.pattern_moments`).
+    """
+
+    name = "center of mass"
+    item_shape = (3,)
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        self.lo, self.hi = lo, hi
+
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
+        if not (block.dtype.isnative and block.dtype.kind in "iuf"):
+            block = block.astype(np.float32)
+        acc = np.int64 if block.dtype.kind in "iu" else block.dtype
+        out = np.empty(block.shape[:2] + (3,))
+        col = np.empty(block.shape[3], acc)
+        if block.flags.c_contiguous:
+            pattern_moments(block, self.lo, self.hi, col, out)
+        else:  # each scan row of a block is contiguous when the patterns are
+            for a in range(block.shape[0]):
+                row = block[a:a + 1]
+                if not row.flags.c_contiguous:
+                    row = np.ascontiguousarray(row)
+                pattern_moments(row, self.lo, self.hi, col, out[a:a + 1])
+        return out
+
+
 def center_of_mass(cube: Any, weights: np.ndarray, **engine: Any) -> np.ndarray:
     """Center of mass ``(Rx, Ry, 2)`` in detector px from the calibrated origin (descan removed).
 
-    The moments are one float32 GEMM per block (:class:`~fourd_widgets.analysis.calibration.CenterOfMassJob`).
+    A 0/1 mask that is one run of pixels per row (the whole detector, a disk) is read
+    once by :class:`PatternMomentsJob`; other weights take one float32 GEMM per block
+    (:class:`~fourd_widgets.analysis.calibration.CenterOfMassJob`).
     The origin is ``calibration.origin_map`` per position when set, else
     ``calibration.origin``, else the mean center of mass of the scan.
     """
-    m = run_job(cube, CenterOfMassJob(moment_weights(weights).astype(np.float32)), **engine)
+    runs = _row_runs(weights)
+    if runs is not None:
+        m = run_job(cube, PatternMomentsJob(*runs), **engine)
+    else:
+        m = run_job(cube, CenterOfMassJob(moment_weights(weights).astype(np.float32)), **engine)
     with np.errstate(divide="ignore", invalid="ignore"):
         com = m[..., 1:] / m[..., :1]
     cal = cube.calibration
@@ -219,6 +272,45 @@ def relative_curl(field: np.ndarray) -> float:
     return float(np.sqrt(np.mean(curl[ok] ** 2) / max(np.mean(div[ok] ** 2), 1e-300)))
 
 
+def _curl_minimum(com: np.ndarray) -> tuple[float, bool, float]:
+    """Rotation (mod 180°), flip and relative curl of the least-curl scan frame of a CoM field ``(Rx, Ry, 2)``.
+
+    The curl and divergence of ``scan_frame_matrix(φ, flip) @ c`` are ``cos φ a + sin φ b``
+    for two fixed fields ``a, b`` per flip (combinations of the four derivatives of ``c``),
+    so their mean squares are 2x2 quadratic forms in ``(cos φ, sin φ)`` and the least-curl
+    angle is the smallest eigenvector; no search, no record (what
+    :func:`~fourd_widgets.analysis.calibration.measure_qr_rotation` measures, without its
+    180° choice, which a mod-180° comparison does not need).
+
+    >>> rx, ry = np.meshgrid(np.arange(24.0), np.arange(24.0), indexing="ij")
+    >>> g = np.stack(np.gradient(np.exp(-((rx - 9) ** 2 + (ry - 13) ** 2) / 8)), -1)
+    >>> c = g @ scan_frame_matrix(25.0, True)  # the inverse of the (orthogonal) scan-frame matrix
+    >>> deg, flip, curl = _curl_minimum(c)
+    >>> round(deg % 180.0, 6), flip, curl < 1e-6
+    (25.0, True, True)
+    """
+    cx, cy = com[..., 0], com[..., 1]
+    ok = np.isfinite(cx) & np.isfinite(cy)
+    cxx, cxy = np.gradient(np.where(ok, cx, 0.0))
+    cyx, cyy = np.gradient(np.where(ok, cy, 0.0))
+    best: tuple[float, bool, float] | None = None
+    for flip in (False, True):
+        if flip:
+            c0, c1, d0, d1 = cxx - cyy, cyx + cxy, cyx + cxy, cyy - cxx
+        else:
+            c0, c1, d0, d1 = cyx - cxy, -(cxx + cyy), cxx + cyy, cyx - cxy
+        a = np.stack([c0[ok], c1[ok]])
+        d = np.stack([d0[ok], d1[ok]])
+        evals, evecs = np.linalg.eigh(a @ a.T)
+        v = evecs[:, 0]
+        div2 = float(v @ (d @ d.T) @ v)
+        curl = math.sqrt(max(evals[0], 0.0) / max(div2, 1e-300))
+        deg = math.degrees(math.atan2(v[1], v[0]))
+        if best is None or curl < best[2]:
+            best = (deg, flip, curl)
+    return best  # type: ignore[return-value]
+
+
 def resolve_rotation(com: np.ndarray, cal: Calibration, mode: str, rotation_deg: float, flip: bool,
                      tolerance_deg: float, step: str) -> tuple[float, bool]:
     """The scan rotation and flip to use: the calibration's (checked against the CoM curl), measured, or manual.
@@ -234,17 +326,17 @@ def resolve_rotation(com: np.ndarray, cal: Calibration, mode: str, rotation_deg:
         if mode == "curl":
             raise ShapeError(f"{step}: measuring the scan rotation needs at least 3x3 positions")
         return cal.rotation_deg, cal.flip
-    found = measure_qr_rotation((com[..., 0], com[..., 1]))
     if mode == "curl":
+        found = measure_qr_rotation((com[..., 0], com[..., 1]))
         return found.rotation_deg, found.flip
     ours = relative_curl(com @ scan_frame_matrix(cal.rotation_deg, cal.flip).T)
-    best = relative_curl(com @ scan_frame_matrix(found.rotation_deg, found.flip).T)
-    off = abs((cal.rotation_deg - found.rotation_deg + 90.0) % 180.0 - 90.0)
-    if (found.flip != cal.flip or off > tolerance_deg) and ours > 2 * best:
+    found_deg, found_flip, best = _curl_minimum(com)
+    off = abs((cal.rotation_deg - found_deg + 90.0) % 180.0 - 90.0)
+    if (found_flip != cal.flip or off > tolerance_deg) and ours > 2 * best:
         raise CalibrationError(
             f"{step}: the scan rotation in the calibration ({cal.rotation_deg:.1f}°, flip={cal.flip}) leaves the "
-            f"centre-of-mass field with {ours:.2f} relative curl, while {found.rotation_deg:.1f}° "
-            f"(flip={found.flip}) leaves {best:.2f}: this scan has no (or a wrong) rotation calibration. "
+            f"centre-of-mass field with {ours:.2f} relative curl, while {found_deg:.1f}° "
+            f"(flip={found_flip}) leaves {best:.2f}: this scan has no (or a wrong) rotation calibration. "
             "Measure it first (recipe step 'qr_rotation', fw.analysis.measure_qr_rotation), or pass "
             "rotation='curl' to measure it here, or rotation='manual' with rotation_deg= and flip=.")
     return cal.rotation_deg, cal.flip

@@ -145,3 +145,32 @@ def test_descan_is_removed_with_the_calibrated_origin_map(weak):
     # little (measured up to 6e-3 of the phase range); a descan left in is ~100 % of it
     np.testing.assert_allclose(fixed, ref, atol=1e-2 * np.ptp(ref))
     assert np.abs(uncorrected - ref).max() > 0.5 * np.ptp(ref)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.float32, np.float64, np.int32])
+def test_one_read_centre_of_mass_equals_the_definition(dtype):
+    """The one-read moments kernel (data in its own dtype, a row-run mask) against the CoM computed here in
+    float64 from its definition, for the whole detector, a disk, a mask with gaps (the GEMM route) and
+    non-contiguous blocks (chunks narrower than a scan row)."""
+    from fourd_widgets.analysis.phase_common import center_of_mass
+    from fourd_widgets.core import Calibration, DataCube
+
+    rng = np.random.default_rng(1)
+    data = rng.poisson(30.0, size=(5, 7, 20, 24)).astype(dtype)
+    data[1, 2] = 0  # an empty pattern: no centre of mass (NaN), as the definition gives
+    cube = DataCube(data, Calibration(origin=(9.5, 11.0)))
+    qx, qy = np.meshgrid(np.arange(20.0), np.arange(24.0), indexing="ij")
+    disk = (np.hypot(qx - 9.5, qy - 11.0) <= 7.0).astype(float)
+    gaps = disk.copy()
+    gaps[:, ::3] = 0  # not one run per row
+    for weights in (np.ones((20, 24)), disk, gaps):
+        d = data.astype(np.float64) * weights
+        with np.errstate(invalid="ignore", divide="ignore"):
+            want = np.stack([(d * qx).sum((2, 3)), (d * qy).sum((2, 3))], -1) / d.sum((2, 3))[..., None]
+        want -= (9.5, 11.0)
+        for chunk in (None, 20 * 24 * 3 * data.itemsize):  # whole scan rows, then 3 patterns per block
+            got = center_of_mass(cube, weights, progress=False, chunk_bytes=chunk)
+            assert np.isnan(got[1, 2]).all()
+            # integer counts are summed exactly; float32 sums of 20-24 terms carry ~1e-7 relative error
+            # (the float32 GEMM route for 'gaps' too)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-4, equal_nan=True)
