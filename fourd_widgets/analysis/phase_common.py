@@ -25,7 +25,7 @@ from ..kernels.phase import pattern_moments
 from .calibration import CenterOfMassJob, measure_qr_rotation, moment_weights, scan_frame_matrix
 
 __all__ = ["BrightField", "bright_field", "center_of_mass", "PatternMomentsJob", "resolve_rotation", "relative_curl",
-           "phase_agreement", "measure_shifts", "shift_images", "splat", "write_fields", "read_fields",
+           "phase_agreement", "truth_on_scan", "measure_shifts", "shift_images", "splat", "write_fields", "read_fields",
            "step_engine"]
 
 #: Engine options the phase steps pass on to their pass over the cube.
@@ -343,12 +343,14 @@ def resolve_rotation(com: np.ndarray, cal: Calibration, mode: str, rotation_deg:
 
 
 def phase_agreement(image: np.ndarray, truth: np.ndarray, step_A: float, sigma_A: float = 0.3,
-                    border: int = 0) -> tuple[float, float]:
+                    border: int = 0, truth_low_passed: bool = False) -> tuple[float, float]:
     """Pearson correlation and fitted slope of a phase image against the truth (issue 16's score).
 
     Both images, on the same scan grid, get the same Gaussian low-pass (``sigma_A``,
     periodic edges) and lose ``border`` pixels at each edge; the slope is the
-    least-squares ``a`` in ``image ≈ a truth + b``.
+    least-squares ``a`` in ``image ≈ a truth + b``. With ``truth_low_passed`` the
+    truth already had that low-pass on its own finer grid (:func:`truth_on_scan`)
+    and only the image gets it.
 
     Examples
     --------
@@ -358,12 +360,53 @@ def phase_agreement(image: np.ndarray, truth: np.ndarray, step_A: float, sigma_A
     """
     s = sigma_A / step_A
     a = ndimage.gaussian_filter(np.asarray(image, float), s, mode="wrap")
-    b = ndimage.gaussian_filter(np.asarray(truth, float), s, mode="wrap")
+    b = np.asarray(truth, float) if truth_low_passed else ndimage.gaussian_filter(np.asarray(truth, float), s,
+                                                                                      mode="wrap")
     if border:
         a, b = a[border:-border, border:-border], b[border:-border, border:-border]
     a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
     r = float(a @ b / math.sqrt((a @ a) * (b @ b)))
     return r, float(a @ b / (b @ b))
+
+
+def truth_on_scan(phase: np.ndarray, pixel_A: float | tuple[float, float], positions_A: np.ndarray,
+                  sigma_A: float = 0.3) -> np.ndarray:
+    """A fine-grid truth phase, low-passed on its own grid and then interpolated at the probe positions.
+
+    The order matters for a strong, sharp object: sampled first, the atom cores' frequencies
+    above the scan grid's Nyquist limit fold into the lattice frequencies the reconstruction
+    carries (on SrTiO3 at 0.244 Å steps this alone lowers an exact iDPC's slope from 1.0 to
+    0.85). Score the result with ``phase_agreement(..., truth_low_passed=True)``, which
+    gives the reconstruction the same low-pass on the scan grid.
+
+    Parameters
+    ----------
+    phase : (M, N) array
+        Periodic truth, rad; pixel ``(i, j)`` at ``(i px, j py)`` Å.
+    pixel_A : float or (2,) tuple of float
+    positions_A : (Rx, Ry, 2) array
+        Probe positions in the truth's frame, Å.
+    sigma_A : float
+        Gaussian low-pass, Å.
+
+    Returns
+    -------
+    (Rx, Ry) array
+
+    Examples
+    --------
+    >>> fine = np.cos(2 * np.pi * np.arange(64) / 16)[:, None] * np.ones((1, 64))
+    >>> pos = np.stack(np.meshgrid(np.arange(8.0), np.arange(8.0), indexing="ij"), -1) * 2 * 0.1
+    >>> got = truth_on_scan(fine, 0.1, pos, sigma_A=0.0)
+    >>> bool(np.allclose(got[:, 0], np.cos(2 * np.pi * np.arange(8) * 2 / 16), atol=1e-6))
+    True
+    """
+    px = np.broadcast_to(np.asarray(pixel_A, float), (2,))
+    a = np.asarray(phase, float)
+    if sigma_A > 0:
+        a = ndimage.gaussian_filter(a, (sigma_A / px[0], sigma_A / px[1]), mode="wrap")
+    pos = np.asarray(positions_A, float)
+    return ndimage.map_coordinates(a, [pos[..., 0] / px[0], pos[..., 1] / px[1]], order=3, mode="grid-wrap")
 
 
 def step_engine(context: Any) -> dict[str, Any]:
