@@ -5,7 +5,7 @@ converted to a float copy). For each pattern the kernel keeps a running column
 sum ``col[j] = Σ_i I[i, j]`` (a vector add the compiler turns into SIMD) and the
 row sums ``r_i = Σ_j I[i, j]``; the moments follow from those two short vectors:
 ``total = Σ_j col[j]``, ``Σ i I = Σ_i i r_i``, ``Σ j I = Σ_j j col[j]``. Integers
-accumulate exactly (``col`` integer), float32 patterns accumulate each row and
+accumulate exactly (``col`` integer, int32 for 8- and 16-bit data), float32 patterns accumulate each row and
 column (≤ a few hundred terms) in float32 and the moments in float64.
 
 Only the pixels ``lo[i] <= j < hi[i]`` of row ``i`` count, so the detector is any
@@ -34,8 +34,8 @@ def pattern_moments(block, lo, hi, col, out):
     lo, hi : (Qx,) int64 arrays
         Pixels ``lo[i] <= j < hi[i]`` of row ``i`` are counted (``hi <= lo``: none).
     col : (Qy,) array
-        Work space; its dtype is the accumulator (int64 for integer data, float32
-        or float64 for float data).
+        Work space; its dtype is the accumulator (int32 or int64 for integer data, float32
+        or float64 for float data): each column sum must fit it.
     out : (nx, ny, 3) float64 array
         Receives ``(Σ I, Σ i I, Σ j I)`` per pattern (``i`` along Qx, ``j`` along Qy).
 
