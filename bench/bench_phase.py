@@ -137,7 +137,8 @@ def dpc_rows(cube_d, truth_d, tmp: Path, py: Path, n: int, rot: float, repeat: i
     data = np.asarray(cube_d.array)
     counts = np.random.default_rng(0).poisson(data * COUNTS_PER_PATTERN).astype(np.uint16)
     rows = []
-    for label, arr in (("float32 intensities", data), (f"uint16 counts ({COUNTS_PER_PATTERN:.0e} e⁻/pattern)", counts)):
+    for label, arr in (("float32 intensities", data),
+                       (f"uint16 counts ({COUNTS_PER_PATTERN:.0e} e⁻/pattern)", counts)):
         path = str(tmp / f"dpc_{arr.dtype}.npz")
         np.savez(path, data=arr, real_step_A=3.905 / 16, reciprocal_step_mrad=1.0, energy_eV=300e3,
                  convergence_mrad=20.0, rotation_deg=rot)
@@ -147,7 +148,8 @@ def dpc_rows(cube_d, truth_d, tmp: Path, py: Path, n: int, rot: float, repeat: i
         acc = phase_agreement(np.load(path + ".ours.npy"), truth_d.phase_on_scan, 3.905 / 16)
         rows.append(f"| DPC/iDPC, {label} | {n}x{n} x 96x96 | {ours['s'] * 1e3:.1f} ms | {peer['dpc_s']:.3f} s "
                     f"(first run {peer['dpc_first_s']:.3f} s) | **{peer['dpc_s'] / ours['s']:.1f}x** | "
-                    f"{ours['cpu_s'] * 1e3:.1f} ms / {peer['dpc_cpu_s']:.3f} s: {peer['dpc_cpu_s'] / ours['cpu_s']:.1f}x | "
+                    f"{ours['cpu_s'] * 1e3:.1f} ms / {peer['dpc_cpu_s']:.3f} s: "
+                    f"{peer['dpc_cpu_s'] / ours['cpu_s']:.1f}x | "
                     f"{ours['rss_mib'][1]:.0f} ({ours['rss_mib'][0]:.0f}) / {peer['dpc_rss_mib'][1]:.0f} "
                     f"({peer['dpc_rss_mib'][0]:.0f}) | ours vs truth {acc[0]:.3f} / {acc[1]:.3f} |")
     return ["| step | data | fourd_widgets | py4DSTEM | ratio | CPU time (all threads) ours / py4DSTEM: ratio | "

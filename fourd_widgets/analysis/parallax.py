@@ -49,8 +49,8 @@ from ..engine.job import ImageJob
 from ..engine.run import run_job
 from .aberrations import Aberrations, chi, detector_k, parallax_shift
 from .calibration import scan_frame_matrix
-from .phase_common import (_taper, bright_field, measure_shifts, read_fields, resolve_rotation, shift_images,
-                           splat, step_engine, write_fields)
+from .phase_common import (bright_field, measure_shifts, read_fields, resolve_rotation, shift_images, splat,
+                           step_engine, tukey_window, write_fields)
 
 __all__ = ["ParallaxParams", "ParallaxResult", "ParallaxData", "parallax", "parallax_prepare", "tcbf",
            "fit_parallax_shifts", "measure_shifts", "BrightFieldJob", "parallax_step"]
@@ -421,7 +421,7 @@ def _joint_refine(images: np.ndarray, k: np.ndarray, model: np.ndarray, smooth_p
     fx = sfft.fftfreq(Rx)[:, None] * np.ones((1, Ry))
     fy = np.ones((Rx, 1)) * sfft.fftfreq(Ry)[None, :]
     w = np.exp(-2 * np.pi ** 2 * smooth_px ** 2 * (fx * fx + fy * fy))
-    win = _taper(Rx)[:, None] * _taper(Ry)[None, :]
+    win = tukey_window(Rx)[:, None] * tukey_window(Ry)[None, :]
     J = np.zeros((N, 2, 6))
     J[:, 0, 0] = J[:, 1, 1] = 1.0
     J[:, 0, 2], J[:, 0, 3] = k[:, 0], k[:, 1]

@@ -26,8 +26,8 @@ from ..kernels.phase import pattern_moments
 from .calibration import CenterOfMassJob, measure_qr_rotation, moment_weights, scan_frame_matrix
 
 __all__ = ["BrightField", "bright_field", "center_of_mass", "PatternMomentsJob", "resolve_rotation", "relative_curl",
-           "phase_agreement", "truth_on_scan", "measure_shifts", "shift_images", "splat", "write_fields", "read_fields",
-           "step_engine"]
+           "phase_agreement", "truth_on_scan", "tukey_window", "measure_shifts", "shift_images", "splat",
+           "write_fields", "read_fields", "step_engine"]
 
 #: Engine options the phase steps pass on to their pass over the cube.
 _STEP_ENGINE = ("scheduler", "workers", "progress", "cancel", "chunk_bytes")
@@ -168,7 +168,7 @@ def center_of_mass(cube: Any, weights: np.ndarray, **engine: Any) -> np.ndarray:
     return com - np.nanmean(com.reshape(-1, 2), axis=0)
 
 
-def _taper(n: int, frac: float = 0.25) -> np.ndarray:
+def tukey_window(n: int, frac: float = 0.25) -> np.ndarray:
     """Tukey window: flat middle, cosine edges over ``frac`` of each side."""
     w = np.ones(n)
     m = max(1, int(round(frac * n)))
@@ -208,7 +208,7 @@ def measure_shifts(images: np.ndarray, reference: np.ndarray | None = None, upsa
     [[2.3, -1.4]]
     """
     N, Rx, Ry = images.shape
-    w = _taper(Rx)[:, None] * _taper(Ry)[None, :]
+    w = tukey_window(Rx)[:, None] * tukey_window(Ry)[None, :]
     a = (images - images.mean(axis=(1, 2), keepdims=True)) * w
     Fa = sfft.fft2(a)
     if reference is None:

@@ -78,9 +78,10 @@ class IterativeDPCParams(Params):
     rotation_tolerance_deg: float = param(
         10.0, units="deg", gt=0, le=90, doc="'calibration': largest disagreement with the curl minimum accepted")
     rotation_deg: float = param(
-        0.0, units="deg", doc="'manual': scan rotation in the calibration's sense (Calibration.rotation_deg, the dpc step's): "
-        "a scan vector v appears on the detector as R(rotation_deg) S v")
-    transpose: bool = param(False, doc="'manual': detector axes swapped relative to the scan (Calibration.flip): S above")
+        0.0, units="deg", doc="'manual': scan rotation in the calibration's sense (Calibration.rotation_deg, the "
+        "dpc step's): a scan vector v appears on the detector as R(rotation_deg) S v")
+    transpose: bool = param(
+        False, doc="'manual': detector axes swapped relative to the scan (Calibration.flip): S above")
     com_scale: float | None = param(
         None, gt=0, doc="rad per scan pixel per unit of the input: None gives 1 for an array (already a phase "
         "gradient) and 2π × scan step × detector step for a calibrated cube; 2π × scan step (Å) for CoM in 1/Å")
