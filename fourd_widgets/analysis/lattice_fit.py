@@ -96,6 +96,9 @@ FIT_WANDERED = 16
 #: Failure bit: the largest strain σ exceeds ``max_sigma``.
 FIT_SIGMA_ABOVE = 32
 
+#: Px of probe kept beyond the model window when the probe is upsampled (pattern_model).
+CROP_MARGIN = 12
+
 _SIGMA_NAMES = ("sigma_exx", "sigma_eyy", "sigma_exy", "sigma_theta_deg")
 
 
@@ -198,6 +201,12 @@ def pattern_model(template: ProbeTemplate, window: float = 3.0, upsample: int = 
     half = float(math.ceil(template.radius + window))
     if 2 * half + 2 > min(H, W):
         raise ShapeError(f"the probe window ({2 * half:.0f} px) does not fit the detector {H}x{W}; lower window")
+    # upsample a box around the probe, not the whole detector (a 1024² FFT per map at 128 px and 8x costs
+    # more than fitting 100 patterns); CROP_MARGIN px beyond the window keep the blur and the box's
+    # periodic wrap away from the samples
+    b = min(H // 2, W // 2, int(half) + CROP_MARGIN)
+    p = p[H // 2 - b:H // 2 + b, W // 2 - b:W // 2 + b]
+    H = W = 2 * b
     # zero-padded spectrum: samples every 1/up px of the band-limited probe
     u = int(upsample)
     kx = np.fft.fftfreq(H)[:, None]
@@ -570,26 +579,24 @@ def strain_bias(g1: np.ndarray, g2: np.ndarray, cov_g: np.ndarray, g1_ref: Any, 
     """
     G = np.concatenate([np.asarray(g1, float), np.asarray(g2, float)], -1)
     C = np.asarray(cov_g, float)
-    kw = dict(rotation_deg=rotation_deg, flip=flip, frame_deg=frame_deg)
-    names = ("exx", "eyy", "exy", "theta_deg")
-
-    def f(*moves: tuple[int, float]) -> dict[str, np.ndarray]:
-        x = G.copy()
-        for c, d in moves:
-            x[..., c] += d
-        return strain_from_lattice(x[..., :2], x[..., 2:], g1_ref, g2_ref, **kw)
-
     h = step
-    f0 = f()
-    out = {n: np.zeros(G.shape[:-1]) for n in names}
-    for i in range(4):
-        up, dn = f((i, h)), f((i, -h))
-        for n in names:
-            out[n] += 0.5 * (up[n] - 2 * f0[n] + dn[n]) / h ** 2 * C[..., i, i]
-        for j in range(i + 1, 4):
-            pp, pm, mp, mm = f((i, h), (j, h)), f((i, h), (j, -h)), f((i, -h), (j, h)), f((i, -h), (j, -h))
-            for n in names:  # both (i, j) and (j, i): ½ · 2
-                out[n] += (pp[n] - pm[n] - mp[n] + mm[n]) / (4 * h ** 2) * C[..., i, j]
+    # every perturbation of the 4 components at once (one call): 0, ±h e_i, then ±h e_i ± h e_j for i < j
+    moves = [np.zeros(4)] + [s * h * np.eye(4)[i] for i in range(4) for s in (1, -1)]
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    moves += [h * (si * np.eye(4)[i] + sj * np.eye(4)[j]) for i, j in pairs for si, sj in ((1, 1), (1, -1), (-1, 1),
+                                                                                          (-1, -1))]
+    X = G[None] + np.asarray(moves).reshape((len(moves),) + (1,) * (G.ndim - 1) + (4,))
+    e = strain_from_lattice(X[..., :2], X[..., 2:], g1_ref, g2_ref, rotation_deg=rotation_deg, flip=flip,
+                            frame_deg=frame_deg)
+    out = {}
+    for n, v in e.items():
+        acc = np.zeros(G.shape[:-1])
+        for i in range(4):  # ½ H_ii C_ii
+            acc += 0.5 * (v[1 + 2 * i] - 2 * v[0] + v[2 + 2 * i]) / h ** 2 * C[..., i, i]
+        for k, (i, j) in enumerate(pairs):  # H_ij C_ij for (i, j) and (j, i): ½ · 2
+            pp, pm, mp, mm = v[9 + 4 * k:13 + 4 * k]
+            acc += (pp - pm - mp + mm) / (4 * h ** 2) * C[..., i, j]
+        out[n] = acc
     return out
 
 
@@ -612,15 +619,17 @@ def _pool(values: np.ndarray, cov: np.ndarray, valid: np.ndarray, sigma: float) 
 
 
 def start_lattice(mean: np.ndarray, template: ProbeTemplate, calibration: Calibration,
-                  p: WholePatternFitParams, scale: float,
-                  reference: tuple | None = None) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+                  p: WholePatternFitParams, scale: float, reference: tuple | None = None, *,
+                  model: PatternModel | None = None) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     """The start of every pattern's fit: the lattice of the mean pattern.
 
     Vectors not given in ``p`` are the ``reference`` vectors, else come from the mean pattern's detected disks
     (:func:`~fourd_widgets.analysis.strain.suggest_basis`); then the whole-pattern fit
     refines them (given or found) on the mean pattern, with its background. Returns ``(theta0 (6,), amps0 (S,), bg0, hk (S, 2))``.
+    ``model`` is the :func:`pattern_model` of ``template`` and ``p`` when the caller has it already.
     """
-    model = pattern_model(template, p.window, p.upsample, p.edge_blur)
+    if model is None:
+        model = pattern_model(template, p.window, p.upsample, p.edge_blur)
     origin = p.origin if p.origin is not None else calibration.origin
     g1, g2 = p.g1, p.g2
     if g1 is None and reference is not None:  # the reference lattice: the same basis as the reference
@@ -680,8 +689,9 @@ def whole_pattern_fit(cube: Any, params: WholePatternFitParams | None = None, *,
         template = probe_template(np.asarray(template), ProbeTemplateParams(source="vacuum_image"))
     cal = cube.calibration or Calibration()
     mean = mean_pattern(cube, **shared)
-    theta0, amps0, bg0, hk = start_lattice(mean, template, cal, p, p.counts_per_unit, _reference_vectors(p, reference))
     model = pattern_model(template, p.window, p.upsample, p.edge_blur)
+    theta0, amps0, bg0, hk = start_lattice(mean, template, cal, p, p.counts_per_unit, _reference_vectors(p, reference),
+                                           model=model)
     job = WholePatternFitJob(model, hk, theta0, amps0, bg0, p)
     out = run_job(cube, job, **{"progress": False, **engine})
     return _strain_sigma_map(out, theta0, hk, model.radius, cal, p, reference)

@@ -109,10 +109,7 @@ def test_low_dose_mean_strain_and_rotation(low_dose, sets, name):
     assert abs(means["theta_deg"] - truth["rotation_deg"]) <= 0.05
 
 
-@pytest.mark.parametrize("name", [FILES[0], pytest.param(FILES[1], marks=pytest.mark.xfail(
-    strict=False, reason="seeds 0-9 give mean ε_xx 0.01059 (|error| 5.9e-4 > 5e-4): 1.4e-4 model bias plus "
-    "+4.5e-4 of noise, 2.1 standard errors of the mean; the issue's target needs a per-position scatter "
-    "below the bound of this model"))])
+@pytest.mark.parametrize("name", FILES)
 def test_low_dose_issue_target(low_dose, sets, name):
     """The issue's literal target: |mean ε - true ε| ≤ 5e-4 for ε_xx, ε_yy and ε_xy."""
     means, _, truth = _means(low_dose, sets, name)
