@@ -159,6 +159,7 @@ class DiskTunerRoute:
             self._lattice = None
             self.lattice_preview = None
             self._emit("lattice", None)
+            self._request()  # the strip's disks again (a filter only: the correlation is kept)
         self._emit("route", self.route)
         self._emit("lattice_params")
         self._route_strip()
