@@ -18,7 +18,7 @@ compute policy, field by field:
 So ``fw.run(session.params, cube)["find_disks"] == session.peaks``. The lattice constraint
 (``FindDisksParams.lattice``) is kept and applied by the run; the strip shows free estimates (its few
 patterns have no scan neighbourhood). The other route, the whole-pattern lattice fit
-(``set_route('lattice_fit')``), is :mod:`fourd_widgets.tools.disk_tuner_route`.
+(``set_route('whole_pattern')``), is :mod:`fourd_widgets.tools.disk_tuner_route`.
 
 Messages (``messages['template' | 'detect' | 'run']``) say what is wrong beside each group of controls.
 Events for a view (besides the Tool ones): ``'params'``, ``'positions'``, ``'template'`` (``(image, r,
@@ -48,7 +48,7 @@ from .base import Tool, explain
 from .disk_tuner_compute import (CORRELATION_FIELDS, DEFAULT_POSITIONS, StripRequest, StripUpdate,
                                  candidate_histogram, detect_message, find_disks_record, refinement_note,
                                  spread_positions, strip_origins)
-from .disk_tuner_route import LATTICE, DiskTunerRoute, tuner_records
+from .disk_tuner_route import WHOLE_PATTERN, DiskTunerRoute, tuner_records
 from .overlays import region_from_overlay
 
 __all__ = ["DiskTunerSession", "PARTIAL_EVERY_S"]
@@ -139,7 +139,7 @@ class DiskTunerSession(DiskTunerRoute, Tool):
                     **options: Any) -> "DiskTunerSession":
         """Rebuild a session from its :attr:`params` (see :func:`find_disks_record`)."""
         cube, p, lattice = tuner_records(cube, params)  # a whole_pattern_fit step opens the lattice route
-        return cls(cube, p, **options) if lattice is None else cls(cube, p, **options).set_route(LATTICE, lattice)
+        return cls(cube, p, **options) if lattice is None else cls(cube, p, **options).set_route(WHOLE_PATTERN, lattice)
 
     # --- state --------------------------------------------------------------------------------
     @property
@@ -333,8 +333,8 @@ class DiskTunerSession(DiskTunerRoute, Tool):
     # --- run on all ----------------------------------------------------------------------------------
     def run_on_all(self) -> "DiskTunerSession":
         """Find the disks of every pattern in a thread ("run on all"); returns at once."""
-        if self.run_state == "running" or self.route == LATTICE:
-            return self._run_lattice() if self.route == LATTICE else self
+        if self.run_state == "running" or self.route == WHOLE_PATTERN:
+            return self._run_lattice() if self.route == WHOLE_PATTERN else self
         self.peaks, self.bragg_map = None, None
         self.partial_counts = np.full(self.cube.scan_shape, np.nan)
         self.run_state = "running"

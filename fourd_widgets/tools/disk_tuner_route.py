@@ -32,13 +32,13 @@ from ..core.recipe import Recipe
 from .base import explain
 from .disk_tuner_compute import find_disks_record
 
-__all__ = ["DiskTunerRoute", "LatticePreview", "TUNER_ROUTES", "DETECTOR", "LATTICE", "preview_lattice",
+__all__ = ["DiskTunerRoute", "LatticePreview", "TUNER_ROUTES", "DISKS", "WHOLE_PATTERN", "preview_lattice",
            "tuner_records"]
 
-DETECTOR = "find_disks"
-LATTICE = "lattice_fit"
+DISKS = "disks"
+WHOLE_PATTERN = "whole_pattern"
 #: The DiskTuner's routes: per-disk detection, or the whole-pattern lattice fit.
-TUNER_ROUTES = (DETECTOR, LATTICE)
+TUNER_ROUTES = (DISKS, WHOLE_PATTERN)
 
 
 @dataclass
@@ -134,8 +134,8 @@ class DiskTunerRoute:
 
     @property
     def route(self) -> str:
-        """``'find_disks'`` (per-disk detection) or ``'lattice_fit'`` (the whole-pattern lattice fit)."""
-        return LATTICE if self._lattice is not None else DETECTOR
+        """``'disks'`` (find_disks) or ``'whole_pattern'`` (the whole-pattern lattice fit), as in the StrainMapper."""
+        return WHOLE_PATTERN if self._lattice is not None else DISKS
 
     @property
     def lattice_params(self) -> WholePatternFitParams | None:
@@ -147,7 +147,7 @@ class DiskTunerRoute:
         """Choose the route; ``params`` (default: the last lattice record, or the defaults) start the lattice fit."""
         if route not in TUNER_ROUTES:
             raise ParameterError(f"route must be one of {TUNER_ROUTES}, not {route!r}", field="route")
-        if route == LATTICE:
+        if route == WHOLE_PATTERN:
             if params is not None and not isinstance(params, WholePatternFitParams):
                 raise ParameterError("the lattice route takes a WholePatternFitParams record", field="params")
             self._lattice = params or getattr(self, "_last_lattice", None) or WholePatternFitParams()
@@ -166,9 +166,9 @@ class DiskTunerRoute:
         return self
 
     def set_lattice(self, **changes: Any) -> Any:
-        """Change fields of the lattice record (e.g. ``max_index=4``, ``counts_per_unit=...``); refusals are messages."""
+        """Change fields of the lattice record (e.g. ``max_index=4``, ``counts_per_unit=2000``); refusals: messages."""
         if self._lattice is None:
-            raise ParameterError("the lattice fields belong to the lattice route: set_route('lattice_fit') first",
+            raise ParameterError("the lattice fields belong to the lattice route: set_route('whole_pattern') first",
                                  field="route")
         try:
             new = self._lattice.replace(**changes)
@@ -206,7 +206,7 @@ class DiskTunerRoute:
         if template is None:  # no template: the template controls say why
             return None
         key = (p, positions)
-        if key == self._lattice_key and template is self._lattice_template:  # a threshold of the detector moved: nothing of the fit changed
+        if key == self._lattice_key and template is self._lattice_template:  # e.g. a detector threshold moved
             return self.lattice_preview
         if self._mean is None:
             self._mean = mean_pattern(self.cube, progress=False)

@@ -25,7 +25,7 @@ from ..analysis.disks import FindDisksParams
 from ..core.datacube import DataCube
 from ..core.recipe import Recipe
 from ..tools.disk_tuner import DiskTunerSession
-from ..tools.disk_tuner_route import LATTICE, tuner_records
+from ..tools.disk_tuner_route import WHOLE_PATTERN, tuner_records
 from ..tools.disk_tuner_compute import CORRELATION_FIELDS, DEFAULT_POSITIONS, TEMPLATE_SOURCES
 from .disk_tuner_parts import (COLORS, DETECT_FIELDS, TEMPLATE_FIELDS, histogram_figure, marker_counts,
                                paint_histogram, paint_strip, profile_figure, show_record, tuner_controls)
@@ -177,7 +177,7 @@ class DiskTuner(ToolView):
             When the recipe holds no find_disks step.
         """
         cube, p, lattice = tuner_records(cube, params)  # a whole_pattern_fit step opens the lattice route
-        return cls(cube, p, **options) if lattice is None else cls(cube, p, **options).set_route(LATTICE, lattice)
+        return cls(cube, p, **options) if lattice is None else cls(cube, p, **options).set_route(WHOLE_PATTERN, lattice)
 
     # --- the session's state, as the tuner's ----------------------------------------------------
     find_params = property(lambda self: self.session.find_params, doc="The detection record as the controls set it.")
@@ -193,13 +193,13 @@ class DiskTuner(ToolView):
     detections = property(lambda self: self.session.detections, doc="Times the strip was re-filtered.")
     compute_times = property(lambda self: self.session.compute_times, doc="(kind, seconds) of strip updates.")
 
-    route = property(lambda self: self.session.route, doc="'find_disks' or 'lattice_fit' (the whole-pattern fit).")
+    route = property(lambda self: self.session.route, doc="'disks' or 'whole_pattern' (the whole-pattern fit).")
     lattice_params = property(lambda self: self.session.lattice_params, doc="The lattice route's record, else None.")
     lattice_preview = property(lambda self: self.session.lattice_preview, doc="The strip's fitted lattice.")
     lattice_map = property(lambda self: self.session.lattice_map, doc="Strain with σ after 'run on all' (lattice).")
 
     def set_route(self, route: str, params: Any = None) -> "DiskTuner":
-        """Choose ``'find_disks'`` or ``'lattice_fit'`` (``params``: a WholePatternFitParams to start from)."""
+        """Choose ``'disks'`` or ``'whole_pattern'`` (``params``: a WholePatternFitParams to start from)."""
         self.session.set_route(route, params)
         return self
 

@@ -15,14 +15,14 @@ from typing import Any
 import ipywidgets as w
 import numpy as np
 
-from ..tools.disk_tuner_route import DETECTOR, LATTICE
+from ..tools.disk_tuner_route import DISKS, WHOLE_PATTERN
 from .tool_view import message_html
 
 __all__ = ["route_controls", "wire_route", "show_route", "on_route_event", "paint_lattice", "lattice_marker_counts",
            "ROUTE_LABELS", "LATTICE_MARKERS", "LATTICE_FIELDS"]
 
 #: Route buttons -> the session's route names.
-ROUTE_LABELS = {"find disks": DETECTOR, "lattice fit": LATTICE}
+ROUTE_LABELS = {"disk detection": DISKS, "whole-pattern fit": WHOLE_PATTERN}
 #: Marker set of the fitted lattice sites on the strip views.
 LATTICE_MARKERS = "lattice"
 #: Lattice controls -> the WholePatternFitParams field each sets.
@@ -61,7 +61,7 @@ def show_route(view: Any) -> None:
     """Set the route buttons and lattice controls from the session (the caller holds its syncing flag)."""
     s = view.session
     view._route.value = next(k for k, v in ROUTE_LABELS.items() if v == s.route)
-    lattice = s.route == LATTICE
+    lattice = s.route == WHOLE_PATTERN
     view.lattice_box.layout.display = "" if lattice else "none"
     view._detect_row.layout.display = "none" if lattice else ""
     p = s.lattice_params
@@ -78,7 +78,7 @@ def wire_route(view: Any) -> None:
             view.session.set_route(ROUTE_LABELS[change["new"]])
 
     def on_field(name: str, value: Any) -> None:
-        if not view._syncing and view.session.route == LATTICE:
+        if not view._syncing and view.session.route == WHOLE_PATTERN:
             view.session.set_lattice(**{name: value})
 
     view._route.observe(on_route, names="value")

@@ -1,6 +1,6 @@
 """The DiskTuner's lattice route in a real browser (Voila, Chromium via Playwright).
 
-Click "lattice fit": Python fits the strip's lattices and the page draws the fitted sites
+Click "whole-pattern fit": Python fits the strip's lattices and the page draws the fitted sites
 on every strip pattern, beside the detected disks (their sum is what each view draws).
 """
 
@@ -53,8 +53,8 @@ def test_voila_lattice_route_draws_the_fitted_sites(page, voila, notebook_root: 
     page.goto(f"{voila.base}/voila/render/voila_tuner_route.ipynb")
     wait_views(page, 5)
     first = wait_state(tmp_path, lambda s: sum(s["disks"]) > 0, "the first disks")
-    page.locator(".fw-tuner-route button", has_text="lattice fit").click()
-    fitted = wait_state(tmp_path, lambda s: s["route"] == "lattice_fit" and min(s["sites"]) > 0, "the fitted sites")
+    page.locator(".fw-tuner-route button", has_text="whole-pattern fit").click()
+    fitted = wait_state(tmp_path, lambda s: s["route"] == "whole_pattern" and min(s["sites"]) > 0, "the fitted sites")
     want = [d + n for d, n in zip(first["disks"], fitted["sites"])]
     page.wait_for_function("(want) => JSON.stringify(Array.from(document.querySelectorAll("
                            "'.fw-tuner-strip .fw-view')).map(v => +v.dataset.markersDrawn)) === JSON.stringify(want)",

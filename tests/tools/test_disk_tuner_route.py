@@ -19,7 +19,7 @@ def sample():
 @pytest.fixture(scope="module")
 def session(sample):
     s = DiskTunerSession(sample[0], n_positions=3).wait()
-    s.set_route("lattice_fit").wait()
+    s.set_route("whole_pattern").wait()
     yield s
     s.close()
 
@@ -44,7 +44,7 @@ def test_the_fitted_sites_sit_on_the_true_lattice(session, sample) -> None:
 
 def test_recipe_is_the_whole_pattern_step_and_replays(session, sample) -> None:
     cube = sample[0]
-    assert session.route == "lattice_fit"
+    assert session.route == "whole_pattern"
     steps = session.params.steps
     assert [s.step for s in steps] == ["whole_pattern_fit"]
     assert steps[0].template == session.find_params.template  # the tuner's template travels in the step
@@ -54,8 +54,9 @@ def test_recipe_is_the_whole_pattern_step_and_replays(session, sample) -> None:
         np.testing.assert_allclose(session.lattice_preview.g2[k], whole.g2[x, y], atol=1e-9)
     again = DiskTunerSession.from_params(cube, session.params.to_json(), n_positions=1).wait()
     try:
-        assert again.route == "lattice_fit" and again.lattice_params == session.lattice_params
-        assert again.lattice_preview is not None and len(again.lattice_preview.sites) == len(session.lattice_preview.sites)
+        assert again.route == "whole_pattern" and again.lattice_params == session.lattice_params
+        assert again.lattice_preview is not None
+        assert len(again.lattice_preview.sites) == len(session.lattice_preview.sites)
     finally:
         again.close()
 
@@ -78,7 +79,7 @@ def test_what_each_change_refits(session) -> None:
 def test_dose_scale_sets_the_standard_errors(sample) -> None:
     """σ(ε) scales as 1/sqrt(dose): counts_per_unit 4x higher halves it (the sample is noise-free)."""
     s = DiskTunerSession(sample[0], n_positions=2).set_route(
-        "lattice_fit", WholePatternFitParams(counts_per_unit=1000.0)).wait()
+        "whole_pattern", WholePatternFitParams(counts_per_unit=1000.0)).wait()
     try:
         a = s.lattice_preview.sigma_exx
         s.set_lattice(counts_per_unit=4000.0).wait()
@@ -90,14 +91,14 @@ def test_dose_scale_sets_the_standard_errors(sample) -> None:
 
 def test_back_to_the_detector_and_run_on_all(sample) -> None:
     cube = sample[0]
-    s = DiskTunerSession(cube, n_positions=1).set_route("lattice_fit").wait()
+    s = DiskTunerSession(cube, n_positions=1).set_route("whole_pattern").wait()
     try:
         s.run_on_all().wait_run()
         assert s.run_state == "done" and list(s.results()) == ["whole_pattern_fit"]
         ref = fw.run(s.params, cube)["whole_pattern_fit"]
         np.testing.assert_array_equal(s.results()["whole_pattern_fit"].g1, ref.g1)
-        s.set_route("find_disks").wait()
-        assert s.route == "find_disks" and s.lattice_preview is None
+        s.set_route("disks").wait()
+        assert s.route == "disks" and s.lattice_preview is None
         assert [st.step for st in s.params.steps] == ["find_disks"]
         with pytest.raises(ParameterError, match="lattice route"):
             s.set_lattice(max_index=3)

@@ -20,10 +20,10 @@ def test_route_buttons_show_the_fitted_sites_and_back(sample) -> None:
     t = DiskTuner(sample[0], n_positions=2).wait()
     try:
         assert t.lattice_box.layout.display == "none" and t.lattice_marker_counts() == [0, 0]
-        t._route.value = "lattice fit"  # as a click in the browser sets it
+        t._route.value = "whole-pattern fit"  # as a click in the browser sets it
         t.wait()
         n = len(t.lattice_preview.sites)
-        assert t.route == "lattice_fit" and t.lattice_marker_counts() == [n, n]
+        assert t.route == "whole_pattern" and t.lattice_marker_counts() == [n, n]
         assert t.lattice_box.layout.display == "" and t._detect_row.layout.display == "none"
         for k, v in enumerate(t.strip_views):  # the markers are the fitted centres, as the browser holds them
             np.testing.assert_allclose(v.marker_points(LATTICE_MARKERS)[0], t.lattice_preview.centers[k], atol=1e-4)
@@ -34,14 +34,14 @@ def test_route_buttons_show_the_fitted_sites_and_back(sample) -> None:
         assert [s.step for s in t.params.steps] == ["whole_pattern_fit"]
         again = DiskTuner.from_params(sample[0], t.params, n_positions=2).wait()
         try:
-            assert again._route.value == "lattice fit" and again._lat_dose.value == 2000.0
+            assert again._route.value == "whole-pattern fit" and again._lat_dose.value == 2000.0
             assert again.lattice_marker_counts() == [n, n]
         finally:
             again.close()
         assert unexplained(t.widget) == []  # the new controls say what they do
-        t._route.value = "find disks"
+        t._route.value = "disk detection"
         t.wait()
-        assert t.route == "find_disks" and t.lattice_marker_counts() == [0, 0]
+        assert t.route == "disks" and t.lattice_marker_counts() == [0, 0]
         assert t.marker_counts() == [int(c) for c in t.strip_peaks.counts()]
         assert all("disks" in v.title for v in t.strip_views)
     finally:
