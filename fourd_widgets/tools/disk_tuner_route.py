@@ -108,8 +108,8 @@ def tuner_records(cube: DataCube, params: Any) -> tuple[DataCube, FindDisksParam
     """
     if isinstance(params, WholePatternFitParams):
         return cube, FindDisksParams(template=params.template), params
-    if not isinstance(params, FindDisksParams):
-        recipe = Recipe.coerce(params)
+    if isinstance(params, (Recipe, str)) or (isinstance(params, dict) and params.get("type") == "recipe"):
+        recipe = Recipe.coerce(params)  # (JSON is a recipe's, as find_disks_record reads it)
         lat = next((s for s in recipe.steps if isinstance(s, WholePatternFitParams)), None)
         if lat is not None and not any(isinstance(s, FindDisksParams) for s in recipe.steps):
             if recipe.calibration is not None:

@@ -106,3 +106,19 @@ def test_back_to_the_detector_and_run_on_all(sample) -> None:
             s.set_route("snap")
     finally:
         s.close()
+
+
+def test_from_params_reads_every_spelling(sample) -> None:
+    """Recipe, its JSON and dict open the route their step says; a bare detection record stays a detection record."""
+    from fourd_widgets.analysis.disks import FindDisksParams
+    from fourd_widgets.core.recipe import Recipe
+    from fourd_widgets.tools.disk_tuner_route import tuner_records
+
+    cube = sample[0]
+    lattice = Recipe(steps=(WholePatternFitParams(max_index=3),))
+    for spelling in (lattice, lattice.to_json(), lattice.to_dict(), WholePatternFitParams(max_index=3)):
+        assert tuner_records(cube, spelling)[2].max_index == 3
+    detect = FindDisksParams(min_relative_intensity=0.2)
+    for spelling in (detect, detect.to_dict(), Recipe(steps=(detect,)).to_json()):
+        _, p, lat = tuner_records(cube, spelling)
+        assert lat is None and p.min_relative_intensity == 0.2
