@@ -41,7 +41,8 @@ from ..core.params import Params, param, record_from_dict
 from ..engine.job import Buffer, Job
 from ..engine.run import run_job
 from .class_model import ClassificationError, ClassModel, apply_model, check_classes, model_from_labels, project
-from .features import FeatureParams, Features, compute_features
+from .features import FeatureParams, Features
+from .features_polar import features_of
 from .peaks import PeakTable
 from .steps import RunContext, own_record, split_engine
 from .virtual import virtual_diffraction
@@ -246,7 +247,7 @@ def decompose(cube: Any, params: DecomposeParams | None = None, *, peaks: PeakTa
     """
     engine, changes = split_engine(options)
     p = own_record(params, DecomposeParams, changes, "decompose")
-    feats = compute_features(cube, p.features, peaks=peaks, **engine)
+    feats = features_of(cube, p.features, peaks=peaks, **engine)
     x = feature_matrix(feats, p.incremental)
     _check_components(p.n_components, x, p.incremental, p.batch_size)
     with threadpool_limits(1):  # see classify_features
@@ -485,7 +486,7 @@ def classify(cube: Any, params: ClassifyParams | None = None, *, peaks: PeakTabl
     """
     engine, changes = split_engine(options)
     p = own_record(params, ClassifyParams, changes, "classify")
-    feats = compute_features(cube, p.features, peaks=peaks, **engine)
+    feats = features_of(cube, p.features, peaks=peaks, **engine)
     return classify_features(cube, feats, p, **engine)
 
 

@@ -26,7 +26,8 @@ import numpy as np
 from ..analysis.class_model import ClassificationError, check_classes, merge_classes, split_class
 from ..analysis.classify import (Classification, ClassifyParams, Decomposition, DecomposeParams, classify_features,
                                  decompose_matrix, feature_matrix)
-from ..analysis.features import FeatureParams, Features, compute_features
+from ..analysis.features import FeatureParams, Features
+from ..analysis.features_polar import features_of, with_changes
 from ..core.recipe import Recipe
 from .base import Request, Tool
 
@@ -104,7 +105,7 @@ class SegmenterSession(Tool):
     # --- user actions -------------------------------------------------------------------------
     def set_features(self, **changes: Any) -> "SegmenterSession":
         """Change the feature record (kind, bin, crop, scaling...); both records use it; refits."""
-        f = self.classify_record.features.replace(**changes)
+        f = with_changes(self.classify_record.features, **changes)
         self.decompose_record = self.decompose_record.replace(features=f)
         self.classify_record = self.classify_record.replace(features=f, model=None)
         return self._submit()
@@ -182,7 +183,7 @@ class SegmenterSession(Tool):
         cached = self._feature_cache
         if cached is not None and cached[0] == p:
             return cached[1], cached[2]
-        feats = compute_features(self.cube, p, progress=self._report, cancel=token)
+        feats = features_of(self.cube, p, progress=self._report, cancel=token)
         x = feature_matrix(feats, self.classify_record.incremental)
         self._feature_cache = (p, feats, x)
         self._pca_cache = None

@@ -20,6 +20,7 @@ from typing import Any
 import ipywidgets as w
 import numpy as np
 
+from ..analysis.features_polar import FEATURE_KINDS
 from ..tools.segmenter import SegmenterSession
 from .image_view import ImageView
 from .overlays import make_overlay
@@ -65,8 +66,9 @@ class Segmenter(ToolView):
         self.busy = Busy(s)
         self.message = message_label()
         lay = w.Layout(width="300px")
-        self.kind = w.Dropdown(options=["patterns", "radial"], value=f.kind if f.kind in ("patterns", "radial")
-                               else "patterns", description="features", layout=lay)
+        self.kind = w.Dropdown(options=list(FEATURE_KINDS), value=f.kind if f.kind in FEATURE_KINDS else "patterns",
+                               description="features", layout=lay,
+                               tooltip="fem_*: angular variance / mean² of the rings (crystallinity)")
         self.bin = w.IntSlider(value=f.bin, min=1, max=16, description="bin", continuous_update=False, layout=lay)
         self.scaling = w.Dropdown(options=["none", "sqrt", "log"], value=f.scaling, description="scaling",
                                   layout=lay)
@@ -122,7 +124,7 @@ class Segmenter(ToolView):
     def _wire(self) -> None:
         s = self.session
         on = lambda ctl, fn: ctl.observe(lambda ch: self._unless_syncing(fn, ch["new"]), names="value")  # noqa: E731
-        on(self.kind, lambda v: s.set_features(kind=v))
+        on(self.kind, self._on_kind)
         on(self.bin, lambda v: s.set_features(bin=v))
         on(self.scaling, lambda v: s.set_features(scaling=v))
         on(self.method, lambda v: s.set_decomposition(method=v))
@@ -135,6 +137,11 @@ class Segmenter(ToolView):
         self.merge_button.on_click(lambda _: self._merge())
         self.split_button.on_click(lambda _: self._split())
         self.clear_button.on_click(lambda _: s.clear_paint())
+
+    def _on_kind(self, kind: str) -> None:
+        self.session.set_features(kind=kind)
+        # a polar kind has its own default scaling: show the record's
+        self._synced(lambda: setattr(self.scaling, "value", self.session.classify_record.features.scaling))
 
     def _classes_or_default(self, method: str) -> int | None:
         n = self.n_classes.value or None
