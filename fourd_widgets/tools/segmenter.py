@@ -30,6 +30,7 @@ from ..analysis.features import FeatureParams, Features
 from ..analysis.features_polar import features_of, with_changes
 from ..core.recipe import Recipe
 from .base import Request, Tool
+from .segmenter_brush import SegmenterBrush
 
 __all__ = ["SegmenterSession", "SegmenterRequest"]
 
@@ -42,7 +43,7 @@ class SegmenterRequest:
     classify: ClassifyParams
 
 
-class SegmenterSession(Tool):
+class SegmenterSession(SegmenterBrush, Tool):
     """Features, decomposition and classification of a cube, with live tuning.
 
     Parameters
@@ -147,17 +148,14 @@ class SegmenterSession(Tool):
                                                           self.classify_record.seed), "the split")
 
     def paint(self, positions: Any, label: int) -> "SegmenterSession":
-        """Label scan positions ``[(rx, ry), ...]`` with class ``label`` (-1 erases) for a semi-supervised pass."""
-        shape = self.cube.scan_shape
-        seeds = (np.full(shape, -1, np.int64) if self.classify_record.seeds is None
-                 else np.array(self.classify_record.seeds, dtype=np.int64))
-        for rx, ry in positions:
-            seeds[int(np.clip(round(rx), 0, shape[0] - 1)), int(np.clip(round(ry), 0, shape[1] - 1))] = int(label)
-        return self.set(seeds=seeds, n_classes=None if (seeds >= 0).any() else self.classify_record.n_classes)
-
-    def clear_paint(self) -> "SegmenterSession":
-        """Forget painted labels; classes are fitted unsupervised again."""
-        return self.set(seeds=None)
+        """Label scan positions ``[(rx, ry), ...]`` with class ``label`` (-1 erases) for a semi-supervised pass
+        (each position alone; :meth:`paint_labels` paints strokes and masks with a brush)."""
+        pts = np.asarray(positions, dtype=float).reshape(-1, 2)
+        shape = tuple(self.cube.scan_shape)
+        mask = np.zeros(shape, bool)
+        mask[np.clip(np.rint(pts[:, 0]).astype(int), 0, shape[0] - 1),
+             np.clip(np.rint(pts[:, 1]).astype(int), 0, shape[1] - 1)] = True
+        return self.paint_labels(mask, label)
 
     # --- worker ---------------------------------------------------------------------------------
     def _submit(self) -> "SegmenterSession":
