@@ -229,6 +229,8 @@ class SegmenterSession(SegmenterBrush, Tool):
     def _deliver(self, req: Request, out: tuple[Decomposition, Classification]) -> None:
         dec, cls = out
         self.classification = cls
+        if self.messages.get("error", ("", ""))[0]:
+            self._say("error", "", "info")  # a good fit clears the last failed one's message
         # the trained model joins the record: the recipe replays these classes bit for bit
         if req.params.classify is self.classify_record:
             self.classify_record = cls.params

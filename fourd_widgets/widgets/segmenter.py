@@ -7,7 +7,8 @@ A thin view over :class:`~fourd_widgets.tools.segmenter.SegmenterSession`:
   and its loading drawn as a diffraction pattern update as the slider moves);
 * classes: method and number (0: chosen by BIC), the class map; a click on the map
   shows that class's mean pattern, or, in paint mode, labels the position for a
-  semi-supervised pass; merge and split buttons act on the selected classes.
+  semi-supervised pass (dragging the marker paints a stroke with the brush radius);
+  merge and split buttons act on the selected classes.
 
 Its recipe (``tool.params``) replays the shown classes with ``fw.run``; it is a page
 of the dashboard.
@@ -24,6 +25,7 @@ from ..analysis.features_polar import FEATURE_KINDS
 from ..tools.segmenter import SegmenterSession
 from .image_view import ImageView
 from .overlays import make_overlay
+from .segmenter_parts import Brush, show_painted
 from .tool_view import Busy, ToolView, message_html, message_label
 
 __all__ = ["Segmenter"]
@@ -87,7 +89,8 @@ class Segmenter(ToolView):
                                             continuous_update=False, layout=lay)
         self.mode = w.ToggleButtons(options=["pick", "paint"], value="pick", description="click",
                                     style={"button_width": "60px"})
-        self.paint_label = w.BoundedIntText(value=0, min=-1, max=63, description="paint class", layout=lay)
+        self.brush = Brush(lambda pts, label, radius: self.session.paint_labels(pts, label, radius))
+        self.paint_label = self.brush.label
         self.merge_with = w.BoundedIntText(value=1, min=0, max=63, description="other class", layout=lay)
         self.merge_button = w.Button(description="merge selected + other")
         self.split_button = w.Button(description="split selected")
@@ -100,6 +103,7 @@ class Segmenter(ToolView):
                                     axis_names=["rx", "ry"], click_moves=PICK_ID, selected=PICK_ID)
         self.pattern_view = ImageView(title="class mean pattern", size=size, colormap="gray", scale="log")
         self.scree, (self._scree_line, self._scree_mark) = scree_figure()
+        self.mode.add_class("fw-seg-mode")
         self.n_components.add_class("fw-seg-components")
         self.component.add_class("fw-seg-show")
         self.class_view.add_class("fw-seg-classes")
@@ -109,6 +113,7 @@ class Segmenter(ToolView):
         s.listen(self._on_event)
         controls = w.VBox([self.kind, self.bin, self.scaling, self.method, self.n_components, self.component,
                            self.class_method, self.n_classes, self.class_components, self.mode, self.paint_label,
+                           self.brush.radius,
                            self.merge_with, w.HBox([self.merge_button, self.split_button]), self.clear_button,
                            self.selected, self.message, self.busy.box])
         self.widget = w.VBox([w.HBox([controls, self.scree]),
@@ -134,6 +139,7 @@ class Segmenter(ToolView):
         on(self.n_classes, lambda v: s.set(n_classes=v or None))
         on(self.class_components, lambda v: s.set(n_components=v))
         self.class_view.observe(self._on_click, names="overlays")
+        self.class_view.observe(self._on_drag, names="dragging")
         self.merge_button.on_click(lambda _: self._merge())
         self.split_button.on_click(lambda _: self._split())
         self.clear_button.on_click(lambda _: s.clear_paint())
@@ -160,13 +166,27 @@ class Segmenter(ToolView):
         pick = next((ov for ov in change["new"] if ov.get("id") == PICK_ID), None)
         if pick is None:
             return
+        if self.mode.value == "paint":
+            self.brush.moved(pick["x"], pick["y"], self.class_view.dragging == PICK_ID)
+            return
         self.click(pick["x"], pick["y"])
+
+    def _on_drag(self, change: dict) -> None:
+        """A drag of the marker in paint mode is a brush stroke: it starts where the marker is, ends on release."""
+        if self.mode.value != "paint":
+            return
+        if change["new"] == PICK_ID:
+            pick = next((ov for ov in self.class_view.overlays if ov.get("id") == PICK_ID), None)
+            if pick is not None:
+                self.brush.start(pick["x"], pick["y"])
+        elif change["old"] == PICK_ID:
+            self.brush.finish()
 
     def click(self, rx: float, ry: float) -> None:
         """What a click on the class map at scan position (rx, ry) does: pick its class, or paint it."""
         s = self.session
         if self.mode.value == "paint":
-            s.paint([(rx, ry)], self.paint_label.value)
+            s.paint_labels([(rx, ry)], self.paint_label.value, self.brush.radius.value)
             return
         k = s.class_at(rx, ry)
         if k is not None:
@@ -226,6 +246,7 @@ class Segmenter(ToolView):
         self.class_view.set_image(cls.labels.astype(np.float32))
         self.class_view.title = f"class map: {cls.n_classes} classes (click a class)"
         rec = self.session.classify_record
+        show_painted(self.class_view, rec.seeds)
         self._synced(lambda: (setattr(self.merge_with, "max", max(cls.n_classes - 1, 0)),
                               setattr(self.paint_label, "max", cls.n_classes)))
         if rec.n_classes is None and rec.seeds is None:

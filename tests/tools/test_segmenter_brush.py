@@ -90,3 +90,45 @@ def test_a_few_painted_positions_find_the_nanocrystals(fem_film):
         assert roc_auc(crystal, s.classification.probabilities[..., 1].ravel()) >= 0.95
     finally:
         s.close()
+
+
+def test_dragging_the_marker_in_paint_mode_paints_one_stroke():
+    """The view without a browser: the traits the front end sets while the marker is dragged."""
+    from fourd_widgets.widgets.segmenter import PICK_ID, Segmenter
+
+    cube, truth = bands_cube()
+    view = Segmenter(cube, fw.ClassifyParams(features=fw.FeatureParams(bin=2), n_components=3, n_classes=3))
+    s = view.session
+    try:
+        s.wait()
+        fits = []
+        s.listen(lambda e, v: fits.append(v) if e == "classes" else None)
+        view.mode.value = "paint"
+        view.paint_label.value = 1
+        cv = view.class_view
+
+        def move(x, y):
+            cv.overlays = [dict(ov, x=float(x), y=float(y)) if ov["id"] == PICK_ID else ov for ov in cv.overlays]
+
+        move(0, 1)  # a click: a dab of class 1
+        s.wait()
+        assert "paint every class from 0 up" in s.error  # class 0 is not painted yet
+        cv.dragging = PICK_ID  # the marker is grabbed at (0, 1) and dragged down the left band
+        for x in range(1, 10):
+            move(x, 1)
+        assert (s.painted_labels >= 0).sum() == 1  # nothing painted while the stroke goes on
+        cv.dragging = ""
+        s.wait()
+        assert (s.painted_labels == 1).sum() == 10 and (s.painted_labels[:, 1] == 1).all()
+        view.paint_label.value = 0
+        move(5, 5)
+        view.brush.radius.value = 1.0
+        move(5, 10)
+        s.wait()
+        assert not s.error and s.classification.n_classes == 2  # the good fit cleared the message
+        assert (s.painted_labels == 0).sum() == 1 + 5  # a dab, then a dab of radius 1
+        # left band painted 1, right band 0; the middle band goes with what it resembles least apart
+        assert (s.classification.labels[truth == 0] == 1).all() and (s.classification.labels[truth == 2] == 0).all()
+        assert len(view.class_view.markers) == 1 and view.class_view.markers[0]["id"] == "painted"
+    finally:
+        s.close()
