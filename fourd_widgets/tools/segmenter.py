@@ -26,10 +26,14 @@ import numpy as np
 from ..analysis.class_model import ClassificationError, check_classes, merge_classes, split_class
 from ..analysis.classify import (Classification, ClassifyParams, Decomposition, DecomposeParams, classify_features,
                                  decompose_matrix, feature_matrix)
+from ..analysis.bragg_classes import BraggClassParams
+from ..analysis.disks import FindDisksParams
 from ..analysis.features import FeatureParams, Features
+from ..analysis.peaks import PeakTable
 from ..analysis.features_polar import features_of, with_changes
 from ..core.recipe import Recipe
 from .base import Request, Tool
+from .segmenter_bragg import SegmenterBragg
 from .segmenter_brush import SegmenterBrush
 
 __all__ = ["SegmenterSession", "SegmenterRequest"]
@@ -41,22 +45,31 @@ class SegmenterRequest:
 
     decompose: DecomposeParams
     classify: ClassifyParams
+    bragg: BraggClassParams | None = None
+    disks: FindDisksParams | None = None
 
 
-class SegmenterSession(SegmenterBrush, Tool):
+class SegmenterSession(SegmenterBrush, SegmenterBragg, Tool):
     """Features, decomposition and classification of a cube, with live tuning.
 
     Parameters
     ----------
     cube : DataCube
     params : Recipe, ClassifyParams or DecomposeParams, optional
-        Records to start from (a recipe may hold both).
+        Records to start from (a recipe may hold both; one with a bragg_classes step
+        starts on the Bragg route).
+    peaks : PeakTable, optional
+        Bragg peaks (detector px) for the Bragg route; without them it finds the disks itself.
+    disks : FindDisksParams, optional
+        How the Bragg route finds the disks (default: the disk step's defaults).
     """
 
     name = "segmenter"
 
-    def __init__(self, cube: Any, params: Any = None) -> None:
+    def __init__(self, cube: Any, params: Any = None, peaks: PeakTable | None = None,
+                 disks: FindDisksParams | None = None) -> None:
         super().__init__(cube)
+        self._init_bragg(peaks, disks)
         self.decompose_record = DecomposeParams(n_components=4)
         self.classify_record = ClassifyParams(n_components=4, patterns=("mean", "max"))
         given = _records(params)
@@ -65,6 +78,10 @@ class SegmenterSession(SegmenterBrush, Tool):
                 self.decompose_record = rec
             elif isinstance(rec, ClassifyParams):
                 self.classify_record = rec
+            elif isinstance(rec, BraggClassParams):
+                self.bragg_record = rec
+            elif isinstance(rec, FindDisksParams) and peaks is None:
+                self.disks_record = rec
         if not any(isinstance(rec, DecomposeParams) for rec in given):
             # one set of features for both; the maps start with the classification's components
             c = self.classify_record
@@ -83,7 +100,11 @@ class SegmenterSession(SegmenterBrush, Tool):
     # --- the tool contract ----------------------------------------------------------------------
     @property
     def params(self) -> Recipe:
-        """The decomposition and classification records (with the trained model once fitted)."""
+        """The decomposition and classification records (with the trained model once fitted); on the Bragg
+        route the disk-finding record (when the session found the disks) and the Bragg-class record."""
+        if self.bragg_record is not None:
+            disks = () if self.peaks is not None or self.disks_record is None else (self.disks_record,)
+            return Recipe((self.decompose_record, *disks, self.bragg_record), calibration=self.cube.calibration)
         return Recipe((self.decompose_record, self.classify_record), calibration=self.cube.calibration)
 
     @classmethod
@@ -97,6 +118,8 @@ class SegmenterSession(SegmenterBrush, Tool):
         if self.classification is not None:
             out["classify"] = self.classification
             out["class_map"] = self.classification.labels
+        if self.bragg_result is not None:
+            out["bragg_classes"] = self.bragg_result
         return out
 
     def run_on_all(self) -> "SegmenterSession":
@@ -139,11 +162,15 @@ class SegmenterSession(SegmenterBrush, Tool):
         return int(self.classification.labels[int(np.clip(round(rx), 0, Rx - 1)), int(np.clip(round(ry), 0, Ry - 1))])
 
     def merge(self, a: int, b: int) -> "SegmenterSession":
-        """Make classes ``a`` and ``b`` one (the trained model is edited, not refitted)."""
+        """Make classes ``a`` and ``b`` one (the trained model is edited, not refitted; Bragg route: an edit)."""
+        if self.bragg_record is not None:
+            return self._bragg_edit("merge", a, b)
         return self._edit_model(lambda m, c: merge_classes(m, a, b), "the merge")
 
     def split(self, k: int) -> "SegmenterSession":
         """Split class ``k`` in two (2-means over its members)."""
+        if self.bragg_record is not None:
+            return self._bragg_edit("split", k, 0)
         return self._edit_model(lambda m, c: split_class(m, c.coordinates, c.labels.reshape(-1), k,
                                                           self.classify_record.seed), "the split")
 
@@ -160,7 +187,8 @@ class SegmenterSession(SegmenterBrush, Tool):
     # --- worker ---------------------------------------------------------------------------------
     def _submit(self) -> "SegmenterSession":
         self.messages.pop("classes", None)
-        self._worker.submit(Request(SegmenterRequest(self.decompose_record, self.classify_record)))
+        self._worker.submit(Request(SegmenterRequest(self.decompose_record, self.classify_record, self.bragg_record,
+                                                     self.disks_record)))
         return self
 
     def _edit_model(self, edit: Any, what: str) -> "SegmenterSession":
@@ -211,6 +239,8 @@ class SegmenterSession(SegmenterBrush, Tool):
             dec = self._decompose(feats, x, r.decompose)
             self._deliver_components(dec)
             self._set_status("classifying")
+            if r.bragg is not None:
+                return dec, self._bragg_classify(r.bragg, r.disks, token)
             cls = classify_features(self.cube, feats, r.classify, cache=self._class_cache, progress=self._report,
                                     cancel=token)
             what = self._pending_check
@@ -228,6 +258,8 @@ class SegmenterSession(SegmenterBrush, Tool):
 
     def _deliver(self, req: Request, out: tuple[Decomposition, Classification]) -> None:
         dec, cls = out
+        if isinstance(cls, tuple):  # the Bragg route: (classification, Bragg classes)
+            cls, self.bragg_result = cls
         self.classification = cls
         if self.messages.get("error", ("", ""))[0]:
             self._say("error", "", "info")  # a good fit clears the last failed one's message
@@ -244,6 +276,6 @@ class SegmenterSession(SegmenterBrush, Tool):
 def _records(params: Any) -> list[Any]:
     if params is None:
         return []
-    if isinstance(params, (ClassifyParams, DecomposeParams)):
+    if isinstance(params, (ClassifyParams, DecomposeParams, BraggClassParams)):
         return [params]
     return list(Recipe.coerce(params).steps)

@@ -5,7 +5,8 @@ A thin view over :class:`~fourd_widgets.tools.segmenter.SegmenterSession`:
 * features: kind, binning and scaling;
 * decomposition: method and number of components (the scree plot, a component map
   and its loading drawn as a diffraction pattern update as the slider moves);
-* classes: method and number (0: chosen by BIC), the class map; a click on the map
+* classes: method and number (0: chosen by BIC) or Bragg-vector co-occurrence, the
+  class map; a click on the map
   shows that class's mean pattern, or, in paint mode, labels the position for a
   semi-supervised pass (dragging the marker paints a stroke with the brush radius);
   merge and split buttons act on the selected classes.
@@ -60,10 +61,15 @@ class Segmenter(ToolView):
         Records to start from (e.g. a saved recipe of this tool).
     size : int
         Side of each image view, screen pixels.
+    peaks : PeakTable, optional
+        Bragg peaks for classes by Bragg-vector co-occurrence ('bragg'); without them the
+        disks are found with ``disks`` (default: the disk step's defaults).
+    disks : FindDisksParams, optional
     """
 
-    def __init__(self, cube: Any, params: Any = None, size: int = 300) -> None:
-        self.session = s = SegmenterSession(cube, params)
+    def __init__(self, cube: Any, params: Any = None, size: int = 300, peaks: Any = None,
+                 disks: Any = None) -> None:
+        self.session = s = SegmenterSession(cube, params, peaks=peaks, disks=disks)
         f, d, c = s.classify_record.features, s.decompose_record, s.classify_record
         self.busy = Busy(s)
         self.message = message_label()
@@ -80,8 +86,11 @@ class Segmenter(ToolView):
                                         layout=lay)
         self.component = w.IntSlider(value=0, min=0, max=max(d.n_components - 1, 0), description="show",
                                      layout=lay)
-        self.class_method = w.Dropdown(options=["gmm", "kmeans", "connectivity"], value=c.method,
-                                       description="classes by", layout=lay)
+        self.class_method = w.Dropdown(options=["gmm", "kmeans", "connectivity", "bragg"],
+                                       value="bragg" if s.bragg_record is not None else c.method,
+                                       description="classes by", layout=lay,
+                                       tooltip="bragg: Bragg vectors that occur together (peaks given, or found "
+                                               "with the disk step's defaults)")
         self.n_classes = w.IntSlider(value=c.n_classes or 0, min=0, max=16, description="classes",
                                      tooltip="0: chosen by BIC (Gaussian mixture)", continuous_update=False,
                                      layout=lay)
@@ -135,7 +144,7 @@ class Segmenter(ToolView):
         on(self.method, lambda v: s.set_decomposition(method=v))
         on(self.n_components, self._on_components)
         on(self.component, lambda v: s.decomposition is not None and self._show_components(s.decomposition))
-        on(self.class_method, lambda v: s.set(method=v, n_classes=self._classes_or_default(v)))
+        on(self.class_method, self._on_class_method)
         on(self.n_classes, lambda v: s.set(n_classes=v or None))
         on(self.class_components, lambda v: s.set(n_components=v))
         self.class_view.observe(self._on_click, names="overlays")
@@ -148,6 +157,14 @@ class Segmenter(ToolView):
         self.session.set_features(kind=kind)
         # a polar kind has its own default scaling: show the record's
         self._synced(lambda: setattr(self.scaling, "value", self.session.classify_record.features.scaling))
+
+    def _on_class_method(self, method: str) -> None:
+        s = self.session
+        if method == "bragg":
+            s.use_bragg()
+            return
+        s.bragg_record = s.bragg_result = None  # back to the feature route
+        s.set(method=method, n_classes=self._classes_or_default(method))
 
     def _classes_or_default(self, method: str) -> int | None:
         n = self.n_classes.value or None
