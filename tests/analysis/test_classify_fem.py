@@ -110,3 +110,15 @@ def test_the_segmenter_separates_the_crystals_with_the_fem_feature(fem_film):
         np.testing.assert_array_equal(fw.run(s.params, cube)["classify"].labels, c.labels)
     finally:
         s.close()
+
+
+def test_counted_crystallinity_finds_the_grains_of_the_sample_film():
+    """The built-in amorphous film (Poisson counts, four small grains): with the shot noise removed from the
+    angular variance (counted=True) the two classes are the grains and the amorphous film, every position
+    (measured: 100 %; without the correction 99.6 %; pattern features with sqrt scaling: 8 %)."""
+    cube, truth = fw.datasets.sample("amorphous_film", small=True)
+    grains = truth.grain_map >= 0
+    r = classify(cube, ClassifyParams(features=PolarFeatureParams(counted=True), n_components=4, n_classes=2,
+                                      patterns=()))
+    crystalline = r.labels == r.labels[grains][0]
+    np.testing.assert_array_equal(crystalline, grains)
