@@ -113,6 +113,8 @@ class Segmenter(ToolView):
         self.pattern_view = ImageView(title="class mean pattern", size=size, colormap="gray", scale="log")
         self.scree, (self._scree_line, self._scree_mark) = scree_figure()
         self.mode.add_class("fw-seg-mode")
+        self.class_method.add_class("fw-seg-class-method")
+        self.merge_with.add_class("fw-seg-merge-with")
         self.n_components.add_class("fw-seg-components")
         self.component.add_class("fw-seg-show")
         self.class_view.add_class("fw-seg-classes")
@@ -189,11 +191,14 @@ class Segmenter(ToolView):
         self.click(pick["x"], pick["y"])
 
     def _on_drag(self, change: dict) -> None:
-        """A drag of the marker in paint mode is a brush stroke: it starts where the marker is, ends on release."""
+        """A drag of the marker in paint mode is a brush stroke: it starts where the marker is, ends on release.
+        In pick mode, releasing the marker picks the class under it (a click on the marker itself moves nothing)."""
+        pick = next((ov for ov in self.class_view.overlays if ov.get("id") == PICK_ID), None)
         if self.mode.value != "paint":
+            if change["old"] == PICK_ID and pick is not None:
+                self.click(pick["x"], pick["y"])
             return
         if change["new"] == PICK_ID:
-            pick = next((ov for ov in self.class_view.overlays if ov.get("id") == PICK_ID), None)
             if pick is not None:
                 self.brush.start(pick["x"], pick["y"])
         elif change["old"] == PICK_ID:

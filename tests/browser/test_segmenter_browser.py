@@ -138,3 +138,62 @@ def test_voila_brush_strokes_paint_classes(page, voila, notebook_root: Path, tmp
     truth = np.repeat(np.array([0] * 4 + [1] * 4 + [2] * 4)[None], 10, axis=0)
     np.testing.assert_array_equal(two["labels"], (truth > 0).astype(int))  # the strokes set the classes
     assert two["error"] == "" and "Traceback" not in page.inner_text("body")
+
+
+BRAGG_SETUP = '''\
+import json, os, threading
+from pathlib import Path
+import numpy as np
+import fourd_widgets as fw
+from fourd_widgets.analysis.bragg_classes import BraggClassParams
+STATE = Path({state!r})
+cube, truth = fw.datasets.sample("polycrystal", small=True)
+peaks = fw.PeakTable(truth.scan_shape, truth.peak_offsets, truth.peak_qx, truth.peak_qy, truth.peak_intensity,
+                     truth.peak_intensity)
+seg = fw.Segmenter(cube, BraggClassParams(bragg_bin=2.0), peaks=peaks, size=240)
+_lock = threading.Lock()
+
+def dump(*_):
+    with _lock:
+        s = seg.session
+        if s.classification is None:
+            return
+        rec = s.bragg_record
+        state = {{"selected": s.selected_class, "n": s.classification.n_classes, "error": seg.error,
+                  "edits": None if rec is None else [list(e) for e in rec.edits], "updates": seg.updates}}
+        tmp = STATE / "state.tmp.npz"
+        np.savez(tmp, state=json.dumps(state), labels=s.classification.labels, grains=truth.grain_map)
+        os.replace(tmp, STATE / "state.npz")
+
+seg.on_update(dump)
+seg.session.listen(lambda e, v: dump() if e == "class_pattern" else None)
+seg.wait()
+dump()
+seg
+'''
+
+
+def test_voila_bragg_classes_merge_by_clicking(page, voila, notebook_root: Path, tmp_path: Path) -> None:
+    """Classes by Bragg-vector co-occurrence: click a grain, merge it with another by the button, split it."""
+    tmp_path.mkdir(exist_ok=True)
+    write_notebook(notebook_root, "voila_segmenter_bragg.ipynb", BRAGG_SETUP.format(state=str(tmp_path)),
+                   "# Segmenter Bragg classes under test")
+    page.goto(f"{voila.base}/voila/render/voila_segmenter_bragg.ipynb")
+    wait_views(page, 3)
+    first = wait_state(tmp_path, lambda s: s["updates"] >= 1 and s["edits"] is not None, "the Bragg classes")
+    grains = first["grains"]
+    assert first["error"] == "" and first["n"] == len(np.unique(grains))
+    assert page.locator(".fw-seg-class-method select").input_value() == "bragg"
+    page.locator(".fw-view").nth(CLASSES).scroll_into_view_if_needed()
+    page.mouse.click(*screen_point(view_info(page, CLASSES), 0.0, 0.0))
+    picked = wait_state(tmp_path, lambda s: s["selected"] is not None, "a class picked")
+    a, b = int(picked["labels"][0, 0]), int(picked["labels"][15, 6])
+    assert picked["selected"] == a and a != b
+    other = page.locator(".fw-seg-merge-with input")
+    other.fill(str(b))
+    other.press("Enter")
+    page.get_by_role("button", name="merge selected + other").click()
+    merged = wait_state(tmp_path, lambda s: s["edits"] == [["merge", min(a, b), max(a, b)]], "the merge")
+    both = (grains == grains[0, 0]) | (grains == grains[15, 6])
+    assert merged["n"] == first["n"] - 1 and len(np.unique(merged["labels"][both])) == 1
+    assert "Traceback" not in page.inner_text("body")

@@ -46,7 +46,11 @@ def test_bragg_classes_in_the_view_merge_and_split_by_clicking(polycrystal):
         pattern = s.select_class(s.class_at(0, 0))
         members = cube.to_numpy()[s.classification.labels == s.class_at(0, 0)]
         np.testing.assert_allclose(pattern, members.mean(axis=0), rtol=1e-5)
-        # click a grain, merge it with the grain of another position, then split it again
+        # click a grain (a press and release on the marker, which starts at (0, 0), picks too), merge it with
+        # the grain of another position, then split it again
+        view.class_view.dragging = "pick"
+        view.class_view.dragging = ""
+        assert s.selected_class == s.class_at(0, 0)
         view.click(0, 0)
         a, b = s.class_at(0, 0), s.class_at(15, 6)
         assert s.selected_class == a and a != b
