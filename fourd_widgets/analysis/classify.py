@@ -40,8 +40,8 @@ from ..core.errors import ParameterError
 from ..core.params import Params, param, record_from_dict
 from ..engine.job import Buffer, Job
 from ..engine.run import run_job
-from .class_paint import spread_labels
 from .class_model import ClassificationError, ClassModel, apply_model, check_classes, model_from_labels, project
+from .class_paint import spread_labels
 from .features import FeatureParams, Features
 from .features_polar import features_of
 from .peaks import PeakTable

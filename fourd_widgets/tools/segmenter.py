@@ -29,8 +29,8 @@ from ..analysis.classify import (Classification, ClassifyParams, Decomposition, 
 from ..analysis.bragg_classes import BraggClassParams
 from ..analysis.disks import FindDisksParams
 from ..analysis.features import FeatureParams, Features
-from ..analysis.peaks import PeakTable
 from ..analysis.features_polar import features_of, with_changes
+from ..analysis.peaks import PeakTable
 from ..core.recipe import Recipe
 from .base import Request, Tool
 from .segmenter_bragg import SegmenterBragg
