@@ -48,7 +48,8 @@ from .polar import PolarGroups, PolarParams, as_cube, bin_means, split_block
 from .steps import RunContext, current_calibration, own_record, split_engine
 
 __all__ = ["OrientationMapRawParams", "orientation_map_raw", "orientation_map_raw_step", "PatternPolar",
-           "RawMatchJob", "match_pattern", "match_pattern_details", "disk_radius_px"]
+           "RawMatchJob", "match_pattern", "match_pattern_details", "disk_radius_px",
+           "raw_plan"]
 
 #: Patterns per engine chunk by default: partial maps paint every fraction of a second.
 _CHUNK_PATTERNS = 64
@@ -215,14 +216,24 @@ def _match(items: list[PatternSpectrum | None], plan: OrientationPlan,
     return out
 
 
+def raw_plan(params: OrientationMapRawParams, calibration: Calibration,
+             detector_shape: tuple[int, int]) -> OrientationPlan:
+    """The plan of a raw-route record for this beam and detector (built once per process).
+
+    Without ``g_max`` it reaches the detector edge less half a disk: a spot whose centre is on the
+    detector counts here, detected or not.
+    """
+    pp = params.plan
+    if pp.g_max is None:
+        edge = detector_g_max(calibration.replace(convergence_semiangle_mrad=None), tuple(detector_shape))
+        pp = pp.replace(g_max=edge - 0.5 * disk_radius_px(params, calibration) * reciprocal_step_invA(calibration))
+    return plan_for(pp, calibration, tuple(detector_shape))
+
+
 def _plan(p: OrientationMapRawParams, calibration: Calibration, detector_shape: tuple[int, int],
           plan: OrientationPlan | None) -> tuple[OrientationPlan, OrientationMapRawParams]:
     if plan is None:
-        pp = p.plan
-        if pp.g_max is None:  # spots whose centre is inside the detector by half a disk still count here
-            edge = detector_g_max(calibration.replace(convergence_semiangle_mrad=None), tuple(detector_shape))
-            pp = pp.replace(g_max=edge - 0.5 * disk_radius_px(p, calibration) * reciprocal_step_invA(calibration))
-        return plan_for(pp, calibration, tuple(detector_shape)), p
+        return raw_plan(p, calibration, detector_shape), p
     plan.check(calibration, None)
     return plan, p.replace(plan=plan.params)
 
