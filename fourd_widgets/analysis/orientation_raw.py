@@ -137,9 +137,7 @@ class PatternPolar:
         """The spectra of one pattern's (n_theta, n_q) polar bin means, one per phase (None: no signal)."""
         img = np.asarray(polar, float)
         if self.background == "median":
-            ok = np.isfinite(img)
-            med = np.nanmedian(np.where(ok, img, np.nan), axis=0) if not ok.all() else np.median(img, axis=0)
-            img = img - np.nan_to_num(med)[None]
+            img = img - _ring_median(img)[None]
         img = np.nan_to_num(img)  # not clipped yet: the noise left about zero averages out below
         out: list[PatternSpectrum | None] = []
         for W, radial, smooth in zip(self.weights, self.radial, self.smooth):
@@ -172,6 +170,20 @@ class PatternPolar:
         for geo, idx in self.groups.groups(rx, ry):
             out[idx] = bin_means(split_block(flat, geo, idx), geo)
         return out
+
+
+def _ring_median(img: np.ndarray) -> np.ndarray:
+    """(n_q,) median over angle of each ring of a (n_theta, n_q) polar image, NaN bins left out (0 if all are).
+
+    >>> _ring_median(np.array([[1.0, np.nan], [3.0, np.nan], [np.nan, np.nan]])).tolist()
+    [2.0, 0.0]
+    """
+    srt = np.sort(img, axis=0)  # NaN last
+    cnt = np.sum(np.isfinite(img), axis=0)
+    cols = np.arange(img.shape[1])
+    lo, hi = np.maximum(cnt - 1, 0) // 2, np.maximum(cnt, 1) // 2
+    med = 0.5 * (srt[lo, cols] + srt[np.minimum(hi, len(srt) - 1), cols])
+    return np.where(cnt > 0, med, 0.0)
 
 
 def _num_spots(result: dict[str, np.ndarray], item: PatternSpectrum | None, plan: OrientationPlan) -> int:
