@@ -128,11 +128,21 @@ def _pattern_spectrum(q: np.ndarray, w: np.ndarray, ph: PhasePlan, n_angles: int
     smooth = np.fft.irfft(spec * angular_kernel(ph.shells, n_angles, kernel_size), n=n_angles, axis=-1)
     return spec, float(np.linalg.norm(smooth))
 
-def _correlate(spec: np.ndarray, pnorm: float, spectra: np.ndarray, norms: np.ndarray, n_angles: int) -> np.ndarray:
-    """(Z, n_angles) normalised correlation of a pattern with templates at every in-plane angle."""
-    acc = np.zeros((spectra.shape[0], spectra.shape[2]), np.complex64)
+def _band(shells: np.ndarray, n_angles: int, kernel_size: float) -> int:
+    """Angular frequencies the templates hold: beyond them the kernel (on the outer shell) is below 1e-6."""
+    a = angular_kernel(shells, n_angles, kernel_size)
+    keep = np.flatnonzero(np.max(a / a[:, :1], axis=0) > 1e-6)
+    return int(keep[-1]) + 1 if len(keep) else a.shape[1]
+
+
+def _correlate(spec: np.ndarray, pnorm: float, spectra: np.ndarray, norms: np.ndarray, n_angles: int,
+               band: int | None = None) -> np.ndarray:
+    """(Z, n_angles) normalised correlation of a pattern with templates at every in-plane angle
+    (frequencies up to ``band`` only: the kernel has removed the rest from the templates)."""
+    m = spectra.shape[2] if band is None else min(band, spectra.shape[2])
+    acc = np.zeros((spectra.shape[0], m), np.complex64)
     for s in np.flatnonzero(np.any(spec != 0, axis=1)):  # shells holding peaks only
-        acc += np.conj(spectra[:, s]) * spec[s].astype(np.complex64)
+        acc += np.conj(spectra[:, s, :m]) * spec[s, :m].astype(np.complex64)
     corr = np.fft.irfft(acc, n=n_angles, axis=-1)
     return corr / (np.maximum(norms, 1e-30)[:, None] * max(pnorm, 1e-30))
 
@@ -193,7 +203,7 @@ def _refine(ph: PhasePlan, z: int, theta: float, spec: np.ndarray, pnorm: float,
         dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
         frames = frame_matrices(dirs)
         spectra, norms = polar_templates(ph.reflections, frames, ph.shells, n, wavelength_A=plan.wavelength_A, p=p)
-        corr = _correlate(spec, pnorm, spectra, norms, n)
+        corr = _correlate(spec, pnorm, spectra, norms, n, _band(ph.shells, n, p.kernel_size))
         k, i = np.unravel_index(int(np.argmax(corr)), corr.shape)
         if corr[k, i] > best_c:
             best_dir, best_c, best_t = dirs[k], float(corr[k, i]), _peak_angle(corr[k], i) * 2 * math.pi / n
@@ -275,7 +285,7 @@ def match_spectra(inputs: list[PatternSpectrum | None], plan: OrientationPlan, n
     for k, (ph, item) in enumerate(zip(plan.phases, inputs)):
         if item is None:
             continue
-        corr = _correlate(item.spec, item.norm, ph.spectra, ph.norms, n)
+        corr = _correlate(item.spec, item.norm, ph.spectra, ph.norms, n, _band(ph.shells, n, plan.params.kernel_size))
         best_i = np.argmax(corr, axis=1)
         best_c = corr[np.arange(len(corr)), best_i]
         out["phase_correlation"][k] = float(best_c.max())
@@ -324,9 +334,10 @@ def match_spectra(inputs: list[PatternSpectrum | None], plan: OrientationPlan, n
     return out
 
 
-def correlate_templates(item: PatternSpectrum, phase: PhasePlan, n_angles: int) -> np.ndarray:
+def correlate_templates(item: PatternSpectrum, phase: PhasePlan, n_angles: int, kernel_size: float) -> np.ndarray:
     """(Z, n_angles) normalised correlation of a pattern with every zone axis's template at every in-plane angle."""
-    return _correlate(item.spec, item.norm, phase.spectra, phase.norms, n_angles)
+    return _correlate(item.spec, item.norm, phase.spectra, phase.norms, n_angles,
+                      _band(phase.shells, n_angles, kernel_size))
 
 
 # --- the engine pass ---------------------------------------------------------------------
@@ -468,7 +479,7 @@ def match_details(qx: Any, qy: Any, intensity: Any, plan: OrientationPlan,
     keep = (r > 0.5 * ph.shells[0]) & (r <= plan.g_max) & np.isfinite(r)
     w = np.clip(np.asarray(intensity, float).reshape(-1)[keep], 0, None) ** pp.intensity_power * r[keep] ** pp.radial_power
     spec, pnorm = _pattern_spectrum(q[keep], w, ph, n, pp.kernel_size)
-    corr = _correlate(spec, pnorm, ph.spectra, ph.norms, n)
+    corr = _correlate(spec, pnorm, ph.spectra, ph.norms, n, _band(ph.shells, n, pp.kernel_size))
     zc = corr.max(axis=1)
     out.update(directions=ph.directions, zone_correlation=zc, angle_correlation=corr[int(np.argmax(zc))])
     return out

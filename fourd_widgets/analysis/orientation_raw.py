@@ -354,7 +354,7 @@ def _details(image: Any, plan: OrientationPlan, calibration: Calibration, params
                angle_correlation=np.zeros(0))
     k = int(out["phase"][0])
     if k >= 0 and items[k] is not None:
-        corr = correlate_templates(items[k], plan.phases[k], n)
+        corr = correlate_templates(items[k], plan.phases[k], n, plan.params.kernel_size)
         zc = corr.max(axis=1)
         out.update(directions=plan.phases[k].directions, zone_correlation=zc, angle_correlation=corr[int(np.argmax(zc))])
     return out
