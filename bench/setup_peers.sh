@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Create (idempotently) the peer virtual environments used by bench/bench_virtual_image.py.
+# Create (idempotently) the peer virtual environments used by the benchmarks in bench/.
 #
-#   bash bench/setup_peers.sh            # both peers
+#   bash bench/setup_peers.sh            # every peer
 #   bash bench/setup_peers.sh py4dstem   # only one
 #
 # Each peer gets its own venv OUTSIDE the repository (default /work/venvs, override with
@@ -18,6 +18,8 @@ fi
 # name | pip requirements (space separated)
 PY4DSTEM_REQS="py4DSTEM==0.14.18 numpy==1.26.4 threadpoolctl"
 LIBERTEM_REQS="libertem threadpoolctl"
+# pyxem's template matching (bench/bench_orientation.py --raw); installs as is, numpy 2 included
+PYXEM_REQS="pyxem==0.21.0 diffsims==0.7.0 orix==0.15.0 hyperspy==2.5.0"
 
 make_venv() {
     local name="$1" reqs="$2"
@@ -39,8 +41,9 @@ make_venv() {
 
 want="${1:-all}"
 case "$want" in
-    all) make_venv py4dstem "$PY4DSTEM_REQS"; make_venv libertem "$LIBERTEM_REQS" ;;
+    all) make_venv py4dstem "$PY4DSTEM_REQS"; make_venv libertem "$LIBERTEM_REQS"; make_venv pyxem "$PYXEM_REQS" ;;
     py4dstem) make_venv py4dstem "$PY4DSTEM_REQS" ;;
     libertem) make_venv libertem "$LIBERTEM_REQS" ;;
-    *) echo "usage: $0 [all|py4dstem|libertem]" >&2; exit 2 ;;
+    pyxem) make_venv pyxem "$PYXEM_REQS" ;;
+    *) echo "usage: $0 [all|py4dstem|libertem|pyxem]" >&2; exit 2 ;;
 esac

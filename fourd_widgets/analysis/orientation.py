@@ -36,7 +36,7 @@ from .peaks import PeakTable
 from .steps import RunContext, current_calibration, own_record, split_engine
 
 __all__ = ["OrientationMapParams", "orientation_map", "orientation_map_step", "match_peaks", "match_details", "MatchJob",
-           "PeakSource", "scan_frame_peaks", "plan_for"]
+           "PeakSource", "scan_frame_peaks", "plan_for", "PatternSpectrum", "match_spectra", "correlate_templates"]
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,21 @@ def _pattern_spectrum(q: np.ndarray, w: np.ndarray, ph: PhasePlan, n_angles: int
     smooth = np.fft.irfft(spec * angular_kernel(ph.shells, n_angles, kernel_size), n=n_angles, axis=-1)
     return spec, float(np.linalg.norm(smooth))
 
-def _correlate(spec: np.ndarray, pnorm: float, spectra: np.ndarray, norms: np.ndarray, n_angles: int) -> np.ndarray:
-    """(Z, n_angles) normalised correlation of a pattern with templates at every in-plane angle."""
-    acc = np.zeros((spectra.shape[0], spectra.shape[2]), np.complex64)
+def _band(shells: np.ndarray, n_angles: int, kernel_size: float) -> int:
+    """Angular frequencies the templates hold: beyond them the kernel (on the outer shell) is below 1e-6."""
+    a = angular_kernel(shells, n_angles, kernel_size)
+    keep = np.flatnonzero(np.max(a / a[:, :1], axis=0) > 1e-6)
+    return int(keep[-1]) + 1 if len(keep) else a.shape[1]
+
+
+def _correlate(spec: np.ndarray, pnorm: float, spectra: np.ndarray, norms: np.ndarray, n_angles: int,
+               band: int | None = None) -> np.ndarray:
+    """(Z, n_angles) normalised correlation of a pattern with templates at every in-plane angle
+    (frequencies up to ``band`` only: the kernel has removed the rest from the templates)."""
+    m = spectra.shape[2] if band is None else min(band, spectra.shape[2])
+    acc = np.zeros((spectra.shape[0], m), np.complex64)
     for s in np.flatnonzero(np.any(spec != 0, axis=1)):  # shells holding peaks only
-        acc += np.conj(spectra[:, s]) * spec[s].astype(np.complex64)
+        acc += np.conj(spectra[:, s, :m]) * spec[s, :m].astype(np.complex64)
     corr = np.fft.irfft(acc, n=n_angles, axis=-1)
     return corr / (np.maximum(norms, 1e-30)[:, None] * max(pnorm, 1e-30))
 
@@ -153,6 +163,8 @@ def _rz(t: float) -> np.ndarray:
 def _fit_in_plane(U: np.ndarray, q: np.ndarray, w: np.ndarray, ph: PhasePlan, plan: OrientationPlan) -> np.ndarray:
     """Turn U about the beam so its simulated spots land on the peaks (weighted least squares)."""
     p = plan.params
+    if len(q) < 2:  # a raw pattern: no peaks to fit
+        return U
     for _ in range(3):
         g = ph.reflections.g @ U.T
         inten = ph.reflections.F2 * shape_function(excitation_error(g, plan.wavelength_A), p.sigma_excitation_error,
@@ -191,7 +203,7 @@ def _refine(ph: PhasePlan, z: int, theta: float, spec: np.ndarray, pnorm: float,
         dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
         frames = frame_matrices(dirs)
         spectra, norms = polar_templates(ph.reflections, frames, ph.shells, n, wavelength_A=plan.wavelength_A, p=p)
-        corr = _correlate(spec, pnorm, spectra, norms, n)
+        corr = _correlate(spec, pnorm, spectra, norms, n, _band(ph.shells, n, p.kernel_size))
         k, i = np.unravel_index(int(np.argmax(corr)), corr.shape)
         if corr[k, i] > best_c:
             best_dir, best_c, best_t = dirs[k], float(corr[k, i]), _peak_angle(corr[k], i) * 2 * math.pi / n
@@ -202,6 +214,13 @@ def _refine(ph: PhasePlan, z: int, theta: float, spec: np.ndarray, pnorm: float,
 
 
 _HALF_TURN = np.diag([-1.0, -1.0, 1.0])
+
+
+def _empty_match(K: int, P: int) -> dict[str, np.ndarray]:
+    return {"matrix": np.full((K, 3, 3), np.nan), "phase": np.full(K, -1, np.int64),
+            "correlation": np.full(K, np.nan), "zone_axis": np.full((K, 3), np.nan),
+            "in_plane_deg": np.full(K, np.nan), "reliability": np.array(np.nan),
+            "num_peaks": np.array(0, np.int64), "phase_correlation": np.full(P, np.nan)}
 
 
 def match_peaks(qx: Any, qy: Any, intensity: Any, plan: OrientationPlan,
@@ -216,28 +235,57 @@ def match_peaks(qx: Any, qy: Any, intensity: Any, plan: OrientationPlan,
         NaN (phase -1) for matches not found.
     """
     p = params or OrientationMapParams(plan=plan.params)
-    K, P = p.num_matches, len(plan.phases)
-    out = {"matrix": np.full((K, 3, 3), np.nan), "phase": np.full(K, -1, np.int64),
-           "correlation": np.full(K, np.nan), "zone_axis": np.full((K, 3), np.nan),
-           "in_plane_deg": np.full(K, np.nan), "reliability": np.array(np.nan),
-           "num_peaks": np.array(0, np.int64), "phase_correlation": np.full(P, np.nan)}
     q = np.stack([np.asarray(qx, float), np.asarray(qy, float)], -1).reshape(-1, 2)
     inten = np.clip(np.asarray(intensity, float).reshape(-1), 0, None)
     r = np.hypot(q[:, 0], q[:, 1])
-    n = plan.n_angles
     pp = plan.params
-    cands = []
-    for k, ph in enumerate(plan.phases):
+    inputs: list[PatternSpectrum | None] = []
+    num_peaks = 0
+    for ph in plan.phases:
         keep = (r > 0.5 * ph.shells[0]) & (r <= plan.g_max) & np.isfinite(r)
         qk = q[keep]
-        out["num_peaks"] = np.array(max(int(out["num_peaks"]), len(qk)), np.int64)
+        num_peaks = max(num_peaks, len(qk))
         if len(qk) < p.min_num_peaks:
+            inputs.append(None)
             continue
         w = inten[keep] ** pp.intensity_power * r[keep] ** pp.radial_power
-        spec, pnorm = _pattern_spectrum(qk, w, ph, n, pp.kernel_size)
-        if pnorm == 0:
+        spec, pnorm = _pattern_spectrum(qk, w, ph, plan.n_angles, pp.kernel_size)
+        inputs.append(PatternSpectrum(spec, pnorm, qk, w) if pnorm > 0 else None)
+    out = match_spectra(inputs, plan, p.num_matches, p.min_angle_deg, p.refine)
+    out["num_peaks"] = np.array(num_peaks, np.int64)
+    return out
+
+
+@dataclass
+class PatternSpectrum:
+    """One pattern seen by one phase's plan: the rfft along angle of its (S, n_angles) polar image.
+
+    ``q`` (n, 2) and ``w`` (n,) are its peaks (1/Å, scan frame) and their weights, for the in-plane
+    fit of the refinement; empty for a raw pattern (the refinement then stays on the correlation).
+    """
+
+    spec: np.ndarray
+    norm: float
+    q: np.ndarray
+    w: np.ndarray
+
+
+def match_spectra(inputs: list[PatternSpectrum | None], plan: OrientationPlan, num_matches: int,
+                  min_angle_deg: float, refine: bool) -> dict[str, np.ndarray]:
+    """The matches of one pattern from its spectrum per phase (None: the phase cannot match it).
+
+    The K best (zone axis, in-plane angle) on the plan's grid over all phases, at least
+    ``min_angle_deg`` apart; the best one refined from coarse to fine, the others' in-plane
+    angles fitted. Returns the dict of :func:`match_peaks` (``num_peaks`` 0).
+    """
+    K, P = num_matches, len(plan.phases)
+    out = _empty_match(K, P)
+    n = plan.n_angles
+    cands = []
+    for k, (ph, item) in enumerate(zip(plan.phases, inputs)):
+        if item is None:
             continue
-        corr = _correlate(spec, pnorm, ph.spectra, ph.norms, n)
+        corr = _correlate(item.spec, item.norm, ph.spectra, ph.norms, n, _band(ph.shells, n, plan.params.kernel_size))
         best_i = np.argmax(corr, axis=1)
         best_c = corr[np.arange(len(corr)), best_i]
         out["phase_correlation"][k] = float(best_c.max())
@@ -253,21 +301,21 @@ def match_peaks(qx: Any, qy: Any, intensity: Any, plan: OrientationPlan,
         picked = 0
         while picked < K and free.any():  # the K best on the plan's grid, min_angle apart (half-turn twins too)
             i = int(np.argmax(free))
-            cands.append((float(best_c[top[i]]), k, int(top[i]), float(theta[i]), qk, w, spec, pnorm, U_all[i]))
+            cands.append((float(best_c[top[i]]), k, int(top[i]), float(theta[i]), item, U_all[i]))
             picked += 1
             free[i] = False
             d = np.minimum(misorientation_deg(U_all[i], U_all, ph.symmetry),
                            misorientation_deg(_HALF_TURN @ U_all[i], U_all, ph.symmetry))
-            free &= d >= p.min_angle_deg
+            free &= d >= min_angle_deg
     cands.sort(key=lambda c: -c[0])
-    coarse = [(c[0], c[1], c[8], c[:8]) for c in cands[:K]]
+    coarse = cands[:K]
     chosen: list[tuple[float, int, np.ndarray]] = []
-    for m, (c, k, U, (_, _, z, theta, qk, w, spec, pnorm)) in enumerate(coarse):  # then refined, coarse to fine
-        if p.refine and m == 0:
-            U, c_ref = _refine(plan.phases[k], z, theta, spec, pnorm, plan, qk, w)
+    for m, (c, k, z, theta, item, U) in enumerate(coarse):  # then refined, coarse to fine
+        if refine and m == 0:
+            U, c_ref = _refine(plan.phases[k], z, theta, item.spec, item.norm, plan, item.q, item.w)
             c = max(c, c_ref)
-        elif p.refine:  # the other matches: their in-plane angle only (they are alternatives, not answers)
-            U = _fit_in_plane(U, qk, w, plan.phases[k], plan)
+        elif refine:  # the other matches: their in-plane angle only (they are alternatives, not answers)
+            U = _fit_in_plane(U, item.q, item.w, plan.phases[k], plan)
         chosen.append((c, k, U))
     second = coarse[1][0] if len(coarse) > 1 else 0.0
     for m, (c, k, U) in enumerate(chosen):
@@ -284,6 +332,12 @@ def match_peaks(qx: Any, qy: Any, intensity: Any, plan: OrientationPlan,
         c1 = coarse[0][0]  # both on the plan's grid, so that refinement favours neither
         out["reliability"] = np.array(max(0.0, 1.0 - second / c1) if c1 > 0 else 0.0)
     return out
+
+
+def correlate_templates(item: PatternSpectrum, phase: PhasePlan, n_angles: int, kernel_size: float) -> np.ndarray:
+    """(Z, n_angles) normalised correlation of a pattern with every zone axis's template at every in-plane angle."""
+    return _correlate(item.spec, item.norm, phase.spectra, phase.norms, n_angles,
+                      _band(phase.shells, n_angles, kernel_size))
 
 
 # --- the engine pass ---------------------------------------------------------------------
@@ -425,7 +479,7 @@ def match_details(qx: Any, qy: Any, intensity: Any, plan: OrientationPlan,
     keep = (r > 0.5 * ph.shells[0]) & (r <= plan.g_max) & np.isfinite(r)
     w = np.clip(np.asarray(intensity, float).reshape(-1)[keep], 0, None) ** pp.intensity_power * r[keep] ** pp.radial_power
     spec, pnorm = _pattern_spectrum(q[keep], w, ph, n, pp.kernel_size)
-    corr = _correlate(spec, pnorm, ph.spectra, ph.norms, n)
+    corr = _correlate(spec, pnorm, ph.spectra, ph.norms, n, _band(ph.shells, n, pp.kernel_size))
     zc = corr.max(axis=1)
     out.update(directions=ph.directions, zone_correlation=zc, angle_correlation=corr[int(np.argmax(zc))])
     return out

@@ -12,7 +12,8 @@ Compute policy:
 
 Events (besides the Tool ones): ``'pattern'`` (the selected position's view data: image, spots of
 each match in detector px with their hkl, matches, correlation against in-plane angle, the
-stereographic heat map of the zone axes), ``'chosen'`` (the chosen positions' matches),
+stereographic heat map of the zone axes), ``'chosen'`` (the chosen positions' matches), ``'route'``
+(``'peaks'`` or ``'patterns'``, see :mod:`.orientation_route`),
 ``'ipf'`` (``(rgb, done, total)``), ``'grains'``.
 ``fw.run(session.params, cube)["orientation_map"]`` equals :attr:`OrientationSession.result`.
 """
@@ -28,6 +29,7 @@ from ..analysis.disks import FindDisksParams, find_disks
 from ..analysis.orientation import OrientationMapParams, match_details, orientation_map, plan_for, scan_frame_peaks
 from ..analysis.orientation_grains import Grains, ipf_colors, segment_grains
 from ..analysis.orientation_plan import CrystalParams, OrientationPlan
+from ..analysis.orientation_raw import OrientationMapRawParams
 from ..analysis.orientation_results import OrientationMap
 from ..analysis.peak_calibration import scan_frame_matrix
 from ..analysis.peaks import PeakTable
@@ -35,6 +37,7 @@ from ..core.calibration import Calibration
 from ..core.errors import ParameterError
 from ..core.recipe import Recipe
 from .base import Request, Tool
+from .orientation_route import PATTERNS, OrientationRoute, convert_record
 
 __all__ = ["OrientationSession", "default_positions", "stereographic"]
 
@@ -58,8 +61,9 @@ def stereographic(directions: np.ndarray) -> np.ndarray:
     return d[:, :2] / (1.0 + d[:, 2:])
 
 
-class OrientationSession(Tool):
-    """Orientation matching of a cube's Bragg peaks: plan, six chosen patterns, whole-scan map and grains.
+class OrientationSession(OrientationRoute, Tool):
+    """Orientation matching of a cube's Bragg peaks or raw patterns: plan, six chosen patterns, whole-scan map
+    and grains.
 
     Parameters
     ----------
@@ -69,7 +73,11 @@ class OrientationSession(Tool):
         Detected disks (detector px). Default: ``find_disks(cube, disks)`` on the worker.
     crystals : sequence of Crystal or CrystalParams, optional
         The phases (default: the record's, Si).
-    params : OrientationMapParams, optional
+    params : OrientationMapParams or OrientationMapRawParams, optional
+        The record; an ``orientation_map_raw`` record starts on the raw-pattern route.
+    route : {'peaks', 'patterns'}, optional
+        Match detected peaks (``orientation_map``) or the raw patterns (``orientation_map_raw``);
+        default: the record's.
     disks : FindDisksParams, optional
         How the peaks are (or were) found; the first step of :attr:`params`.
     positions : sequence of (rx, ry), optional
@@ -81,7 +89,7 @@ class OrientationSession(Tool):
     name = "orientation mapper"
 
     def __init__(self, cube: Any, peaks: PeakTable | None = None, crystals: Sequence[Any] | None = None, *,
-                 params: OrientationMapParams | None = None, disks: FindDisksParams | None = None,
+                 params: Any = None, route: str | None = None, disks: FindDisksParams | None = None,
                  positions: Sequence[tuple[int, int]] | None = None, start: bool = True) -> None:
         super().__init__(cube)
         if peaks is not None and not isinstance(peaks, PeakTable):
@@ -90,7 +98,7 @@ class OrientationSession(Tool):
         if crystals is not None:
             recs = tuple(c if isinstance(c, CrystalParams) else CrystalParams.from_crystal(c) for c in crystals)
             p = p.replace(plan=p.plan.replace(crystals=recs))
-        self.record = p
+        self.record = convert_record(p, route) if route is not None else p
         self.disks = disks or FindDisksParams()
         self.peaks = peaks
         self.plan: OrientationPlan | None = None
@@ -111,20 +119,23 @@ class OrientationSession(Tool):
 
     @property
     def params(self) -> Recipe:
-        """find_disks, then orientation_map: ``fw.run(session.params, cube)`` replays the map."""
+        """find_disks, then orientation_map (or orientation_map_raw alone): ``fw.run(session.params, cube)``
+        replays the map."""
+        if self.route == PATTERNS:
+            return Recipe((self.record,), calibration=self.calibration)
         return Recipe((self.disks, self.record), calibration=self.calibration)
 
     @classmethod
     def from_params(cls, cube: Any, params: Any, **options: Any) -> "OrientationSession":
         rec = Recipe.coerce(params)
         disks = next((s for s in rec.steps if isinstance(s, FindDisksParams)), None)
-        om = next((s for s in rec.steps if isinstance(s, OrientationMapParams)), None)
+        om = next((s for s in rec.steps if isinstance(s, (OrientationMapParams, OrientationMapRawParams))), None)
         if om is None:
-            raise ParameterError("the recipe has no orientation_map step", field="params")
+            raise ParameterError("the recipe has no orientation_map (or orientation_map_raw) step", field="params")
         return cls(cube, params=om, disks=disks, **options)
 
     def results(self) -> dict[str, Any]:
-        return {} if self.result is None else {"orientation_map": self.result}
+        return {} if self.result is None else {self.record.step: self.result}
 
     # --- changes -----------------------------------------------------------------------------------------
     def set(self, **changes: Any) -> "OrientationSession":
@@ -163,14 +174,16 @@ class OrientationSession(Tool):
             self.peaks = find_disks(self.cube, self.disks, progress=self._report, cancel=token)
         return self.peaks
 
-    def _plan(self, record: OrientationMapParams) -> OrientationPlan:
-        plan = plan_for(record.plan, self.calibration, tuple(self.cube.detector_shape))
+    def _plan(self, record: Any) -> OrientationPlan:
+        plan = self._route_plan(record) or plan_for(record.plan, self.calibration, tuple(self.cube.detector_shape))
         self.plan = plan
         return plan
 
     def _compute(self, req: Request) -> dict[str, Any]:
         token = self._start("matching the chosen patterns", req.cancel)
         try:
+            if isinstance(req.params, OrientationMapRawParams):  # the raw-pattern route
+                return self._match_raw(req.params, self._plan(req.params))
             table = scan_frame_peaks(self._table(token), self.calibration)
             plan = self._plan(req.params)
             Ry = table.scan_shape[1]
@@ -233,10 +246,12 @@ class OrientationSession(Tool):
     def _run_all(self) -> None:
         token = self._start("matching every pattern")
         try:
-            table = self._table(token)
             plan = self._plan(self.record)
-            result = orientation_map(table, self.record, self.calibration, plan=plan, progress=self._report,
-                                     cancel=token, on_partial=self._partial)
+            if self.route == PATTERNS:
+                result = self._map_raw(plan, token)
+            else:
+                result = orientation_map(self._table(token), self.record, self.calibration, plan=plan,
+                                         progress=self._report, cancel=token, on_partial=self._partial)
             self.result = result
             self.grains = segment_grains(result, self.grain_threshold_deg)
             self._emit("ipf", (ipf_colors(result, "z"), 1, 1))

@@ -1,6 +1,6 @@
 """``fw.OrientationMapper``: the orientation mapper's view over an :class:`OrientationSession`.
 
-Left: the plan and matching controls, the selected pattern with the indexed spots of its three
+Left: the route (detected peaks or raw patterns), the plan and matching controls, the selected pattern with the indexed spots of its three
 best matches (yellow, cyan, magenta), the matches table, the correlation against the in-plane
 angle and the stereographic heat map of the correlation over the zone axes. Right: the map (the
 best correlation per position; click a position to show it), "run on all", the IPF-z map painted
@@ -38,7 +38,7 @@ def _rgb_png(rgb: np.ndarray) -> bytes:
 
 
 class OrientationMapper(ToolView):
-    """Orientation and phase mapping of Bragg peaks, with why each pattern matched what it did.
+    """Orientation and phase mapping of Bragg peaks or raw patterns, with why each pattern matched what it did.
 
     Parameters
     ----------
@@ -48,7 +48,8 @@ class OrientationMapper(ToolView):
         Detected disks (default: ``find_disks`` with default parameters).
     crystals : sequence of Crystal or CrystalParams, optional
         The phases (default Si).
-    params : OrientationMapParams, optional
+    params : OrientationMapParams or OrientationMapRawParams, optional
+        The record (an ``orientation_map_raw`` record opens on the raw-pattern route).
     size : int
         Pixel size of the image views.
     """
@@ -57,6 +58,11 @@ class OrientationMapper(ToolView):
                  params: OrientationMapParams | None = None, size: int = 300, **options: Any) -> None:
         s = self.session = OrientationSession(cube, peaks, crystals, params=params, start=False, **options)
         p = s.record
+        self._route = w.ToggleButtons(options=[("peaks", "peaks"), ("raw patterns", "patterns")], value=s.route,
+                                      description="match", style={"button_width": "100px"},
+                                      tooltips=["Match the Bragg peaks found by disk detection (orientation_map)",
+                                                "Match the raw patterns by polar template matching, for spotty or "
+                                                "precession data (orientation_map_raw)"])
         lay = lambda width="210px": w.Layout(width=width)  # noqa: E731
         self._zone_step = w.BoundedFloatText(value=p.plan.zone_axis_step_deg, min=0.25, max=20, step=0.25,
                                              description="zone step °", layout=lay(), style=_INITIAL,
@@ -106,7 +112,7 @@ class OrientationMapper(ToolView):
         self.stereo_plot = bq.Figure(marks=[self.stereo], title="correlation over the zone axes (stereographic)",
                                      axes=[bq.Axis(scale=sx), bq.Axis(scale=sy, orientation="vertical")],
                                      layout=w.Layout(width=f"{size}px", height=f"{size}px"))
-        controls = w.VBox([w.HBox([self._zone_step, self._plane_step]), self._kernel, self._ipower,
+        controls = w.VBox([self._route, w.HBox([self._zone_step, self._plane_step]), self._kernel, self._ipower,
                            w.HBox([self._matches, self._refine]), self._min_angle, self.message])
         left = w.VBox([controls, self.pattern_view, self.table, w.HBox([self.angle_plot, self.stereo_plot])])
         right = w.VBox([self.map_view, w.HBox([self._run]), self.ipf, self._grain, self.grain_label])
@@ -116,6 +122,7 @@ class OrientationMapper(ToolView):
                            (self._matches, "num_matches"), (self._min_angle, "min_angle_deg"),
                            (self._refine, "refine")):
             ctl.observe(lambda ch, f=field: self._unless_syncing(self._change, f, ch["new"]), names="value")
+        self._route.observe(lambda ch: self._unless_syncing(self._set_route, ch["new"]), names="value")
         self._run.on_click(lambda _: self.session.run_on_all())
         self._grain.observe(lambda ch: self.session.set_grain_threshold(ch["new"]), names="value")
         self.map_view.observe(self._on_map_overlays, names=["overlays", "dragging"])
@@ -127,6 +134,13 @@ class OrientationMapper(ToolView):
             self.session.set(**{field: value})
             self.message.value = ""
         except Exception as exc:  # noqa: BLE001 - a refused value is shown beside the controls
+            self.message.value = error_text(exc)
+
+    def _set_route(self, route: str) -> None:
+        try:
+            self.session.set_route(route)
+            self.message.value = ""
+        except Exception as exc:  # noqa: BLE001 - a refused route is shown beside the controls
             self.message.value = error_text(exc)
 
     def _on_map_overlays(self, change: dict) -> None:
@@ -147,6 +161,8 @@ class OrientationMapper(ToolView):
             self.ipf.value = _rgb_png(rgb)
             if self.session.result is not None and done == total:
                 self.map_view.set_image(np.nan_to_num(self.session.result.correlation[..., 0]))
+        elif event == "route":
+            self._synced(lambda: setattr(self._route, "value", value))
         elif event == "grains":
             st = value.statistics()
             self.grain_label.value = (f"{value.count} grains, mean {st['mean']:.1f} positions "

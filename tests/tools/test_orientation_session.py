@@ -99,3 +99,31 @@ def test_select_outside_the_scan_is_refused(scene):
             s.select(10, 0)
     finally:
         s.close()
+
+
+def test_the_raw_pattern_route_matches_the_chosen_patterns_and_replays(scene):
+    cube, gmap = scene
+    s = OrientationSession(cube, params=OrientationMapParams(plan=SMALL_PLAN, num_matches=2), start=False)
+    try:
+        s.set_route("patterns").wait()
+        assert s.error == "" and s.route == "patterns"
+        # the matching fields and the plan carry over; the recipe is the one raw step (no disk detection)
+        assert s.record.step == "orientation_map_raw" and s.record.num_matches == 2 and s.record.plan == SMALL_PLAN
+        assert [p.step for p in s.params.steps] == ["orientation_map_raw"]
+        assert s.peaks is None  # nothing detected on this route
+        truth, sym = _truth(gmap)
+        for (rx, ry), m in s.chosen.items():
+            assert _err(m["matrix"][0], truth[gmap[rx, ry]], sym) < 0.5
+        assert len(s.pattern_view()["matches"]) == 2
+        s.run_on_all().wait()
+        assert s.error == "" and np.array_equal(s.grains.labels, gmap)
+        assert fw.run(s.params, cube)["orientation_map_raw"] == s.result
+        again = OrientationSession.from_params(cube, s.params, start=False)
+        assert again.route == "patterns" and again.record == s.record
+        again.close()
+        s.set_route("peaks").wait()
+        assert s.record.step == "orientation_map" and s.record.num_matches == 2
+        with pytest.raises(fw.errors.ParameterError, match="route"):
+            s.set_route("pixels")
+    finally:
+        s.close()

@@ -51,3 +51,13 @@ def test_controls_change_the_record_and_explain_themselves(tool):
     assert tool.session.record.plan.kernel_size == 0.06 and tool.session.record.num_matches == 2
     assert tool.session.plan.params.kernel_size == 0.06
     assert list(unexplained(tool.widget)) == [] and len(list(controls(tool.widget))) >= 9
+
+
+def test_the_route_buttons_switch_to_raw_patterns(tool):
+    tool._route.value = "patterns"
+    tool.wait()
+    assert tool.session.route == "patterns" and tool.error == ""
+    assert "[0.00 1.00 1.00]" in tool.table.value  # the raw patterns match [011] too
+    assert [p.step for p in tool.params.steps] == ["orientation_map_raw"]
+    tool.session.set_route("peaks").wait()
+    assert tool._route.value == "peaks"  # the buttons follow the session

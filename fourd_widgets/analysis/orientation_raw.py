@@ -1,0 +1,360 @@
+"""Orientation matching of raw patterns: polar template matching without peak finding.
+
+For spotty or precession data whose disks are not resolved (or not worth detecting), each pattern
+is split into (θ, q) bins about the calibrated origin by the package's polar transform
+(:mod:`.polar`: full pixel splitting, per-position origins, the ellipse undone). Then, per pattern:
+
+1. the median over angle is taken off each ring (the diffuse background, amorphous rings and the
+   direct beam's tail are round; spots are not);
+2. the rings are read onto the plan's radial shells through a Gaussian (the plan's kernel, less
+   the disk's own width), as the smaller of the two sides ``r - δ`` and ``r + δ`` averaged over
+   ``δ`` up to the disk radius: a disk's radial profile is a plateau as wide as the disk, and only
+   a disk centred on the shell covers both sides (resolved disks would otherwise light the
+   neighbouring shells too);
+3. each shell is smoothed along the angle by the plan's angular kernel, clipped at zero, weighted
+   as the templates are (``I^intensity_power |g|^radial_power``) and its mean along the ring
+   removed (a floor would favour templates with many weak spots);
+4. its FFT along the angle is turned into the scan frame by a phase ramp (the calibrated rotation;
+   a flip reverses the angle).
+
+From there the match is the peak route's (:func:`.orientation.match_spectra`): the same plan, one
+complex multiply-add per shell and an inverse FFT along the in-plane angle per zone axis,
+coarse-to-fine refinement of the best match, several matches per position with a reliability, and
+the same :class:`OrientationMap`. Without an explicit ``g_max`` the plan reaches the detector edge
+less half a disk (a spot whose centre is on the detector counts here, detected or not).
+
+This is pyxem's route (Cautaerts et al., *Ultramicroscopy* 237 (2022) 113517) on the plan of
+py4DSTEM's (Ophus et al., *Microsc. Microanal.* 28 (2022) 390).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ..core.calibration import Calibration
+from ..core.errors import ParameterError, ShapeError
+from ..core.params import Params, param
+from ..engine.run import run_job
+from .crystal import simulate_spots
+from .orientation import MatchJob, PatternSpectrum, correlate_templates, match_spectra, plan_for
+from .orientation_plan import (OrientationPlan, OrientationPlanParams, angular_kernel, detector_g_max,
+                               reciprocal_step_invA)
+from .orientation_results import OrientationMap
+from .polar import PolarGroups, PolarParams, as_cube, bin_means, split_block
+from .steps import RunContext, current_calibration, own_record, split_engine
+
+__all__ = ["OrientationMapRawParams", "orientation_map_raw", "orientation_map_raw_step", "PatternPolar",
+           "RawMatchJob", "match_pattern", "match_pattern_details", "disk_radius_px",
+           "raw_plan"]
+
+#: Patterns per engine chunk by default: partial maps paint every fraction of a second.
+_CHUNK_PATTERNS = 64
+
+
+@dataclass(frozen=True)
+class OrientationMapRawParams(Params):
+    """Orientation matching of raw patterns (polar template matching; pyxem ``get_orientation`` in brackets)."""
+
+    step = "orientation_map_raw"
+
+    plan: OrientationPlanParams = param(OrientationPlanParams(), doc="the template library (shared with the "
+                                        "peak route)")
+    num_matches: int = param(3, ge=1, le=10, doc="matches kept per position [n_best]")
+    min_angle_deg: float = param(5.0, units="deg", ge=0, doc="smallest misorientation between two kept matches")
+    refine: bool = param(True, doc="refine the beam direction of the best match on a finer grid")
+    background: Literal["median", "none"] = param(
+        "median", doc="taken off each ring before matching: its median over angle (diffuse background, "
+        "amorphous rings, the direct beam's tail), or nothing")
+    radial_step_px: float = param(0.5, units="px", gt=0, le=4, doc="radial bin width of the polar transform")
+    disk_radius_px: float | None = param(None, units="px", ge=0, doc="radius of the diffracted disks (None: "
+                                         "from the calibration's convergence semi-angle; 0 for spots)")
+    intensity_power: float | None = param(None, ge=0, doc="the pattern's intensity weight I^power (None: the "
+                                          "plan's) [power_intensity_experiment]")
+
+
+def disk_radius_px(params: OrientationMapRawParams, calibration: Calibration) -> float:
+    """The disk radius a record uses: its own, or the calibration's convergence semi-angle in px (0 without)."""
+    if params.disk_radius_px is not None:
+        return float(params.disk_radius_px)
+    alpha = calibration.convergence_semiangle_mrad
+    if alpha is None or calibration.energy_eV is None:
+        return 0.0
+    return float(alpha * 1e-3 / calibration.wavelength_A / reciprocal_step_invA(calibration))
+
+
+class PatternPolar:
+    """Raw patterns -> their spectra on a plan's shells, in the scan frame (one per phase).
+
+    Parameters
+    ----------
+    plan : OrientationPlan
+    params : OrientationMapRawParams
+    calibration : Calibration
+        Origin (or origin map), reciprocal step, ellipse, rotation and flip.
+    scan_shape, detector_shape : (2,) ints
+    """
+
+    def __init__(self, plan: OrientationPlan, params: OrientationMapRawParams, calibration: Calibration,
+                 scan_shape: tuple[int, int], detector_shape: tuple[int, int]) -> None:
+        step = reciprocal_step_invA(calibration)
+        sigma = 0.5 * plan.params.kernel_size
+        n = plan.n_angles
+        rho = disk_radius_px(params, calibration) * step  # 1/Å
+        # radial tolerance: the plan's kernel, less what the disk's own width already gives (at least 1 px)
+        sig_r = max(sigma - rho, min(sigma, step))
+        deltas = np.arange(0.0, rho + 1e-9, max(step, rho / 16)) if rho > 0 else np.zeros(1)
+        polar = PolarParams(q_min=0.0, q_max=(plan.g_max + rho + 3 * sig_r) / step + 1,
+                            q_step=params.radial_step_px, n_theta=n)
+        self.groups = PolarGroups(polar, calibration, tuple(scan_shape), tuple(detector_shape),
+                                  "orientation matching of raw patterns")
+        k = self.groups.reference.q * step  # ring radii, 1/Å
+        self.background = params.background
+        self.power = plan.params.intensity_power if params.intensity_power is None else params.intensity_power
+        self.weights, self.radial, self.smooth = [], [], []
+        for ph in plan.phases:
+            # the plan's radial kernel (a Gaussian) about each shell, at r - delta and r + delta for
+            # every delta up to the disk radius: (2, D, n_q, S)
+            r = ph.shells[None, :] + np.array([-1.0, 1.0])[:, None, None] * deltas[None, :, None]  # (2, D, S)
+            d = k[None, None, :, None] - r[:, :, None, :]
+            W = np.exp(-0.5 * (d / sig_r) ** 2) * (np.abs(d) < 3 * sig_r)
+            self.weights.append(W / np.maximum(W.sum(axis=2, keepdims=True), 1e-30))
+            self.radial.append(ph.shells[:, None] ** plan.params.radial_power)
+            a = angular_kernel(ph.shells, n, plan.params.kernel_size)
+            self.smooth.append(a / a[:, :1])
+        # detector angle bins are centred at (i + 1/2) 2pi/n, the plan's at i 2pi/n, in the scan frame:
+        # a shift of the angle (rotation) is a phase ramp, a flip a reversal (conjugate spectrum)
+        m = np.arange(n // 2 + 1)
+        rot = calibration.rotation_deg * n / 360.0
+        self.flip = bool(calibration.flip)
+        shift = (90.0 * n / 360.0 + rot - 0.5) if self.flip else (rot - 0.5)
+        self.ramp = np.exp((-1 if self.flip else 1) * 2j * math.pi * m * shift / n)
+
+    def spectra(self, polar: np.ndarray) -> list[PatternSpectrum | None]:
+        """The spectra of one pattern's (n_theta, n_q) polar bin means, one per phase (None: no signal)."""
+        img = np.asarray(polar, float)
+        if self.background == "median":
+            img = img - _ring_median(img)[None]
+        img = np.nan_to_num(img)  # not clipped yet: the noise left about zero averages out below
+        out: list[PatternSpectrum | None] = []
+        for W, radial, smooth in zip(self.weights, self.radial, self.smooth):
+            # a disk's radial profile is a plateau as wide as the disk: the smaller of the two sides at
+            # each distance from a shell, averaged, is large only where a disk is centred on the shell
+            # (a disk centred on a neighbouring shell covers one side only)
+            rows = np.minimum(img @ W[0], img @ W[1]).mean(axis=0).T  # (S, n_theta)
+            # smoothed along the ring by the plan's angular kernel before the intensity power, which
+            # would lift the noise (the power of a noisy zero is not small)
+            rows = np.clip(np.fft.irfft(np.fft.rfft(rows, axis=-1) * smooth, n=rows.shape[-1], axis=-1), 0.0, None)
+            # then weighed as the peak route weighs a peak (I^power |g|^radial_power)
+            rows = (rows ** self.power if self.power > 0 else (rows > 0).astype(float)) * radial
+            # without its mean along each ring: a floor left by the background would favour templates
+            # with many (weak) spots; what counts is where along the ring the intensity is
+            rows = rows - rows.mean(axis=1, keepdims=True)
+            norm = float(np.linalg.norm(rows))
+            if norm == 0:
+                out.append(None)
+                continue
+            spec = np.fft.rfft(rows, axis=-1)
+            spec = (np.conj(spec) if self.flip else spec) * self.ramp
+            out.append(PatternSpectrum(spec, norm, np.zeros((0, 2)), np.zeros(0)))
+        return out
+
+    def polar_block(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
+        """(n, n_theta, n_q) polar bin means of a (nx, ny, Qx, Qy) block at scan slices (rx, ry)."""
+        nx, ny = block.shape[:2]
+        flat = block.reshape(nx * ny, *block.shape[2:])
+        out = np.empty((nx * ny,) + self.groups.reference.area.shape)
+        for geo, idx in self.groups.groups(rx, ry):
+            out[idx] = bin_means(split_block(flat, geo, idx), geo)
+        return out
+
+
+def _ring_median(img: np.ndarray) -> np.ndarray:
+    """(n_q,) median over angle of each ring of a (n_theta, n_q) polar image, NaN bins left out (0 if all are).
+
+    >>> _ring_median(np.array([[1.0, np.nan], [3.0, np.nan], [np.nan, np.nan]])).tolist()
+    [2.0, 0.0]
+    """
+    srt = np.sort(img, axis=0)  # NaN last
+    cnt = np.sum(np.isfinite(img), axis=0)
+    cols = np.arange(img.shape[1])
+    lo, hi = np.maximum(cnt - 1, 0) // 2, np.maximum(cnt, 1) // 2
+    med = 0.5 * (srt[lo, cols] + srt[np.minimum(hi, len(srt) - 1), cols])
+    return np.where(cnt > 0, med, 0.0)
+
+
+def _num_spots(result: dict[str, np.ndarray], item: PatternSpectrum | None, plan: OrientationPlan) -> int:
+    """Spots of the best match that land on intensity above the background (the raw route's peak count)."""
+    k = int(result["phase"][0])
+    if k < 0 or item is None:
+        return 0
+    ph, p = plan.phases[k], plan.params
+    spots = simulate_spots(ph.crystal, result["matrix"][0], energy_eV=plan.energy_eV, g_max=plan.g_max,
+                           sigma_excitation_error=p.sigma_excitation_error, min_intensity=p.min_spot_weight,
+                           precession_angle_deg=p.precession_angle_deg)
+    if len(spots.g) == 0:
+        return 0
+    rows = np.fft.irfft(item.spec, n=plan.n_angles, axis=-1)  # the pattern's shells in the scan frame
+    r = np.hypot(spots.g[:, 0], spots.g[:, 1])
+    s = np.argmin(np.abs(r[:, None] - ph.shells[None]), axis=1)
+    a = np.round(np.mod(np.arctan2(spots.g[:, 1], spots.g[:, 0]), 2 * math.pi) * plan.n_angles / (2 * math.pi))
+    v = rows[s, a.astype(np.int64) % plan.n_angles]
+    return int(np.sum(v > 0.25 * rows.max()))
+
+
+class RawMatchJob(MatchJob):
+    """Engine job: match every raw pattern of a cube against a plan (polar template matching)."""
+
+    name = "matching orientations of raw patterns"
+
+    def __init__(self, plan: OrientationPlan, params: OrientationMapRawParams, polar: PatternPolar) -> None:
+        super().__init__(plan, params)
+        self.polar = polar
+
+    def process(self, block: np.ndarray, rx: slice, ry: slice) -> dict[str, np.ndarray]:
+        nx, ny = block.shape[:2]
+        res = [_match(self.polar.spectra(img), self.plan, self.params) for img in self.polar.polar_block(block, rx, ry)]
+        return {k: np.stack([r[k] for r in res]).reshape((nx, ny) + res[0][k].shape) for k in res[0]}
+
+
+def _match(items: list[PatternSpectrum | None], plan: OrientationPlan,
+           p: OrientationMapRawParams) -> dict[str, np.ndarray]:
+    out = match_spectra(items, plan, p.num_matches, p.min_angle_deg, p.refine)
+    k = int(out["phase"][0])
+    out["num_peaks"] = np.array(_num_spots(out, items[k] if k >= 0 else None, plan), np.int64)
+    return out
+
+
+def raw_plan(params: OrientationMapRawParams, calibration: Calibration,
+             detector_shape: tuple[int, int]) -> OrientationPlan:
+    """The plan of a raw-route record for this beam and detector (built once per process).
+
+    Without ``g_max`` it reaches the detector edge less half a disk: a spot whose centre is on the
+    detector counts here, detected or not.
+    """
+    pp = params.plan
+    if pp.g_max is None:
+        edge = detector_g_max(calibration.replace(convergence_semiangle_mrad=None), tuple(detector_shape))
+        pp = pp.replace(g_max=edge - 0.5 * disk_radius_px(params, calibration) * reciprocal_step_invA(calibration))
+    return plan_for(pp, calibration, tuple(detector_shape))
+
+
+def _plan(p: OrientationMapRawParams, calibration: Calibration, detector_shape: tuple[int, int],
+          plan: OrientationPlan | None) -> tuple[OrientationPlan, OrientationMapRawParams]:
+    if plan is None:
+        return raw_plan(p, calibration, detector_shape), p
+    plan.check(calibration, None)
+    return plan, p.replace(plan=plan.params)
+
+
+def orientation_map_raw(cube: Any, params: OrientationMapRawParams | None = None, *,
+                        plan: OrientationPlan | None = None, **options: Any) -> OrientationMap:
+    """Orientation (and phase) of every scan position from its raw pattern (``fw.orientation_map_raw``).
+
+    Parameters
+    ----------
+    cube : DataCube
+        Calibrated: origin (or origin map), reciprocal step, beam energy; rotation and flip between
+        scan and detector when they are not 0.
+    params : OrientationMapRawParams, optional
+    plan : OrientationPlan or OrientationPlanParams, optional
+        A plan built before (:func:`~fourd_widgets.analysis.orientation_plan.build_plan`); without one
+        it is built from ``params.plan`` (or this record) for the cube's calibration and detector
+        (cached per process).
+    **options
+        Engine options (progress, cancel, on_partial, workers, scheduler, chunk_bytes) and field overrides.
+
+    Returns
+    -------
+    OrientationMap
+        Orientations in the scan frame; ``num_peaks`` counts the best match's simulated spots that
+        land on intensity above the background.
+
+    Raises
+    ------
+    MissingCalibrationError
+        No origin, reciprocal step or beam energy.
+    CalibrationError
+        A plan built for another beam energy.
+
+    Examples
+    --------
+    >>> import fourd_widgets as fw
+    >>> cube, _ = fw.datasets.simulate((1, 2), (96, 96), reciprocal_step=0.02, convergence_semiangle_mrad=0.5)
+    >>> small = OrientationPlanParams(zone_axis_range="fiber", fiber_angle_deg=3.0, zone_axis_step_deg=1.0)
+    >>> om = orientation_map_raw(cube, plan=small)
+    >>> np.round(om.zone_axis[0, 0, 0], 2).tolist(), bool(abs(om.in_plane_deg[0, 0, 0]) < 0.5)
+    ([0.0, 0.0, 1.0], True)
+    """
+    engine, changes = split_engine(options)
+    if isinstance(plan, OrientationPlanParams):  # the record's field, not a built plan
+        changes["plan"], plan = plan, None
+    elif plan is not None and not isinstance(plan, OrientationPlan):
+        raise ParameterError(f"plan= takes an OrientationPlan (build_plan) or OrientationPlanParams, got "
+                             f"{type(plan).__name__}", field="plan")
+    p = own_record(params, OrientationMapRawParams, changes, "orientation_map_raw")
+    cube = as_cube(cube)
+    cal = cube.calibration
+    built, p = _plan(p, cal, cube.detector_shape, plan)
+    polar = PatternPolar(built, p, cal, cube.scan_shape, cube.detector_shape)
+    engine.setdefault("chunk_bytes", _CHUNK_PATTERNS * cube.pattern_nbytes)
+    return run_job(cube, RawMatchJob(built, p, polar), **{"progress": False, **engine})
+
+
+def orientation_map_raw_step(cube: Any, params: OrientationMapRawParams, context: RunContext) -> OrientationMap:
+    """Recipe adapter: the orientation map of the cube's raw patterns (with the recipe's calibration)."""
+    cal = current_calibration(cube, context)
+    if cal is not cube.calibration:
+        cube = cube.with_calibration(cal)
+    return orientation_map_raw(cube, params, **context.engine)
+
+
+def match_pattern(image: Any, plan: OrientationPlan, calibration: Calibration,
+                  params: OrientationMapRawParams | None = None, position: tuple[int, int] | None = None,
+                  polar: PatternPolar | None = None) -> dict[str, np.ndarray]:
+    """Match one raw (Qx, Qy) pattern; the dict of :func:`~fourd_widgets.analysis.orientation.match_peaks`.
+
+    ``position`` (rx, ry) picks the origin of a calibration with an origin map; ``polar`` reuses
+    a :class:`PatternPolar` built for the plan, record and calibration.
+    """
+    return _details(image, plan, calibration, params, position, polar, details=False)
+
+
+def match_pattern_details(image: Any, plan: OrientationPlan, calibration: Calibration,
+                          params: OrientationMapRawParams | None = None, position: tuple[int, int] | None = None,
+                          polar: PatternPolar | None = None) -> dict[str, Any]:
+    """:func:`match_pattern` plus why it matched (the keys of
+    :func:`~fourd_widgets.analysis.orientation.match_details`: ``directions``, ``zone_correlation``,
+    ``angles_deg``, ``angle_correlation``)."""
+    return _details(image, plan, calibration, params, position, polar, details=True)
+
+
+def _details(image: Any, plan: OrientationPlan, calibration: Calibration, params: OrientationMapRawParams | None,
+             position: tuple[int, int] | None, polar: PatternPolar | None, details: bool) -> dict[str, Any]:
+    p = params or OrientationMapRawParams(plan=plan.params)
+    img = np.asarray(image)
+    if img.ndim != 2:
+        raise ShapeError(f"match_pattern needs one 2D pattern, got shape {img.shape}")
+    if polar is None:
+        scan = (1, 1) if calibration.origin_map is None else calibration.origin_map.shape[:2]
+        polar = PatternPolar(plan, p, calibration, scan, img.shape)
+    if calibration.origin_map is not None and position is None:
+        raise ParameterError("the calibration has an origin map: give the pattern's position=(rx, ry)",
+                             field="position")
+    rx, ry = position or (0, 0)
+    items = polar.spectra(polar.polar_block(img[None, None], slice(rx, rx + 1), slice(ry, ry + 1))[0])
+    out: dict[str, Any] = _match(items, plan, p)
+    if not details:
+        return out
+    n = plan.n_angles
+    out.update(directions=np.zeros((0, 3)), zone_correlation=np.zeros(0), angles_deg=np.arange(n) * 360.0 / n,
+               angle_correlation=np.zeros(0))
+    k = int(out["phase"][0])
+    if k >= 0 and items[k] is not None:
+        corr = correlate_templates(items[k], plan.phases[k], n, plan.params.kernel_size)
+        zc = corr.max(axis=1)
+        out.update(directions=plan.phases[k].directions, zone_correlation=zc, angle_correlation=corr[int(np.argmax(zc))])
+    return out
