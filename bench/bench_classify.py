@@ -46,13 +46,19 @@ def rss_mib() -> float:
 
 
 def median_time(fn, n=3) -> float:
+    return median_times(fn, n)[0]
+
+
+def median_times(fn, n=3) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``fn`` over ``n`` runs after one warm-up (CPU: all threads of the process)."""
     fn()
-    ts = []
+    ts, cs = [], []
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        cs.append(time.process_time() - c0)
+    return statistics.median(ts), statistics.median(cs)
 
 
 def matched(labels: np.ndarray, truth: np.ndarray) -> float:
@@ -149,27 +155,31 @@ def live() -> list[str]:
     s.wait()
     f = compute_features(cube, feats)
     x = feature_matrix(f, False)
-    rows = ["| change (64x64 scan, 1024 features) | compute (ms) | what is redone |", "|---|---|---|"]
+    rows = ["| change (64x64 scan, 1024 features) | compute, wall (ms) | compute, CPU (ms) | what is redone |",
+            "|---|---|---|---|"]
     s._decompose(f, x, s.decompose_record.replace(n_components=8))  # the fit the slider slices
-    t = median_time(lambda: s._decompose(f, x, s.decompose_record.replace(n_components=5)), 5)
-    rows.append(f"| PCA components 8 -> 5 | {1e3 * t:.1f} | slice of the cached fit (maps, loadings) |")
+    t, c = median_times(lambda: s._decompose(f, x, s.decompose_record.replace(n_components=5)), 5)
+    rows.append(f"| PCA components 8 -> 5 | {1e3 * t:.1f} | {1e3 * c:.1f} | slice of the cached fit (maps, loadings) |")
     for method in ("kmeans", "gmm"):
         p = ClassifyParams(features=feats, n_components=5, method=method, n_classes=4, patterns=())
-        t = median_time(lambda: classify_features(None, f, p))
-        rows.append(f"| {method}: class PCs 8 -> 5 | {1e3 * t:.1f} | PCA + {method} refit, labels |")
+        t, c = median_times(lambda: classify_features(None, f, p))
+        rows.append(f"| {method}: class PCs 8 -> 5 | {1e3 * t:.1f} | {1e3 * c:.1f} | PCA + {method} refit, labels |")
         cache: dict = {}
         classify_features(None, f, p, cache=cache)
-        t = median_time(lambda: classify_features(None, f, p.replace(n_classes=3), cache=cache))
-        rows.append(f"| {method}: classes 4 -> 3 | {1e3 * t:.1f} | {method} refit on the session's cached axes |")
-    t = median_time(lambda: classify_features(cube, f, ClassifyParams(features=feats, n_components=5,
-                                                                      n_classes=4, method="kmeans")))
-    rows.append(f"| kmeans with class mean/max patterns | {1e3 * t:.1f} | refit + one pass over the cube |")
+        t, c = median_times(lambda: classify_features(None, f, p.replace(n_classes=3), cache=cache))
+        rows.append(f"| {method}: classes 4 -> 3 | {1e3 * t:.1f} | {1e3 * c:.1f} | {method} refit on the session's "
+                    "cached axes |")
+    t, c = median_times(lambda: classify_features(cube, f, ClassifyParams(features=feats, n_components=5,
+                                                                          n_classes=4, method="kmeans")))
+    rows.append(f"| kmeans with class mean/max patterns | {1e3 * t:.1f} | {1e3 * c:.1f} | refit + one pass over the cube |")
     for method in ("nmf", "ica"):
         from fourd_widgets.analysis.classify import decompose_matrix
 
-        p = DecomposeParams(features=feats, method=method, n_components=5)
-        t = median_time(lambda: decompose_matrix(x, f, p), 1)
-        rows.append(f"| {method}: 5 components | {1e3 * t:.1f} | refit |")
+        for k in (5, 4):
+            p = DecomposeParams(features=feats, method=method, n_components=k)
+            t, c = median_times(lambda: decompose_matrix(x, f, p), 3)
+            rows.append(f"| {method}: {k} components | {1e3 * t:.1f} | {1e3 * c:.1f} | refit |")
+    rows.append(f"| (load average during these runs: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores) | | | |")
     s.close()
     return rows
 
@@ -284,12 +294,16 @@ def main() -> None:
     ap.add_argument("--venvs", default=os.environ.get("FOURD_BENCH_VENVS", "/work/venvs"))
     ap.add_argument("--big", action="store_true")
     ap.add_argument("--only-big", action="store_true")
+    ap.add_argument("--only-live", action="store_true")
     ap.add_argument("--scan", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=1, help="--big: fresh-process runs (shared machine: noisy)")
     ap.add_argument("--big-child")
     a = ap.parse_args()
     if a.big_child:
         big_child(a.big_child)
+        return
+    if a.only_live:
+        print("\n".join(live()), "\n", flush=True)
         return
     if not a.only_big:
         print("\n".join(accuracy(a.venvs)), "\n", flush=True)

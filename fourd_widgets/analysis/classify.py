@@ -260,6 +260,13 @@ def decompose(cube: Any, params: DecomposeParams | None = None, *, peaks: PeakTa
 
 def decompose_matrix(x: np.ndarray, feats: Features, p: DecomposeParams) -> Decomposition:
     """:func:`decompose` on a feature matrix already computed (the tools reuse it while tuning)."""
+    # one BLAS thread here too (the tools call this directly): as in classify_features; spinning BLAS
+    # threads tripled the CPU time of an NMF refit on a busy 2-core machine
+    with threadpool_limits(1):
+        return _decompose_matrix(x, feats, p)
+
+
+def _decompose_matrix(x: np.ndarray, feats: Features, p: DecomposeParams) -> Decomposition:
     from sklearn.decomposition import NMF, PCA, FastICA, IncrementalPCA, MiniBatchNMF
 
     shape = feats.values.shape[:2]
