@@ -106,19 +106,22 @@ def bin_block(block: np.ndarray, qx0: int, qy0: int, h: int, w: int, b: int, kee
         Written in place.
     """
     nx, ny = block.shape[0], block.shape[1]
+    width = w * b
     inv = np.float32(1.0 / (b * b))
-    row = np.empty(w, np.float32)
+    line = np.empty(width, np.float32)
     for i in range(nx):
         for j in range(ny):
+            pattern = block[i, j]
             for u in range(h):
-                row[:] = 0.0
+                line[:] = 0.0
                 for du in range(b):
                     x = u * b + du
-                    for v in range(w):
-                        acc = np.float32(0.0)
-                        for dv in range(b):
-                            y = v * b + dv
-                            acc += np.float32(block[i, j, qx0 + x, qy0 + y]) * keep[x, y]
-                        row[v] += acc
+                    row = pattern[qx0 + x, qy0:qy0 + width]  # contiguous views, as in bin_block_sum
+                    weight = keep[x]
+                    for y in range(width):
+                        line[y] += np.float32(row[y]) * weight[y]
                 for v in range(w):
-                    out[i, j, u * w + v] = row[v] * inv
+                    acc = np.float32(0.0)
+                    for dv in range(b):
+                        acc += line[v * b + dv]
+                    out[i, j, u * w + v] = acc * inv

@@ -24,16 +24,21 @@ def _reference(a: np.ndarray, p: FeatureParams) -> np.ndarray:
     return x.reshape(*a.shape[:2], -1)
 
 
+@pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int16, np.int64, np.float32, np.float64])
 @pytest.mark.parametrize("bin_, crop, scaling", [(8, None, "sqrt"), (3, (1, 30, 2, 27), "none"), (4, None, "log")])
-def test_binned_features_equal_the_mean_of_each_cell(dtype, bin_, crop, scaling) -> None:
+def test_binned_features_equal_the_mean_of_each_cell(dtype, bin_, crop, scaling, masked) -> None:
     rng = np.random.default_rng(1)
     top = np.iinfo(dtype).max if np.dtype(dtype).kind in "ui" else 6.0e4
     a = rng.integers(0, min(top, 2 ** 31), size=(3, 5, 32, 32)).astype(dtype)
     a[0, 0] = top  # full-scale counts: the 8x8 sums of uint16 reach 64 x 65535 (must not overflow)
     if np.dtype(dtype).kind == "i":
         a[1, 1, :4] = -3  # negative values of signed data (clipped to 0 by the scaling, not by the binning)
-    p = FeatureParams(bin=bin_, crop=crop, scaling=scaling)
+    mask = None
+    if masked:  # the weighted kernel (bin_block) instead of the exact sums
+        mask = np.zeros(a.shape[2:], bool)
+        mask[5:9, 3:20] = True
+    p = FeatureParams(bin=bin_, crop=crop, scaling=scaling, mask=mask)
     got = compute_features(DataCube(a), p, progress=False).values
     assert got.dtype == np.float32
     # float32 output: relative rounding 6e-8 per operation
