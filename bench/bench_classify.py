@@ -171,7 +171,8 @@ def live() -> list[str]:
                     "cached axes |")
     t, c = median_times(lambda: classify_features(cube, f, ClassifyParams(features=feats, n_components=5,
                                                                           n_classes=4, method="kmeans")))
-    rows.append(f"| kmeans with class mean/max patterns | {1e3 * t:.1f} | {1e3 * c:.1f} | refit + one pass over the cube |")
+    rows.append(f"| kmeans with class mean/max patterns | {1e3 * t:.1f} | {1e3 * c:.1f} | "
+                "refit + one pass over the cube |")
     for method in ("nmf", "ica"):
         from fourd_widgets.analysis.classify import decompose_matrix
 
