@@ -13,7 +13,12 @@ position where one of them is present, the others mostly are too. The steps:
    seeds (scikit-learn ``NMF`` with ``init='custom'``), gives each position a weight
    per class (its probability once normalised) and each class its sites;
 4. merge: classes whose sites overlap (cosine above ``merge_above``) become one;
-   split: a class whose members fall into two site groups of their own is split.
+   split: a class whose members fall into two site groups of their own is split;
+5. the user's edits (``edits``), in order: ``('merge', a, b)`` makes classes a and b
+   one (kept at ``min(a, b)``, later classes move down); ``('split', k, 0)`` splits
+   class k in two by 2-means over its members' occupancy (the new class comes last).
+   They are part of the record, so a recipe replays the classes a user merged and
+   split by clicking.
 
 Examples
 --------
@@ -37,6 +42,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ..core.errors import ParameterError
+from .class_model import ClassificationError
 from ..core.params import Params, param, record_from_dict
 from .features import FeatureParams, bragg_features
 from .peaks import PeakTable
@@ -57,8 +63,16 @@ class BraggClassParams(Params):
     min_cooccurrence: float = param(0.5, gt=0, le=1, doc="sites seen together at least this much seed one class")
     merge_above: float = param(0.7, gt=0, le=1, doc="classes whose sites overlap more than this are merged")
     split: bool = param(True, doc="split a class whose members fall into two groups of sites")
+    edits: tuple[tuple[str, int, int], ...] = param(
+        (), doc="the user's merges and splits, in order: ('merge', a, b) or ('split', k, 0)")
     max_iter: int = param(300, ge=1, doc="NMF iterations at most")
     seed: int = param(0, ge=0, doc="random state")
+
+    def validate(self) -> None:
+        for op, a, b in self.edits:
+            if op not in ("merge", "split") or a < 0 or b < 0:
+                raise ParameterError(f"bragg_classes.edits: {(op, a, b)} is not an edit; use ('merge', a, b) or "
+                                     "('split', k, 0) with classes 0, 1, ...", field="edits")
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,6 +197,8 @@ def bragg_classes(peaks: PeakTable, params: BraggClassParams | None = None, *,
         w, h = _merge(w, h, p.merge_above)
         if p.split and h.shape[0] > 0:
             w, h = _split(occ, w, h, p)
+        for op, a, b in p.edits:
+            w, h = _merge_two(w, h, a, b) if op == "merge" else _split_one(occ, w, h, a, p.seed)
     total = w.sum(axis=1, keepdims=True)
     prob = np.where(total > 0, w / np.where(total > 0, total, 1.0), 0.0)
     labels = np.where(total[:, 0] > 0, np.argmax(w, axis=1), -1).astype(np.int64)
@@ -207,6 +223,43 @@ def _split(occ: np.ndarray, w: np.ndarray, h: np.ndarray, p: BraggClassParams) -
             ws.append((w[:, k] * (occ[:, used[groups == g]].sum(axis=1) > 0))[:, None])
             hs.append(row[None])
     return np.hstack(ws), np.vstack(hs)
+
+
+def _merge_two(w: np.ndarray, h: np.ndarray, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Classes ``a`` and ``b`` made one, kept at ``min(a, b)``."""
+    n = h.shape[0]
+    if a == b or not (0 <= a < n and 0 <= b < n):
+        raise ClassificationError(f"merge needs two different classes among 0..{n - 1}, got {a} and {b}")
+    lo, hi = min(a, b), max(a, b)
+    w, h = w.copy(), h.copy()
+    w[:, lo] += w[:, hi]
+    h[lo] += h[hi]
+    return np.delete(w, hi, axis=1), np.delete(h, hi, axis=0)
+
+
+def _split_one(occ: np.ndarray, w: np.ndarray, h: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class ``k`` split by 2-means over its members' occupancy; the second half becomes the last class."""
+    from sklearn.cluster import KMeans
+
+    n = h.shape[0]
+    if not 0 <= k < n:
+        raise ClassificationError(f"split needs a class among 0..{n - 1}, got {k}")
+    total = w.sum(axis=1)
+    idx = np.nonzero((np.argmax(w, axis=1) == k) & (total > 0))[0]
+    rows = occ[idx]
+    if len(idx) < 2 or len(np.unique(rows, axis=0)) < 2:
+        raise ClassificationError(f"class {k} has {len(idx)} position(s) with {len(np.unique(rows, axis=0))} "
+                                  "different sets of Bragg vectors; it cannot be split")
+    sub = KMeans(2, n_init=4, random_state=seed).fit_predict(rows)
+    moved = idx[sub == 1]
+    w_new = np.zeros((w.shape[0], 1))
+    w_new[moved, 0] = w[moved, k]
+    w = w.copy()
+    w[moved, k] = 0.0
+    h = h.copy()
+    h_new = occ[moved].mean(axis=0) * h[k].sum() / max(occ[idx].mean(axis=0).sum(), 1e-12)
+    h[k] = occ[idx[sub == 0]].mean(axis=0) * h[k].sum() / max(occ[idx].mean(axis=0).sum(), 1e-12)
+    return np.hstack([w, w_new]), np.vstack([h, h_new[None]])
 
 
 def bragg_classes_step(cube: Any, params: BraggClassParams, context: RunContext) -> BraggClasses:

@@ -42,7 +42,9 @@ from ..engine.job import Buffer, Job
 from ..engine.run import run_job
 from .class_model import (ClassificationError, ClassModel, check_classes, model_from_labels, posterior, project,
                           unmix)
-from .features import FeatureParams, Features, compute_features
+from .class_paint import spread_labels
+from .features import FeatureParams, Features
+from .features_polar import features_of
 from .peaks import PeakTable
 from .steps import RunContext, own_record, split_engine
 from .virtual import virtual_diffraction
@@ -96,7 +98,8 @@ class ClassifyParams(Params):
     probability: Literal["posterior", "unmixing"] = param(
         "posterior", doc="class probability: model posterior, or linear-unmixing fractions of the class centres")
     patterns: tuple[str, ...] = param(("mean", "max"), doc="class patterns to compute: mean, max, median")
-    seeds: np.ndarray | None = param(None, doc="(Rx, Ry) int painted labels for a semi-supervised pass, -1 unset")
+    seeds: np.ndarray | None = param(None, doc="(Rx, Ry) int painted labels, -1 unset: a semi-supervised pass "
+                                               "(label spreading in component space) instead of clustering")
     seed: int = param(0, ge=0, doc="random state")
     model: ClassModel | None = param(None, doc="a trained model: applied as it is, without refitting")
 
@@ -252,7 +255,7 @@ def decompose(cube: Any, params: DecomposeParams | None = None, *, peaks: PeakTa
     """
     engine, changes = split_engine(options)
     p = own_record(params, DecomposeParams, changes, "decompose")
-    feats = compute_features(cube, p.features, peaks=peaks, **engine)
+    feats = features_of(cube, p.features, peaks=peaks, **engine)
     x = feature_matrix(feats, p.incremental)
     _check_components(p.n_components, x, p.incremental, p.batch_size)
     with threadpool_limits(1):  # see classify_features
@@ -446,13 +449,12 @@ def fit_model(x: np.ndarray, p: ClassifyParams, shape: tuple[int, int],
     reg = max(p.reg_covar * float(y.var(axis=0).mean()), 1e-12)
     # incremental: y is what the trained model's projection gives, bit for bit (reused for the labels)
     info: dict = {"coordinates": y} if p.incremental else {}
-    init = None
+    painted = None
     n = p.n_classes
     if p.seeds is not None and (np.asarray(p.seeds) >= 0).any():
-        s = np.asarray(p.seeds).reshape(-1)
-        n = int(s.max()) + 1
-        check_classes(s[s >= 0], n, "painting (paint every class from 0 up)")
-        init = np.stack([y[s == k].mean(axis=0) for k in range(n)])
+        painted = np.asarray(p.seeds).reshape(-1)
+        n = int(painted.max()) + 1
+        check_classes(painted[painted >= 0], n, "painting (paint every class from 0 up)")
     if n is None:
         if p.method != "gmm":
             raise ClassificationError(f"method {p.method!r} needs n_classes; only 'gmm' chooses it (by BIC)")
@@ -460,8 +462,11 @@ def fit_model(x: np.ndarray, p: ClassifyParams, shape: tuple[int, int],
         n = int(info["bic"][0, np.argmin(info["bic"][1])])
     if n > len(y):
         raise ClassificationError(f"{n} classes asked for {len(y)} positions; choose fewer classes")
-    runs = [_cluster(y, p, n, p.seed + i, shape, init, reg) for i in range(p.restarts if init is None else 1)]
-    labels, info["agreement"] = consensus_labels(runs, n) if len(runs) > 1 else (runs[0], None)
+    if painted is not None:  # semi-supervised: the painted labels spread over a kNN graph (class_paint)
+        labels, info["agreement"] = spread_labels(y, painted, n), None
+    else:
+        runs = [_cluster(y, p, n, p.seed + i, shape, None, reg) for i in range(p.restarts)]
+        labels, info["agreement"] = consensus_labels(runs, n) if len(runs) > 1 else (runs[0], None)
     base = ClassModel(mean=mean, scale=scale, components=comps, centres=np.zeros((n, comps.shape[0])),
                       kind="kmeans" if p.method == "kmeans" else "gmm",
                       variances=None if p.method == "kmeans" else np.ones((n, comps.shape[0])),
@@ -530,7 +535,7 @@ def classify(cube: Any, params: ClassifyParams | None = None, *, peaks: PeakTabl
     """
     engine, changes = split_engine(options)
     p = own_record(params, ClassifyParams, changes, "classify")
-    feats = compute_features(cube, p.features, peaks=peaks, **engine)
+    feats = features_of(cube, p.features, peaks=peaks, **engine)
     return classify_features(cube, feats, p, **engine)
 
 

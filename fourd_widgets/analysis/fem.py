@@ -20,7 +20,8 @@ Counted data (``counted=True``): every variance above has its Poisson term
 removed, computed exactly for the split bins. A bin mean ``x_b = Σ w_pb I_p / A_b``
 has shot variance ``Σ w_pb² I_p / A_b²`` (an unbiased estimate, since
 ``E[I_p] = λ_p`` for counts), and a ring mean ``Σ u_p I_p`` has ``Σ u_p² I_p``;
-``gain`` converts the data to electrons first.
+``gain`` converts the data to electrons first. How precise V can be at a given
+dose (the Cramér–Rao bound of counting) is :func:`fourd_widgets.analysis.fem_errors.fem_variance_bound`.
 
 References
 ----------

@@ -17,7 +17,10 @@ the vectors given), so a weak pattern needs no disk of its own.
 The inverse Fisher information at the fit, with amplitudes and background profiled out,
 is the covariance of ``(o, g1, g2)``; propagated through the strain algebra
 (:func:`~fourd_widgets.analysis.strain.strain_from_lattice`) it gives ``σ`` of ``ε_xx,
-ε_yy, ε_xy`` and ``θ`` at every position (:class:`StrainSigmaMap`). The Cramér-Rao bound of
+ε_yy, ε_xy`` and ``θ`` at every position (:class:`StrainSigmaMap`). The strain being a non-linear
+function of the vectors, each position's strain has its second-order bias removed
+(:func:`strain_bias`, from the same covariance): without that, the mean ε_xx and ε_yy of
+noisy positions are high by about the vectors' relative variance. The Cramér-Rao bound of
 the same model, with the amplitudes taken from the noise-free pattern, is
 :func:`lattice_cramer_rao_bound`: the scatter of any unbiased estimator is at least that.
 
@@ -78,6 +81,7 @@ __all__ = [
     "start_lattice",
     "whole_pattern_fit",
     "strain_sigma",
+    "strain_bias",
     "limit_sigma",
     "lattice_cramer_rao_bound",
     "FIT_NOT_CONVERGED",
@@ -91,6 +95,9 @@ FIT_NOT_CONVERGED = 8
 FIT_WANDERED = 16
 #: Failure bit: the largest strain σ exceeds ``max_sigma``.
 FIT_SIGMA_ABOVE = 32
+
+#: Px of probe kept beyond the model window when the probe is upsampled (pattern_model).
+CROP_MARGIN = 12
 
 _SIGMA_NAMES = ("sigma_exx", "sigma_eyy", "sigma_exy", "sigma_theta_deg")
 
@@ -194,6 +201,12 @@ def pattern_model(template: ProbeTemplate, window: float = 3.0, upsample: int = 
     half = float(math.ceil(template.radius + window))
     if 2 * half + 2 > min(H, W):
         raise ShapeError(f"the probe window ({2 * half:.0f} px) does not fit the detector {H}x{W}; lower window")
+    # upsample a box around the probe, not the whole detector (a 1024² FFT per map at 128 px and 8x costs
+    # more than fitting 100 patterns); CROP_MARGIN px beyond the window keep the blur and the box's
+    # periodic wrap away from the samples
+    b = min(H // 2, W // 2, int(half) + CROP_MARGIN)
+    p = p[H // 2 - b:H // 2 + b, W // 2 - b:W // 2 + b]
+    H = W = 2 * b
     # zero-padded spectrum: samples every 1/up px of the band-limited probe
     u = int(upsample)
     kx = np.fft.fftfreq(H)[:, None]
@@ -530,6 +543,63 @@ def strain_sigma(g1: np.ndarray, g2: np.ndarray, cov_g: np.ndarray, g1_ref: Any,
     return {f"sigma_{n}": d[..., r] for r, n in enumerate(names)}
 
 
+def strain_bias(g1: np.ndarray, g2: np.ndarray, cov_g: np.ndarray, g1_ref: Any, g2_ref: Any, *,
+                rotation_deg: float = 0.0, flip: bool = False, frame_deg: float = 0.0,
+                step: float = 1e-2) -> dict[str, np.ndarray]:
+    """Second-order bias of the strain maps computed from noisy vectors: ``½ Σ_ij ∂²ε/∂g_i∂g_j cov_ij``.
+
+    The strain is a non-linear function of ``(g1, g2)`` (it inverts the basis), so the mean of
+    ε over unbiased but noisy vectors is off by this much: about ``+σ²`` in ε_xx and ε_yy for a
+    relative scatter σ of the vectors (+1.3e-4 at 2000 e⁻ per probe on the shared Si files,
+    where one position scatters by about 1 %). The whole-pattern fit subtracts it from each
+    position's strain, with that position's covariance.
+
+    Parameters
+    ----------
+    g1, g2 : (..., 2) arrays
+    cov_g : (..., 4, 4) array
+        Covariance of ``(g1_x, g1_y, g2_x, g2_y)``.
+    g1_ref, g2_ref, rotation_deg, flip, frame_deg
+        As :func:`strain_sigma`.
+    step : float
+        Finite-difference step of the second derivatives, px (ε is smooth: 0.01 px on 20-40 px vectors
+        gives the Hessian to ~1e-7 relative).
+
+    Returns
+    -------
+    dict
+        ``exx, eyy, exy, theta_deg``: the bias, each of shape ``g1.shape[:-1]``.
+
+    Examples
+    --------
+    >>> cov = np.diag([0.01, 0.0, 0.0, 0.0])  # σ(g1_x) = 0.1 px on |g1| = 10 px: 1 % relative
+    >>> b = strain_bias(np.array([10.0, 0.0]), np.array([0.0, 10.0]), cov, (10, 0), (0, 10))
+    >>> round(float(b["exx"]), 6), round(float(b["eyy"]), 6)
+    (0.0001, 0.0)
+    """
+    G = np.concatenate([np.asarray(g1, float), np.asarray(g2, float)], -1)
+    C = np.asarray(cov_g, float)
+    h = step
+    # every perturbation of the 4 components at once (one call): 0, ±h e_i, then ±h e_i ± h e_j for i < j
+    moves = [np.zeros(4)] + [s * h * np.eye(4)[i] for i in range(4) for s in (1, -1)]
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    moves += [h * (si * np.eye(4)[i] + sj * np.eye(4)[j]) for i, j in pairs for si, sj in ((1, 1), (1, -1), (-1, 1),
+                                                                                          (-1, -1))]
+    X = G[None] + np.asarray(moves).reshape((len(moves),) + (1,) * (G.ndim - 1) + (4,))
+    e = strain_from_lattice(X[..., :2], X[..., 2:], g1_ref, g2_ref, rotation_deg=rotation_deg, flip=flip,
+                            frame_deg=frame_deg)
+    out = {}
+    for n, v in e.items():
+        acc = np.zeros(G.shape[:-1])
+        for i in range(4):  # ½ H_ii C_ii
+            acc += 0.5 * (v[1 + 2 * i] - 2 * v[0] + v[2 + 2 * i]) / h ** 2 * C[..., i, i]
+        for k, (i, j) in enumerate(pairs):  # H_ij C_ij for (i, j) and (j, i): ½ · 2
+            pp, pm, mp, mm = v[9 + 4 * k:13 + 4 * k]
+            acc += (pp - pm - mp + mm) / (4 * h ** 2) * C[..., i, j]
+        out[n] = acc
+    return out
+
+
 def _pool(values: np.ndarray, cov: np.ndarray, valid: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian-weighted mean over valid positions, and its covariance (independent positions)."""
     r = int(math.ceil(3 * sigma))
@@ -549,15 +619,17 @@ def _pool(values: np.ndarray, cov: np.ndarray, valid: np.ndarray, sigma: float) 
 
 
 def start_lattice(mean: np.ndarray, template: ProbeTemplate, calibration: Calibration,
-                  p: WholePatternFitParams, scale: float,
-                  reference: tuple | None = None) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+                  p: WholePatternFitParams, scale: float, reference: tuple | None = None, *,
+                  model: PatternModel | None = None) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
     """The start of every pattern's fit: the lattice of the mean pattern.
 
     Vectors not given in ``p`` are the ``reference`` vectors, else come from the mean pattern's detected disks
     (:func:`~fourd_widgets.analysis.strain.suggest_basis`); then the whole-pattern fit
     refines them (given or found) on the mean pattern, with its background. Returns ``(theta0 (6,), amps0 (S,), bg0, hk (S, 2))``.
+    ``model`` is the :func:`pattern_model` of ``template`` and ``p`` when the caller has it already.
     """
-    model = pattern_model(template, p.window, p.upsample, p.edge_blur)
+    if model is None:
+        model = pattern_model(template, p.window, p.upsample, p.edge_blur)
     origin = p.origin if p.origin is not None else calibration.origin
     g1, g2 = p.g1, p.g2
     if g1 is None and reference is not None:  # the reference lattice: the same basis as the reference
@@ -617,8 +689,9 @@ def whole_pattern_fit(cube: Any, params: WholePatternFitParams | None = None, *,
         template = probe_template(np.asarray(template), ProbeTemplateParams(source="vacuum_image"))
     cal = cube.calibration or Calibration()
     mean = mean_pattern(cube, **shared)
-    theta0, amps0, bg0, hk = start_lattice(mean, template, cal, p, p.counts_per_unit, _reference_vectors(p, reference))
     model = pattern_model(template, p.window, p.upsample, p.edge_blur)
+    theta0, amps0, bg0, hk = start_lattice(mean, template, cal, p, p.counts_per_unit, _reference_vectors(p, reference),
+                                           model=model)
     job = WholePatternFitJob(model, hk, theta0, amps0, bg0, p)
     out = run_job(cube, job, **{"progress": False, **engine})
     return _strain_sigma_map(out, theta0, hk, model.radius, cal, p, reference)
@@ -673,6 +746,8 @@ def _strain_sigma_map(out: dict, theta0: np.ndarray, hk: np.ndarray, radius: flo
         g1_ref, g2_ref = np.median(g1[region], 0), np.median(g2[region], 0)
     kw = dict(rotation_deg=cal.rotation_deg, flip=cal.flip, frame_deg=p.frame_deg)
     maps = strain_from_lattice(g1, g2, g1_ref, g2_ref, **kw)
+    bias = strain_bias(g1, g2, cov[..., 2:, 2:], g1_ref, g2_ref, **kw)  # mean of ε(noisy g) is not ε(g)
+    maps = {k: v - bias[k] for k, v in maps.items()}
     sig = strain_sigma(g1, g2, cov[..., 2:, 2:], g1_ref, g2_ref, **kw)
     mask = failure != 0
     for v in list(maps.values()) + list(sig.values()):

@@ -13,6 +13,9 @@ calibration's :func:`~fourd_widgets.analysis.calibration.scan_frame_matrix`) [1]
    at the edges, are aligned by the current model and cross-correlated with their
    mean; the residual shifts (peaks refined by an upsampled DFT [3]_) update the
    model, a few times over.
+   Then Newton steps on the six parameters of ``d = c + G k`` maximise the correlation
+   of every image with the mean of the others at once, each image and frequency
+   weighted by its own precision (no peak picked on a grid).
 3. A linear fit ``d = c + G k`` gives ``G = −λ T H``; ``H = T^T (−G/λ)`` must be
    symmetric, which fixes ``θ`` up to 180° in closed form; the branch nearest the
    scan rotation from the calibration (checked against the CoM curl, as DPC does)
@@ -47,7 +50,7 @@ from ..engine.run import run_job
 from .aberrations import Aberrations, chi, detector_k, parallax_shift
 from .calibration import scan_frame_matrix
 from .phase_common import (bright_field, measure_shifts, read_fields, resolve_rotation, shift_images, splat,
-                           step_engine, write_fields)
+                           step_engine, tukey_window, write_fields)
 
 __all__ = ["ParallaxParams", "ParallaxResult", "ParallaxData", "parallax", "parallax_prepare", "tcbf",
            "fit_parallax_shifts", "measure_shifts", "BrightFieldJob", "parallax_step"]
@@ -58,6 +61,9 @@ class ParallaxParams(Params):
     """Record of a parallax (tcBF) reconstruction with its aberration fit."""
 
     step = "parallax"
+    # version 2: joint Newton refinement of the shift field (version 1 stopped at the per-image peaks)
+    schema_version = 2
+    migrations = {1: lambda d: {**d, "joint_steps": 0}}
 
     bin: int = param(1, ge=1, le=16, doc="detector pixels grouped bin x bin into one bright-field image")
     edge_margin: float = param(1.0, ge=0, units="px", doc="leave out groups closer than this to the disk edge")
@@ -76,6 +82,9 @@ class ParallaxParams(Params):
     flip: bool = param(False, doc="'manual': detector axes swapped relative to the scan")
     rotation_tolerance_deg: float = param(10.0, gt=0, le=90, units="deg", doc="as in DPC")
     fit_rotation: bool = param(True, doc="fit the scan rotation from the shifts (else keep the one above)")
+    joint_steps: int = param(
+        8, ge=0, le=50, doc="then Newton steps on the whole linear shift field (every image and frequency "
+        "weighted by its precision); 0: the per-image peaks alone")
     upsample: int = param(2, ge=1, le=8, doc="tcBF image grid: this many pixels per scan step")
     kernel_px: float = param(0.5, gt=0, le=4, units="px", doc="Gaussian splatting kernel, upsampled pixels")
     shifts: Literal["fit", "measured", "manual"] = param(
@@ -370,6 +379,12 @@ def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any =
             model = _model(kf, ab, lam, rot, flip, offset) / step_A
             res = np.linalg.norm(measured - model, axis=1)
             use = res <= max(3 * np.median(res), 0.25)
+    if p.joint_steps:
+        # the shifts of all images at once, by Newton steps on the six linear parameters (scan px, k in 1/Å)
+        model, own = _joint_refine(imf, kf, model, smooth, p.joint_steps)
+        ab, rot, offset = fit_parallax_shifts(kf, model * step_A, lam, rot0, flip, p.fit_rotation)
+        model = _model(kf, ab, lam, rot, flip, offset) / step_A
+        measured = np.where(np.isfinite(own), own, measured)
     residual = float(np.sqrt(np.mean(np.sum((measured - model) ** 2, axis=1))))
     if p.shifts == "manual":
         image = tcbf(data, Aberrations(p.C10, p.C12, p.phi12_deg), rot0, flip, upsample=p.upsample,
@@ -385,6 +400,64 @@ def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any =
         a.setflags(write=False)
     return ParallaxResult(tcbf=image, tcbf_step_A=step_A / p.upsample, k=kf, shifts=measured, fitted_shifts=model,
                           aberrations=ab, rotation_deg=rot, flip=flip, residual_px=residual, params=p)
+
+
+def _joint_refine(images: np.ndarray, k: np.ndarray, model: np.ndarray, smooth_px: float,
+                  steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Newton steps on the linear shift field ``d = c + G k`` that maximise the images' agreement.
+
+    With every image aligned by the current model, the correlation of image ``n`` with
+    the mean of the others (leave-one-out), ``f_n(δ) = Σ_q w(q) Re[Â_n(q) e^{2πi q·δ} R̂_n*(q)]``,
+    has, at ``δ = 0``, the gradient ``g_n`` and curvature ``−K_n`` below (``w`` is the
+    cross-correlation low-pass). Summing over images through ``δ_n = J_n Δθ`` gives one
+    6x6 system for the change ``Δθ`` of the six linear parameters: every image and every
+    frequency weighs by its own precision (``K_n``), no correlation peak is picked on
+    a grid, and no image needs a peak that stands out of its noise on its own.
+
+    Returns the refined model shifts ``(N, 2)`` (scan px) and each image's own Newton
+    estimate ``model + K_n⁻¹ g_n`` (NaN where ``K_n`` is not positive definite).
+    """
+    N, Rx, Ry = images.shape
+    fx = sfft.fftfreq(Rx)[:, None] * np.ones((1, Ry))
+    fy = np.ones((Rx, 1)) * sfft.fftfreq(Ry)[None, :]
+    w = np.exp(-2 * np.pi ** 2 * smooth_px ** 2 * (fx * fx + fy * fy))
+    win = tukey_window(Rx)[:, None] * tukey_window(Ry)[None, :]
+    J = np.zeros((N, 2, 6))
+    J[:, 0, 0] = J[:, 1, 1] = 1.0
+    J[:, 0, 2], J[:, 0, 3] = k[:, 0], k[:, 1]
+    J[:, 1, 4], J[:, 1, 5] = k[:, 0], k[:, 1]
+    own = np.full((N, 2), np.nan)
+    for _ in range(steps):
+        aligned = shift_images(images, model)
+        a = (aligned - aligned.mean(axis=(1, 2), keepdims=True)) * win
+        A = sfft.fft2(a)
+        R = (A.sum(axis=0)[None] - A) / max(N - 1, 1)
+        X = w[None] * A * np.conj(R)  # (N, Rx, Ry)
+        # d/dδ of Re[X e^{2πi q·δ}] = Re[2πi q X];  d²/dδ² = −4π² q q^T Re[X]
+        Xr, Xi = X.real, X.imag
+        g = -2 * np.pi * np.stack([(fx * Xi).sum((1, 2)), (fy * Xi).sum((1, 2))], -1)
+        c = 4 * np.pi ** 2
+        K = np.empty((N, 2, 2))
+        K[:, 0, 0] = c * (fx * fx * Xr).sum((1, 2))
+        K[:, 0, 1] = K[:, 1, 0] = c * (fx * fy * Xr).sum((1, 2))
+        K[:, 1, 1] = c * (fy * fy * Xr).sum((1, 2))
+        lhs = np.einsum("nai,nab,nbj->ij", J, K, J)
+        rhs = np.einsum("nai,na->i", J, g)
+        try:
+            delta = np.linalg.solve(lhs, rhs)
+        except np.linalg.LinAlgError:
+            break
+        if not np.all(np.isfinite(delta)) or np.any(np.linalg.eigvalsh(lhs) <= 0):
+            break
+        model = model + np.einsum("nai,i->na", J, delta)
+        det = K[:, 0, 0] * K[:, 1, 1] - K[:, 0, 1] ** 2
+        ok = (det > 0) & (K[:, 0, 0] > 0)
+        own = np.full((N, 2), np.nan)
+        own[ok] = np.linalg.solve(K[ok], g[ok][..., None])[..., 0]
+        own = own + model - np.einsum("nai,i->na", J, delta)  # relative to the model the step started from
+        if np.max(np.abs(np.einsum("nai,i->na", J, delta))) < 1e-4:
+            break
+    return model, own
 
 
 def _model(k: np.ndarray, ab: Aberrations, lam: float, rot: float, flip: bool, offset: np.ndarray) -> np.ndarray:

@@ -145,10 +145,14 @@ def _extend(g: np.ndarray, boundary: str, padding: float) -> np.ndarray:
         out[:Rx, :Ry] = g
         return out
     # even extension of φ: ∂x φ is odd across x edges and even across y edges (and vice versa)
-    gx, gy = g[..., 0], g[..., 1]
-    ex = np.block([[gx, gx[:, ::-1]], [-gx[::-1], -gx[::-1, ::-1]]])
-    ey = np.block([[gy, -gy[:, ::-1]], [gy[::-1], -gy[::-1, ::-1]]])
-    return np.stack([ex, ey], -1)
+    out = np.empty((2 * Rx, 2 * Ry, 2))
+    for c, (sx, sy) in enumerate(((-1.0, 1.0), (1.0, -1.0))):  # sign across x edges, across y edges
+        gc = g[..., c]
+        out[:Rx, :Ry, c] = gc
+        out[:Rx, Ry:, c] = sy * gc[:, ::-1]
+        out[Rx:, :Ry, c] = sx * gc[::-1]
+        out[Rx:, Ry:, c] = sx * sy * gc[::-1, ::-1]
+    return out
 
 
 def integrate_gradient(gradient: np.ndarray, *, step_A: float = 1.0, boundary: str = "mirror", padding: float = 2.0,

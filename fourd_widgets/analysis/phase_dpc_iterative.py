@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import scipy.fft as sfft
@@ -50,6 +50,7 @@ from ..core.params import Params, param
 from ..engine.iterate import IterativeJob, run_iterative
 from ..engine.job import Buffer, Job
 from .calibration import scan_frame_matrix
+from .phase_common import resolve_rotation
 from .detectors import Rectangle
 from .virtual import virtual_image
 
@@ -62,17 +63,25 @@ class IterativeDPCParams(Params):
 
     step = "phase_dpc_iterative"
     # version 2: rotation_deg in the calibration's sense (version 1 rotated the other way unless transposed)
-    schema_version = 2
-    migrations = {1: lambda d: _from_version_1(d)}
+    # version 3: a rotation mode, the calibration's by default (version 2 always used rotation_deg)
+    schema_version = 3
+    migrations = {1: lambda d: _from_version_1(d), 2: lambda d: _from_version_2(d)}
     iterations: int = param(64, ge=1, doc="maximum number of iterations")
     step_size: float = param(1.0, gt=0, lt=2, doc="fraction of the Fourier update applied per iteration")
     padding: float = param(2.0, ge=1, doc="solve on a grid this many times the scan (1: the scan is periodic)")
     stopping_criterion: float = param(
         1e-6, ge=0, doc="stop when the relative RMS residual, or its relative decrease in one iteration, is below")
+    rotation: Literal["calibration", "curl", "manual"] = param(
+        "calibration", doc="scan rotation and transpose of a cube: the calibration's (refused when the CoM curl "
+        "contradicts it), measured here by minimising the curl, or rotation_deg and transpose below; a "
+        "centre-of-mass array carries no calibration, so there 'calibration' means rotation_deg and transpose too")
+    rotation_tolerance_deg: float = param(
+        10.0, units="deg", gt=0, le=90, doc="'calibration': largest disagreement with the curl minimum accepted")
     rotation_deg: float = param(
-        0.0, units="deg", doc="scan rotation in the calibration's sense (Calibration.rotation_deg, the dpc step's): "
-        "a scan vector v appears on the detector as R(rotation_deg) S v")
-    transpose: bool = param(False, doc="detector axes swapped relative to the scan (Calibration.flip): S above")
+        0.0, units="deg", doc="'manual': scan rotation in the calibration's sense (Calibration.rotation_deg, the "
+        "dpc step's): a scan vector v appears on the detector as R(rotation_deg) S v")
+    transpose: bool = param(
+        False, doc="'manual': detector axes swapped relative to the scan (Calibration.flip): S above")
     com_scale: float | None = param(
         None, gt=0, doc="rad per scan pixel per unit of the input: None gives 1 for an array (already a phase "
         "gradient) and 2π × scan step × detector step for a calibrated cube; 2π × scan step (Å) for CoM in 1/Å")
@@ -85,6 +94,12 @@ def _from_version_1(d: dict) -> dict:
     if not d.get("transpose", False) and "rotation_deg" in d:
         d["rotation_deg"] = -float(d["rotation_deg"])
     return d
+
+
+def _from_version_2(d: dict) -> dict:
+    """Version 2 always turned the field by its ``rotation_deg`` and ``transpose`` (0° and no transpose
+    unless set, whatever the cube's calibration said): it replays unchanged as ``rotation='manual'``."""
+    return {**d, "rotation": "manual"}
 
 
 def phase_gradient(com: np.ndarray, params: IterativeDPCParams) -> np.ndarray:
@@ -224,6 +239,9 @@ def dpc_phase_iterative(
         ``com_scale`` (by default taken as already in rad per scan pixel).
         Non-finite positions are left out and filled in by the integration.
     params : IterativeDPCParams, optional
+        The scan rotation of a cube is its calibration's by default (``rotation``);
+        passing ``rotation_deg=`` or ``transpose=`` as keywords without ``rotation=``
+        means ``rotation='manual'``.
     scheduler, workers, progress, cancel
         Engine options (:func:`fourd_widgets.engine.run_iterative`); progress
         counts iterations; cancel raises CancelledError carrying ``.state``.
@@ -250,15 +268,31 @@ def dpc_phase_iterative(
     if not isinstance(p, IterativeDPCParams):
         raise ParameterError(f"params must be IterativeDPCParams, got {type(p).__name__}", field="params")
     if overrides:
+        if "rotation" not in overrides and ({"rotation_deg", "transpose"} & set(overrides)):
+            overrides["rotation"] = "manual"  # an angle given by keyword is meant to be used
         p = p.replace(**overrides)
     engine = {"scheduler": scheduler, "workers": workers, "cancel": cancel}
     if isinstance(data, DataCube):
+        if p.rotation != "manual" and (p.rotation_deg != 0.0 or p.transpose):
+            raise ParameterError(
+                f"phase_dpc_iterative: rotation={p.rotation!r} takes the scan rotation from the "
+                f"{'calibration' if p.rotation == 'calibration' else 'centre-of-mass curl'}, so rotation_deg="
+                f"{p.rotation_deg} and transpose={p.transpose} would be ignored; pass rotation='manual' to use "
+                "them, or leave them at 0 and False", field="rotation")
         com, scale = _com_of_cube(data, {**engine, "progress": progress})
         if p.com_scale is None:
             p = p.replace(com_scale=scale)
+        if p.rotation != "manual":
+            rot, flip = resolve_rotation(np.moveaxis(com, 0, -1), data.calibration, p.rotation, 0.0, False,
+                                         p.rotation_tolerance_deg, "iterative DPC")
+            p = p.replace(rotation="manual", rotation_deg=rot, transpose=flip)
         source = data
     else:
         com = np.asarray(data, dtype=np.float64)
+        if p.rotation == "curl":
+            rot, flip = resolve_rotation(np.moveaxis(com, 0, -1), None, "curl", 0.0, False,
+                                         p.rotation_tolerance_deg, "iterative DPC")
+            p = p.replace(rotation="manual", rotation_deg=rot, transpose=flip)
         source = com
     grad = phase_gradient(com, p)
     valid = np.isfinite(grad).all(axis=-1)

@@ -276,8 +276,9 @@ def fit_lattice(peaks: PeakTable, g1: Any, g2: Any, calibration: Calibration | N
     ===============  ===========  ============  ==============  ===================  ============
 
     The weighting moves these figures by a few thousandths of a percent: what is left is in the disk
-    positions (systematic 0.005-0.015 px per disk from dynamical contrast inside the disks, 0.04-0.07
-    px in the bicrystal's grains from the other grain's probe tail), which no weighting removes.
+    positions (systematic 0.005-0.017 px per disk from the dynamical contrast inside each disk and its
+    place on the pixel grid, 0.04-0.07 px in the bicrystal's grains from the interference of the wave
+    with the probe's tail in the other grain), which no weighting removes (``bench/bench_strain_limits.py``).
     Intensity weights are close to the inverse variance of each disk's position (its scatter over
     the scan grows as its intensity falls) and give the smallest strain errors between files, which
     is what a strain map measures; ``'uniform'`` gives the smallest absolute lattice error on the

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 __all__ = ["fit_pattern", "fit_patterns"]
 
@@ -126,7 +126,7 @@ def _solve_sym(a, b):
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum):
+def _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum, filled):
     """The model image λ at the given parameters (floored at LAMBDA_FLOOR).
 
     Each site's template values and gradients over its window are kept in ``P, PX, PY``
@@ -139,9 +139,17 @@ def _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum):
     wy = np.empty(4)
     dwx = np.empty(4)
     dwy = np.empty(4)
-    for i in range(H):
-        for j in range(W):
-            lam[i, j] = bg
+    base = max(bg, LAMBDA_FLOOR)
+    if filled[0] == base:  # only the last windows differ from the background: reset those
+        for s in range(S):
+            for i in range(win[s, 0], win[s, 1] + 1):
+                for j in range(win[s, 2], win[s, 3] + 1):
+                    lam[i, j] = base
+    else:
+        for i in range(H):
+            for j in range(W):
+                lam[i, j] = base
+        filled[0] = base
     for s in range(S):
         cx = theta[0] + hk[s, 0] * theta[2] + hk[s, 1] * theta[4]
         cy = theta[1] + hk[s, 0] * theta[3] + hk[s, 1] * theta[5]
@@ -155,8 +163,15 @@ def _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum):
         bj0 = _taps(cy, j0, half, up, wy, dwy)
         acc = 0.0
         a = amps[s]
+        r2 = half * half
         for i in range(i0, i1 + 1):
+            di2 = (i - cx) * (i - cx)
             for j in range(j0, j1 + 1):
+                if di2 + (j - cy) * (j - cy) >= r2:  # the template is tapered to zero at radius half
+                    P[s, i - i0, j - j0] = 0.0
+                    PX[s, i - i0, j - j0] = 0.0
+                    PY[s, i - i0, j - j0] = 0.0
+                    continue
                 p, px, py = _sample(t, bi0 + (i - i0) * up, bj0 + (j - j0) * up, wx, wy, dwx, dwy, up)
                 P[s, i - i0, j - j0] = p
                 PX[s, i - i0, j - j0] = px
@@ -164,16 +179,23 @@ def _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum):
                 lam[i, j] += a * p
                 acc += p
         psum[s] = acc
-    for i in range(H):
-        for j in range(W):
-            if lam[i, j] < LAMBDA_FLOOR:
-                lam[i, j] = LAMBDA_FLOOR
+    for s in range(S):  # outside the windows λ is the (floored) background already
+        for i in range(win[s, 0], win[s, 1] + 1):
+            for j in range(win[s, 2], win[s, 3] + 1):
+                if lam[i, j] < LAMBDA_FLOOR:
+                    lam[i, j] = LAMBDA_FLOOR
 
 
 @njit(cache=True, nogil=True)
-def _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum):
+def _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum, filled):
     """Poisson log-likelihood (without ``log n!``): ``Σ n log λ`` over the pixels with counts, minus ``Σ λ``."""
-    _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum)
+    _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum, filled)
+    return _loglik_filled(nz_i, nz_j, nz_n, lam, hk, amps, bg, psum)
+
+
+@njit(cache=True, nogil=True)
+def _loglik_filled(nz_i, nz_j, nz_n, lam, hk, amps, bg, psum):
+    """:func:`_loglik` of the model already in ``lam`` (and ``psum``)."""
     H, W = lam.shape
     total = bg * H * W
     for s in range(hk.shape[0]):
@@ -186,15 +208,17 @@ def _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg, P, PX, PY, 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _accumulate(counts, lam, t, half, up, hk, theta, amps, bg, L, C, D, UL, UA, fit_background,
-                P, PX, PY, win, psum):
-    """Score and Fisher blocks at the current parameters (the model is filled first).
+                P, PX, PY, win, psum, filled, fill):
+    """Score and Fisher blocks at the current parameters (the model is filled first if ``fill``;
+    else ``lam, P, PX, PY, win`` must hold the model at these parameters already).
 
     Per site, the pixel sums are reduced to a few moments of the template and its gradient;
     the lattice derivatives ``dλ/dθ = -A ∇P ⊗ (1, h, k)`` are expanded from them.
     """
     H, W = counts.shape
     S = hk.shape[0]
-    _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum)
+    if fill:
+        _fill_model(lam, t, half, up, hk, theta, amps, bg, P, PX, PY, win, psum, filled)
     L[:, :] = 0.0
     C[:, :] = 0.0
     D[:] = 0.0
@@ -331,7 +355,8 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
     status : int
         0 converged, 1 not converged within ``max_iter``, 2 singular information.
     loglik : float
-        Poisson log-likelihood at the end (without the ``log n!`` term).
+        Poisson log-likelihood at the end (without the ``log n!`` term); NaN when the last, converged
+        step was too short to be checked against it (the fit does not need it then).
     """
     H, W = counts.shape
     S = hk.shape[0]
@@ -350,6 +375,7 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
     PY = np.zeros((S, n, n))
     win = np.zeros((S, 4), np.int64)
     psum = np.zeros(S)
+    filled = np.full(1, -1.0)  # the background lam was last filled with (-1: never; not NaN: fastmath)
     nnz = 0
     for i in range(H):
         for j in range(W):
@@ -366,8 +392,11 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
                 nz_j[q] = j
                 nz_n[q] = counts[i, j]
                 q += 1
-    ll_prev = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg[0], P, PX, PY, win, psum)
-    ll_known = True
+    # the model in lam, P, PX, PY is filled lazily: ``current`` says it holds the model at the current
+    # parameters (then the next information needs no new fill), ``ll_known`` that ll_prev is their likelihood
+    ll_prev = 0.0
+    ll_known = False
+    current = False
     hmax = 0.0
     for s in range(S):
         hmax = max(hmax, 1.0 + abs(hk[s, 0]) + abs(hk[s, 1]))
@@ -377,7 +406,8 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
     while it < max_iter:
         it += 1
         _accumulate(counts, lam, t, half, up, hk, theta, amps, bg[0], L, C, D, UL, UA, fit_background,
-                    P, PX, PY, win, psum)
+                    P, PX, PY, win, psum, filled, not current)
+        current = True
         for u in range(6):
             th_prev[u] = theta[u]
         for s in range(S):
@@ -426,11 +456,11 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
         check = dec0 * scale * scale > CHECK_ABOVE or fit_background
         ll = ll_prev
         if check:
-            if not ll_known:
-                ll_prev = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, th_prev, a_prev, b_prev, P, PX, PY, win,
-                                  psum)
-            ll = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg[0], P, PX, PY, win, psum)
+            if not ll_known:  # lam still holds the model before the step (filled for the information)
+                ll_prev = _loglik_filled(nz_i, nz_j, nz_n, lam, hk, a_prev, b_prev, psum)
+            ll = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg[0], P, PX, PY, win, psum, filled)
         ll_known = check
+        current = check
         while check and ll < ll_prev and f > 1e-3:
             f *= 0.5
             for u in range(6):
@@ -438,7 +468,7 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
             for s in range(S):
                 amps[s] = a_prev[s] + 0.5 * (amps[s] - a_prev[s])
             bg[0] = b_prev + 0.5 * (bg[0] - b_prev)
-            ll = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg[0], P, PX, PY, win, psum)
+            ll = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg[0], P, PX, PY, win, psum, filled)
         scale *= f
         move_all *= f
         ll_prev = ll
@@ -452,9 +482,13 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
         if move_all < tol or dec < STEP_IN_SIGMA ** 2:
             status = 0
             break
-    _accumulate(counts, lam, t, half, up, hk, theta, amps, bg[0], L, C, D, UL, UA, fit_background,
-                P, PX, PY, win, psum)
-    loglik = _loglik(nz_i, nz_j, nz_n, lam, t, half, up, hk, theta, amps, bg[0], P, PX, PY, win, psum)
+    if status == 1:  # at convergence the information of the last step's start is kept (it moved < 5 % of σ)
+        _accumulate(counts, lam, t, half, up, hk, theta, amps, bg[0], L, C, D, UL, UA, fit_background,
+                    P, PX, PY, win, psum, filled, not current)
+        current = True
+    loglik = ll_prev if ll_known else math.nan
+    if current and not ll_known:
+        loglik = _loglik_filled(nz_i, nz_j, nz_n, lam, hk, amps, bg[0], psum)
     for s in range(S):
         active[s] = True  # the information counts every amplitude as unknown
     R, V = _reduced(L, C, D, UL, UA, active)
@@ -475,20 +509,20 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
     return it, status, loglik
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, parallel=True)
 def fit_patterns(patterns, scale, t, half, up, hk, theta0, amps0, bg0, fit_background, max_iter, tol, max_step,
                  theta, cov, amps, bg, iters, status, loglik):
-    """Fit every pattern of a stack from one start; results written into the output arrays.
+    """Fit every pattern of a stack from one start (in parallel over patterns); results written into the outputs.
 
     ``patterns`` (N, H, W) are multiplied by ``scale`` (counts per data unit); a pattern with a
     non-finite value gets status 4 and NaN results.
     """
     N, H, W = patterns.shape
-    counts = np.empty((H, W))
-    c6 = np.empty((6, 6))
-    th = np.empty(6)
-    b = np.empty(1)
-    for n in range(N):
+    for n in prange(N):
+        counts = np.empty((H, W))
+        c6 = np.empty((6, 6))
+        th = np.empty(6)
+        b = np.empty(1)
         finite = True
         for i in range(H):
             for j in range(W):

@@ -30,7 +30,8 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["build_polar_table", "polar_sums", "bin_totals", "ring_table", "ring_statistics", "shift_table"]
+__all__ = ["build_polar_table", "polar_sums", "bin_totals", "ring_table", "ring_statistics", "shift_table",
+           "pixel_gradient_power"]
 
 _TWO_PI = 2.0 * math.pi
 #: Most vertices per pixel edge (pixels next to the origin).
@@ -416,3 +417,56 @@ def shift_table(indptr, bins, weights, v_shape_y, cx, cy, shape_x, shape_y, ix, 
                 k += 1
     out_ptr[P] = k
     return out_ptr, ob, ow
+
+
+
+@njit(cache=True, nogil=True)
+def pixel_gradient_power(block, indptr, bins, weights, grad, n_q, per_ring, out):
+    """Poisson-weighted power of a statistic's gradient, carried back to the pixels.
+
+    With ``G[p] = sum_b weights[p, b] * grad[m, b]`` the derivative of a statistic
+    with respect to pixel ``p`` of pattern ``m``, this adds ``sum_p block[m, p] *
+    G[p]**2`` to ``out``: the Cramér-Rao variance of the statistic when the pixels
+    are independent Poisson counts of means ``block``.
+
+    Parameters
+    ----------
+    block : (n, Qx, Qy) array
+        Expected counts (electrons) per pixel.
+    indptr, bins, weights
+        A table from :func:`build_polar_table`.
+    grad : (n, n_bins) float64 array
+        Derivative with respect to each bin *sum* (the bin-mean derivative
+        times ``1 / area``).
+    n_q : int
+    per_ring : bool
+        True: one statistic per ring ``q``, whose gradient lives on the bins of
+        that ring (``out`` has n_q entries); False: one statistic (``out[0]``).
+    out : (n_q,) or (1,) float64 array
+        Accumulates.
+    """
+    n, sx, sy = block.shape
+    G = np.zeros(n_q)
+    for m in range(n):
+        g = grad[m]
+        for i in range(sx):
+            for j in range(sy):
+                lam = np.float64(block[m, i, j])
+                if lam == 0.0:
+                    continue
+                p = i * sy + j
+                if per_ring:
+                    # a pixel touches a few rings: accumulate, then flush only those
+                    for k in range(indptr[p], indptr[p + 1]):
+                        b = bins[k]
+                        G[b % n_q] += weights[k] * g[b]
+                    for k in range(indptr[p], indptr[p + 1]):
+                        iq = bins[k] % n_q
+                        if G[iq] != 0.0:
+                            out[iq] += lam * G[iq] * G[iq]
+                            G[iq] = 0.0
+                else:
+                    t = 0.0
+                    for k in range(indptr[p], indptr[p + 1]):
+                        t += weights[k] * g[bins[k]]
+                    out[0] += lam * t * t

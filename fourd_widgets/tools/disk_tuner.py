@@ -15,15 +15,15 @@ compute policy, field by field:
   in a thread with progress, cancel and the count map chunk by chunk, then the
   :func:`~fourd_widgets.analysis.disks.bragg_vector_map`.
 
-So ``fw.run(session.params, cube)["find_disks"] == session.peaks``. The lattice
-constraint (``FindDisksParams.lattice``) is kept and applied by the run; the strip
-shows free estimates (its few patterns have no scan neighbourhood).
+So ``fw.run(session.params, cube)["find_disks"] == session.peaks``. The lattice constraint
+(``FindDisksParams.lattice``) is kept and applied by the run; the strip shows free estimates (its few
+patterns have no scan neighbourhood). The other route, the whole-pattern lattice fit
+(``set_route('whole_pattern')``), is :mod:`fourd_widgets.tools.disk_tuner_route`.
 
-Messages (``messages['template' | 'detect' | 'run']``) say what is wrong beside
-each group of controls. Events for a view (besides the Tool ones): ``'params'``,
-``'positions'``, ``'template'`` (``(image, r, profile)``), ``'patterns'``,
-``'strip'`` (the update, or None), ``'histogram'``, ``'counts'`` (``(map, badge)``),
-``'bragg'`` (the map).
+Messages (``messages['template' | 'detect' | 'run']``) say what is wrong beside each group of controls.
+Events for a view (besides the Tool ones): ``'params'``, ``'positions'``, ``'template'`` (``(image, r,
+profile)``), ``'patterns'``, ``'strip'`` (the update, or None), ``'histogram'``, ``'counts'`` (``(map,
+badge)``), ``'bragg'`` (the map).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from .base import Tool, explain
 from .disk_tuner_compute import (CORRELATION_FIELDS, DEFAULT_POSITIONS, StripRequest, StripUpdate,
                                  candidate_histogram, detect_message, find_disks_record, refinement_note,
                                  spread_positions, strip_origins)
+from .disk_tuner_route import WHOLE_PATTERN, DiskTunerRoute, tuner_records
 from .overlays import region_from_overlay
 
 __all__ = ["DiskTunerSession", "PARTIAL_EVERY_S"]
@@ -56,7 +57,7 @@ __all__ = ["DiskTunerSession", "PARTIAL_EVERY_S"]
 PARTIAL_EVERY_S = 0.15
 
 
-class DiskTunerSession(Tool):
+class DiskTunerSession(DiskTunerRoute, Tool):
     """Probe template and disk thresholds tuned on a strip of patterns: the tuner without its views.
 
     Parameters
@@ -94,8 +95,7 @@ class DiskTunerSession(Tool):
             raise TypeError(f"DiskTuner needs a DataCube (fw.load(path) gives one), got {type(cube).__name__}")
         p = FindDisksParams() if params is None else params
         if not isinstance(p, FindDisksParams):
-            raise ParameterError(f"DiskTuner params must be a FindDisksParams, got {type(p).__name__}",
-                                 field="params")
+            raise ParameterError(f"DiskTuner params must be a FindDisksParams, got {type(p).__name__}", field="params")
         super().__init__(cube)
         self.cube: DataCube = cube
         if vacuum is not None and p.template.image is None:
@@ -138,8 +138,8 @@ class DiskTunerSession(Tool):
     def from_params(cls, cube: DataCube, params: Recipe | FindDisksParams | dict | str,
                     **options: Any) -> "DiskTunerSession":
         """Rebuild a session from its :attr:`params` (see :func:`find_disks_record`)."""
-        cube, p = find_disks_record(cube, params)
-        return cls(cube, p, **options)
+        cube, p, lattice = tuner_records(cube, params)  # a whole_pattern_fit step opens the lattice route
+        return cls(cube, p, **options) if lattice is None else cls(cube, p, **options).set_route(WHOLE_PATTERN, lattice)
 
     # --- state --------------------------------------------------------------------------------
     @property
@@ -151,7 +151,8 @@ class DiskTunerSession(Tool):
     @property
     def params(self) -> Recipe:
         """The recipe of what is tuned: ``fw.run(session.params, cube)["find_disks"]`` replays it."""
-        return Recipe(steps=(self.find_params,), labels=("find_disks",), calibration=self.cube.calibration)
+        return self._route_recipe(Recipe(steps=(self.find_params,), labels=("find_disks",),
+                                         calibration=self.cube.calibration))
 
     @property
     def positions(self) -> list[tuple[int, int]]:
@@ -170,7 +171,7 @@ class DiskTunerSession(Tool):
         return refinement_note(self.find_params, None if self._template is None else self._template.radius)
 
     def results(self) -> dict[str, Any]:
-        return {} if self.peaks is None else {"find_disks": self.peaks}
+        return self._route_results({} if self.peaks is None else {"find_disks": self.peaks})
 
     def images(self) -> dict[str, np.ndarray]:
         out = {} if self.partial_counts is None else {"peak_count": self.partial_counts}
@@ -224,8 +225,7 @@ class DiskTunerSession(Tool):
         """Show scan position ``(rx, ry)`` in strip slot ``slot``."""
         Rx, Ry = self.cube.scan_shape
         if not (0 <= rx < Rx and 0 <= ry < Ry):
-            raise ParameterError(f"scan position ({rx}, {ry}) is outside the scan {self.cube.scan_shape}",
-                                 field="positions")
+            raise ParameterError(f"scan position ({rx}, {ry}) is outside the scan {(Rx, Ry)}", field="positions")
         self.move_positions({int(slot): (rx, ry)})
         return self
 
@@ -320,6 +320,7 @@ class DiskTunerSession(Tool):
         else:
             self.strip_peaks, self.candidates = up.peaks, up.candidates
             self._emit("strip", (req.positions, up))
+            self._route_strip()
             self._say("detect", detect_message(up, req.params))
             self._emit("histogram", candidate_histogram(up.candidates, req.params))
         self.compute_times.append((up.kind, time.perf_counter() - req.started))
@@ -332,8 +333,8 @@ class DiskTunerSession(Tool):
     # --- run on all ----------------------------------------------------------------------------------
     def run_on_all(self) -> "DiskTunerSession":
         """Find the disks of every pattern in a thread ("run on all"); returns at once."""
-        if self.run_state == "running":
-            return self
+        if self.run_state == "running" or self.route == WHOLE_PATTERN:
+            return self._run_lattice() if self.route == WHOLE_PATTERN else self
         self.peaks, self.bragg_map = None, None
         self.partial_counts = np.full(self.cube.scan_shape, np.nan)
         self.run_state = "running"

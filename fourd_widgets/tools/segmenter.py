@@ -26,9 +26,15 @@ import numpy as np
 from ..analysis.class_model import ClassificationError, check_classes, merge_classes, split_class
 from ..analysis.classify import (Classification, ClassifyParams, Decomposition, DecomposeParams, classify_features,
                                  decompose_matrix, feature_matrix)
-from ..analysis.features import FeatureParams, Features, compute_features
+from ..analysis.bragg_classes import BraggClassParams
+from ..analysis.disks import FindDisksParams
+from ..analysis.features import FeatureParams, Features
+from ..analysis.features_polar import features_of, with_changes
+from ..analysis.peaks import PeakTable
 from ..core.recipe import Recipe
 from .base import Request, Tool
+from .segmenter_bragg import SegmenterBragg
+from .segmenter_brush import SegmenterBrush
 
 __all__ = ["SegmenterSession", "SegmenterRequest"]
 
@@ -39,22 +45,31 @@ class SegmenterRequest:
 
     decompose: DecomposeParams
     classify: ClassifyParams
+    bragg: BraggClassParams | None = None
+    disks: FindDisksParams | None = None
 
 
-class SegmenterSession(Tool):
+class SegmenterSession(SegmenterBrush, SegmenterBragg, Tool):
     """Features, decomposition and classification of a cube, with live tuning.
 
     Parameters
     ----------
     cube : DataCube
     params : Recipe, ClassifyParams or DecomposeParams, optional
-        Records to start from (a recipe may hold both).
+        Records to start from (a recipe may hold both; one with a bragg_classes step
+        starts on the Bragg route).
+    peaks : PeakTable, optional
+        Bragg peaks (detector px) for the Bragg route; without them it finds the disks itself.
+    disks : FindDisksParams, optional
+        How the Bragg route finds the disks (default: the disk step's defaults).
     """
 
     name = "segmenter"
 
-    def __init__(self, cube: Any, params: Any = None) -> None:
+    def __init__(self, cube: Any, params: Any = None, peaks: PeakTable | None = None,
+                 disks: FindDisksParams | None = None) -> None:
         super().__init__(cube)
+        self._init_bragg(peaks, disks)
         self.decompose_record = DecomposeParams(n_components=4)
         self.classify_record = ClassifyParams(n_components=4, patterns=("mean", "max"))
         given = _records(params)
@@ -63,6 +78,10 @@ class SegmenterSession(Tool):
                 self.decompose_record = rec
             elif isinstance(rec, ClassifyParams):
                 self.classify_record = rec
+            elif isinstance(rec, BraggClassParams):
+                self.bragg_record = rec
+            elif isinstance(rec, FindDisksParams) and peaks is None:
+                self.disks_record = rec
         if not any(isinstance(rec, DecomposeParams) for rec in given):
             # one set of features for both; the maps start with the classification's components
             c = self.classify_record
@@ -81,7 +100,11 @@ class SegmenterSession(Tool):
     # --- the tool contract ----------------------------------------------------------------------
     @property
     def params(self) -> Recipe:
-        """The decomposition and classification records (with the trained model once fitted)."""
+        """The decomposition and classification records (with the trained model once fitted); on the Bragg
+        route the disk-finding record (when the session found the disks) and the Bragg-class record."""
+        if self.bragg_record is not None:
+            disks = () if self.peaks is not None or self.disks_record is None else (self.disks_record,)
+            return Recipe((self.decompose_record, *disks, self.bragg_record), calibration=self.cube.calibration)
         return Recipe((self.decompose_record, self.classify_record), calibration=self.cube.calibration)
 
     @classmethod
@@ -95,6 +118,8 @@ class SegmenterSession(Tool):
         if self.classification is not None:
             out["classify"] = self.classification
             out["class_map"] = self.classification.labels
+        if self.bragg_result is not None:
+            out["bragg_classes"] = self.bragg_result
         return out
 
     def run_on_all(self) -> "SegmenterSession":
@@ -104,7 +129,7 @@ class SegmenterSession(Tool):
     # --- user actions -------------------------------------------------------------------------
     def set_features(self, **changes: Any) -> "SegmenterSession":
         """Change the feature record (kind, bin, crop, scaling...); both records use it; refits."""
-        f = self.classify_record.features.replace(**changes)
+        f = with_changes(self.classify_record.features, **changes)
         self.decompose_record = self.decompose_record.replace(features=f)
         self.classify_record = self.classify_record.replace(features=f, model=None)
         return self._submit()
@@ -137,31 +162,33 @@ class SegmenterSession(Tool):
         return int(self.classification.labels[int(np.clip(round(rx), 0, Rx - 1)), int(np.clip(round(ry), 0, Ry - 1))])
 
     def merge(self, a: int, b: int) -> "SegmenterSession":
-        """Make classes ``a`` and ``b`` one (the trained model is edited, not refitted)."""
+        """Make classes ``a`` and ``b`` one (the trained model is edited, not refitted; Bragg route: an edit)."""
+        if self.bragg_record is not None:
+            return self._bragg_edit("merge", a, b)
         return self._edit_model(lambda m, c: merge_classes(m, a, b), "the merge")
 
     def split(self, k: int) -> "SegmenterSession":
         """Split class ``k`` in two (2-means over its members)."""
+        if self.bragg_record is not None:
+            return self._bragg_edit("split", k, 0)
         return self._edit_model(lambda m, c: split_class(m, c.coordinates, c.labels.reshape(-1), k,
                                                           self.classify_record.seed), "the split")
 
     def paint(self, positions: Any, label: int) -> "SegmenterSession":
-        """Label scan positions ``[(rx, ry), ...]`` with class ``label`` (-1 erases) for a semi-supervised pass."""
-        shape = self.cube.scan_shape
-        seeds = (np.full(shape, -1, np.int64) if self.classify_record.seeds is None
-                 else np.array(self.classify_record.seeds, dtype=np.int64))
-        for rx, ry in positions:
-            seeds[int(np.clip(round(rx), 0, shape[0] - 1)), int(np.clip(round(ry), 0, shape[1] - 1))] = int(label)
-        return self.set(seeds=seeds, n_classes=None if (seeds >= 0).any() else self.classify_record.n_classes)
-
-    def clear_paint(self) -> "SegmenterSession":
-        """Forget painted labels; classes are fitted unsupervised again."""
-        return self.set(seeds=None)
+        """Label scan positions ``[(rx, ry), ...]`` with class ``label`` (-1 erases) for a semi-supervised pass
+        (each position alone; :meth:`paint_labels` paints strokes and masks with a brush)."""
+        pts = np.asarray(positions, dtype=float).reshape(-1, 2)
+        shape = tuple(self.cube.scan_shape)
+        mask = np.zeros(shape, bool)
+        mask[np.clip(np.rint(pts[:, 0]).astype(int), 0, shape[0] - 1),
+             np.clip(np.rint(pts[:, 1]).astype(int), 0, shape[1] - 1)] = True
+        return self.paint_labels(mask, label)
 
     # --- worker ---------------------------------------------------------------------------------
     def _submit(self) -> "SegmenterSession":
         self.messages.pop("classes", None)
-        self._worker.submit(Request(SegmenterRequest(self.decompose_record, self.classify_record)))
+        self._worker.submit(Request(SegmenterRequest(self.decompose_record, self.classify_record, self.bragg_record,
+                                                     self.disks_record)))
         return self
 
     def _edit_model(self, edit: Any, what: str) -> "SegmenterSession":
@@ -182,7 +209,7 @@ class SegmenterSession(Tool):
         cached = self._feature_cache
         if cached is not None and cached[0] == p:
             return cached[1], cached[2]
-        feats = compute_features(self.cube, p, progress=self._report, cancel=token)
+        feats = features_of(self.cube, p, progress=self._report, cancel=token)
         x = feature_matrix(feats, self.classify_record.incremental)
         self._feature_cache = (p, feats, x)
         self._pca_cache = None
@@ -212,6 +239,8 @@ class SegmenterSession(Tool):
             dec = self._decompose(feats, x, r.decompose)
             self._deliver_components(dec)
             self._set_status("classifying")
+            if r.bragg is not None:
+                return dec, self._bragg_classify(r.bragg, r.disks, token)
             cls = classify_features(self.cube, feats, r.classify, cache=self._class_cache, progress=self._report,
                                     cancel=token)
             what = self._pending_check
@@ -229,7 +258,11 @@ class SegmenterSession(Tool):
 
     def _deliver(self, req: Request, out: tuple[Decomposition, Classification]) -> None:
         dec, cls = out
+        if isinstance(cls, tuple):  # the Bragg route: (classification, Bragg classes)
+            cls, self.bragg_result = cls
         self.classification = cls
+        if self.messages.get("error", ("", ""))[0]:
+            self._say("error", "", "info")  # a good fit clears the last failed one's message
         # the trained model joins the record: the recipe replays these classes bit for bit
         if req.params.classify is self.classify_record:
             self.classify_record = cls.params
@@ -243,6 +276,6 @@ class SegmenterSession(Tool):
 def _records(params: Any) -> list[Any]:
     if params is None:
         return []
-    if isinstance(params, (ClassifyParams, DecomposeParams)):
+    if isinstance(params, (ClassifyParams, DecomposeParams, BraggClassParams)):
         return [params]
     return list(Recipe.coerce(params).steps)

@@ -24,10 +24,12 @@ import numpy as np
 from ..analysis.disks import FindDisksParams
 from ..core.datacube import DataCube
 from ..core.recipe import Recipe
-from ..tools.disk_tuner import DiskTunerSession, find_disks_record
+from ..tools.disk_tuner import DiskTunerSession
+from ..tools.disk_tuner_route import WHOLE_PATTERN, tuner_records
 from ..tools.disk_tuner_compute import CORRELATION_FIELDS, DEFAULT_POSITIONS, TEMPLATE_SOURCES
 from .disk_tuner_parts import (COLORS, DETECT_FIELDS, TEMPLATE_FIELDS, histogram_figure, marker_counts,
                                paint_histogram, paint_strip, profile_figure, show_record, tuner_controls)
+from .disk_tuner_route import lattice_marker_counts, on_route_event, route_controls, show_route, wire_route
 from .help_text import DISK_TUNER, explain_controls
 from .image_view import ImageView
 from .overlays import make_overlay
@@ -118,6 +120,7 @@ class DiskTuner(ToolView):
                        *((v, "fw-tuner-strip") for v in self.strip_views)):
             v.add_class(cls)
         self.__dict__.update(vars(tuner_controls(s.cube.detector_shape, s.find_params.template.image is not None)))
+        self.__dict__.update(vars(route_controls()))
         self.template_message = w.HTML("", layout=lay(max_width="420px"))
         self.detect_message = w.HTML("", layout=lay(max_width="420px"))
         self.run_message = w.HTML("")
@@ -137,10 +140,11 @@ class DiskTuner(ToolView):
                              self._min_rel, w.HBox([self._rel_to, self._min_abs]), self._spacing, self._edge, self._max_peaks,
                              self.detect_message])
         self._strip = w.Box(list(self.strip_views), layout=lay(flex_flow="row wrap"))
+        self._detect_row = w.HBox([detect_box, self._hist_fig], layout=lay(align_items="flex-start"))
         self.widget = w.VBox([
             w.HBox([self.real_view, w.VBox([template_box, w.HBox([self.kernel_view, self._profile_fig])])],
                    layout=lay(align_items="flex-start")),
-            w.HBox([detect_box, self._hist_fig], layout=lay(align_items="flex-start")),
+            self._route, self.lattice_box, self._detect_row,
             self._slot, self._strip,
             w.HBox([self._run_btn, self._cancel_btn, self.progress, self.run_message]),
             w.HBox([self.count_view, self.bragg_view]),
@@ -160,6 +164,7 @@ class DiskTuner(ToolView):
             getattr(self, attr).observe(lambda ch, n=name: self._on_control(n, ch["new"]), names="value")
         self._hist_handle.observe(self._on_handle, names="x")
         self._run_btn.on_click(lambda _: self.run())
+        wire_route(self)
 
     @classmethod
     def from_params(cls, cube: DataCube, params: Recipe | FindDisksParams | dict | str,
@@ -171,8 +176,8 @@ class DiskTuner(ToolView):
         ParameterError
             When the recipe holds no find_disks step.
         """
-        cube, p = find_disks_record(cube, params)
-        return cls(cube, p, **options)
+        cube, p, lattice = tuner_records(cube, params)  # a whole_pattern_fit step opens the lattice route
+        return cls(cube, p, **options) if lattice is None else cls(cube, p, **options).set_route(WHOLE_PATTERN, lattice)
 
     # --- the session's state, as the tuner's ----------------------------------------------------
     find_params = property(lambda self: self.session.find_params, doc="The detection record as the controls set it.")
@@ -187,6 +192,25 @@ class DiskTuner(ToolView):
     correlations = property(lambda self: self.session.correlations, doc="Times the strip was re-correlated.")
     detections = property(lambda self: self.session.detections, doc="Times the strip was re-filtered.")
     compute_times = property(lambda self: self.session.compute_times, doc="(kind, seconds) of strip updates.")
+
+    route = property(lambda self: self.session.route, doc="'disks' or 'whole_pattern' (the whole-pattern fit).")
+    lattice_params = property(lambda self: self.session.lattice_params, doc="The lattice route's record, else None.")
+    lattice_preview = property(lambda self: self.session.lattice_preview, doc="The strip's fitted lattice.")
+    lattice_map = property(lambda self: self.session.lattice_map, doc="Strain with σ after 'run on all' (lattice).")
+
+    def set_route(self, route: str, params: Any = None) -> "DiskTuner":
+        """Choose ``'disks'`` or ``'whole_pattern'`` (``params``: a WholePatternFitParams to start from)."""
+        self.session.set_route(route, params)
+        return self
+
+    def set_lattice(self, **changes: Any) -> "DiskTuner":
+        """Change fields of the lattice record as its controls would (lattice route)."""
+        self.session.set_lattice(**changes)
+        return self
+
+    def lattice_marker_counts(self) -> list[int]:
+        """Lattice-site markers each strip view holds (what the browser draws)."""
+        return lattice_marker_counts(self.strip_views)
 
     def set(self, **changes: Any) -> "DiskTuner":
         """Change fields of the record as the controls would (``template=`` takes a ProbeTemplateParams)."""
@@ -232,6 +256,8 @@ class DiskTuner(ToolView):
 
     # --- session -> views -----------------------------------------------------------------------
     def _on_session(self, event: str, value: Any) -> None:
+        if on_route_event(self, event, value, COLORS):
+            return
         if event == "params":
             self._show_params()
         elif event == "positions":

@@ -5,9 +5,11 @@ A thin view over :class:`~fourd_widgets.tools.segmenter.SegmenterSession`:
 * features: kind, binning and scaling;
 * decomposition: method and number of components (the scree plot, a component map
   and its loading drawn as a diffraction pattern update as the slider moves);
-* classes: method and number (0: chosen by BIC), the class map; a click on the map
+* classes: method and number (0: chosen by BIC) or Bragg-vector co-occurrence, the
+  class map; a click on the map
   shows that class's mean pattern, or, in paint mode, labels the position for a
-  semi-supervised pass; merge and split buttons act on the selected classes.
+  semi-supervised pass (dragging the marker paints a stroke with the brush radius);
+  merge and split buttons act on the selected classes.
 
 Its recipe (``tool.params``) replays the shown classes with ``fw.run``; it is a page
 of the dashboard.
@@ -20,9 +22,11 @@ from typing import Any
 import ipywidgets as w
 import numpy as np
 
+from ..analysis.features_polar import FEATURE_KINDS
 from ..tools.segmenter import SegmenterSession
 from .image_view import ImageView
 from .overlays import make_overlay
+from .segmenter_parts import Brush, show_painted
 from .tool_view import Busy, ToolView, message_html, message_label
 
 __all__ = ["Segmenter"]
@@ -57,16 +61,22 @@ class Segmenter(ToolView):
         Records to start from (e.g. a saved recipe of this tool).
     size : int
         Side of each image view, screen pixels.
+    peaks : PeakTable, optional
+        Bragg peaks for classes by Bragg-vector co-occurrence ('bragg'); without them the
+        disks are found with ``disks`` (default: the disk step's defaults).
+    disks : FindDisksParams, optional
     """
 
-    def __init__(self, cube: Any, params: Any = None, size: int = 300) -> None:
-        self.session = s = SegmenterSession(cube, params)
+    def __init__(self, cube: Any, params: Any = None, size: int = 300, peaks: Any = None,
+                 disks: Any = None) -> None:
+        self.session = s = SegmenterSession(cube, params, peaks=peaks, disks=disks)
         f, d, c = s.classify_record.features, s.decompose_record, s.classify_record
         self.busy = Busy(s)
         self.message = message_label()
         lay = w.Layout(width="300px")
-        self.kind = w.Dropdown(options=["patterns", "radial"], value=f.kind if f.kind in ("patterns", "radial")
-                               else "patterns", description="features", layout=lay)
+        self.kind = w.Dropdown(options=list(FEATURE_KINDS), value=f.kind if f.kind in FEATURE_KINDS else "patterns",
+                               description="features", layout=lay,
+                               tooltip="fem_*: angular variance / mean² of the rings (crystallinity)")
         self.bin = w.IntSlider(value=f.bin, min=1, max=16, description="bin", continuous_update=False, layout=lay)
         self.scaling = w.Dropdown(options=["none", "sqrt", "log"], value=f.scaling, description="scaling",
                                   layout=lay)
@@ -76,8 +86,11 @@ class Segmenter(ToolView):
                                         layout=lay)
         self.component = w.IntSlider(value=0, min=0, max=max(d.n_components - 1, 0), description="show",
                                      layout=lay)
-        self.class_method = w.Dropdown(options=["gmm", "kmeans", "connectivity"], value=c.method,
-                                       description="classes by", layout=lay)
+        self.class_method = w.Dropdown(options=["gmm", "kmeans", "connectivity", "bragg"],
+                                       value="bragg" if s.bragg_record is not None else c.method,
+                                       description="classes by", layout=lay,
+                                       tooltip="bragg: Bragg vectors that occur together (peaks given, or found "
+                                               "with the disk step's defaults)")
         self.n_classes = w.IntSlider(value=c.n_classes or 0, min=0, max=16, description="classes",
                                      tooltip="0: chosen by BIC (Gaussian mixture)", continuous_update=False,
                                      layout=lay)
@@ -85,7 +98,8 @@ class Segmenter(ToolView):
                                             continuous_update=False, layout=lay)
         self.mode = w.ToggleButtons(options=["pick", "paint"], value="pick", description="click",
                                     style={"button_width": "60px"})
-        self.paint_label = w.BoundedIntText(value=0, min=-1, max=63, description="paint class", layout=lay)
+        self.brush = Brush(lambda pts, label, radius: self.session.paint_labels(pts, label, radius))
+        self.paint_label = self.brush.label
         self.merge_with = w.BoundedIntText(value=1, min=0, max=63, description="other class", layout=lay)
         self.merge_button = w.Button(description="merge selected + other")
         self.split_button = w.Button(description="split selected")
@@ -98,6 +112,9 @@ class Segmenter(ToolView):
                                     axis_names=["rx", "ry"], click_moves=PICK_ID, selected=PICK_ID)
         self.pattern_view = ImageView(title="class mean pattern", size=size, colormap="gray", scale="log")
         self.scree, (self._scree_line, self._scree_mark) = scree_figure()
+        self.mode.add_class("fw-seg-mode")
+        self.class_method.add_class("fw-seg-class-method")
+        self.merge_with.add_class("fw-seg-merge-with")
         self.n_components.add_class("fw-seg-components")
         self.component.add_class("fw-seg-show")
         self.class_view.add_class("fw-seg-classes")
@@ -107,6 +124,7 @@ class Segmenter(ToolView):
         s.listen(self._on_event)
         controls = w.VBox([self.kind, self.bin, self.scaling, self.method, self.n_components, self.component,
                            self.class_method, self.n_classes, self.class_components, self.mode, self.paint_label,
+                           self.brush.radius,
                            self.merge_with, w.HBox([self.merge_button, self.split_button]), self.clear_button,
                            self.selected, self.message, self.busy.box])
         self.widget = w.VBox([w.HBox([controls, self.scree]),
@@ -122,19 +140,33 @@ class Segmenter(ToolView):
     def _wire(self) -> None:
         s = self.session
         on = lambda ctl, fn: ctl.observe(lambda ch: self._unless_syncing(fn, ch["new"]), names="value")  # noqa: E731
-        on(self.kind, lambda v: s.set_features(kind=v))
+        on(self.kind, self._on_kind)
         on(self.bin, lambda v: s.set_features(bin=v))
         on(self.scaling, lambda v: s.set_features(scaling=v))
         on(self.method, lambda v: s.set_decomposition(method=v))
         on(self.n_components, self._on_components)
         on(self.component, lambda v: s.decomposition is not None and self._show_components(s.decomposition))
-        on(self.class_method, lambda v: s.set(method=v, n_classes=self._classes_or_default(v)))
+        on(self.class_method, self._on_class_method)
         on(self.n_classes, lambda v: s.set(n_classes=v or None))
         on(self.class_components, lambda v: s.set(n_components=v))
         self.class_view.observe(self._on_click, names="overlays")
+        self.class_view.observe(self._on_drag, names="dragging")
         self.merge_button.on_click(lambda _: self._merge())
         self.split_button.on_click(lambda _: self._split())
         self.clear_button.on_click(lambda _: s.clear_paint())
+
+    def _on_kind(self, kind: str) -> None:
+        self.session.set_features(kind=kind)
+        # a polar kind has its own default scaling: show the record's
+        self._synced(lambda: setattr(self.scaling, "value", self.session.classify_record.features.scaling))
+
+    def _on_class_method(self, method: str) -> None:
+        s = self.session
+        if method == "bragg":
+            s.use_bragg()
+            return
+        s.bragg_record = s.bragg_result = None  # back to the feature route
+        s.set(method=method, n_classes=self._classes_or_default(method))
 
     def _classes_or_default(self, method: str) -> int | None:
         n = self.n_classes.value or None
@@ -153,13 +185,30 @@ class Segmenter(ToolView):
         pick = next((ov for ov in change["new"] if ov.get("id") == PICK_ID), None)
         if pick is None:
             return
+        if self.mode.value == "paint":
+            self.brush.moved(pick["x"], pick["y"], self.class_view.dragging == PICK_ID)
+            return
         self.click(pick["x"], pick["y"])
+
+    def _on_drag(self, change: dict) -> None:
+        """A drag of the marker in paint mode is a brush stroke: it starts where the marker is, ends on release.
+        In pick mode, releasing the marker picks the class under it (a click on the marker itself moves nothing)."""
+        pick = next((ov for ov in self.class_view.overlays if ov.get("id") == PICK_ID), None)
+        if self.mode.value != "paint":
+            if change["old"] == PICK_ID and pick is not None:
+                self.click(pick["x"], pick["y"])
+            return
+        if change["new"] == PICK_ID:
+            if pick is not None:
+                self.brush.start(pick["x"], pick["y"])
+        elif change["old"] == PICK_ID:
+            self.brush.finish()
 
     def click(self, rx: float, ry: float) -> None:
         """What a click on the class map at scan position (rx, ry) does: pick its class, or paint it."""
         s = self.session
         if self.mode.value == "paint":
-            s.paint([(rx, ry)], self.paint_label.value)
+            s.paint_labels([(rx, ry)], self.paint_label.value, self.brush.radius.value)
             return
         k = s.class_at(rx, ry)
         if k is not None:
@@ -219,6 +268,7 @@ class Segmenter(ToolView):
         self.class_view.set_image(cls.labels.astype(np.float32))
         self.class_view.title = f"class map: {cls.n_classes} classes (click a class)"
         rec = self.session.classify_record
+        show_painted(self.class_view, rec.seeds)
         self._synced(lambda: (setattr(self.merge_with, "max", max(cls.n_classes - 1, 0)),
                               setattr(self.paint_label, "max", cls.n_classes)))
         if rec.n_classes is None and rec.seeds is None:

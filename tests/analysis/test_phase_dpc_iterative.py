@@ -216,10 +216,61 @@ def test_version_1_records_migrate_to_the_calibration_sense():
     t = np.radians(30.0)
     old = np.stack([np.cos(t) * com[0] - np.sin(t) * com[1], np.sin(t) * com[0] + np.cos(t) * com[1]], -1)
     v1 = IterativeDPCParams.from_dict({"step": "phase_dpc_iterative", "schema_version": 1, "rotation_deg": 30.0})
-    assert v1.rotation_deg == -30.0 and v1.schema_version == 2
+    # schema 3 added the rotation mode; a version-1 record passes through 2 to 3 and keeps its own angle
+    assert v1.rotation_deg == -30.0 and v1.schema_version == 3 and v1.rotation == "manual"
     np.testing.assert_allclose(phase_gradient(com, v1), old, atol=1e-12)  # version 1's result, unchanged
     swapped = np.stack([np.cos(t) * com[1] - np.sin(t) * com[0], np.sin(t) * com[1] + np.cos(t) * com[0]], -1)
     v1t = IterativeDPCParams.from_dict({"step": "phase_dpc_iterative", "schema_version": 1, "rotation_deg": 30.0,
                                         "transpose": True})
     assert v1t.rotation_deg == 30.0
     np.testing.assert_allclose(phase_gradient(com, v1t), swapped, atol=1e-12)
+
+
+def _rotated_cube(flip=False):
+    from fourd_widgets.datasets.phase import simulate_phase
+
+    return simulate_phase(scan_shape=(16, 16), scan_step_A=3.905 / 16, detector_shape=(48, 48),
+                          scan_rotation_deg=30.0, flip=flip, workers=1)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_a_cube_takes_the_calibrations_rotation_by_default(flip):
+    """No rotation argument: the simulator's scan rotation (30°, with and without the axis swap) comes from
+    the calibration, so the phase is the dpc step's and the truth's (schema 2 used 0° here)."""
+    from fourd_widgets.analysis.phase_common import phase_agreement
+    from fourd_widgets.analysis.phase_dpc import dpc
+
+    cube, truth = _rotated_cube(flip)
+    got = dpc_phase_iterative(cube, iterations=30, progress=False)
+    reference = dpc(cube, progress=False).phase
+    # issue 16's iDPC target (the explicit-angle run above measured 0.968); same field, same integral
+    assert phase_agreement(got, truth.phase_on_scan, truth.real_step_A)[0] >= 0.9
+    assert phase_agreement(got, reference, truth.real_step_A)[0] > 0.999
+    # measured by the curl: the same rotation within a degree or so, so the same phase
+    curl = dpc_phase_iterative(cube, iterations=30, progress=False, rotation="curl")
+    assert phase_agreement(curl, got, truth.real_step_A)[0] > 0.99
+
+
+def test_a_cube_without_rotation_calibration_is_refused():
+    from fourd_widgets.core.errors import CalibrationError
+
+    cube, _ = _rotated_cube()
+    cube.calibration = cube.calibration.replace(rotation_deg=0.0)  # the scan is turned by 30°
+    with pytest.raises(CalibrationError, match="rotation"):
+        dpc_phase_iterative(cube, iterations=3, progress=False)
+    # an angle in a record that the mode would ignore is refused, not dropped
+    with pytest.raises(ParameterError, match="manual"):
+        dpc_phase_iterative(cube, IterativeDPCParams(rotation_deg=30.0), iterations=3, progress=False)
+
+
+def test_version_2_records_replay_with_their_own_angle():
+    """Schema 2 always used rotation_deg/transpose (0° when unset): it migrates to rotation='manual'."""
+    d = IterativeDPCParams(rotation="manual", rotation_deg=12.0, transpose=True).to_dict()
+    d2 = {k: v for k, v in d.items() if k not in ("rotation", "rotation_tolerance_deg")}
+    d2["schema_version"] = 2
+    old = IterativeDPCParams.from_dict(d2)
+    assert (old.rotation, old.rotation_deg, old.transpose, old.schema_version) == ("manual", 12.0, True, 3)
+    unset = IterativeDPCParams.from_dict({"step": "phase_dpc_iterative", "schema_version": 2})
+    assert (unset.rotation, unset.rotation_deg, unset.transpose) == ("manual", 0.0, False)
+    assert IterativeDPCParams().rotation == "calibration"
+    assert IterativeDPCParams.from_dict(IterativeDPCParams().to_dict()) == IterativeDPCParams()

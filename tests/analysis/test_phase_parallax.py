@@ -37,8 +37,14 @@ def _angle(a, b, period):
 
 # (C10, C12, phi12, dose, scan step, detector bin, rotation tolerance)
 CASES = [
-    (50.0, 15.0, 30.0, None, 0.4, 2, 1.5),
-    (-100.0, 50.0, 0.0, None, 0.4, 2, 1.5),
+    (50.0, 15.0, 30.0, None, 0.4, 2, 0.5),  # measured 0.01° (per-image peaks alone: 0.96°)
+    (-100.0, 50.0, 0.0, None, 0.4, 2, 0.5),  # measured 0.04°
+    (-100.0, 50.0, 0.0, 1e4, 0.4, 4, 0.5),  # measured 0.04° (0.04-0.49° over four noise draws)
+    pytest.param(50.0, 15.0, 30.0, 1e4, 0.4, 4, 0.5, marks=pytest.mark.xfail(
+        strict=False, reason="not reached: at C10 = 50 Å and 1e4 e-/pattern the bright-field images' contrast "
+        "within the double-side-band frequencies (sin χ(q) ≤ 0.43 for q ≤ 0.38 1/Å) is near the shot noise: "
+        "the rotation errs by 1.04° here, and by -11.6° to +1.0° over four noise draws (a 64x64 scan is no "
+        "better: -0.6° to +3.8°); C10 stays within 7 % on this 32x32 scan. Measured 2026-12-05, bench/RESULTS.md")),
     (200.0, 40.0, -60.0, None, 0.8, 2, 0.5),
     (-500.0, 150.0, 20.0, None, 0.8, 2, 0.5),
     (-500.0, 100.0, 10.0, 1e4, 0.8, 4, 0.5),
@@ -50,7 +56,8 @@ CASES = [
 def test_parallax_fit_meets_issue_targets(film, C10, C12, phi12, dose, step, bin_, rot_tol):
     """Issue 16: defocus within 5 %, |C12| within 10 %, its angle within 5°, rotation within 0.5°.
     The rotation comes from image shifts of ≤ 1 px at |C10| ≤ 100 Å (0.4 Å steps), where a 0.01 px
-    systematic error already turns it by ~1°: there the tolerance is 1.5° (measured 0.1-1.0°)."""
+    systematic error already turns it by ~1°: the joint Newton fit of the shift field (no peak on a
+    0.1 px grid) is what reaches 0.5° there."""
     cube, truth = _scan(film, C10, C12, phi12, dose, step)
     res = parallax(cube, bin=bin_, progress=False)
     ab = res.aberrations
@@ -133,3 +140,13 @@ def test_cached_images_give_the_same_fit_and_a_tcbf_preview(film):
     assert right.shape == (64, 64)
     np.testing.assert_allclose(right, a.tcbf, atol=0.05 * np.ptp(a.tcbf))
     assert np.std(wrong) < 0.8 * np.std(right)
+
+
+def test_version_1_records_replay_without_the_joint_refinement():
+    """Schema 1 stopped at the per-image peaks: its records migrate to joint_steps=0 and replay unchanged."""
+    d = ParallaxParams().to_dict()
+    d.pop("joint_steps")
+    d["schema_version"] = 1
+    old = ParallaxParams.from_dict(d)
+    assert old.joint_steps == 0 and old.schema_version == 2
+    assert ParallaxParams().joint_steps > 0

@@ -8,7 +8,9 @@ from scipy.stats import rankdata
 
 from fourd_widgets.analysis.fem import (RadialStatisticsParams, fem_variance, local_fem_map, radial_statistics,
                                         symmetry_map)
+from fourd_widgets.analysis.fem_errors import fem_variance_bound
 from fourd_widgets.analysis.polar import PolarParams
+from fourd_widgets.analysis.polar_tables import polar_geometry
 from fourd_widgets.core import Calibration, DataCube
 from fourd_widgets.core.errors import ParameterError
 from fourd_widgets.datasets import load_shared
@@ -42,6 +44,49 @@ def test_scalar_fluctuations_give_exact_variances():
     assert np.allclose(fv.V_variance_of_mean[1:], expect, rtol=1e-9)
     assert np.allclose(fv.V_ring[1:], 0, atol=1e-12)
     assert np.allclose(fv.mean_profile[1:], c.mean(), rtol=1e-12)
+
+
+def test_counting_bound_of_scalar_fluctuations_in_closed_form():
+    """Patterns c_R * uniform: V_variance_of_mean = Var(c) / M^2 depends on the pixels only through the ring
+    means m_R = sum_p U_pq lambda_p, so its Cramer-Rao variance is
+    sum_R c_R (2 / (N M^2))^2 ((c_R - M) - V M)^2 sum_p U_pq^2, with U the ring-mean weights of the table."""
+    c = np.random.default_rng(3).uniform(1, 3, (5, 4))
+    origin = (15.3, 16.1)
+    cube = DataCube(c[..., None, None] * np.ones((5, 4, 32, 32)), Calibration(origin=origin))
+    p = PolarParams(q_max=14, n_theta=24)
+    bound = fem_variance_bound(cube, polar=p, progress=False, workers=1)
+    ptr, ring, weight = polar_geometry(p, (32, 32), origin).ring_weights()
+    u2 = np.bincount(ring, weights=weight**2, minlength=bound.k.size)
+    N, M = c.size, c.mean()
+    V = c.var() / M**2
+    expect = np.sum(c * (2 / (N * M**2)) ** 2 * ((c - M) - V * M) ** 2) * u2
+    assert np.allclose(bound.V[1], V, rtol=1e-9)
+    assert np.allclose(bound.relative[1, 1:], np.sqrt(expect[1:]) / V, rtol=1e-9)
+
+
+def test_counting_bound_of_a_region_is_that_of_the_region_alone():
+    rng = np.random.default_rng(0)
+    data = 1 + 0.3 * rng.standard_normal((6, 5, 32, 32))
+    p = PolarParams(q_max=12, n_theta=12)
+    region = np.zeros((6, 5), bool)
+    region[:3] = True
+    whole = fem_variance_bound(DataCube(data, Calibration(origin=(15.5, 15.5))), polar=p, region=region,
+                               progress=False, workers=2)
+    alone = fem_variance_bound(DataCube(data[:3], Calibration(origin=(15.5, 15.5))), polar=p, progress=False)
+    assert np.allclose(whole.relative, alone.relative, rtol=1e-9)
+
+
+def test_counting_bound_refuses_counted_input_and_bad_doses():
+    cube = DataCube(np.ones((2, 2, 24, 24)), Calibration(origin=(11.5, 11.5)))
+    with pytest.raises(ParameterError, match="noise-free"):
+        fem_variance_bound(cube, polar=PolarParams(q_max=10), counted=True, progress=False)
+    bound = fem_variance_bound(cube, polar=PolarParams(q_max=10, n_theta=8), k_ranges=[(2, 5)], progress=False)
+    with pytest.raises(ParameterError, match="dose must be positive"):
+        bound.at(0.0)
+    with pytest.raises(ParameterError, match="unknown definition"):
+        bound.at(1e3, "V")
+    with pytest.raises(ParameterError, match="fraction"):
+        bound.dose_for(5.0)
 
 
 def test_shot_noise_of_split_bins_is_removed():
@@ -141,30 +186,81 @@ def test_local_fem_map_finds_the_nanocrystals(fem_film, fem_stats):
     assert _auc(truth["crystal_under_probe"].ravel() >= 0, m.ravel()) >= 0.9
 
 
-def test_counted_variance_matches_the_noise_free_value(fem_film):
-    """V_ring in the {111} band (±0.03 1/Å) from Poisson counts against the noise-free data.
-
-    At 1e4 e-/pattern the {111} band gets about 130 electrons per pattern; over the 256
-    patterns the corrected V has a spread of about 2 % (6 noise draws: mean -3 %, sd 1.6 %),
-    so 5 % holds. At 1e3 the band gets about 13 electrons per pattern, and the spread of any
-    unbiased estimate is about 22 % per draw: four draws (1024 patterns) are averaged and held
-    to 20 %, while without the correction V is about 10 times too large.
-    """
+@pytest.fixture(scope="module")
+def film_111(fem_film):
+    """The film cropped to the 56x56 pixels round the origin (every ring out to 26 px, so the {111}
+    band at 20.4 px is whole), with V(k) binned as the FEM tests bin it, its {111} band and the bound."""
     cube, _ = fem_film
-    data = cube.to_numpy()
-    p = RadialStatisticsParams(polar=PolarParams(q_max=60, q_step=2.0, n_theta=18))
-    ref = fem_variance(radial_statistics(cube, p, progress=False))
+    o = np.round(cube.calibration.origin).astype(int)
+    data = np.ascontiguousarray(cube.to_numpy()[:, :, o[0] - 28:o[0] + 28, o[1] - 28:o[1] + 28], np.float64)
+    cal = cube.calibration.replace(origin=tuple(np.asarray(cube.calibration.origin) - o + 28))
+    p = RadialStatisticsParams(polar=PolarParams(q_max=26, q_step=2.0, n_theta=18))
+    ref = fem_variance(radial_statistics(DataCube(data, cal), p, progress=False))
     band = np.abs(ref.k - K111) < 0.03
-    v0 = ref.V_ring[band].mean()
+    bound = fem_variance_bound(DataCube(data, cal), p, k_ranges=[(K111 - 0.03, K111 + 0.03)], progress=False)
+    return data, cal, p, ref, band, bound
 
-    def measured(dose, seed, counted=True):
-        counts = np.random.default_rng(seed).poisson(data * dose).astype(np.uint16)
-        st = radial_statistics(DataCube(counts, cube.calibration), p, counted=counted, progress=False)
-        return fem_variance(st).V_ring[band].mean()
 
-    assert abs(measured(1e4, 0) / v0 - 1) < 0.05
-    assert abs(np.mean([measured(1e3, s) for s in range(4)]) / v0 - 1) < 0.2
-    assert measured(1e3, 0, counted=False) / v0 > 5
+def _draws(film_111, dose, n, definition="V_ring", counted=True):
+    """V in the {111} band over n Poisson draws at dose e-/pattern, relative to the noise-free value."""
+    data, cal, p, ref, band, _ = film_111
+    v0 = getattr(ref, definition)[band].mean()
+    out = []
+    for seed in range(n):
+        counts = np.random.default_rng(seed).poisson(data * dose).astype(np.uint16 if dose < 1e4 else np.uint32)
+        st = radial_statistics(DataCube(counts, cal), p.replace(counted=counted), progress=False)
+        out.append(getattr(fem_variance(st), definition)[band].mean() / v0 - 1)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("dose, n", [(1e3, 200), (1e4, 60)])
+def test_counted_variance_is_unbiased_and_as_precise_as_counting_allows(film_111, dose, n):
+    """V_ring at the {111} peak from Poisson counts against the noise-free value (the issue's 5 %).
+
+    The mean over the draws is within 5 % of the noise-free value: the shot-noise removal
+    leaves no bias beyond the few per cent of a ratio of noisy sums (standard error of the mean:
+    2 % at 1e3 with 200 draws, 0.6 % at 1e4 with 60).
+    One draw cannot be within 5 % at these doses on this 16x16 scan: the Cramer-Rao bound of
+    any unbiased estimate is 16 % at 1e3 and 5.1 % at 1e4 (the {111} band gets about 13 and 130
+    electrons per pattern, mostly on a few nanocrystals), asserted in
+    test_five_percent_per_draw_is_below_the_counting_bound. The draws' spread is held to the
+    bound: not clearly below it (0.75x allows the 9 % sampling error of a standard deviation from 60
+    draws 2.7 times) and at 1e4, where the bound's first-order term dominates, within 1.4x of it;
+    at 1e3 (under one electron per bin, where the second-order term adds) within 2x (measured 1.8x).
+    """
+    r = _draws(film_111, dose, n)
+    bound = film_111[5].at(dose, "V_ring", band=0)
+    assert abs(r.mean()) < 0.05, r.mean()
+    spread = r.std(ddof=1)
+    assert 0.75 * bound < spread < (1.4 if dose >= 1e4 else 2.0) * bound, (spread, bound)
+
+
+def test_shot_noise_removal_is_what_makes_it_unbiased(film_111):
+    """Without the correction V at 1e3 e-/pattern is several times the noise-free value."""
+    assert _draws(film_111, 1e3, 2, counted=False).min() > 4
+
+
+def test_the_counting_bound_matches_the_spread_of_draws_at_high_dose(film_111):
+    """At 1e6 e-/pattern the first-order (Cramer-Rao) term is the whole Poisson variance, so the
+    spread of 60 draws equals the computed bound within the sampling error of a standard
+    deviation from 60 draws (9 %, so 25 % allows 2.7 sigma), for each definition of V."""
+    for d in ("V_mean_of_variance", "V_variance_of_mean", "V_ring"):
+        spread = _draws(film_111, 1e6, 60, d).std(ddof=1)
+        bound = film_111[5].at(1e6, d, band=0)
+        assert abs(spread / bound - 1) < 0.25, (d, spread, bound)
+
+
+def test_five_percent_per_draw_is_below_the_counting_bound(film_111):
+    """The issue asks V at the {111} peak within 5 % of the noise-free value at 1e3 and 1e4 e-/pattern.
+
+    For one draw of this 256-pattern scan no unbiased estimate can do that at 1e3: the bound is
+    about 3x the target, and a 5 % standard error needs about 1e4 e-/pattern (dose_for). The bound
+    falls as 1/sqrt(dose).
+    """
+    bound = film_111[5]
+    assert bound.at(1e3, "V_ring", band=0) > 0.1
+    assert 0.6e4 < bound.dose_for(0.05, "V_ring") < 2e4
+    assert np.isclose(bound.at(1e3, band=0) / bound.at(1e5, band=0), 10.0)
 
 
 def test_fem_record_drives_the_maps_and_replays():
