@@ -39,7 +39,7 @@ from ..core.errors import MissingCalibrationError, ParameterError, ShapeError
 from ..core.params import Params, param
 from ..engine.job import ImageJob
 from ..engine.run import run_job
-from ..kernels.binning import bin_block
+from ..kernels.binning import accumulator_dtype, bin_block, bin_block_sum
 from .detectors import Detector
 from .peaks import PeakTable
 from .polar import PolarGroups, PolarParams, bin_means, split_block
@@ -127,6 +127,18 @@ def scale_values(x: np.ndarray, scaling: str, log_offset: float = 1.0) -> np.nda
     return np.log1p(x / log_offset) if scaling == "log" else np.sqrt(x)
 
 
+def _scale_in_place(x: np.ndarray, scaling: str, log_offset: float) -> np.ndarray:
+    """:func:`scale_values` of a float32 array, written over it (no copy of the block's features)."""
+    if scaling != "none":
+        np.maximum(x, 0, out=x)
+        if scaling == "log":
+            np.divide(x, np.float32(log_offset), out=x)
+            np.log1p(x, out=x)
+        else:
+            np.sqrt(x, out=x)
+    return x
+
+
 def _window(p: FeatureParams, det: tuple[int, int]) -> tuple[int, int, int, int]:
     qx0, qx1, qy0, qy1 = p.crop if p.crop is not None else (0, det[0], 0, det[1])
     if qx0 < 0 or qy0 < 0 or qx1 > det[0] or qy1 > det[1]:
@@ -159,11 +171,14 @@ class PatternFeatureJob(ImageJob):
         nx, ny = block.shape[:2]
         if self.shifts is None and block.dtype.kind in "uif":
             # one read of the block: crop, mask and bin fused (the plain numpy route costs ~4 passes)
-            keep = (np.ones((qx1 - qx0, qy1 - qy0), np.float32) if self.keep is None
-                    else self.keep[qx0:qx1, qy0:qy1].astype(np.float32))
             out = np.empty((nx, ny, self.shape[0] * self.shape[1]), np.float32)
-            bin_block(block, qx0, qy0, self.shape[0], self.shape[1], p.bin, keep, out)
-            return scale_values(out, p.scaling, p.log_offset).astype(np.float32, copy=False)
+            if self.keep is None:  # sums in exact integers for counts: no float copy of a pattern
+                line = np.empty(qy1 - qy0, accumulator_dtype(block.dtype, p.bin))
+                bin_block_sum(block, qx0, qy0, self.shape[0], self.shape[1], p.bin, line, out)
+            else:
+                keep = self.keep[qx0:qx1, qy0:qy1].astype(np.float32)
+                bin_block(block, qx0, qy0, self.shape[0], self.shape[1], p.bin, keep, out)
+            return _scale_in_place(out, p.scaling, p.log_offset)
         if self.shifts is None:
             x = np.array(block[:, :, qx0:qx1, qy0:qy1], dtype=np.float32)
             keep = None if self.keep is None else self.keep[qx0:qx1, qy0:qy1]

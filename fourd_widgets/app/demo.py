@@ -21,8 +21,10 @@ announcements plugin is disabled through :data:`LAB_CONFIG_DIR`).
 
 Both answer only requests addressed to this machine: a ``Host`` header other than
 ``localhost``, ``127.0.0.1`` or ``[::1]`` (with any port) is refused with 403, token
-or not (:data:`LOCAL_HOST_SETTINGS`). A web page of another site whose name an
-attacker points at 127.0.0.1 (DNS rebinding) gets no page, kernel or API of ours.
+or not, on every path (JupyterLab: :data:`LOCAL_HOST_SETTINGS`; Voila: run through
+:mod:`fourd_widgets.app.voila_server`, which refuses before any handler, static files
+included). A web page of another site whose name an attacker points at 127.0.0.1
+(DNS rebinding) gets no page, kernel, API or file of ours.
 
 What is served is chosen in one place, :data:`DEMO_APP` (``--lab`` picks
 ``"lab"``). The servers themselves are described by :class:`ServerSpec` and
@@ -56,7 +58,7 @@ __all__ = [
     "shipped_notebook", "tour_notebook_source", "dashboard_notebook_source", "prepare_demo", "write_cube_h5",
     "write_sample_file", "free_port", "lab_spec", "voila_spec", "app_folder", "add_server_options", "serve",
     "TUTORIALS", "copy_tutorials", "server_log", "VOILA_TEMPLATE", "VOILA_EXTENSIONS", "LAB_CONFIG_DIR",
-    "JUPYTER_DATA_DIR", "LAB_DISABLED_PLUGINS", "LAB_WORKSPACES", "LOCAL_HOST_SETTINGS",
+    "JUPYTER_DATA_DIR", "LAB_DISABLED_PLUGINS", "LAB_WORKSPACES", "LOCAL_HOST_SETTINGS", "VOILA_SERVER_MODULE",
 ]
 
 #: Where the demo lives unless ``--dir`` says otherwise.
@@ -103,8 +105,11 @@ LAB_DISABLED_PLUGINS = ("@jupyterlab/apputils-extension:announcements",)
 #: The Jupyter server settings that refuse (403) a request whose ``Host`` header is not
 #: this machine: ``localhost`` by name, or a loopback address (127.0.0.1, [::1]), with
 #: any port. Jupyter's own check (``JupyterHandler.check_host``); JupyterLab gets them on
-#: its command line, Voila (which turns the check off by default) through its config file.
+#: its command line, Voila (which turns the check off by default) through its config file,
+#: besides :mod:`fourd_widgets.app.voila_server`'s own check, which covers every path.
 LOCAL_HOST_SETTINGS: dict[str, Any] = {"allow_remote_access": False, "local_hostnames": ["localhost"]}
+#: The module that runs Voila (with Voila's command line), refusing other ``Host`` headers on every path.
+VOILA_SERVER_MODULE = "fourd_widgets.app.voila_server"
 #: How long the server may take to answer before the demo gives up, in seconds.
 STARTUP_TIMEOUT_S = 120.0
 #: How long the server may take to stop on SIGTERM before it is killed, in seconds.
@@ -202,12 +207,13 @@ def voila_spec(folder: Path, notebook: Path | str, port: int, env: dict[str, str
     folder (Voila does not read ``JUPYTER_TOKEN``), so it does not show in the
     process list. The page loads nothing from outside 127.0.0.1 (the
     :data:`VOILA_TEMPLATE` template, found through ``JUPYTER_PATH``) and only the
-    front-end extensions in :data:`VOILA_EXTENSIONS`. Voila is given
-    :data:`LOCAL_HOST_SETTINGS` as Tornado settings (in the same config file),
-    so its notebook page, kernels, API and extension files refuse a ``Host``
-    other than this machine; its static files (the template's CSS, Voila's own
-    JavaScript: the same public files for everyone) are served by Tornado's
-    plain handler, which Voila does not let us check.
+    front-end extensions in :data:`VOILA_EXTENSIONS`. Voila runs through
+    :data:`VOILA_SERVER_MODULE`, which refuses (403) every request whose
+    ``Host`` is not this machine before any of Voila's handlers runs: the
+    page, kernels, API, extension files and static files (the template's CSS
+    and Voila's JavaScript, which Voila serves outside Jupyter's own check).
+    :data:`LOCAL_HOST_SETTINGS` go to the config file as Tornado settings too,
+    so Jupyter's own check stays on behind it.
 
     Parameters
     ----------
@@ -221,7 +227,7 @@ def voila_spec(folder: Path, notebook: Path | str, port: int, env: dict[str, str
         Environment of the server and so of the notebook's kernel.
     """
     argv = [
-        sys.executable, "-m", "voila", str(Path(folder) / notebook),
+        sys.executable, "-m", VOILA_SERVER_MODULE, str(Path(folder) / notebook),
         "--no-browser",
         "--Voila.ip=127.0.0.1",
         f"--Voila.port={port}",

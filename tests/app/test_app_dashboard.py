@@ -136,7 +136,7 @@ def test_dashboard_reads_its_folders_from_the_environment(data_folder: Path, tmp
 
 def test_dashboard_spec_serves_only_localhost(data_folder: Path, tmp_path: Path) -> None:
     spec = dashboard_spec(data_folder, tmp_path, 8125)
-    assert spec.argv[:4] == [sys.executable, "-m", "voila", str(tmp_path / DASHBOARD_NAME)]
+    assert spec.argv[:4] == [sys.executable, "-m", "fourd_widgets.app.voila_server", str(tmp_path / DASHBOARD_NAME)]
     assert "--Voila.ip=127.0.0.1" in spec.argv and "--Voila.port=8125" in spec.argv
     assert f"--Voila.root_dir={tmp_path}" in spec.argv  # the app folder: only the notebook is there
     assert spec.env == {DATA_DIR_ENV: str(data_folder.resolve())}

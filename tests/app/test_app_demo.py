@@ -94,7 +94,7 @@ def test_the_demo_serves_the_dashboard_notebook(tmp_path: Path) -> None:
     with demo_module.app_folder(source) as app:
         assert [p.name for p in app.iterdir()] == ["explorer_dashboard.ipynb"]  # nothing else to serve
         spec = demo_module.SERVER_APPS[demo_module.DEMO_APP](app, source.name, 8124)
-        assert spec.argv[:4] == [sys.executable, "-m", "voila", str(app / source.name)]
+        assert spec.argv[:4] == [sys.executable, "-m", "fourd_widgets.app.voila_server", str(app / source.name)]
         assert "--Voila.ip=127.0.0.1" in spec.argv and "--Voila.port=8124" in spec.argv
         assert f"--Voila.root_dir={app}" in spec.argv
     assert not app.exists()
