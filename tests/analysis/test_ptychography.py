@@ -118,7 +118,7 @@ def test_position_correction_recovers_positions_perturbed_by_a_third_of_an_angst
     The probe is defocused by 100 Å (C10, a 4 Å disc at 20 mrad), as position correction is run in
     practice: its patterns hold a shadow image of several atoms that moves with the position, so each
     position's misfit has one minimum within reach. Measured 0.014 Å after 15 iterations (seeds 1-4 of the
-    perturbation: 0.011-0.016 Å; seed 1: 0.029 after 9, 0.012 after 20, 0.008 after 30), so the 0.05 Å
+    perturbation: 0.011-0.016 Å; seed 1: 0.024 after 10, 0.011 after 20, 0.008 after 30), so the 0.05 Å
     bound holds with a margin of 3. With the focused probe of the test below, the misfit
     of a probe over a centrosymmetric crystal has local minima a few tenths of an Å away: even with the
     exact object and probe, the Gauss-Newton steps leave 14 of 256 positions stuck there (0.12 Å rms, a
