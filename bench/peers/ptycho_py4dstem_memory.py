@@ -9,8 +9,7 @@ memory; it cannot stream it), caps the process's address space at ``--cap-gib`` 
 (``RLIMIT_AS``, so that a run the machine cannot hold fails with a MemoryError instead of
 pushing other processes out), and runs the settings of ptycho_py4dstem.py (potential object,
 gradient descent, regularisers off, rotation forced to 0), with py4DSTEM's defaults or, with ``--lean``,
-its memory-saving options (preprocess in batches, COM pattern by pattern, in-place, no stored
-initial arrays). After each stage it prints
+its memory-saving options (preprocess in batches, COM pattern by pattern, in place). After each stage it prints
 ``FOURD_STAGE {json}`` with the peak RSS so far (VmHWM), flushed, so the parent sees how far a run
 got even when it dies; at the end ``FOURD_BENCH_RESULT {json}`` with ``ok`` and, on failure, the
 exception and the innermost py4DSTEM frame it came from.
@@ -32,7 +31,8 @@ p.add_argument("--batch", type=int, default=256)
 p.add_argument("--cap-gib", type=float, default=20.0)
 p.add_argument("--lean", action="store_true",
                help="py4DSTEM's memory-saving options: preprocess in batches of --batch, COM pattern by pattern, "
-                    "the datacube modified in place, no copies of the initial arrays")
+                    "the datacube modified in place (store_initial_arrays=False would save more, but "
+                    "reconstruct(reset=True) then fails for want of _object_initial)")
 a = p.parse_args()
 
 cap = int(a.cap_gib * 2**30)
@@ -59,8 +59,8 @@ def stage(name: str) -> None:
 
 
 out = {"crop": a.crop, "cap_gib": a.cap_gib, "iterations": a.iterations, "batch": a.batch, "lean": a.lean}
-lean = dict(max_batch_size=a.batch, vectorized_com_calculation=False, in_place_datacube_modification=True,
-            store_initial_arrays=False) if a.lean else {}
+lean = dict(max_batch_size=a.batch, vectorized_com_calculation=False,
+            in_place_datacube_modification=True) if a.lean else {}
 try:
     import h5py
     import matplotlib
