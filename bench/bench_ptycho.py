@@ -69,7 +69,7 @@ def ours_child(path: str, out: str, iterations: int, batch: int, step: float) ->
                                               "rss_mib": [rss0, rss_mib()]}))
 
 
-def big_child(path: str, iterations: int, batch: int) -> None:
+def big_child(path: str, iterations: int, batch: int, crop: int = 0) -> None:
     """Reconstruct from a uint16 HDF5 file read lazily (never loaded whole) and report the peak RSS."""
     import h5py
 
@@ -83,6 +83,8 @@ def big_child(path: str, iterations: int, batch: int) -> None:
                       reciprocal_units="mrad", energy_eV=300e3, convergence_semiangle_mrad=20.0,
                       origin=(d.shape[2] // 2, d.shape[3] // 2))
     cube = DataCube(d, cal)
+    if crop:
+        cube = cube.crop(rx=(0, crop), ry=(0, crop))
     rss0 = rss_mib()
     w0, c0 = time.perf_counter(), time.process_time()
     res = reconstruct_ptychography(cube, iterations=iterations, batch_size=batch, workers=2, progress=False)
@@ -107,6 +109,59 @@ def write_big(path: str, scan: int, det: int) -> None:
             ds[i] = np.tile(tile[i % 16], (scan // 16, 1, 1))
         f.attrs["real_step_A"] = 0.3
         f.attrs["reciprocal_step_mrad"] = 96.0 / det
+
+
+def peer_memory(a: argparse.Namespace) -> None:
+    """py4DSTEM on crops of the --big file under an address-space cap: its peak RSS, or where it fails."""
+    import shutil
+
+    py = str(Path(a.venvs) / "py4dstem" / "bin" / "python")
+    with tempfile.TemporaryDirectory(dir=a.big_dir) as tmp:
+        free = shutil.disk_usage(tmp).free / 2**30
+        need = a.peer_memory ** 2 * 256 * 256 * 2 / 2**30
+        if free < need + 4:
+            raise SystemExit(f"{free:.1f} GiB free in {tmp}, the file needs {need:.1f} GiB (+4 to spare)")
+        path = os.path.join(tmp, "big.h5")
+        write_big(path, a.peer_memory, 256)
+        rows = []
+        for crop in [int(c) for c in a.crops.split(",")]:
+            ours = child([str(HERE / "bench_ptycho.py"), "--big-child", path, "2", str(a.batch), str(crop)])
+            cap = min(a.cap_gib, _available_gib() - 2.0)
+            env = {**os.environ, **THREADS}
+            w0 = time.perf_counter()
+            res = subprocess.run([py, str(HERE / "peers" / "ptycho_py4dstem_memory.py"), "--h5", path, "--crop",
+                                  str(crop), "--iterations", "2", "--batch", str(a.batch), "--cap-gib", f"{cap:.1f}"]
+                                 + (["--lean"] if a.lean else []),
+                                 capture_output=True, text=True, env=env)
+            lines = res.stdout.splitlines()
+            stages = [json.loads(ln[12:]) for ln in lines if ln.startswith("FOURD_STAGE ")]
+            done = [json.loads(ln[19:]) for ln in lines if ln.startswith("FOURD_BENCH_RESULT ")]
+            peer = done[-1] if done else {"ok": False, "error": f"exit code {res.returncode}: {res.stderr[-500:]}",
+                                          "stages": stages}
+            peer["wall_s"] = time.perf_counter() - w0
+            peer["cap_gib"] = cap
+            rows.append((crop, ours, peer))
+            print(f"crop {crop}: ours {json.dumps(ours)}", flush=True)
+            print(f"crop {crop}: py4DSTEM {json.dumps(peer)}", flush=True)
+    print(f"\n`python bench/bench_ptycho.py --peer-memory {a.peer_memory} --crops {a.crops} --cap-gib {a.cap_gib}"
+          f"{' --lean' if a.lean else ''}` "
+          f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}), two iterations, batch {a.batch}:\n")
+    print("| scan (of the same file) | raw uint16 MiB | ours peak RSS MiB | py4DSTEM peak RSS MiB | py4DSTEM outcome |")
+    print("|---|---|---|---|---|")
+    for crop, ours, peer in rows:
+        st = " -> ".join(f"{s['stage']} {s['peak_rss_mib']:.0f}" for s in peer.get("stages", []))
+        outcome = "2 iterations done" if peer.get("ok") else f"{peer.get('error')} at {peer.get('where')}"
+        print(f"| {crop}x{crop} | {crop * crop * 256 * 256 * 2 / 2**20:.0f} | {ours['rss_mib'][1]:.0f} | "
+              f"{peer.get('peak_rss_mib', float('nan')):.0f} (cap {peer['cap_gib']:.1f} GiB of address space) | "
+              f"{outcome}; peak RSS by stage (MiB): {st}; {peer['wall_s']:.0f} s |")
+
+
+def _available_gib() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20
+    return float("nan")
 
 
 def child(args: list[str], py: str = sys.executable) -> dict:
@@ -177,15 +232,26 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--step", type=float, default=1.0)
     ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
-    ap.add_argument("--big-child", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--big-child", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--big", type=int, default=0, metavar="SCAN",
                     help="instead: two iterations from a SCAN x SCAN x 256x256 uint16 HDF5 file on disk (peak RSS)")
     ap.add_argument("--big-peer", type=int, default=0, metavar="N",
                     help="with --big: also py4DSTEM for N iterations on the same data (its peak RSS)")
     ap.add_argument("--big-dir", default=None, help="where to write the --big file (default: a temporary folder)")
+    ap.add_argument("--peer-memory", type=int, default=0, metavar="SCAN",
+                    help="instead: py4DSTEM's peak RSS for two iterations on crops of a SCAN x SCAN x 256x256 file")
+    ap.add_argument("--crops", default="32,64,128", help="with --peer-memory: the scan crops, comma-separated")
+    ap.add_argument("--cap-gib", type=float, default=20.0,
+                    help="with --peer-memory: py4DSTEM's address-space cap (lowered to leave 2 GiB of the "
+                         "machine's available memory to others)")
+    ap.add_argument("--lean", action="store_true",
+                    help="with --peer-memory: py4DSTEM with its memory-saving preprocess options")
     a = ap.parse_args()
+    if a.peer_memory:
+        return peer_memory(a)
     if a.big_child:
-        return big_child(a.big_child[0], int(a.big_child[1]), int(a.big_child[2]))
+        return big_child(a.big_child[0], int(a.big_child[1]), int(a.big_child[2]),
+                         int(a.big_child[3]) if len(a.big_child) > 3 else 0)
     if a.big:
         with tempfile.TemporaryDirectory(dir=a.big_dir) as tmp:
             path = os.path.join(tmp, "big.h5")

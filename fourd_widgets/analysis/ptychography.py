@@ -20,7 +20,11 @@ the modes are kept orthogonal, strongest first); ``slices > 1`` (multislice:
 ``slice_thickness_A``, the correction carried back through each slice);
 ``refine_positions`` (each position moves by a damped Gauss-Newton step on its
 pattern's intensities, at most ``max_position_update_px``, the mean position
-kept fixed since a common shift is a shift of the object).
+kept fixed since a common shift is a shift of the object). Its reach depends on
+the probe: a probe defocused over a few atoms (e.g. ``C10`` = 100 Å at 20 mrad)
+brings positions off by 0.3 Å rms back to about 0.01 Å in 15-30 iterations; a
+focused probe over a crystal has misfit minima a few tenths of an Å apart and
+corrects errors of about 0.1 Å only (tests/analysis/test_ptychography.py).
 
 Each batch is a compact tile of the scan (order shuffled per iteration from
 the record's seed) and is one pass of the engine: the tile is read in blocks
