@@ -27,7 +27,7 @@ from scipy.optimize import nnls
 from ..core.errors import FourDError, ParameterError
 from ..core.params import Params, param
 
-__all__ = ["ClassModel", "ClassificationError", "apply_model", "project", "posterior", "unmix",
+__all__ = ["ClassModel", "ClassificationError", "apply_model", "labels_from_coordinates", "project", "posterior", "unmix",
            "merge_classes", "split_class", "check_classes", "model_from_labels"]
 
 
@@ -127,7 +127,12 @@ def apply_model(model: ClassModel, x: np.ndarray, probability: str = "posterior"
     Labels are the most probable class under the model (posterior or nearest centre);
     ``probability='unmixing'`` gives linear-unmixing fractions instead of posteriors.
     """
-    y = project(model, x)
+    return labels_from_coordinates(model, project(model, x), probability)
+
+
+def labels_from_coordinates(model: ClassModel, y: np.ndarray,
+                            probability: str = "posterior") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`apply_model` on coordinates ``y`` (n, k) already projected by :func:`project`."""
     prob = posterior(model, y)
     labels = np.argmax(prob, axis=1).astype(np.int64)
     if probability == "unmixing":

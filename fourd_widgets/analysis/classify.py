@@ -40,8 +40,8 @@ from ..core.errors import ParameterError
 from ..core.params import Params, param, record_from_dict
 from ..engine.job import Buffer, Job
 from ..engine.run import run_job
-from .class_model import (ClassificationError, ClassModel, check_classes, model_from_labels, posterior, project,
-                          unmix)
+from .class_model import (ClassificationError, ClassModel, check_classes, labels_from_coordinates, model_from_labels,
+                          project)
 from .class_paint import spread_labels
 from .features import FeatureParams, Features
 from .features_polar import features_of
@@ -551,13 +551,10 @@ def classify_features(cube: Any, feats: Features, p: ClassifyParams, *, cache: d
         if p.model is None:
             model, info = fit_model(x, p, shape, cache)
             p = p.replace(model=model)
-        # the coordinates once, for the labels and for split (apply_model's steps, without projecting twice)
+        # the coordinates once, for the labels and for split (the fit may have projected already)
         y = info.get("coordinates")
         y = project(p.model, x) if y is None else y
-        prob = posterior(p.model, y)
-        labels = np.argmax(prob, axis=1).astype(np.int64)
-        if p.probability == "unmixing":
-            prob = unmix(p.model, y)
+        labels, prob = labels_from_coordinates(p.model, y, p.probability)
     labels = labels.reshape(shape)
     pats = class_patterns(cube, labels, p.model.n_classes, p.patterns, **engine) if cube is not None else {}
     return Classification(labels, prob.reshape(*shape, -1), pats.get("mean"), pats.get("max"), pats.get("median"),

@@ -137,8 +137,7 @@ class FEMBoundJob(Job):
             self.mu = stats.bin_sum / stats.bin_count
             var = stats.bin_sumsq / stats.bin_count - self.mu**2
             self.V_bin = var / self.mu**2
-        nq = stats.q.size
-        self.nq = nq
+        self.nq = stats.q.size
 
     def init(self, cube: Any) -> dict:
         return {"ring": np.zeros((3, self.nq)), "band": np.zeros((3, len(self.bands)))}
@@ -162,7 +161,7 @@ class FEMBoundJob(Job):
                 c = 2.0 / (N * T * M**2)
                 grads = [
                     2.0 * ((x - self.mu) - self.V_bin * self.mu) / (N * T * self.mu**2),
-                    c * ((m - M) - V[1] * M)[:, None, :] * np.ones_like(x),
+                    np.broadcast_to(c * ((m - M) - V[1] * M)[:, None, :], x.shape),
                     c * ((x - m[:, None, :]) - V[2] * M),
                 ]
             scale = geo.scale().reshape(valid.shape)

@@ -11,7 +11,7 @@ from fourd_widgets.analysis.class_paint import brush_mask
 from fourd_widgets.datasets import load_shared
 from fourd_widgets.tools.segmenter import SegmenterSession
 
-from .test_segmenter_session import bands_cube
+from .test_segmenter_session import bands_cube, session  # noqa: F401  (the same three-band scan and session)
 
 
 def roc_auc(truth: np.ndarray, score: np.ndarray) -> float:
@@ -30,15 +30,6 @@ def test_a_stroke_covers_the_positions_within_the_radius_of_its_path():
     np.testing.assert_array_equal(brush_mask((9, 12), [(2, 1), (2, 8), (6, 8)], 1.5), want)
     dab = brush_mask((9, 12), [(4.2, 3.9)], 0.0)
     assert dab.sum() == 1 and dab[4, 4]
-
-
-@pytest.fixture
-def session():
-    cube, truth = bands_cube()
-    s = SegmenterSession(cube)
-    s.set_features(bin=2).set(n_classes=3, n_components=3).wait()
-    yield s, truth
-    s.close()
 
 
 def test_painting_is_in_the_record_and_replays(session):
