@@ -3,12 +3,14 @@ and the V(k) plot changes; Python sees the new band, and what it shows equals a 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from browser_helpers import WAIT_S, press_and_move, screen_point, view_info, wait_state, wait_views, write_notebook
+from browser_helpers import (WAIT_S, press_and_move, read_state, screen_point, view_info, wait_state, wait_views,
+                             write_notebook)
 
 pytestmark = pytest.mark.browser
 
@@ -86,7 +88,13 @@ def test_lab_drag_a_k_band_and_v_of_k_changes(page, lab, notebook_root: Path, tm
     page.wait_for_function("""(old) => { const f = document.querySelector('.fw-profiler-vk');
         const paths = Array.from(f.querySelectorAll('path.line')).map(p => p.getAttribute('d') || '');
         return JSON.stringify(paths) !== JSON.stringify(old); }""", arg=before["paths"], timeout=WAIT_S * 1000)
-    after = v_plot(page)
+    # the drag sends several updates: compare once the browser shows the last one Python wrote
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        moved, after = read_state(tmp_path), v_plot(page)
+        if moved["title"] in after["title"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert after["title"] != before["title"] and moved["title"] in after["title"]
     # what the browser shows is the headless replay of the recorded parameters
     import fourd_widgets as fw
