@@ -248,10 +248,15 @@ class Tool:
         deadline = time.monotonic() + timeout
         while True:
             left = lambda: max(0.0, deadline - time.monotonic())  # noqa: E731
-            idle = all(w.wait_idle(left()) for w in list(self._workers))
+            workers = list(self._workers)
+            # one worker's result may submit to another already checked (the disk tuner's strip ->
+            # its lattice fit): settled only when no request was submitted during the pass
+            submitted = [w.submitted for w in workers]
+            idle = all(w.wait_idle(left()) for w in workers)
             for t in list(self._threads):
                 t.join(left())
                 idle = idle and not t.is_alive()
+            idle = idle and [w.submitted for w in workers] == submitted and len(self._workers) == len(workers)
             if idle and not self._pending():
                 return self
             if time.monotonic() >= deadline:

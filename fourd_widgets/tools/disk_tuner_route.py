@@ -131,6 +131,7 @@ class DiskTunerRoute:
     lattice_fits: int = 0
     _lattice_key: tuple | None = None
     _lattice_template: ProbeTemplate | None = None
+    _lattice_fitted: LatticePreview | None = None
 
     @property
     def route(self) -> str:
@@ -206,12 +207,14 @@ class DiskTunerRoute:
         if template is None:  # no template: the template controls say why
             return None
         key = (p, positions)
-        if key == self._lattice_key and template is self._lattice_template:  # e.g. a detector threshold moved
-            return self.lattice_preview
+        # e.g. a detector threshold moved: the last fit stands (kept here, not taken from lattice_preview,
+        # which a superseded request never set)
+        if key == self._lattice_key and template is self._lattice_template:
+            return self._lattice_fitted
         if self._mean is None:
             self._mean = mean_pattern(self.cube, progress=False)
         preview = preview_lattice(self.cube, positions, template, p, self._mean)
-        self._lattice_key, self._lattice_template = key, template
+        self._lattice_key, self._lattice_template, self._lattice_fitted = key, template, preview
         self.lattice_fits += 1
         return preview
 

@@ -77,6 +77,11 @@ class LatestOnly(Generic[Req]):
             self._serial += 1
             self._cond.notify_all()
 
+    @property
+    def submitted(self) -> int:
+        """How many requests were submitted so far (a new one since a check means "not settled")."""
+        return self._serial
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is pending or running; False on timeout."""
         with self._cond:

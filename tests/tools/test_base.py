@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -105,3 +106,49 @@ def test_exports_carry_the_recipe(tmp_path) -> None:
             tool.export_png(tmp_path / "x.png", "strain")
     finally:
         tool.close()
+
+
+class Chain(Tool):
+    """Two workers: the first's result feeds the second, registered before it (as the disk tuner's
+    lattice worker is registered before its strip's results arrive)."""
+
+    name = "chain"
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.gate = threading.Event()
+        self.final: int | None = None
+        self._second = self._add_worker(self._slow_increment, self._got_second)
+        self._first = self._add_worker(self._slow_double, lambda req, out: self._second.submit(out))
+
+    def _slow_double(self, x: int) -> int:
+        self.gate.wait(10)  # holds the first worker until the test has entered wait()
+        return 2 * x
+
+    @staticmethod
+    def _slow_increment(x: int) -> int:
+        time.sleep(0.2)
+        return x + 1
+
+    def _got_second(self, req, out) -> None:
+        self.final = out
+
+    @property
+    def params(self) -> Recipe:
+        return Recipe(steps=(VirtualDiffractionParams(method="mean"),), labels=("virtual_diffraction",))
+
+    def results(self):
+        return {}
+
+
+def test_wait_settles_only_when_a_result_passed_on_to_another_worker_is_done() -> None:
+    """wait() checks the second worker (idle), then the first, whose result submits to the second:
+    it must not return before the second worker ran on it."""
+    t = Chain()
+    try:
+        t._first.submit(20)
+        threading.Timer(0.2, t.gate.set).start()
+        t.wait(30)
+        assert t.final == 41
+    finally:
+        t.close()

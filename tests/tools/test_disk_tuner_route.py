@@ -122,3 +122,17 @@ def test_from_params_reads_every_spelling(sample) -> None:
     for spelling in (detect, detect.to_dict(), Recipe(steps=(detect,)).to_json()):
         _, p, lat = tuner_records(cube, spelling)
         assert lat is None and p.min_relative_intensity == 0.2
+
+
+def test_a_superseded_fit_is_not_lost(sample) -> None:
+    """A fit whose request was superseded before delivery (the template arrived meanwhile) is not
+    delivered; the next request with the same record and template must return that fit, not the
+    preview shown (still None): the tutorial's tuner opened on the lattice route showed nothing."""
+    s = DiskTunerSession(sample[0], n_positions=1).wait()
+    try:
+        req = (WholePatternFitParams(template=s.find_params.template), tuple(s.positions), s.template)
+        first = s._lattice_compute(req)  # computed, never delivered
+        assert first is not None and s.lattice_preview is None
+        assert s._lattice_compute(req) is first and s.lattice_fits == 1
+    finally:
+        s.close()
