@@ -4,14 +4,13 @@ equal the analysis function on the recorded parameters."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from browser_helpers import WAIT_S, press_and_move, screen_point, view_info, wait_views, write_notebook
+from browser_helpers import press_and_move, screen_point, view_info, wait_state, wait_views, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -50,30 +49,6 @@ mapper
 '''
 
 
-def read(state: Path) -> dict | None:
-    f = state / "state.npz"
-    if not f.exists():
-        return None
-    try:
-        with np.load(f) as z:
-            out = json.loads(str(z["state"]))
-            out["exx"] = z["exx"]
-            return out
-    except (OSError, ValueError, KeyError, EOFError):  # being replaced right now
-        return None
-
-
-def wait_for(state: Path, predicate, what: str) -> dict:
-    deadline = time.monotonic() + WAIT_S
-    last = None
-    while time.monotonic() < deadline:
-        last = read(state) or last
-        if last is not None and predicate(last):
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last state: "
-                         f"{ {k: v for k, v in (last or {}).items() if k not in ('exx', 'candidates', 'params')} }")
-
 
 def nearest(cands: np.ndarray, vec) -> np.ndarray:
     return cands[int(np.argmin(np.hypot(*(cands - np.asarray(vec)).T)))]
@@ -85,7 +60,7 @@ def test_voila_pick_basis_and_draw_reference(page, voila, notebook_root: Path, t
     write_notebook(notebook_root, "voila_strain.ipynb", SETUP.format(state=str(tmp_path)), "# StrainMapper under test")
     page.goto(f"{voila.base}/voila/render/voila_strain.ipynb")
     wait_views(page, 5)
-    first = wait_for(tmp_path, lambda s: s["updates"] >= 1 or s["region_sum"] > 0, "the first maps")
+    first = wait_state(tmp_path, lambda s: s["updates"] >= 1 or s["region_sum"] > 0, "the first maps")
     cands, centre = np.asarray(first["candidates"]), np.asarray(first["centre"])
     # the opposite spots of the suggested pair: a new, non-collinear basis after each click
     a, b = nearest(cands, -np.asarray(first["g1"])), nearest(cands, -np.asarray(first["g2"]))
@@ -94,7 +69,7 @@ def test_voila_pick_basis_and_draw_reference(page, voila, notebook_root: Path, t
         x, y = target + centre + (0.6, -0.6)   # a little off the spot: the pick snaps
         page.mouse.click(*screen_point(view_info(page, 0), x, y))
         time.sleep(0.3)
-    picked = wait_for(tmp_path, lambda s: np.allclose(s["g1"], a) and np.allclose(s["g2"], b),
+    picked = wait_state(tmp_path, lambda s: np.allclose(s["g1"], a) and np.allclose(s["g2"], b),
                       "g1 and g2 picked by the clicks")
     assert picked["messages"] == ["", "", ""]
     # the browser shows the pickers on the spots it snapped to
@@ -109,7 +84,7 @@ def test_voila_pick_basis_and_draw_reference(page, voila, notebook_root: Path, t
     start = screen_point(info, 1.0, 5.0)
     press_and_move(page, start, (0, 2 * info["transform"]["s"] * info["box"]["height"] / info["box"]["ch"]), 8)
     page.mouse.up()
-    drawn = wait_for(tmp_path, lambda s: s["reference"]["x0"] == ref["x0"] + 2, "the reference region drawn")
+    drawn = wait_state(tmp_path, lambda s: s["reference"]["x0"] == ref["x0"] + 2, "the reference region drawn")
     assert drawn["region_sum"] == 64
     assert all(o["x0"] == ref["x0"] + 2 for o in drawn["map_overlays"])     # every map shows it
     page.wait_for_function("""(x0) => { const v = document.querySelectorAll('.fw-view')[3];

@@ -4,13 +4,12 @@ beside the strain maps, and dragging the σ-limit slider masks positions in Pyth
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from browser_helpers import WAIT_S, press_and_move, view_info, wait_views, write_notebook
+from browser_helpers import press_and_move, read_state, view_info, wait_state, wait_views, write_notebook
 
 pytestmark = pytest.mark.browser
 
@@ -48,30 +47,6 @@ mapper
 '''
 
 
-def read(state: Path) -> dict | None:
-    f = state / "state.npz"
-    if not f.exists():
-        return None
-    try:
-        with np.load(f) as z:
-            out = json.loads(str(z["state"]))
-            out["sigma_exx"], out["top"] = z["sigma_exx"], z["top"]
-            return out
-    except (OSError, ValueError, KeyError, EOFError):  # being replaced right now
-        return None
-
-
-def wait_for(state: Path, predicate, what: str) -> dict:
-    deadline = time.monotonic() + WAIT_S
-    last = None
-    while time.monotonic() < deadline:
-        last = read(state) or last
-        if last is not None and predicate(last):
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last: {(last or {}).get('max_sigma')}, "
-                         f"{(last or {}).get('masked')}")
-
 
 def test_voila_sigma_maps_and_sigma_limit(page, voila, notebook_root: Path, tmp_path: Path) -> None:
     tmp_path.mkdir(exist_ok=True)
@@ -79,12 +54,12 @@ def test_voila_sigma_maps_and_sigma_limit(page, voila, notebook_root: Path, tmp_
                    "# Strain mapper's whole-pattern route under test")
     page.goto(f"{voila.base}/voila/render/voila_strain_route.ipynb")
     wait_views(page, 6)  # Bragg vector map, pattern, the four strain maps of the disk route
-    assert read(tmp_path) is None  # no whole-pattern fit before the route is chosen
+    assert read_state(tmp_path) is None  # no whole-pattern fit before the route is chosen
     # choose the route with its button: the σ maps appear
     button = page.locator(".fw-strain-mapper button", has_text="whole-pattern fit").first
     button.scroll_into_view_if_needed()
     button.click()
-    first = wait_for(tmp_path, lambda s: s["route"] == "whole_pattern", "the whole-pattern maps")
+    first = wait_state(tmp_path, lambda s: s["route"] == "whole_pattern", "the whole-pattern maps")
     assert first["max_sigma"] is None and first["masked"] == 0
     assert json.loads(first["params"])["steps"][0]["step"] == "whole_pattern_fit"
     wait_views(page, 10)
@@ -102,7 +77,7 @@ def test_voila_sigma_maps_and_sigma_limit(page, voila, notebook_root: Path, tmp_
     track = page.locator(".fw-strain-mapper .widget-slider").first.bounding_box()
     press_and_move(page, (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2), (-0.6 * track["width"], 0), 8)
     page.mouse.up()
-    limited = wait_for(tmp_path, lambda s: s["max_sigma"] is not None, "the σ limit set by the slider")
+    limited = wait_state(tmp_path, lambda s: s["max_sigma"] is not None, "the σ limit set by the slider")
     above = limited["top"] > limited["max_sigma"]
     assert 0 < limited["masked"] == int(above.sum())
     assert np.isnan(limited["sigma_exx"][above]).all()
