@@ -14,8 +14,10 @@ Two steps, each a record plus a function in the one calling convention:
   to other scans. Class mean and max patterns come from one engine pass over the cube.
 
 Features come from :mod:`fourd_widgets.analysis.features` (one engine pass).
-For scans whose feature matrix is too large for memory, ``incremental=True`` uses
-``IncrementalPCA`` / ``MiniBatchNMF`` / ``MiniBatchKMeans`` over row batches.
+For scans whose feature matrix is too large for memory, ``incremental=True`` works over row
+batches: ``MiniBatchNMF`` / ``MiniBatchKMeans``, and principal axes from the covariance accumulated
+batch by batch (the exact PCA in one pass; ``IncrementalPCA`` above :data:`COVARIANCE_MAX_FEATURES`
+features, where the covariance's eigendecomposition would cost more than the batch SVDs).
 
 Examples
 --------
@@ -99,7 +101,8 @@ class ClassifyParams(Params):
     standardize: bool = param(False, doc="divide each feature by its standard deviation")
     reg_covar: float = param(1e-2, ge=0, doc="gmm: variance floor, as a fraction of the mean component variance "
                                            "(keeps tight, noise-free classes from splitting under BIC)")
-    incremental: bool = param(False, doc="IncrementalPCA and MiniBatchKMeans over row batches (large scans)")
+    incremental: bool = param(False, doc="PCA and MiniBatchKMeans over row batches (large scans): axes from the "
+                                         "covariance summed batch by batch, IncrementalPCA above 2048 features")
     batch_size: int = param(1024, ge=2, doc="incremental: rows per batch (IncrementalPCA: at least this many)")
     restarts: int = param(1, ge=1, le=100, doc="random restarts; more than one: consensus labels by vote")
     probability: Literal["posterior", "unmixing"] = param(
