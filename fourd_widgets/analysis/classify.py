@@ -57,10 +57,11 @@ __all__ = ["DecomposeParams", "ClassifyParams", "Decomposition", "Classification
 
 #: Largest feature matrix (float64) the in-memory route takes; larger ones need ``incremental=True``.
 IN_MEMORY_LIMIT_MB = 4096
-#: The incremental classification feeds ``IncrementalPCA`` batches of float32 rows of about this size
-#: (at least ``batch_size`` rows): each partial fit is one SVD of its batch, and few large SVDs cost
-#: less than many small ones (65536 rows of 256 features: 4 float32 batches take 1.3 s of CPU, 16
-#: float64 batches of 4096 rows 2.0 s).
+#: The incremental classification fits its principal axes over batches of float32 rows of about this
+#: size (at least ``batch_size`` rows; the covariance route converts one batch at a time to float64).
+#: For ``IncrementalPCA`` each partial fit is one SVD of its batch, and few large SVDs cost less than
+#: many small ones (65536 rows of 256 features: 4 float32 batches take 1.3 s of CPU, 16 float64
+#: batches of 4096 rows 2.0 s).
 PCA_BATCH_BYTES = 16 * 2 ** 20
 #: The incremental classification takes its principal axes from the covariance of the features,
 #: accumulated over the same row batches in float64, when there are at most this many features (a
