@@ -49,7 +49,7 @@ def tuner_controls(detector_shape: tuple[int, int], has_vacuum_image: bool) -> S
         _radii=w.FloatRangeSlider(min=0.0, max=q / 3, step=0.25, description="trench r", readout_format=".2f"),
         _corr_power=w.FloatSlider(min=0, max=1, step=0.05, description="corr power"),
         _sigma_cc=w.FloatSlider(min=0, max=8, step=0.25, description="σ corr"),
-        _subpixel=w.Dropdown(options=("auto", "none", "parabola", "dft", "disk", "spot"), description="subpixel",
+        _subpixel=w.Dropdown(options=("auto", "none", "parabola", "dft", "disk", "edge", "spot"), description="subpixel",
                              layout=lay(width="180px")),
         _subpixel_note=w.HTML(layout=lay(margin="0 0 0 8px")),
         _min_rel=w.FloatLogSlider(min=MIN_LOG_REL, max=0, step=0.05, base=10, description="min rel",
