@@ -18,7 +18,8 @@ per-disk distance to the truth on the five ``si_001_*`` files.
   magnitude (:func:`fourd_widgets.analysis.disk_refine.refine_disk_edges`).
 
 It also prints the rim of one (220) disk (it rings), the edge stage on hand-made disks with an intensity
-ramp, and the time of ``find_disks`` on the five files with and without the edge stage.
+ramp and on 4 px disks, at 2000 electrons per probe, and the time of ``find_disks`` on the five files
+with and without the edge stage.
 """
 
 from __future__ import annotations
@@ -234,6 +235,34 @@ def ramp_disks() -> None:
         print(f"  ramp +-{slope:.2f}: largest error default {out[0]:.3f} px, subpixel='edge' {out[1]:.3f} px")
 
 
+def low_dose(cubes: dict[str, Any]) -> None:
+    """Median disk error at 2000 electrons per probe (Poisson, seed 0), disks within 2 px of a true site."""
+    rng = np.random.default_rng(0)
+    for n in ("si_001_unstrained", "si_001_rot_10deg"):
+        noisy = fw.DataCube(rng.poisson(cubes[n].to_numpy() * 2000).astype(np.float32),
+                            calibration=cubes[n].calibration)
+        out = []
+        for mode in ("auto", "edge"):
+            e = disk_errors(n, fw.find_disks(noisy, fw.FindDisksParams(subpixel=mode)))
+            out.append(float(np.nanmedian(e[e < 2])))
+        print(f"  {n}: median default {out[0]:.3f} px, subpixel='edge' {out[1]:.3f} px")
+
+
+def small_disks() -> None:
+    """Three 4 px disks (hard edge) at random sub-pixel centres, as tests/analysis/test_disks.py draws them."""
+    shape, r = (64, 64), 4.0
+    rng = np.random.default_rng(3)
+    truth = [(20 + rng.random(), 18 + rng.random()), (42 + rng.random(), 40 + rng.random()),
+             (22 + rng.random(), 44 + rng.random())]
+    pat = sum(synthetic_disk(shape, r, c, edge_width=0) for c in truth)
+    t = probe_template(synthetic_disk(shape, r, edge_width=0))
+    for mode in ("disk", "edge"):
+        a = find_disks_in_patterns(pat, t, fw.FindDisksParams(subpixel=mode)).at(0)
+        q = np.stack([a["qx"], a["qy"]], 1)
+        err = np.hypot(*(q[:, None] - np.asarray(truth)[None]).transpose(2, 0, 1)).min(0).max()
+        print(f"  subpixel={mode!r}: largest error {err:.3f} px")
+
+
 def main() -> None:
     t0 = time.perf_counter()
     cubes = {n: fw.load(SHARED / f"{n}.h5") for n in FILES}
@@ -257,6 +286,10 @@ def main() -> None:
     show_rim()
     print("\nhand-made disks with an intensity ramp (tests/analysis/test_disk_refine.py uses +-0.6):")
     ramp_disks()
+    print("\n4 px disks:")
+    small_disks()
+    print("\n2000 electrons per probe:")
+    low_dose(cubes)
     for mode in ("auto", "edge"):
         best = min(_timed(lambda: [fw.find_disks(cubes[n], fw.FindDisksParams(subpixel=mode)) for n in FILES])
                    for _ in range(3))

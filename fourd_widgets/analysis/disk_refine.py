@@ -213,7 +213,7 @@ def refine_disk_edges(patterns: np.ndarray, pidx: np.ndarray, qx: np.ndarray, qy
     mean per-disk error is the default's (0.016-0.020 px). But the edge map weights each part of
     the rim by its step, so an intensity ramp across a disk pulls it about twice as far as the
     window correlation (hard disks with a +-60 % ramp: up to 0.13 px against 0.06 px), shot noise
-    pulls it more (2000 electrons per probe: median 0.70 against 0.65 px), on 4 px disks it is
+    pulls it more (2000 electrons per probe: median 0.72-0.74 against 0.65 px), on 4 px disks it is
     0.1 px off, and it doubles the time of ``find_disks``. Hence opt-in (``subpixel='edge'``).
 
     Parameters
