@@ -154,13 +154,13 @@ class FindDisksParams(Params):
     subpixel: Literal["auto", "none", "parabola", "dft", "disk", "edge", "spot"] = param(
         "auto", doc="sub-pixel refinement [subpixel: 'pixel', 'poly', 'multicorr']; 'disk': each disk "
         "correlated on its own with the probe, then DFT-upsampled (see disk_refine); 'edge': 'disk', then "
-        "each disk moved to the centre of symmetry of its gradient magnitude (disk_refine.refine_disk_edges: "
-        "a closer lattice on the shared abTEM Si files, more pull from intensity ramps and noise); 'spot': the "
+        "each disk moved to the centre of symmetry of its gradient magnitude (disk_refine.refine_disk_edges: a "
+        "closer lattice on the shared abTEM Si files, more pull from intensity ramps and noise); 'spot': the "
         "background-subtracted centroid of each small spot; 'auto': 'spot' below a probe radius of "
         "SPOT_RADIUS_PX (4 px), else 'disk'")
     upsample_factor: int = param(16, ge=1, le=1024, doc="DFT upsampling factor [upsample_factor]")
-    disk_corr_power: float = param(0.3, ge=0, le=1, doc="subpixel='disk' (and 'edge'): hybrid power of each disk's "
-                                   "correlation (0 phase: follows the disk edge, 1 cross: its intensity)")
+    disk_corr_power: float = param(0.3, ge=0, le=1, doc="subpixel='disk' (and 'edge'): hybrid power of each "
+                                   "disk's correlation (0 phase: follows the disk edge, 1 cross: its intensity)")
     disk_sigma: float = param(0.7, units="px", ge=0, doc="subpixel='disk': Gaussian smoothing of each "
                               "disk's correlation")
     disk_window: float = param(1.25, gt=1.2, le=4, doc="subpixel='disk': window radius in disk radii "
@@ -272,7 +272,8 @@ class DiskCorrelation:
         """Edge and spacing filters in units of the ``corr`` grid."""
         if self.step > 1 and params.subpixel not in ("disk", "edge"):
             raise ParameterError(f"this correlation is sampled every {self.step} px, which only "
-                                 f"subpixel='disk' refines; correlate again for subpixel={params.subpixel!r}",
+                                 f"subpixel='disk' or 'edge' refines; correlate again for "
+                                 f"subpixel={params.subpixel!r}",
                                  field="subpixel")
         edge = self._edge(params)
         spacing = params.min_peak_spacing if params.min_peak_spacing is not None else self.radius
@@ -309,7 +310,8 @@ class DiskCorrelation:
         return self._refine(table, p) if p.subpixel in REFINED else table
 
     def _refine(self, table: PeakTable, p: FindDisksParams) -> PeakTable:
-        """Per-disk (``'disk'``) or per-spot (``'spot'``) refinement; drops peaks whose window holds no maximum."""
+        """Per-disk (``'disk'``, ``'edge'``) or per-spot (``'spot'``) refinement; drops peaks whose window holds
+        no maximum."""
         pidx = table.positions()
         if p.subpixel == "spot":
             qx, qy, _ = refine_spots(self.patterns, pidx, table.qx, table.qy, self.radius)
