@@ -4,6 +4,8 @@ Each found disk is cut out of its pattern in a small ``(S, S)`` window centred
 on the disk's pixel, apodised by a radial mask, correlated with the probe
 (by batched FFTs in :mod:`fourd_widgets.analysis.disk_refine`) and refined
 here on the window correlation's half spectrum with :func:`.disks.dft_refine`.
+:func:`edge_windows` weights each window's gradient magnitude for the edge stage
+(:func:`fourd_widgets.analysis.disk_refine.refine_disk_edges`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from numba import njit
 
 from .disks import _dft_refine_ws, _local_dft_ws, dft_workspace
 
-__all__ = ["extract_windows", "filter_spectra", "refine_windows"]
+__all__ = ["edge_windows", "extract_windows", "filter_spectra", "refine_windows"]
 
 
 @njit(cache=True, nogil=True)
@@ -125,3 +127,35 @@ def refine_windows(spec_re, spec_im, band, usf, reach, x0, y0, dx, dy, val):
             dx[k] = np.nan
             dy[k] = np.nan
             val[k] = np.nan
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def edge_windows(gx, gy, fx, fy, rin, rout, out):
+    """Gradient magnitude of each window, tapered about the disk's current sub-pixel centre.
+
+    Parameters
+    ----------
+    gx, gy : (n, S, S) float32 arrays
+        The windows' intensity gradient (window centre ``S // 2`` on the disk's nearest pixel).
+    fx, fy : (n,) float64 arrays
+        The disk centre's offset from the window centre, px (|f| <= 0.5).
+    rin, rout : float
+        The weight is 1 within ``rin`` px of the centre, a cosine taper to 0 at ``rout``.
+    out : (n, S, S) float32 array
+        Receives ``|grad| * taper``; the taper is centred on the disk itself, so a
+        centrosymmetric disk gives a centrosymmetric weighted edge map.
+    """
+    n, S, _ = gx.shape
+    h = S // 2
+    span = rout - rin
+    for k in range(n):
+        cx = h + fx[k]
+        cy = h + fy[k]
+        for a in range(S):
+            for b in range(S):
+                r = math.sqrt((a - cx) ** 2 + (b - cy) ** 2)
+                if r >= rout:
+                    out[k, a, b] = 0.0
+                    continue
+                t = 1.0 if r <= rin else 0.5 + 0.5 * math.cos(math.pi * (r - rin) / span)
+                out[k, a, b] = math.sqrt(gx[k, a, b] ** 2 + gy[k, a, b] ** 2) * t

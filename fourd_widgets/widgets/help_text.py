@@ -65,8 +65,9 @@ DISK_TUNER = {
     "subpixel": "How disk positions are refined below one pixel: 'auto' (the default: 'spot' for a probe "
                 "radius under 4 px, else 'disk'; the note beside it says which), 'none', 'parabola' (fast), "
                 "'dft' (upsampled cross-correlation, precise), 'disk' (fit of a disk model: each disk "
-                "correlated with the probe, follows disk edges) or 'spot' (background-subtracted centroid "
-                "of small spots).",
+                "correlated with the probe, follows disk edges), 'edge' ('disk', then each disk centred on "
+                "the symmetry of its edges: closer on thin crystals, pulled more by uneven disks and noise) "
+                "or 'spot' (background-subtracted centroid of small spots).",
     "min rel": "Keep peaks at least this fraction of the reference peak's correlation (log scale).",
     "rel. to peak": "Which peak the 'min rel' threshold is relative to (0 = the brightest, 1 = the second, "
                     "to skip the unscattered beam).",
