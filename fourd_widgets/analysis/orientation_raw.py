@@ -52,7 +52,7 @@ from .orientation import MatchJob, PatternSpectrum, correlate_templates, match_s
 from .orientation_plan import (OrientationPlan, OrientationPlanParams, angular_kernel, detector_g_max,
                                reciprocal_step_invA)
 from .orientation_pairs import decompose as decompose_pair
-from .orientation_pairs import describe, ring_fit, spot_rings
+from .orientation_pairs import describe, ring_fit
 from .orientation_results import OrientationMap, misorientation_deg
 from .polar import PolarGroups, PolarParams, as_cube, bin_means, split_block
 from .steps import RunContext, current_calibration, own_record, split_engine
@@ -94,7 +94,8 @@ class OrientationMapRawParams(Params):
         "intensity", doc="what is matched: the intensity, or where the disk rims are (circles of the disk radius "
         "on the gradient: sharp at each disk's centre even where disks of two grains overlap)")
     decompose: bool = param(False, doc="fit each pattern as the sum of two orientations' spots (grain "
-                            "boundaries, overlapping grains): matches 1 and 2 are then the two, with their weights")
+                            "boundaries, overlapping grains): matches 1 and 2 are then the two, with their weights "
+                            "(about 3x the matching time)")
 
     def validate(self) -> None:
         if self.read == "disk_rims" and self.disk_radius_px == 0:
@@ -333,7 +334,7 @@ def _decompose(out: dict[str, np.ndarray], item: PatternSpectrum, rings: np.ndar
     ph, n = plan.phases[k], plan.n_angles
     corr = correlate_templates(item, ph, n, plan.params.kernel_size)
     fit = ring_fit(rings, ph.shells, n, plan.params.kernel_size)
-    scan_rows = np.fft.irfft(rings, n=n, axis=-1)
+    scan_rows = np.fft.irfft(rings, n=n, axis=-1)  # the rings as read, scan frame
     pair = decompose_pair(corr, fit, ph, plan, p.min_angle_deg, best=out["matrix"][0], item=item,
                           residual=lambda other: polar.scan_frame_spectrum(scan_rows - other, k))
     K = p.num_matches
@@ -343,13 +344,12 @@ def _decompose(out: dict[str, np.ndarray], item: PatternSpectrum, rings: np.ndar
         return
     old = {name: out[name].copy() for name in ("matrix", "phase", "correlation")}
     rows = [(U, float(c), float(w)) for U, c, w in zip(pair["matrix"], pair["correlation"], pair["weight"])]
-    if p.refine:  # each grain refined on the pattern less the other's fitted spots
-        for m in range(2):
-            other = spot_rings(pair["spots"][1 - m], len(ph.shells), fit)
-            own = polar.scan_frame_spectrum(scan_rows - other, k)
-            if own is not None:
-                U, c = _refine_near(rows[m][0], own, k, plan, p.min_angle_deg)
-                rows[m] = (U, c if np.isfinite(c) else rows[m][1], rows[m][2])
+    # the stronger one: the (refined) single-template match of the whole pattern when it is this grain: the
+    # weaker one's spots are too weak to pull it, and it has the beam tilt of the kinematic correlation.
+    # Refining either on the pattern less the other's fitted spots was measured worse (bench/RESULTS.md)
+    if (_near(old["matrix"][0], rows[0][0], ph.symmetry, p.min_angle_deg)
+            and not _near(old["matrix"][0], rows[1][0], ph.symmetry, p.min_angle_deg - 1e-9)):
+        rows[0] = (old["matrix"][0], float(old["correlation"][0]), rows[0][2])
     for m in range(K):  # then the single-template matches at least min_angle from both
         U = old["matrix"][m]
         if len(rows) >= K or old["phase"][m] != k or not np.isfinite(U).all():
@@ -366,19 +366,10 @@ def _decompose(out: dict[str, np.ndarray], item: PatternSpectrum, rings: np.ndar
         out["zone_axis"][m], out["in_plane_deg"][m] = describe(U, ph)
 
 
-def _refine_near(U: np.ndarray, item: PatternSpectrum, k: int, plan: OrientationPlan,
-                 min_angle_deg: float) -> tuple[np.ndarray, float]:
-    """The refined best match of a pattern (one grain's, the other's spots taken off) when it lies within
-    half of ``min_angle_deg`` of ``U``; else ``U`` (and NaN)."""
-    items: list[PatternSpectrum | None] = [None] * len(plan.phases)
-    items[k] = item
-    res = match_spectra(items, plan, 1, min_angle_deg, True)
-    V = res["matrix"][0]
-    sym = plan.phases[k].symmetry
-    if not np.isfinite(V).all() or min(misorientation_deg(V, U, sym),
-                                       misorientation_deg(_HALF_TURN @ V, U, sym)) > 0.5 * min_angle_deg:
-        return U, float("nan")
-    return V, float(res["correlation"][0])
+def _near(U: np.ndarray, V: np.ndarray, sym: np.ndarray, angle_deg: float) -> bool:
+    if not (np.isfinite(U).all() and np.isfinite(V).all()):
+        return False
+    return min(float(misorientation_deg(U, V, sym)), float(misorientation_deg(_HALF_TURN @ U, V, sym))) <= angle_deg
 
 
 def raw_plan(params: OrientationMapRawParams, calibration: Calibration,
