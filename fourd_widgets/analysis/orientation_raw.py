@@ -19,10 +19,13 @@ is split into (θ, q) bins about the calibrated origin by the package's polar tr
 
 Disks that overlap (two grains under the probe, 10 degrees apart, say) merge into one plateau
 per spot pair; ``read="disk_rims"`` reads each pattern instead as where its disk rims are: the
-gradient of the square-root intensity summed on circles of the disk radius (a circular Hough
-transform), sharp at every disk's centre, overlapping or not. ``decompose=True`` then fits each
-pattern as the sum of two orientations' spots (:mod:`.orientation_pairs`): matches 1 and 2 are the
-two grains, with their weights.
+gradient of the square-root intensity gathered on circles of the disk radius, each point voting
+with the gradient's component towards the circle's centre (a circular Hough transform, see
+:func:`disk_rims`), which peaks at every disk's centre, overlapping or not; each peak is kept at
+its radial maximum only. ``decompose=True`` then fits each pattern as the sum of two orientations'
+spots (:mod:`.orientation_pairs`): matches 1 and 2 are the two grains, with their weights
+(``OrientationMap.weight``). This is the route for patterns of two grains with overlapping disks
+(measured on the abTEM Si bicrystal in bench/RESULTS.md, orientation section).
 
 From there the match is the peak route's (:func:`.orientation.match_spectra`): the same plan, one
 complex multiply-add per shell and an inverse FFT along the in-plane angle per zone axis,
