@@ -89,12 +89,12 @@ def decomposed(shared_data):
 
 @pytest.mark.xfail(reason="the two grains come out as matches 1 and 2, but not within 1 deg in sum everywhere. "
                           "Measured on the 80 mixed positions (14-87 % of the probe on grain B): the sum is below "
-                          "1 deg at 20, 2 deg at 27, 3 deg at 45 (median 2.65 deg); at 6 the weaker grain is a "
+                          "1 deg at 21, 2 deg at 28, 3 deg at 46 (median 2.58 deg); at 6 the weaker grain is a "
                           "wrong orientation (up to 62 deg). At the other 74 the in-plane angles are off by 0.6 deg "
-                          "(median, 90 % within 2.8 deg) and the beam tilts by 0.7-0.9 deg (median, at most 4.3): "
+                          "(median, 90 % within 2.6 deg) and the beam tilts by 0.7-0.9 deg (median, at most 4.3): "
                           "the stronger grain takes the kinematic correlation's tilt, pulled by the boundary's "
                           "intensities, and the weaker one shares it. The fitted weights follow the probe fraction "
-                          "on grain B (Pearson r 0.957). The peak route cannot do it (find_disks merges the "
+                          "on grain B (Pearson r 0.960). The peak route cannot do it (find_disks merges the "
                           "overlapping disks into one peak per pair); the raw route without decompose gives the "
                           "first's neighbour as second match at all 80 (bench/RESULTS.md, orientation section)",
                    strict=False)
