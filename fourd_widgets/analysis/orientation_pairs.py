@@ -15,10 +15,10 @@ pairs:
    another zone axis);
 3. a pair's spots are fitted together by non-negative least squares (overlapping spots share what
    they cover); the stronger is tried among the ``NUM_FIRST`` best single fits, the weaker among all
-   candidates at least ``min_angle_deg + SPLIT_MARGIN`` from it (closer pairs split one grain). Free intensities say little about a small beam
-   tilt, so a pair of two zone axes is taken over the best pair of one only when it explains
-   ``ZONE_GAIN`` of what that one leaves; each of the two is then turned about the beam on a tenth
-   of the plan's in-plane step, the other held;
+   candidates at least ``min_angle_deg + SPLIT_MARGIN`` from it (closer pairs split one grain).
+   Free intensities say little about a small beam tilt, so a pair of two zone axes is taken over the
+   best pair of one only when it explains ``ZONE_GAIN`` of what that one leaves; each of the two is
+   then turned about the beam on a tenth of the plan's in-plane step, the other held;
 4. the pair is kept when it explains more than the best single candidate (``MIN_GAIN`` of what that
    one leaves, both on the fine grid) and the weaker holds at least ``MIN_WEIGHT`` of the fitted spot
    intensity. Match 1 is the stronger by fitted spot intensity, match 2 the other, with their weights
@@ -311,7 +311,8 @@ def decompose(corr: np.ndarray, fit: RingFit, phase: PhasePlan, plan: Orientatio
     if best is not None and item is not None:
         f0 = frame_matrices(best[2][None])
         s0, n0 = polar_templates(phase.reflections, f0, phase.shells, n, wavelength_A=plan.wavelength_A, p=pp)
-        c0 = correlate_templates(item, replace(phase, spectra=s0, norms=n0), n, pp.kernel_size)  # type: ignore[arg-type]
+        one = replace(phase, spectra=s0, norms=n0)
+        c0 = correlate_templates(item, one, n, pp.kernel_size)  # type: ignore[arg-type]
         frames, spectra, rows = np.concatenate([f0, frames]), np.concatenate([s0, spectra]), np.concatenate([c0, rows])
     zs, ks = _candidates(rows, frames, spectra, n)
     U = [_rz(k * 2 * math.pi / n) @ frames[z] for z, k in zip(zs, ks)]
@@ -338,7 +339,8 @@ def decompose(corr: np.ndarray, fit: RingFit, phase: PhasePlan, plan: Orientatio
     S, A, V = _padded(spots)
     single, _, _ = pair_energy(fit, S, A, V, S[:, :0], A[:, :0], V[:, :0])
     apart = np.minimum(misorientation_deg(U[:, None], U[None], phase.symmetry),
-                       misorientation_deg((_HALF_TURN @ U)[:, None], U[None], phase.symmetry)) >= min_angle_deg + SPLIT_MARGIN
+                       misorientation_deg((_HALF_TURN @ U)[:, None], U[None], phase.symmetry))
+    apart = apart >= min_angle_deg + SPLIT_MARGIN
     # the best pair of one zone axis, and of two; free spot intensities say little about a small beam tilt,
     # so two zone axes only when they explain clearly more (MIN_GAIN of what the one-zone pair leaves)
     zone_of = np.array(zone)

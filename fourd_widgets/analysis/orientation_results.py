@@ -161,7 +161,8 @@ class OrientationMap:
         if not isinstance(other, OrientationMap):
             return NotImplemented
         return ([c.to_dict() for c in self.crystals] == [c.to_dict() for c in other.crystals]
-                and all(np.array_equal(getattr(self, n), getattr(other, n), equal_nan=True) for n in _ARRAYS + ("weight",)))
+                and all(np.array_equal(getattr(self, n), getattr(other, n), equal_nan=True)
+                        for n in _ARRAYS + ("weight",)))
 
     __hash__ = None  # type: ignore[assignment]
 
