@@ -17,6 +17,16 @@ is split into (θ, q) bins about the calibrated origin by the package's polar tr
 4. its FFT along the angle is turned into the scan frame by a phase ramp (the calibrated rotation;
    a flip reverses the angle).
 
+Disks that overlap (two grains under the probe, 10 degrees apart, say) merge into one plateau
+per spot pair; ``read="disk_rims"`` reads each pattern instead as where its disk rims are: the
+gradient of the square-root intensity gathered on circles of the disk radius, each point voting
+with the gradient's component towards the circle's centre (a circular Hough transform, see
+:func:`disk_rims`), which peaks at every disk's centre, overlapping or not; each peak is kept at
+its radial maximum only. ``decompose=True`` then fits each pattern as the sum of two orientations'
+spots (:mod:`.orientation_pairs`): matches 1 and 2 are the two grains, with their weights
+(``OrientationMap.weight``). This is the route for patterns of two grains with overlapping disks
+(measured on the abTEM Si bicrystal in bench/RESULTS.md, orientation section).
+
 From there the match is the peak route's (:func:`.orientation.match_spectra`): the same plan, one
 complex multiply-add per shell and an inverse FFT along the in-plane angle per zone axis,
 coarse-to-fine refinement of the best match, several matches per position with a reliability, and
@@ -38,19 +48,26 @@ import numpy as np
 from ..core.calibration import Calibration
 from ..core.errors import ParameterError, ShapeError
 from ..core.params import Params, param
+from ..engine.job import Buffer
 from ..engine.run import run_job
 from .crystal import simulate_spots
 from .orientation import MatchJob, PatternSpectrum, correlate_templates, match_spectra, plan_for
 from .orientation_plan import (OrientationPlan, OrientationPlanParams, angular_kernel, detector_g_max,
                                reciprocal_step_invA)
-from .orientation_results import OrientationMap
+from .orientation_pairs import decompose as decompose_pair
+from .orientation_pairs import describe, ring_fit
+from .orientation_results import OrientationMap, misorientation_deg
 from .polar import PolarGroups, PolarParams, as_cube, bin_means, split_block
 from .steps import RunContext, current_calibration, own_record, split_engine
 
 __all__ = ["OrientationMapRawParams", "orientation_map_raw", "orientation_map_raw_step", "PatternPolar",
            "RawMatchJob", "match_pattern", "match_pattern_details", "disk_radius_px",
-           "raw_plan"]
+           "raw_plan", "disk_rims"]
 
+_HALF_TURN = np.diag([-1.0, -1.0, 1.0])
+#: Radial half-width of a disk-rims peak, as a fraction of the disk radius: each peak is kept only at its
+#: largest value within it along the radius (the rims of a disk's inside would light the neighbouring shells).
+RIM_WIDTH = 0.5
 #: Patterns per engine chunk by default: partial maps paint every fraction of a second.
 _CHUNK_PATTERNS = 64
 
@@ -60,6 +77,8 @@ class OrientationMapRawParams(Params):
     """Orientation matching of raw patterns (polar template matching; pyxem ``get_orientation`` in brackets)."""
 
     step = "orientation_map_raw"
+    schema_version = 2
+    migrations = {1: lambda d: dict(d)}  # version 2 added read and decompose (their defaults: as before)
 
     plan: OrientationPlanParams = param(OrientationPlanParams(), doc="the template library (shared with the "
                                         "peak route)")
@@ -74,6 +93,17 @@ class OrientationMapRawParams(Params):
                                          "from the calibration's convergence semi-angle; 0 for spots)")
     intensity_power: float | None = param(None, ge=0, doc="the pattern's intensity weight I^power (None: the "
                                           "plan's) [power_intensity_experiment]")
+    read: Literal["intensity", "disk_rims"] = param(
+        "intensity", doc="what is matched: the intensity, or where the disk rims are (circles of the disk radius "
+        "on the gradient: sharp at each disk's centre even where disks of two grains overlap)")
+    decompose: bool = param(False, doc="fit each pattern as the sum of two orientations' spots (grain "
+                            "boundaries, overlapping grains): matches 1 and 2 are then the two, with their weights "
+                            "(4-8x the matching time; grains closer than min_angle_deg + 4 deg count as one)")
+
+    def validate(self) -> None:
+        if self.read == "disk_rims" and self.disk_radius_px == 0:
+            raise ParameterError(f"{self.step}: read='disk_rims' needs the disks' radius; set disk_radius_px or "
+                                 "leave it None (from the convergence semi-angle)", field="disk_radius_px")
 
 
 def disk_radius_px(params: OrientationMapRawParams, calibration: Calibration) -> float:
@@ -103,7 +133,14 @@ class PatternPolar:
         step = reciprocal_step_invA(calibration)
         sigma = 0.5 * plan.params.kernel_size
         n = plan.n_angles
-        rho = disk_radius_px(params, calibration) * step  # 1/Å
+        self.read = params.read
+        self.rim_px = disk_radius_px(params, calibration)
+        if self.read == "disk_rims" and self.rim_px <= 0:
+            raise ParameterError("read='disk_rims' needs the disks' radius: set disk_radius_px or the calibration's "
+                                 "convergence semi-angle", field="disk_radius_px")
+        # disk rims are read as sharp spots at the disks' centres (each kept at its radial maximum only)
+        rho = 0.0 if self.read == "disk_rims" else self.rim_px * step  # 1/Å
+        self.rim_bins = max(1, int(round(RIM_WIDTH * self.rim_px / params.radial_step_px)))
         # radial tolerance: the plan's kernel, less what the disk's own width already gives (at least 1 px)
         sig_r = max(sigma - rho, min(sigma, step))
         deltas = np.arange(0.0, rho + 1e-9, max(step, rho / 16)) if rho > 0 else np.zeros(1)
@@ -135,16 +172,41 @@ class PatternPolar:
 
     def spectra(self, polar: np.ndarray) -> list[PatternSpectrum | None]:
         """The spectra of one pattern's (n_theta, n_q) polar bin means, one per phase (None: no signal)."""
+        return self._spectra(self._rings(polar))
+
+    def read_pattern(self, polar: np.ndarray) -> tuple[list[PatternSpectrum | None], list[np.ndarray]]:
+        """The spectra of one pattern's polar bin means, and per phase the rfft along the angle of its
+        rings read linearly (no power, no smoothing; scan frame), for the decomposition."""
+        rings = self._rings(polar)
+        return self._spectra(rings), [self._scan_frame(np.fft.rfft(r, axis=-1)) for r in rings]
+
+    def _scan_frame(self, spec: np.ndarray) -> np.ndarray:
+        return (np.conj(spec) if self.flip else spec) * self.ramp
+
+    def _rings(self, polar: np.ndarray) -> list[np.ndarray]:
+        """One pattern's (S, n_theta) rings per phase, linear, the background taken off."""
         img = np.asarray(polar, float)
         if self.background == "median":
             img = img - _ring_median(img)[None]
         img = np.nan_to_num(img)  # not clipped yet: the noise left about zero averages out below
+        if self.read == "disk_rims":
+            from scipy.ndimage import maximum_filter1d
+
+            img = np.where(img >= maximum_filter1d(img, 2 * self.rim_bins + 1, axis=1, mode="nearest"), img, 0.0)
+        # a disk's radial profile is a plateau as wide as the disk: the smaller of the two sides at each
+        # distance from a shell, averaged, is large only where a disk is centred on the shell (a disk
+        # centred on a neighbouring shell covers one side only)
+        return [np.minimum(img @ W[0], img @ W[1]).mean(axis=0).T for W in self.weights]
+
+    def scan_frame_spectrum(self, rows: np.ndarray, phase: int) -> PatternSpectrum | None:
+        """The spectrum of (S, n_theta) linear rings already in the scan frame (bin i at i 360/n degrees)."""
+        return self._spectra([rows], [phase], turn=False)[0]
+
+    def _spectra(self, rings: list[np.ndarray], phases: list[int] | None = None,
+                 turn: bool = True) -> list[PatternSpectrum | None]:
         out: list[PatternSpectrum | None] = []
-        for W, radial, smooth in zip(self.weights, self.radial, self.smooth):
-            # a disk's radial profile is a plateau as wide as the disk: the smaller of the two sides at
-            # each distance from a shell, averaged, is large only where a disk is centred on the shell
-            # (a disk centred on a neighbouring shell covers one side only)
-            rows = np.minimum(img @ W[0], img @ W[1]).mean(axis=0).T  # (S, n_theta)
+        for rows, k in zip(rings, phases if phases is not None else range(len(rings))):
+            radial, smooth = self.radial[k], self.smooth[k]
             # smoothed along the ring by the plan's angular kernel before the intensity power, which
             # would lift the noise (the power of a noisy zero is not small)
             rows = np.clip(np.fft.irfft(np.fft.rfft(rows, axis=-1) * smooth, n=rows.shape[-1], axis=-1), 0.0, None)
@@ -158,7 +220,7 @@ class PatternPolar:
                 out.append(None)
                 continue
             spec = np.fft.rfft(rows, axis=-1)
-            spec = (np.conj(spec) if self.flip else spec) * self.ramp
+            spec = self._scan_frame(spec) if turn else spec
             out.append(PatternSpectrum(spec, norm, np.zeros((0, 2)), np.zeros(0)))
         return out
 
@@ -166,10 +228,43 @@ class PatternPolar:
         """(n, n_theta, n_q) polar bin means of a (nx, ny, Qx, Qy) block at scan slices (rx, ry)."""
         nx, ny = block.shape[:2]
         flat = block.reshape(nx * ny, *block.shape[2:])
+        if self.read == "disk_rims":
+            flat = disk_rims(flat, self.rim_px)
         out = np.empty((nx * ny,) + self.groups.reference.area.shape)
         for geo, idx in self.groups.groups(rx, ry):
             out[idx] = bin_means(split_block(flat, geo, idx), geo)
         return out
+
+
+def disk_rims(patterns: np.ndarray, radius_px: float) -> np.ndarray:
+    """Where the disks' centres are: the rims of ``(n, Qx, Qy)`` patterns gathered on circles of the disk radius.
+
+    The rims are the gradient of the square-root intensity (lightly smoothed); each point of a circle
+    of the disk radius about a candidate centre votes with the gradient's component towards that
+    centre (a circular Hough transform with the gradient's direction: a bright disk's rim points
+    inwards). The votes add up at every disk's centre, also where the disks of two grains overlap,
+    and cancel elsewhere. Clipped at zero.
+
+    Examples
+    --------
+    >>> y, x = np.mgrid[:64, :64]
+    >>> two = ((np.hypot(x - 28, y - 32) < 8) | (np.hypot(x - 34, y - 32) < 8)).astype(float)
+    >>> r = disk_rims(two[None], 8.0)[0]
+    >>> sorted(int(i) for i in np.argsort(r[32])[-2:])  # the two centres, 6 px apart, along row 32
+    [28, 34]
+    """
+    from scipy import ndimage as ndi
+    from scipy.signal import fftconvolve
+
+    a = np.sqrt(np.clip(np.asarray(patterns, float), 0, None))
+    a = ndi.gaussian_filter(a, (0, 0.7, 0.7))
+    h = int(math.ceil(radius_px + 3))
+    ex, ey = np.mgrid[-h:h + 1, -h:h + 1].astype(float)
+    r = np.hypot(ex, ey)
+    ring = np.exp(-0.5 * ((r - radius_px) / 0.7) ** 2) / np.maximum(r, 1e-9)
+    votes = sum(fftconvolve(ndi.sobel(a, axis), (e * ring)[None], mode="same", axes=(1, 2))
+                for axis, e in ((1, ex), (2, ey)))
+    return np.clip(votes, 0, None)
 
 
 def _ring_median(img: np.ndarray) -> np.ndarray:
@@ -214,18 +309,70 @@ class RawMatchJob(MatchJob):
         super().__init__(plan, params)
         self.polar = polar
 
+    def buffers(self, cube: Any) -> dict[str, Buffer]:
+        return {**super().buffers(cube), "weight": Buffer("position", (self.params.num_matches,))}
+
     def process(self, block: np.ndarray, rx: slice, ry: slice) -> dict[str, np.ndarray]:
         nx, ny = block.shape[:2]
-        res = [_match(self.polar.spectra(img), self.plan, self.params) for img in self.polar.polar_block(block, rx, ry)]
+        res = [_match(*self.polar.read_pattern(img), self.plan, self.params, self.polar)
+               for img in self.polar.polar_block(block, rx, ry)]
         return {k: np.stack([r[k] for r in res]).reshape((nx, ny) + res[0][k].shape) for k in res[0]}
 
 
-def _match(items: list[PatternSpectrum | None], plan: OrientationPlan,
-           p: OrientationMapRawParams) -> dict[str, np.ndarray]:
+def _match(items: list[PatternSpectrum | None], rings: list[np.ndarray], plan: OrientationPlan,
+           p: OrientationMapRawParams, polar: PatternPolar) -> dict[str, np.ndarray]:
     out = match_spectra(items, plan, p.num_matches, p.min_angle_deg, p.refine)
     k = int(out["phase"][0])
     out["num_peaks"] = np.array(_num_spots(out, items[k] if k >= 0 else None, plan), np.int64)
+    out["weight"] = np.full(p.num_matches, np.nan)
+    if p.decompose and k >= 0 and items[k] is not None:
+        _decompose(out, items[k], rings[k], k, plan, p, polar)
     return out
+
+
+def _decompose(out: dict[str, np.ndarray], item: PatternSpectrum, rings: np.ndarray, k: int, plan: OrientationPlan,
+               p: OrientationMapRawParams, polar: PatternPolar) -> None:
+    """Matches 1 and 2 from the pattern's decomposition into two orientations (in place; weights 1, 0, ... when
+    one orientation explains it as well)."""
+    ph, n = plan.phases[k], plan.n_angles
+    corr = correlate_templates(item, ph, n, plan.params.kernel_size)
+    fit = ring_fit(rings, ph.shells, n, plan.params.kernel_size)
+    scan_rows = np.fft.irfft(rings, n=n, axis=-1)  # the rings as read, scan frame
+    pair = decompose_pair(corr, fit, ph, plan, p.min_angle_deg, best=out["matrix"][0], item=item,
+                          residual=lambda other: polar.scan_frame_spectrum(scan_rows - other, k))
+    K = p.num_matches
+    out["weight"][:] = 0.0
+    if pair is None:
+        out["weight"][0] = 1.0
+        return
+    old = {name: out[name].copy() for name in ("matrix", "phase", "correlation")}
+    rows = [(U, float(c), float(w)) for U, c, w in zip(pair["matrix"], pair["correlation"], pair["weight"])]
+    # the stronger one: the (refined) single-template match of the whole pattern when it is this grain: the
+    # weaker one's spots are too weak to pull it, and it has the beam tilt of the kinematic correlation.
+    # Refining either on the pattern less the other's fitted spots was measured worse (bench/RESULTS.md)
+    if (_near(old["matrix"][0], rows[0][0], ph.symmetry, p.min_angle_deg)
+            and not _near(old["matrix"][0], rows[1][0], ph.symmetry, p.min_angle_deg - 1e-9)):
+        rows[0] = (old["matrix"][0], float(old["correlation"][0]), rows[0][2])
+    for m in range(K):  # then the single-template matches at least min_angle from both
+        U = old["matrix"][m]
+        if len(rows) >= K or old["phase"][m] != k or not np.isfinite(U).all():
+            continue
+        d = [min(misorientation_deg(U, V, ph.symmetry), misorientation_deg(_HALF_TURN @ U, V, ph.symmetry))
+             for V, _, _ in rows]
+        if min(d) >= p.min_angle_deg:
+            rows.append((U, float(old["correlation"][m]), 0.0))
+    for name, fill in (("matrix", np.nan), ("phase", -1), ("correlation", np.nan), ("zone_axis", np.nan),
+                       ("in_plane_deg", np.nan)):
+        out[name][...] = fill
+    for m, (U, c, w) in enumerate(rows[:K]):
+        out["matrix"][m], out["phase"][m], out["correlation"][m], out["weight"][m] = U, k, c, w
+        out["zone_axis"][m], out["in_plane_deg"][m] = describe(U, ph)
+
+
+def _near(U: np.ndarray, V: np.ndarray, sym: np.ndarray, angle_deg: float) -> bool:
+    if not (np.isfinite(U).all() and np.isfinite(V).all()):
+        return False
+    return min(float(misorientation_deg(U, V, sym)), float(misorientation_deg(_HALF_TURN @ U, V, sym))) <= angle_deg
 
 
 def raw_plan(params: OrientationMapRawParams, calibration: Calibration,
@@ -345,8 +492,8 @@ def _details(image: Any, plan: OrientationPlan, calibration: Calibration, params
         raise ParameterError("the calibration has an origin map: give the pattern's position=(rx, ry)",
                              field="position")
     rx, ry = position or (0, 0)
-    items = polar.spectra(polar.polar_block(img[None, None], slice(rx, rx + 1), slice(ry, ry + 1))[0])
-    out: dict[str, Any] = _match(items, plan, p)
+    items, rings = polar.read_pattern(polar.polar_block(img[None, None], slice(rx, rx + 1), slice(ry, ry + 1))[0])
+    out: dict[str, Any] = _match(items, rings, plan, p, polar)
     if not details:
         return out
     n = plan.n_angles

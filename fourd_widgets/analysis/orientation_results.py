@@ -71,10 +71,15 @@ class OrientationMap:
     phase_correlation : (*scan, P) float array
         Best correlation of each phase (phase weights: normalise over P).
     crystals : list of Crystal
+    weight : (*scan, K) float array, optional
+        Fraction of the pattern's fitted spot intensity each match holds, where patterns were
+        decomposed into two orientations (``decompose=True`` of the raw route: the two grains under
+        the probe, then 0); NaN where they were not.
     """
 
     def __init__(self, matrix: Any, phase: Any, correlation: Any, zone_axis: Any, in_plane_deg: Any,
-                 reliability: Any, num_peaks: Any, phase_correlation: Any, crystals: list[Crystal]) -> None:
+                 reliability: Any, num_peaks: Any, phase_correlation: Any, crystals: list[Crystal],
+                 weight: Any = None) -> None:
         self.matrix = np.asarray(matrix, float)
         self.phase = np.asarray(phase, np.int64)
         self.correlation = np.asarray(correlation, float)
@@ -84,6 +89,7 @@ class OrientationMap:
         self.num_peaks = np.asarray(num_peaks, np.int64)
         self.phase_correlation = np.asarray(phase_correlation, float)
         self.crystals = list(crystals)
+        self.weight = (np.full(self.phase.shape, np.nan) if weight is None else np.asarray(weight, float))
         if self.matrix.shape[-2:] != (3, 3) or self.phase.shape != self.matrix.shape[:-2]:
             raise ParameterError("an orientation map needs (*scan, K, 3, 3) matrices and (*scan, K) phases")
 
@@ -141,20 +147,22 @@ class OrientationMap:
     def to_h5(self, group: Any) -> None:
         """Write the map into an HDF5 group (results files)."""
         group.attrs["crystals"] = json.dumps([c.to_dict() for c in self.crystals])
-        for name in _ARRAYS:
+        for name in _ARRAYS + ("weight",):
             group.create_dataset(name, data=getattr(self, name))
 
     @classmethod
     def from_h5(cls, group: Any) -> "OrientationMap":
         """Read a map written by :meth:`to_h5`."""
         crystals = [Crystal.from_dict(d) for d in json.loads(group.attrs["crystals"])]
-        return cls(*(group[n][()] for n in _ARRAYS), crystals=crystals)
+        weight = group["weight"][()] if "weight" in group else None  # maps written before weights
+        return cls(*(group[n][()] for n in _ARRAYS), crystals=crystals, weight=weight)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, OrientationMap):
             return NotImplemented
         return ([c.to_dict() for c in self.crystals] == [c.to_dict() for c in other.crystals]
-                and all(np.array_equal(getattr(self, n), getattr(other, n), equal_nan=True) for n in _ARRAYS))
+                and all(np.array_equal(getattr(self, n), getattr(other, n), equal_nan=True)
+                        for n in _ARRAYS + ("weight",)))
 
     __hash__ = None  # type: ignore[assignment]
 
