@@ -22,7 +22,7 @@ from ..core.errors import CalibrationError, MissingCalibrationError, ShapeError
 from ..core.params import Params, record_from_dict
 from ..engine.job import ImageJob
 from ..engine.run import run_job
-from ..kernels.phase import pattern_moments
+from ..kernels.phase import moments_workspace, pattern_moments
 from .calibration import CenterOfMassJob, measure_qr_rotation, moment_weights, scan_frame_matrix
 
 __all__ = ["BrightField", "bright_field", "center_of_mass", "PatternMomentsJob", "resolve_rotation", "relative_curl",
@@ -118,21 +118,16 @@ class PatternMomentsJob(ImageJob):
     def process(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
         if not (block.dtype.isnative and block.dtype.kind in "iuf"):
             block = block.astype(np.float32)
-        if block.dtype.kind in "iu":
-            # a row or column of ≤ 32768 pixels of ≤ 16 bits fits int32, which vectorises twice as wide
-            acc = np.int32 if block.dtype.itemsize <= 2 and max(block.shape[2:]) <= 32768 else np.int64
-        else:
-            acc = block.dtype
         out = np.empty(block.shape[:2] + (3,))
-        col = np.empty(block.shape[3], acc)
+        work = moments_workspace(block.shape[2:], block.dtype)
         if block.flags.c_contiguous:
-            pattern_moments(block, self.lo, self.hi, col, out)
+            pattern_moments(block, self.lo, self.hi, work, out)
         else:  # each scan row of a block is contiguous when the patterns are
             for a in range(block.shape[0]):
                 row = block[a:a + 1]
                 if not row.flags.c_contiguous:
                     row = np.ascontiguousarray(row)
-                pattern_moments(row, self.lo, self.hi, col, out[a:a + 1])
+                pattern_moments(row, self.lo, self.hi, work, out[a:a + 1])
         return out
 
 
@@ -285,13 +280,52 @@ def relative_curl(field: np.ndarray) -> float:
     return float(np.sqrt(np.mean(curl[ok] ** 2) / max(np.mean(div[ok] ** 2), 1e-300)))
 
 
-def _curl_minimum(com: np.ndarray) -> tuple[float, bool, float]:
+def _gradients(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.gradient(f, axis=0)`` and ``axis=1`` of an array ``(Rx, Ry, ...)`` (the same arithmetic, for all
+    trailing components at once)."""
+    out = []
+    for axis in (0, 1):
+        a = np.moveaxis(f, axis, 0)
+        d = np.empty_like(a)
+        np.subtract(a[2:], a[:-2], out=d[1:-1])
+        d[1:-1] /= 2.0
+        np.subtract(a[1], a[0], out=d[0])
+        np.subtract(a[-1], a[-2], out=d[-1])
+        out.append(np.moveaxis(d, 0, axis))
+    return out[0], out[1]
+
+
+def _curl_forms(com: np.ndarray) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
+    """Per flip, the 2x2 forms ``(A, D)`` with ``Σ curl² = vᵀAv`` and ``Σ div² = vᵀDv``, ``v = (cos φ, sin φ)``.
+
+    The curl and divergence of ``scan_frame_matrix(φ, flip) @ c`` are ``cos φ a + sin φ b``
+    for two fixed fields ``a, b`` per flip (combinations of the four derivatives of ``c``,
+    central differences as ``np.gradient``), summed over the positions where ``c`` is finite.
+    """
+    ok = np.isfinite(com).all(axis=-1)
+    every = bool(ok.all())
+    dx, dy = _gradients(com if every else np.where(ok[..., None], com, 0.0))
+    cxx, cyx = dx[..., 0], dx[..., 1]
+    cxy, cyy = dy[..., 0], dy[..., 1]
+    s, t = cxx + cyy, cyx - cxy  # divergence and curl of c itself
+    u, w = cxx - cyy, cyx + cxy
+    forms = {}
+    for flip, (c0, c1, d0, d1) in ((False, (t, -s, s, t)), (True, (u, w, w, -u))):
+        a = np.stack([c0, c1]).reshape(2, -1)
+        d = np.stack([d0, d1]).reshape(2, -1)
+        if not every:
+            a, d = a[:, ok.ravel()], d[:, ok.ravel()]
+        forms[flip] = (a @ a.T, d @ d.T)
+    return forms
+
+
+def _curl_minimum(com: np.ndarray, forms: dict | None = None) -> tuple[float, bool, float]:
     """Rotation (mod 180°), flip and relative curl of the least-curl scan frame of a CoM field ``(Rx, Ry, 2)``.
 
     The curl and divergence of ``scan_frame_matrix(φ, flip) @ c`` are ``cos φ a + sin φ b``
     for two fixed fields ``a, b`` per flip (combinations of the four derivatives of ``c``),
-    so their mean squares are 2x2 quadratic forms in ``(cos φ, sin φ)`` and the least-curl
-    angle is the smallest eigenvector; no search, no record (what
+    so their mean squares are 2x2 quadratic forms in ``(cos φ, sin φ)`` (:func:`_curl_forms`)
+    and the least-curl angle is the smallest eigenvector; no search, no record (what
     :func:`~fourd_widgets.analysis.calibration.measure_qr_rotation` measures, without its
     180° choice, which a mod-180° comparison does not need).
 
@@ -302,26 +336,25 @@ def _curl_minimum(com: np.ndarray) -> tuple[float, bool, float]:
     >>> round(deg % 180.0, 6), flip, curl < 1e-6
     (25.0, True, True)
     """
-    cx, cy = com[..., 0], com[..., 1]
-    ok = np.isfinite(cx) & np.isfinite(cy)
-    cxx, cxy = np.gradient(np.where(ok, cx, 0.0))
-    cyx, cyy = np.gradient(np.where(ok, cy, 0.0))
+    forms = _curl_forms(com) if forms is None else forms
     best: tuple[float, bool, float] | None = None
     for flip in (False, True):
-        if flip:
-            c0, c1, d0, d1 = cxx - cyy, cyx + cxy, cyx + cxy, cyy - cxx
-        else:
-            c0, c1, d0, d1 = cyx - cxy, -(cxx + cyy), cxx + cyy, cyx - cxy
-        a = np.stack([c0[ok], c1[ok]])
-        d = np.stack([d0[ok], d1[ok]])
-        evals, evecs = np.linalg.eigh(a @ a.T)
+        A, D = forms[flip]
+        evals, evecs = np.linalg.eigh(A)
         v = evecs[:, 0]
-        div2 = float(v @ (d @ d.T) @ v)
+        div2 = float(v @ D @ v)
         curl = math.sqrt(max(evals[0], 0.0) / max(div2, 1e-300))
         deg = math.degrees(math.atan2(v[1], v[0]))
         if best is None or curl < best[2]:
             best = (deg, flip, curl)
     return best  # type: ignore[return-value]
+
+
+def _frame_curl(forms: dict, rotation_deg: float, flip: bool) -> float:
+    """:func:`relative_curl` of ``scan_frame_matrix(rotation_deg, flip) @ c`` from :func:`_curl_forms`."""
+    A, D = forms[bool(flip)]
+    v = np.array([math.cos(math.radians(rotation_deg)), math.sin(math.radians(rotation_deg))])
+    return math.sqrt(max(float(v @ A @ v), 0.0) / max(float(v @ D @ v), 1e-300))
 
 
 def resolve_rotation(com: np.ndarray, cal: Calibration, mode: str, rotation_deg: float, flip: bool,
@@ -342,8 +375,9 @@ def resolve_rotation(com: np.ndarray, cal: Calibration, mode: str, rotation_deg:
     if mode == "curl":
         found = measure_qr_rotation((com[..., 0], com[..., 1]))
         return found.rotation_deg, found.flip
-    ours = relative_curl(com @ scan_frame_matrix(cal.rotation_deg, cal.flip).T)
-    found_deg, found_flip, best = _curl_minimum(com)
+    forms = _curl_forms(com)  # one set of derivatives for the calibration's curl and the least curl
+    ours = _frame_curl(forms, cal.rotation_deg, cal.flip)
+    found_deg, found_flip, best = _curl_minimum(com, forms)
     off = abs((cal.rotation_deg - found_deg + 90.0) % 180.0 - 90.0)
     if (found_flip != cal.flip or off > tolerance_deg) and ours > 2 * best:
         raise CalibrationError(

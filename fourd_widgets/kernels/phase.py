@@ -1,15 +1,24 @@
-"""Numba kernel for the phase steps: the centre-of-mass moments of every pattern in one read.
+"""Numba kernels for the phase steps: the centre-of-mass moments of every pattern in one read.
 
 The patterns are read once in their own dtype (integer counts are never
-converted to a float copy). For each pattern the kernel keeps a running column
-sum ``col[j] = Σ_i I[i, j]`` (a vector add the compiler turns into SIMD) and the
-row sums ``r_i = Σ_j I[i, j]``; the moments follow from those two short vectors:
-``total = Σ_j col[j]``, ``Σ i I = Σ_i i r_i``, ``Σ j I = Σ_j j col[j]``. Integers
-accumulate exactly (``col`` integer, int32 for 8- and 16-bit data), float32 patterns accumulate each row and
-column (≤ a few hundred terms) in float32 and the moments in float64.
+converted to a float copy). Over the whole detector the kernel keeps, per
+detector column ``j``, the running column sum ``C_i[j] = Σ_{i' ≤ i} I[i', j]`` and
+its running total ``S[j] = Σ_i C_i[j] = Σ_i (n - i) I[i, j]`` over a band of ``n``
+rows: both are vector adds the compiler turns into SIMD, with no sum across a
+row, and two rows are folded per step so each column is loaded and stored once
+per two rows (the pass then runs near the memory's speed: for 16-bit counts on
+this class of machine 4.4 ms of one core per 75 MB against 3.6 ms for a bare sum).
+The moments follow from the two short vectors at the end of each band:
+``Σ I = Σ_j C[j]``, ``Σ i I = Σ_j (i0 + n) C[j] - S[j]`` (``i0``: the band's first row),
+``Σ j I = Σ_j j C[j]``.
 
-Only the pixels ``lo[i] <= j < hi[i]`` of row ``i`` count, so the detector is any
-mask that is one run of pixels per row (the whole detector, a disk).
+Integers accumulate exactly: in int32 for 8- and 16-bit data (a band is at most
+:data:`BAND_ROWS` rows, so ``|S[j]| ≤ 2080 x 65535`` fits), in int64 otherwise.
+Float patterns accumulate each band's columns in their own dtype (float32: at
+most :data:`BAND_ROWS` terms per running sum) and the moments in float64.
+
+A detector mask that is one run of pixels ``lo[i] <= j < hi[i]`` per row (a
+disk) takes the row-run loop: a running column sum plus one sum per row.
 """
 
 from __future__ import annotations
@@ -17,42 +26,125 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["pattern_moments"]
+__all__ = ["pattern_moments", "moments_workspace", "BAND_ROWS"]
 
-# 'reassoc' lets LLVM vectorise the row sums (see kernels/virtual.py)
+# 'reassoc' lets LLVM vectorise the sums (see kernels/virtual.py)
 _FAST = {"reassoc", "contract"}
+
+#: Detector rows per band of the whole-detector loop (even; bounds the integer running sums).
+BAND_ROWS = 64
+# col and S live in one work array, this many elements apart beyond Qy: two arrays whose
+# addresses agree modulo 4 KiB make each load of one wait for the store to the other
+_GAP = 16
+
+
+def moments_workspace(detector_shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """Work array for :func:`pattern_moments` (its dtype is the accumulator: see the module notes).
+
+    >>> moments_workspace((96, 96), np.dtype(np.uint16)).dtype, moments_workspace((4, 4), np.dtype(np.float32)).dtype
+    (dtype('int32'), dtype('float32'))
+    """
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        acc = np.int32 if dtype.itemsize <= 2 else np.int64
+    else:
+        acc = dtype
+    return np.zeros(2 * detector_shape[1] + _GAP, acc)
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def pattern_moments(block, lo, hi, col, out):
-    """Total and first moments of each pattern over a row-run mask.
+def _band_moments(col, s, i0, n, out_t, out_x, out_y):  # pragma: no cover - compiled
+    t = 0.0
+    x = 0.0
+    y = 0.0
+    for j in range(col.shape[0]):
+        c = float(col[j])
+        t += c
+        x += float(s[j])
+        y += j * c
+    # over the band's rows i0 + l: Σ_l l I = n C - S per column, so Σ (i0 + l) I = (i0 + n) C - S
+    return out_t + t, out_x + (i0 + n) * t - x, out_y + y
 
-    Parameters
-    ----------
-    block : (nx, ny, Qx, Qy) C-contiguous array, real dtype
-        Patterns (a non-contiguous block is slow: pass contiguous pieces).
-    lo, hi : (Qx,) int64 arrays
-        Pixels ``lo[i] <= j < hi[i]`` of row ``i`` are counted (``hi <= lo``: none).
-    col : (Qy,) array
-        Work space; its dtype is the accumulator (int32 or int64 for integer data, float32
-        or float64 for float data): each column sum must fit it.
-    out : (nx, ny, 3) float64 array
-        Receives ``(Σ I, Σ i I, Σ j I)`` per pattern (``i`` along Qx, ``j`` along Qy).
 
-    Examples
-    --------
-    >>> b = np.arange(2 * 1 * 3 * 4, dtype=np.uint16).reshape(2, 1, 3, 4)
-    >>> out = np.zeros((2, 1, 3))
-    >>> pattern_moments(b, np.zeros(3, np.int64), np.full(3, 4, np.int64), np.zeros(4, np.int64), out)
-    >>> out[1, 0].tolist() == [float(b[1, 0].sum()), float((np.arange(3)[:, None] * b[1, 0]).sum()),
-    ...                        float((np.arange(4)[None, :] * b[1, 0]).sum())]
-    True
-    """
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _full_int32(block, work, out):  # pragma: no cover - compiled
     nx, ny, Qx, Qy = block.shape
-    full = True
-    for i in range(Qx):
-        if lo[i] != 0 or hi[i] != Qy:
-            full = False
+    col = work[:Qy]
+    s = work[Qy + _GAP:2 * Qy + _GAP]
+    for a in range(nx):
+        for b in range(ny):
+            pat = block[a, b]
+            t = 0.0
+            mx = 0.0
+            my = 0.0
+            for i0 in range(0, Qx, BAND_ROWS):
+                n = min(BAND_ROWS, Qx - i0)
+                col[:] = 0
+                s[:] = 0
+                i = i0
+                while i + 1 < i0 + n:
+                    r0 = pat[i]
+                    r1 = pat[i + 1]
+                    for j in range(Qy):
+                        # explicit int32: numba widens integer sums to int64, which halves the SIMD width
+                        c1 = np.int32(col[j] + r0[j])
+                        c2 = np.int32(c1 + r1[j])
+                        s[j] = np.int32(s[j] + np.int32(c1 + c2))
+                        col[j] = c2
+                    i += 2
+                if i < i0 + n:
+                    r0 = pat[i]
+                    for j in range(Qy):
+                        c1 = np.int32(col[j] + r0[j])
+                        s[j] = np.int32(s[j] + c1)
+                        col[j] = c1
+                t, mx, my = _band_moments(col, s, i0, n, t, mx, my)
+            out[a, b, 0] = t
+            out[a, b, 1] = mx
+            out[a, b, 2] = my
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _full(block, work, out):  # pragma: no cover - compiled
+    nx, ny, Qx, Qy = block.shape
+    col = work[:Qy]
+    s = work[Qy + _GAP:2 * Qy + _GAP]
+    for a in range(nx):
+        for b in range(ny):
+            pat = block[a, b]
+            t = 0.0
+            mx = 0.0
+            my = 0.0
+            for i0 in range(0, Qx, BAND_ROWS):
+                n = min(BAND_ROWS, Qx - i0)
+                col[:] = 0
+                s[:] = 0
+                i = i0
+                while i + 1 < i0 + n:
+                    r0 = pat[i]
+                    r1 = pat[i + 1]
+                    for j in range(Qy):
+                        c1 = col[j] + r0[j]
+                        c2 = c1 + r1[j]
+                        s[j] += c1 + c2
+                        col[j] = c2
+                    i += 2
+                if i < i0 + n:
+                    r0 = pat[i]
+                    for j in range(Qy):
+                        c1 = col[j] + r0[j]
+                        s[j] += c1
+                        col[j] = c1
+                t, mx, my = _band_moments(col, s, i0, n, t, mx, my)
+            out[a, b, 0] = t
+            out[a, b, 1] = mx
+            out[a, b, 2] = my
+
+
+@njit(cache=True, nogil=True, fastmath=_FAST)
+def _runs(block, lo, hi, work, out):  # pragma: no cover - compiled
+    nx, ny, Qx, Qy = block.shape
+    col = work[:Qy]
     for a in range(nx):
         for b in range(ny):
             pat = block[a, b]
@@ -60,19 +152,13 @@ def pattern_moments(block, lo, hi, col, out):
             mx = 0.0
             for i in range(Qx):
                 r = col[0] * 0
-                if full:  # fixed bounds: the loop vectorises
-                    for j in range(Qy):
-                        v = pat[i, j]
-                        col[j] += v
-                        r += v
-                else:
-                    l0, h0 = lo[i], max(lo[i], hi[i])
-                    row = pat[i, l0:h0]
-                    cv = col[l0:h0]
-                    for j in range(row.shape[0]):
-                        v = row[j]
-                        cv[j] += v
-                        r += v
+                l0, h0 = lo[i], max(lo[i], hi[i])
+                row = pat[i, l0:h0]
+                cv = col[l0:h0]
+                for j in range(row.shape[0]):
+                    v = row[j]
+                    cv[j] += v
+                    r += v
                 mx += i * float(r)
             t = 0.0
             my = 0.0
@@ -83,3 +169,38 @@ def pattern_moments(block, lo, hi, col, out):
             out[a, b, 0] = t
             out[a, b, 1] = mx
             out[a, b, 2] = my
+
+
+def pattern_moments(block: np.ndarray, lo: np.ndarray, hi: np.ndarray, work: np.ndarray, out: np.ndarray) -> None:
+    """Total and first moments of each pattern over a row-run mask.
+
+    Parameters
+    ----------
+    block : (nx, ny, Qx, Qy) C-contiguous array, real dtype
+        Patterns (a non-contiguous block is slow: pass contiguous pieces).
+    lo, hi : (Qx,) int64 arrays
+        Pixels ``lo[i] <= j < hi[i]`` of row ``i`` are counted (``hi <= lo``: none).
+    work : (2 Qy + 16,) array
+        From :func:`moments_workspace`; its dtype is the accumulator.
+    out : (nx, ny, 3) float64 array
+        Receives ``(Σ I, Σ i I, Σ j I)`` per pattern (``i`` along Qx, ``j`` along Qy).
+
+    Examples
+    --------
+    >>> b = np.arange(2 * 1 * 3 * 4, dtype=np.uint16).reshape(2, 1, 3, 4)
+    >>> out = np.zeros((2, 1, 3))
+    >>> pattern_moments(b, np.zeros(3, np.int64), np.full(3, 4, np.int64), moments_workspace((3, 4), b.dtype), out)
+    >>> out[1, 0].tolist() == [float(b[1, 0].sum()), float((np.arange(3)[:, None] * b[1, 0]).sum()),
+    ...                        float((np.arange(4)[None, :] * b[1, 0]).sum())]
+    True
+    """
+    Qx, Qy = block.shape[2:]
+    if work.shape[0] < 2 * Qy + _GAP:
+        raise ValueError(f"work must hold {2 * Qy + _GAP} elements (moments_workspace), got {work.shape[0]}")
+    if np.all(lo == 0) and np.all(hi == Qy):
+        if work.dtype == np.int32:
+            _full_int32(block, work, out)
+        else:
+            _full(block, work, out)
+    else:
+        _runs(block, lo, hi, work, out)
