@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,14 +20,18 @@ from ..core.calibration import Calibration
 from ..core.errors import CalibrationError, MissingCalibrationError, ShapeError
 from ..core.params import Params, record_from_dict
 from ..engine.job import ImageJob
-from ..engine.run import run_job
-from ..kernels.phase import moments_workspace, pattern_moments
+from ..engine.run import default_workers, run_job
+from ..kernels.phase import curl_sums, moments_workspace, pattern_moments
 from .calibration import CenterOfMassJob, measure_qr_rotation, moment_weights, scan_frame_matrix
 
 __all__ = ["BrightField", "bright_field", "center_of_mass", "PatternMomentsJob", "resolve_rotation", "relative_curl",
            "phase_agreement", "truth_on_scan", "tukey_window", "measure_shifts", "shift_images", "splat",
            "write_fields", "read_fields", "step_engine"]
 
+#: Blocks per thread of the one-read moments pass over an in-memory cube: more blocks let a thread
+#: the scheduler runs take over the work of one it does not (a loaded machine), fewer cost fewer
+#: hand-overs (each block wakes a thread and merges on the caller).
+SHARES_PER_THREAD = 4
 #: Engine options the phase steps pass on to their pass over the cube.
 _STEP_ENGINE = ("scheduler", "workers", "progress", "cancel", "chunk_bytes")
 
@@ -148,7 +151,7 @@ def center_of_mass(cube: Any, weights: np.ndarray, **engine: Any) -> np.ndarray:
             # one thread (64 MB blocks of a 75 MB cube: 56 rows and 8) would set its time
             Rx, Ry = cube.scan_shape
             row = Ry * cube.pattern_nbytes
-            n = 4 * (engine.get("workers") or os.cpu_count() or 1)
+            n = SHARES_PER_THREAD * (engine.get("workers") or default_workers())
             engine = {**engine, "chunk_bytes": max(row, math.ceil(Rx / n) * row)}
         m = run_job(cube, PatternMomentsJob(*runs), **engine)
     else:
@@ -299,24 +302,15 @@ def _curl_forms(com: np.ndarray) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
     """Per flip, the 2x2 forms ``(A, D)`` with ``Σ curl² = vᵀAv`` and ``Σ div² = vᵀDv``, ``v = (cos φ, sin φ)``.
 
     The curl and divergence of ``scan_frame_matrix(φ, flip) @ c`` are ``cos φ a + sin φ b``
-    for two fixed fields ``a, b`` per flip (combinations of the four derivatives of ``c``,
-    central differences as ``np.gradient``), summed over the positions where ``c`` is finite.
+    for two fixed fields ``a, b`` per flip, combinations of the divergence ``s``, the curl
+    ``t`` and the two shears ``u, w`` of ``c`` itself (central differences as
+    ``np.gradient``), summed over the positions where ``c`` is finite: six sums in all.
     """
-    ok = np.isfinite(com).all(axis=-1)
-    every = bool(ok.all())
-    dx, dy = _gradients(com if every else np.where(ok[..., None], com, 0.0))
-    cxx, cyx = dx[..., 0], dx[..., 1]
-    cxy, cyy = dy[..., 0], dy[..., 1]
-    s, t = cxx + cyy, cyx - cxy  # divergence and curl of c itself
-    u, w = cxx - cyy, cyx + cxy
-    forms = {}
-    for flip, (c0, c1, d0, d1) in ((False, (t, -s, s, t)), (True, (u, w, w, -u))):
-        a = np.stack([c0, c1]).reshape(2, -1)
-        d = np.stack([d0, d1]).reshape(2, -1)
-        if not every:
-            a, d = a[:, ok.ravel()], d[:, ok.ravel()]
-        forms[flip] = (a @ a.T, d @ d.T)
-    return forms
+    ss, tt, st, uu, ww, uw = curl_sums(np.ascontiguousarray(com, dtype=np.float64))
+    # no flip: curl = cos φ t - sin φ s, div = cos φ s + sin φ t; flip: curl = cos φ u + sin φ w,
+    # div = cos φ w - sin φ u
+    return {False: (np.array([[tt, -st], [-st, ss]]), np.array([[ss, st], [st, tt]])),
+            True: (np.array([[uu, uw], [uw, ww]]), np.array([[ww, -uw], [-uw, uu]]))}
 
 
 def _curl_minimum(com: np.ndarray, forms: dict | None = None) -> tuple[float, bool, float]:

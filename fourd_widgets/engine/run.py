@@ -19,7 +19,8 @@ from ..core.errors import CancelledError, ParameterError
 from .job import Buffer, Job  # noqa: F401  (Buffer: used by the examples)
 from .progress import make_progress
 
-__all__ = ["run_job", "run_passes", "start_job", "JobHandle", "Cancel", "process_chunk", "PassRunner"]
+__all__ = ["run_job", "run_passes", "start_job", "JobHandle", "Cancel", "process_chunk", "PassRunner",
+           "default_workers"]
 
 
 class Cancel(threading.Event):
@@ -195,8 +196,23 @@ def _executor(scheduler: Any, workers: int) -> _Sync:
     )
 
 
+def default_workers() -> int:
+    """The thread count of a job run with ``workers=None``: the machine's CPU count (read once).
+
+    >>> default_workers() >= 1
+    True
+    """
+    global _CPUS
+    if _CPUS is None:
+        _CPUS = os.cpu_count() or 1  # ~15 µs a call, three calls a job
+    return _CPUS
+
+
+_CPUS: int | None = None
+
+
 def _check_workers(workers: int | None) -> int:
-    workers = int(workers or os.cpu_count() or 1)
+    workers = int(workers or default_workers())
     if workers < 1:
         raise ParameterError(f"workers must be at least 1, got {workers}", field="workers")
     return workers

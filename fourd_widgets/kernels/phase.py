@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["pattern_moments", "moments_workspace", "BAND_ROWS"]
+__all__ = ["pattern_moments", "moments_workspace", "curl_sums", "BAND_ROWS"]
 
 # 'reassoc' lets LLVM vectorise the sums (see kernels/virtual.py)
 _FAST = {"reassoc", "contract"}
@@ -204,3 +204,62 @@ def pattern_moments(block: np.ndarray, lo: np.ndarray, hi: np.ndarray, work: np.
             _full(block, work, out)
     else:
         _runs(block, lo, hi, work, out)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _finite_or_zero(com, a, b, c):  # pragma: no cover - compiled
+    # a position with either component non-finite counts as (0, 0), as in the masked np.gradient
+    x, y = com[a, b, 0], com[a, b, 1]
+    return com[a, b, c] if np.isfinite(x) and np.isfinite(y) else 0.0
+
+
+@njit(cache=True, nogil=True)
+def curl_sums(com: np.ndarray) -> tuple[float, float, float, float, float, float]:  # pragma: no cover - compiled
+    """Six sums over the scan of the first derivatives of a vector field, for the least-curl rotation.
+
+    With ``cxx = ∂x c_x``, ``cxy = ∂y c_x`` (and so on; central differences inside, one-sided
+    at the edges, as ``np.gradient``), the divergence ``s = cxx + cyy``, the curl
+    ``t = cyx - cxy`` and the shears ``u = cxx - cyy``, ``w = cyx + cxy`` give
+    ``(Σ s², Σ t², Σ s t, Σ u², Σ w², Σ u w)``. A position counts when both components are
+    finite there; non-finite values count as 0 in their neighbours' differences.
+
+    Parameters
+    ----------
+    com : (Rx, Ry, 2) float64 array
+        With ``Rx, Ry >= 2``.
+
+    Returns
+    -------
+    tuple of 6 float
+
+    Examples
+    --------
+    >>> x, y = np.meshgrid(np.arange(5.0), np.arange(6.0), indexing="ij")
+    >>> sums = curl_sums(np.stack([2 * x, 3 * y], -1))  # divergence 5, no curl, shear u = -1
+    >>> [round(v, 9) for v in sums]
+    [750.0, 0.0, 0.0, 30.0, 0.0, 0.0]
+    """
+    Rx, Ry = com.shape[0], com.shape[1]
+    ss = tt = st = uu = ww = uw = 0.0
+    for a in range(Rx):
+        a0, a1 = max(a - 1, 0), min(a + 1, Rx - 1)
+        hx = 1.0 / (a1 - a0)
+        for b in range(Ry):
+            cx, cy = com[a, b, 0], com[a, b, 1]
+            if not (np.isfinite(cx) and np.isfinite(cy)):
+                continue
+            b0, b1 = max(b - 1, 0), min(b + 1, Ry - 1)
+            hy = 1.0 / (b1 - b0)
+            cxx = (_finite_or_zero(com, a1, b, 0) - _finite_or_zero(com, a0, b, 0)) * hx
+            cyx = (_finite_or_zero(com, a1, b, 1) - _finite_or_zero(com, a0, b, 1)) * hx
+            cxy = (_finite_or_zero(com, a, b1, 0) - _finite_or_zero(com, a, b0, 0)) * hy
+            cyy = (_finite_or_zero(com, a, b1, 1) - _finite_or_zero(com, a, b0, 1)) * hy
+            s, t = cxx + cyy, cyx - cxy
+            u, w = cxx - cyy, cyx + cxy
+            ss += s * s
+            tt += t * t
+            st += s * t
+            uu += u * u
+            ww += w * w
+            uw += u * w
+    return ss, tt, st, uu, ww, uw
