@@ -283,21 +283,6 @@ def relative_curl(field: np.ndarray) -> float:
     return float(np.sqrt(np.mean(curl[ok] ** 2) / max(np.mean(div[ok] ** 2), 1e-300)))
 
 
-def _gradients(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.gradient(f, axis=0)`` and ``axis=1`` of an array ``(Rx, Ry, ...)`` (the same arithmetic, for all
-    trailing components at once)."""
-    out = []
-    for axis in (0, 1):
-        a = np.moveaxis(f, axis, 0)
-        d = np.empty_like(a)
-        np.subtract(a[2:], a[:-2], out=d[1:-1])
-        d[1:-1] /= 2.0
-        np.subtract(a[1], a[0], out=d[0])
-        np.subtract(a[-1], a[-2], out=d[-1])
-        out.append(np.moveaxis(d, 0, axis))
-    return out[0], out[1]
-
-
 def _curl_forms(com: np.ndarray) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
     """Per flip, the 2x2 forms ``(A, D)`` with ``Σ curl² = vᵀAv`` and ``Σ div² = vᵀDv``, ``v = (cos φ, sin φ)``.
 

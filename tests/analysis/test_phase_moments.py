@@ -66,3 +66,21 @@ def test_a_short_workspace_is_refused():
     with pytest.raises(ValueError, match="moments_workspace"):
         pattern_moments(block, np.zeros(4, np.int64), np.full(4, 8, np.int64), np.zeros(8, np.float32),
                         np.zeros((1, 1, 3)))
+
+
+def test_curl_sums_match_the_masked_numpy_gradients():
+    """The rotation check's six sums against np.gradient of the field with its non-finite positions set to
+    (0, 0) and left out of the sums (the definition the calibration check used before)."""
+    from fourd_widgets.kernels.phase import curl_sums
+
+    rng = np.random.default_rng(4)
+    com = rng.normal(size=(13, 9, 2)).cumsum(0)
+    com[2, 3, 0] = np.nan
+    com[7, 0, 1] = np.inf
+    ok = np.isfinite(com).all(-1)
+    z = np.where(ok[..., None], com, 0.0)
+    cxx, cxy = np.gradient(z[..., 0])
+    cyx, cyy = np.gradient(z[..., 1])
+    s, t, u, w = (cxx + cyy)[ok], (cyx - cxy)[ok], (cxx - cyy)[ok], (cyx + cxy)[ok]
+    want = [s @ s, t @ t, s @ t, u @ u, w @ w, u @ w]
+    np.testing.assert_allclose(curl_sums(com), want, rtol=1e-12)
