@@ -93,7 +93,11 @@ def bright_field(cal: Calibration, detector_shape: tuple[int, int], step: str) -
 def _row_runs(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """``(lo, hi)`` with ``weights[i] == 1`` exactly on ``lo[i] <= j < hi[i]`` and 0 elsewhere, else None."""
     w = np.asarray(weights)
-    if w.ndim != 2 or not np.all((w == 0) | (w == 1)):
+    if w.ndim != 2:
+        return None
+    if np.all(w == 1):  # the whole detector, DPC's default
+        return np.zeros(w.shape[0], np.int64), np.full(w.shape[0], w.shape[1], np.int64)
+    if not np.all((w == 0) | (w == 1)):
         return None
     on = w == 1
     Qy = w.shape[1]
@@ -119,8 +123,8 @@ class PatternMomentsJob(ImageJob):
         self.lo, self.hi = lo, hi
 
     def process(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
-        if not (block.dtype.isnative and block.dtype.kind in "iuf"):
-            block = block.astype(np.float32)
+        if not (block.dtype.isnative and block.dtype.kind in "iuf") or block.dtype == np.float16:
+            block = block.astype(np.float32)  # (float16: numba has no arithmetic for it)
         out = np.empty(block.shape[:2] + (3,))
         work = moments_workspace(block.shape[2:], block.dtype)
         if block.flags.c_contiguous:
