@@ -55,8 +55,9 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def ours_child(kind: str, path: str) -> None:
-    """Run one of ours in this (fresh) process and print its time and peak RSS."""
+def ours_child(kind: str, path: str, repeat: int = 3) -> None:
+    """Run one of ours in this (fresh) process and print its time (median of ``repeat`` after a warm-up) and
+    peak RSS."""
     from fourd_widgets.analysis.parallax import parallax
     from fourd_widgets.analysis.phase_dpc import dpc
     from fourd_widgets.core.calibration import Calibration
@@ -70,8 +71,8 @@ def ours_child(kind: str, path: str) -> None:
     cube = DataCube(d["data"], cal)
     rss0 = rss_mib()
     fn = (lambda: dpc(cube, progress=False)) if kind == "dpc" else (lambda: parallax(cube, bin=2, progress=False))
-    t = median_time(fn)
-    cpu = median_time(fn, clock=time.process_time)
+    t = median_time(fn, max(3, repeat))
+    cpu = median_time(fn, max(3, repeat), clock=time.process_time)
     res = fn()
     extra = {}
     if kind == "parallax":
@@ -129,8 +130,8 @@ def dpc_rows(cube_d, truth_d, tmp: Path, py: Path, n: int, rot: float, repeat: i
     """DPC side by side on the same cube as float32 intensities and as uint16 counts (what a detector writes).
 
     The counts are Poisson draws at ``COUNTS_PER_PATTERN`` electrons per pattern of the same
-    intensities. Both programs get each file; py4DSTEM's time is the median of ``repeat`` runs
-    after a warm-up run (its first run is reported too), ours the median of 3 after a warm-up.
+    intensities. Both programs get each file; the times are medians of ``repeat`` runs after a warm-up
+    run (ours: at least 3; py4DSTEM's first run is reported too).
     """
     from fourd_widgets.analysis.phase_common import phase_agreement
 
@@ -142,7 +143,7 @@ def dpc_rows(cube_d, truth_d, tmp: Path, py: Path, n: int, rot: float, repeat: i
         path = str(tmp / f"dpc_{arr.dtype}.npz")
         np.savez(path, data=arr, real_step_A=3.905 / 16, reciprocal_step_mrad=1.0, energy_eV=300e3,
                  convergence_mrad=20.0, rotation_deg=rot)
-        ours = child([__file__, "--child", "dpc", path])
+        ours = child([__file__, "--child", "dpc", path, "--repeat", str(repeat)])
         peer = child([str(HERE / "peers" / "phase_py4dstem.py"), "--dpc", path, "--out", path + ".p4",
                       "--repeat", str(repeat)], py=str(py))
         acc = phase_agreement(np.load(path + ".ours.npy"), truth_d.phase_on_scan, 3.905 / 16)
@@ -167,10 +168,10 @@ def main() -> None:
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--tuner", action="store_true", help="only the PhaseTuner budget")
     ap.add_argument("--dpc-only", action="store_true", help="only DPC against py4DSTEM (float32 and uint16)")
-    ap.add_argument("--repeat", type=int, default=3, help="py4DSTEM DPC runs (median, after a warm-up)")
+    ap.add_argument("--repeat", type=int, default=3, help="DPC runs of each program (median, after a warm-up; ours at least 3)")
     a = ap.parse_args()
     if a.child:
-        return ours_child(*a.child)
+        return ours_child(*a.child, repeat=a.repeat)
     if a.tuner:
         print("\n".join(tuner_budget(a.scan)))
         return None
