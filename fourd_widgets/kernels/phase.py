@@ -33,23 +33,34 @@ _FAST = {"reassoc", "contract"}
 
 #: Detector rows per band of the whole-detector loop (even; bounds the integer running sums).
 BAND_ROWS = 64
-# col and S live in one work array, this many elements apart beyond Qy: two arrays whose
-# addresses agree modulo 4 KiB make each load of one wait for the store to the other
+# col and S live in one work array, each starting on a 64-byte cache line (a vector store that
+# straddles two lines costs twice), at least this many elements apart beyond Qy
 _GAP = 16
+_LINE = 64
+
+
+def _second_start(Qy: int, itemsize: int) -> int:
+    """Index in the work array where ``S`` starts: ``Qy + _GAP`` rounded up to a cache line."""
+    per_line = _LINE // itemsize
+    return -(-(Qy + _GAP) // per_line) * per_line
 
 
 def moments_workspace(detector_shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
-    """Work array for :func:`pattern_moments` (its dtype is the accumulator: see the module notes).
+    """Work array for :func:`pattern_moments`, starting on a cache line (its dtype is the accumulator: see the
+    module notes).
 
     >>> moments_workspace((96, 96), np.dtype(np.uint16)).dtype, moments_workspace((4, 4), np.dtype(np.float32)).dtype
     (dtype('int32'), dtype('float32'))
     """
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
-        acc = np.int32 if dtype.itemsize <= 2 else np.int64
+        acc = np.dtype(np.int32 if dtype.itemsize <= 2 else np.int64)
     else:
         acc = dtype
-    return np.zeros(2 * detector_shape[1] + _GAP, acc)
+    n = _second_start(detector_shape[1], acc.itemsize) + detector_shape[1]
+    raw = np.zeros(n + _LINE // acc.itemsize, acc)
+    start = (-raw.ctypes.data % _LINE) // acc.itemsize
+    return raw[start:start + n]
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
@@ -67,10 +78,10 @@ def _band_moments(col, s, i0, n, out_t, out_x, out_y):  # pragma: no cover - com
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def _full_int32(block, work, out):  # pragma: no cover - compiled
+def _full_int32(block, work, s0, out):  # pragma: no cover - compiled
     nx, ny, Qx, Qy = block.shape
     col = work[:Qy]
-    s = work[Qy + _GAP:2 * Qy + _GAP]
+    s = work[s0:s0 + Qy]
     for a in range(nx):
         for b in range(ny):
             pat = block[a, b]
@@ -105,10 +116,10 @@ def _full_int32(block, work, out):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, fastmath=_FAST)
-def _full(block, work, out):  # pragma: no cover - compiled
+def _full(block, work, s0, out):  # pragma: no cover - compiled
     nx, ny, Qx, Qy = block.shape
     col = work[:Qy]
-    s = work[Qy + _GAP:2 * Qy + _GAP]
+    s = work[s0:s0 + Qy]
     for a in range(nx):
         for b in range(ny):
             pat = block[a, b]
@@ -180,8 +191,8 @@ def pattern_moments(block: np.ndarray, lo: np.ndarray, hi: np.ndarray, work: np.
         Patterns (a non-contiguous block is slow: pass contiguous pieces).
     lo, hi : (Qx,) int64 arrays
         Pixels ``lo[i] <= j < hi[i]`` of row ``i`` are counted (``hi <= lo``: none).
-    work : (2 Qy + 16,) array
-        From :func:`moments_workspace`; its dtype is the accumulator.
+    work : 1-D array
+        From :func:`moments_workspace` (about ``2 Qy`` elements); its dtype is the accumulator.
     out : (nx, ny, 3) float64 array
         Receives ``(Σ I, Σ i I, Σ j I)`` per pattern (``i`` along Qx, ``j`` along Qy).
 
@@ -195,13 +206,14 @@ def pattern_moments(block: np.ndarray, lo: np.ndarray, hi: np.ndarray, work: np.
     True
     """
     Qx, Qy = block.shape[2:]
-    if work.shape[0] < 2 * Qy + _GAP:
-        raise ValueError(f"work must hold {2 * Qy + _GAP} elements (moments_workspace), got {work.shape[0]}")
+    s0 = _second_start(Qy, work.itemsize)
+    if work.shape[0] < s0 + Qy:
+        raise ValueError(f"work must hold {s0 + Qy} elements (moments_workspace), got {work.shape[0]}")
     if np.all(lo == 0) and np.all(hi == Qy):
         if work.dtype == np.int32:
-            _full_int32(block, work, out)
+            _full_int32(block, work, s0, out)
         else:
-            _full(block, work, out)
+            _full(block, work, s0, out)
     else:
         _runs(block, lo, hi, work, out)
 
