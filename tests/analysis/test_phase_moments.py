@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fourd_widgets.kernels.phase import BAND_ROWS, moments_workspace, pattern_moments
+from fourd_widgets.kernels.phase import band_rows, moments_workspace, pattern_moments
 
 
 def _definition(block: np.ndarray) -> np.ndarray:
@@ -22,31 +22,45 @@ def _moments(block: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.uint32])
-@pytest.mark.parametrize("Qx", [1, 7, BAND_ROWS, 2 * BAND_ROWS + 1, 256])
+@pytest.mark.parametrize("Qx", [1, 7, 96, 254, 255, 511])
 def test_integer_counts_are_summed_exactly(dtype, Qx):
     """Saturated patterns (every pixel at the dtype's extreme) are the worst case of the int32 running
-    sums; odd row counts and several bands exercise the last row and the band folding."""
+    sums; odd row counts and several bands (16-bit counts: 254 rows a band) exercise the last row and
+    the band folding."""
     info = np.iinfo(dtype)
     rng = np.random.default_rng(Qx)
     block = rng.integers(info.min, info.max, size=(2, 3, Qx, 40), endpoint=True).astype(dtype)
     block[0, 0] = info.max
     block[1, 2] = info.min
-    # sums of integers below 2**53 are exact in float64, so the definition is exact here
-    np.testing.assert_array_equal(_moments(block), _definition(block))
+    if np.dtype(dtype).itemsize <= 2:
+        # sums of integers below 2**53 are exact in float64, so the definition is exact here
+        np.testing.assert_array_equal(_moments(block), _definition(block))
+    else:  # saturated 32-bit counts: first moments beyond 2**53, rounded as float64 either way
+        np.testing.assert_allclose(_moments(block), _definition(block), rtol=1e-15)
 
 
-@pytest.mark.parametrize("Qx", [5, 96, 130])
+@pytest.mark.parametrize("Qx", [5, 96, 130, 257])
 def test_float_patterns_match_the_float64_definition(Qx):
     rng = np.random.default_rng(2)
     block = rng.random((3, 2, Qx, 96)).astype(np.float32)
     got, want = _moments(block), _definition(block)
-    # float32 running sums of at most BAND_ROWS terms: relative error a few 1e-7 of each moment
+    # float32 running sums over bands of at most 128 rows: relative error a few 1e-7 of each moment
     np.testing.assert_allclose(got, want, rtol=2e-6)
     com_got, com_want = got[..., 1:] / got[..., :1], want[..., 1:] / want[..., :1]
     # the centre of mass itself, in px: float32 rounding of the sums, far below any measured shift
     assert np.abs(com_got - com_want).max() < 1e-4
     block64 = block.astype(np.float64)
     np.testing.assert_allclose(_moments(block64), _definition(block64), rtol=1e-13)
+
+
+def test_bands_keep_the_int32_sums_below_two_to_the_31():
+    for dtype in (np.uint8, np.int8, np.uint16, np.int16):
+        info = np.iinfo(dtype)
+        top = max(abs(int(info.min)), int(info.max))
+        n = band_rows(np.dtype(dtype), 100000)
+        assert n % 2 == 0 and n * (n + 1) // 2 * top < 2**31  # the largest running total of a band
+        assert (n + 2) * (n + 3) // 2 * top >= 2**31  # and no needless band boundaries
+    assert band_rows(np.dtype(np.uint16), 96) == 96 and band_rows(np.dtype(np.uint32), 4096) == 4096
 
 
 def test_row_run_masks_still_count_only_their_pixels():
