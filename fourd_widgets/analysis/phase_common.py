@@ -28,10 +28,13 @@ __all__ = ["BrightField", "bright_field", "center_of_mass", "PatternMomentsJob",
            "phase_agreement", "truth_on_scan", "tukey_window", "measure_shifts", "shift_images", "splat",
            "write_fields", "read_fields", "step_engine"]
 
-#: Blocks per thread of the one-read moments pass over an in-memory cube: more blocks let a thread
-#: the scheduler runs take over the work of one it does not (a loaded machine), fewer cost fewer
-#: hand-overs (each block wakes a thread and merges on the caller).
-SHARES_PER_THREAD = 4
+#: Blocks per thread of the one-read moments pass over an in-memory cube. More blocks would let a
+#: running thread take over the work of one the scheduler holds back, but each block costs a hand-over
+#: (a thread woken, a result merged on the caller): on the shared 2-core machine (load 4) one block
+#: per thread took 8.5 ms a DPC call of 151 MB, two 8.8, four 9.1, eight 9.7 (medians of 40).
+SHARES_PER_THREAD = 1
+#: Largest block of that pass (bytes): progress and cancel still come every ~10 ms of reading on a big cube.
+MOMENTS_BLOCK_BYTES = 256 * 2**20
 #: Engine options the phase steps pass on to their pass over the cube.
 _STEP_ENGINE = ("scheduler", "workers", "progress", "cancel", "chunk_bytes")
 
@@ -155,7 +158,8 @@ def center_of_mass(cube: Any, weights: np.ndarray, **engine: Any) -> np.ndarray:
             # one thread (64 MB blocks of a 75 MB cube: 56 rows and 8) would set its time
             Rx, Ry = cube.scan_shape
             row = Ry * cube.pattern_nbytes
-            n = SHARES_PER_THREAD * (engine.get("workers") or default_workers())
+            n = max(SHARES_PER_THREAD * (engine.get("workers") or default_workers()),
+                    math.ceil(Rx * row / MOMENTS_BLOCK_BYTES))
             engine = {**engine, "chunk_bytes": max(row, math.ceil(Rx / n) * row)}
         m = run_job(cube, PatternMomentsJob(*runs), **engine)
     else:
