@@ -3,6 +3,7 @@
     python bench/bench_phase.py [--venvs /work/venvs] [--scan 64]
     python bench/bench_phase.py --tuner      # only the PhaseTuner budget (no py4DSTEM)
     python bench/bench_phase.py --dpc-only   # only DPC, float32 and uint16 copies of the cube
+    python bench/bench_phase.py --dpc-profile  # where one DPC call of ours spends its time (no py4DSTEM)
 
 Data, the same for both programs, from ``fw.datasets.phase.simulate_phase``:
 
@@ -55,8 +56,9 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def ours_child(kind: str, path: str) -> None:
-    """Run one of ours in this (fresh) process and print its time and peak RSS."""
+def ours_child(kind: str, path: str, repeat: int = 3) -> None:
+    """Run one of ours in this (fresh) process and print its time (median of ``repeat`` after a warm-up) and
+    peak RSS."""
     from fourd_widgets.analysis.parallax import parallax
     from fourd_widgets.analysis.phase_dpc import dpc
     from fourd_widgets.core.calibration import Calibration
@@ -70,8 +72,8 @@ def ours_child(kind: str, path: str) -> None:
     cube = DataCube(d["data"], cal)
     rss0 = rss_mib()
     fn = (lambda: dpc(cube, progress=False)) if kind == "dpc" else (lambda: parallax(cube, bin=2, progress=False))
-    t = median_time(fn)
-    cpu = median_time(fn, clock=time.process_time)
+    t = median_time(fn, max(3, repeat))
+    cpu = median_time(fn, max(3, repeat), clock=time.process_time)
     res = fn()
     extra = {}
     if kind == "parallax":
@@ -129,8 +131,8 @@ def dpc_rows(cube_d, truth_d, tmp: Path, py: Path, n: int, rot: float, repeat: i
     """DPC side by side on the same cube as float32 intensities and as uint16 counts (what a detector writes).
 
     The counts are Poisson draws at ``COUNTS_PER_PATTERN`` electrons per pattern of the same
-    intensities. Both programs get each file; py4DSTEM's time is the median of ``repeat`` runs
-    after a warm-up run (its first run is reported too), ours the median of 3 after a warm-up.
+    intensities. Both programs get each file; the times are medians of ``repeat`` runs after a warm-up
+    run (ours: at least 3; py4DSTEM's first run is reported too).
     """
     from fourd_widgets.analysis.phase_common import phase_agreement
 
@@ -142,7 +144,7 @@ def dpc_rows(cube_d, truth_d, tmp: Path, py: Path, n: int, rot: float, repeat: i
         path = str(tmp / f"dpc_{arr.dtype}.npz")
         np.savez(path, data=arr, real_step_A=3.905 / 16, reciprocal_step_mrad=1.0, energy_eV=300e3,
                  convergence_mrad=20.0, rotation_deg=rot)
-        ours = child([__file__, "--child", "dpc", path])
+        ours = child([__file__, "--child", "dpc", path, "--repeat", str(repeat)])
         peer = child([str(HERE / "peers" / "phase_py4dstem.py"), "--dpc", path, "--out", path + ".p4",
                       "--repeat", str(repeat)], py=str(py))
         acc = phase_agreement(np.load(path + ".ours.npy"), truth_d.phase_on_scan, 3.905 / 16)
@@ -156,6 +158,62 @@ def dpc_rows(cube_d, truth_d, tmp: Path, py: Path, n: int, rot: float, repeat: i
             "peak RSS ours / py4DSTEM (MiB) | note |", "|---|---|---|---|---|---|---|---|", *rows]
 
 
+def dpc_profile(n: int = 64, repeats: int = 30) -> list[str]:
+    """Where one DPC call of ours spends its time, in this process (the DPC cube as float32 and uint16).
+
+    One-thread CPU times (``time.thread_time``) are steady under load; wall times are not.
+    """
+    from fourd_widgets.analysis import phase_common as pc
+    from fourd_widgets.analysis.phase_dpc import DPCParams, dpc, dpc_from_com
+    from fourd_widgets.core.datacube import DataCube
+    from fourd_widgets.datasets.phase import simulate_phase
+    from fourd_widgets.engine.job import ImageJob
+    from fourd_widgets.engine.run import run_job
+    from fourd_widgets.kernels import phase as kp
+
+    class Empty(ImageJob):
+        item_shape = (3,)
+
+        def process(self, block, rx, ry):
+            return np.zeros(block.shape[:2] + (3,))
+
+    def med(fn, clock=time.perf_counter):
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = clock()
+            fn()
+            ts.append(clock() - t0)
+        return f"{statistics.median(ts) * 1e3:.2f} (best {min(ts) * 1e3:.2f})"
+
+    cube_d, _ = simulate_phase(scan_shape=(n, n), scan_step_A=3.905 / 16, scan_rotation_deg=30.0)
+    data = np.asarray(cube_d.array)
+    cal = cube_d.calibration.replace(origin=(48.0, 48.0), rotation_deg=30.0)
+    lines = [f"| part (ms, median of {repeats}) | float32 | uint16 |", "|---|---|---|"]
+    cols = []
+    for arr in (data, np.random.default_rng(0).poisson(data * COUNTS_PER_PATTERN).astype(np.uint16)):
+        cube = DataCube(arr, cal)
+        Qx, Qy = cube.detector_shape
+        lo, hi = np.zeros(Qx, np.int64), np.full(Qx, Qy, np.int64)
+        out = np.empty(cube.scan_shape + (3,))
+        work = kp.moments_workspace((Qx, Qy), arr.dtype)
+        ones = np.ones((Qx, Qy))
+        com = pc.center_of_mass(cube, ones, progress=False)
+        p = DPCParams()
+        row = cube.scan_shape[1] * cube.pattern_nbytes
+        cols.append([
+            med(lambda: kp.pattern_moments(arr, lo, hi, work, out), time.thread_time),
+            med(lambda: pc.center_of_mass(cube, ones, progress=False)),
+            med(lambda: run_job(cube, Empty(), chunk_bytes=max(1, n // 8) * row, progress=False)),
+            med(lambda: dpc_from_com(com, cal, (Qx, Qy), p), time.thread_time),
+            med(lambda: dpc(cube, progress=False)),
+        ])
+    names = ["moments kernel, one thread, CPU", "centre-of-mass pass through the engine, wall",
+             "engine round trip of an empty job (8 blocks), wall",
+             "rotation check + integration + result (dpc_from_com), CPU", "dpc(cube), wall"]
+    return lines + [f"| {name} | {a} | {b} |" for name, a, b in zip(names, *cols)]
+
+
 #: Dose of the uint16 copy of the DPC cube (about 80 counts per bright-field pixel: fits uint16).
 COUNTS_PER_PATTERN = 1e5
 
@@ -167,12 +225,16 @@ def main() -> None:
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--tuner", action="store_true", help="only the PhaseTuner budget")
     ap.add_argument("--dpc-only", action="store_true", help="only DPC against py4DSTEM (float32 and uint16)")
-    ap.add_argument("--repeat", type=int, default=3, help="py4DSTEM DPC runs (median, after a warm-up)")
+    ap.add_argument("--dpc-profile", action="store_true", help="where one DPC call of ours spends its time")
+    ap.add_argument("--repeat", type=int, default=3, help="DPC runs of each program (median, after a warm-up; ours at least 3)")
     a = ap.parse_args()
     if a.child:
-        return ours_child(*a.child)
+        return ours_child(*a.child, repeat=a.repeat)
     if a.tuner:
         print("\n".join(tuner_budget(a.scan)))
+        return None
+    if a.dpc_profile:
+        print("\n".join(dpc_profile(a.scan)))
         return None
 
     from fourd_widgets.analysis.aberrations import Aberrations

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,14 +20,21 @@ from ..core.calibration import Calibration
 from ..core.errors import CalibrationError, MissingCalibrationError, ShapeError
 from ..core.params import Params, record_from_dict
 from ..engine.job import ImageJob
-from ..engine.run import run_job
-from ..kernels.phase import pattern_moments
+from ..engine.run import default_workers, run_job
+from ..kernels.phase import curl_sums, moments_workspace, pattern_moments
 from .calibration import CenterOfMassJob, measure_qr_rotation, moment_weights, scan_frame_matrix
 
 __all__ = ["BrightField", "bright_field", "center_of_mass", "PatternMomentsJob", "resolve_rotation", "relative_curl",
            "phase_agreement", "truth_on_scan", "tukey_window", "measure_shifts", "shift_images", "splat",
            "write_fields", "read_fields", "step_engine"]
 
+#: Blocks per thread of the one-read moments pass over an in-memory cube. More blocks would let a
+#: running thread take over the work of one the scheduler holds back, but each block costs a hand-over
+#: (a thread woken, a result merged on the caller): on the shared 2-core machine (load 4) one block
+#: per thread took 8.5 ms a DPC call of 151 MB, two 8.8, four 9.1, eight 9.7 (medians of 40).
+SHARES_PER_THREAD = 1
+#: Largest block of that pass (bytes): progress and cancel still come every ~10 ms of reading on a big cube.
+MOMENTS_BLOCK_BYTES = 256 * 2**20
 #: Engine options the phase steps pass on to their pass over the cube.
 _STEP_ENGINE = ("scheduler", "workers", "progress", "cancel", "chunk_bytes")
 
@@ -90,7 +96,11 @@ def bright_field(cal: Calibration, detector_shape: tuple[int, int], step: str) -
 def _row_runs(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """``(lo, hi)`` with ``weights[i] == 1`` exactly on ``lo[i] <= j < hi[i]`` and 0 elsewhere, else None."""
     w = np.asarray(weights)
-    if w.ndim != 2 or not np.all((w == 0) | (w == 1)):
+    if w.ndim != 2:
+        return None
+    if np.all(w == 1):  # the whole detector, DPC's default
+        return np.zeros(w.shape[0], np.int64), np.full(w.shape[0], w.shape[1], np.int64)
+    if not np.all((w == 0) | (w == 1)):
         return None
     on = w == 1
     Qy = w.shape[1]
@@ -116,23 +126,18 @@ class PatternMomentsJob(ImageJob):
         self.lo, self.hi = lo, hi
 
     def process(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
-        if not (block.dtype.isnative and block.dtype.kind in "iuf"):
-            block = block.astype(np.float32)
-        if block.dtype.kind in "iu":
-            # a row or column of ≤ 32768 pixels of ≤ 16 bits fits int32, which vectorises twice as wide
-            acc = np.int32 if block.dtype.itemsize <= 2 and max(block.shape[2:]) <= 32768 else np.int64
-        else:
-            acc = block.dtype
+        if not (block.dtype.isnative and block.dtype.kind in "iuf") or block.dtype == np.float16:
+            block = block.astype(np.float32)  # (float16: numba has no arithmetic for it)
         out = np.empty(block.shape[:2] + (3,))
-        col = np.empty(block.shape[3], acc)
+        work = moments_workspace(block.shape[2:], block.dtype)
         if block.flags.c_contiguous:
-            pattern_moments(block, self.lo, self.hi, col, out)
+            pattern_moments(block, self.lo, self.hi, work, out)
         else:  # each scan row of a block is contiguous when the patterns are
             for a in range(block.shape[0]):
                 row = block[a:a + 1]
                 if not row.flags.c_contiguous:
                     row = np.ascontiguousarray(row)
-                pattern_moments(row, self.lo, self.hi, col, out[a:a + 1])
+                pattern_moments(row, self.lo, self.hi, work, out[a:a + 1])
         return out
 
 
@@ -153,7 +158,8 @@ def center_of_mass(cube: Any, weights: np.ndarray, **engine: Any) -> np.ndarray:
             # one thread (64 MB blocks of a 75 MB cube: 56 rows and 8) would set its time
             Rx, Ry = cube.scan_shape
             row = Ry * cube.pattern_nbytes
-            n = 4 * (engine.get("workers") or os.cpu_count() or 1)
+            n = max(SHARES_PER_THREAD * (engine.get("workers") or default_workers()),
+                    math.ceil(Rx * row / MOMENTS_BLOCK_BYTES))
             engine = {**engine, "chunk_bytes": max(row, math.ceil(Rx / n) * row)}
         m = run_job(cube, PatternMomentsJob(*runs), **engine)
     else:
@@ -285,13 +291,28 @@ def relative_curl(field: np.ndarray) -> float:
     return float(np.sqrt(np.mean(curl[ok] ** 2) / max(np.mean(div[ok] ** 2), 1e-300)))
 
 
-def _curl_minimum(com: np.ndarray) -> tuple[float, bool, float]:
+def _curl_forms(com: np.ndarray) -> dict[bool, tuple[np.ndarray, np.ndarray]]:
+    """Per flip, the 2x2 forms ``(A, D)`` with ``Σ curl² = vᵀAv`` and ``Σ div² = vᵀDv``, ``v = (cos φ, sin φ)``.
+
+    The curl and divergence of ``scan_frame_matrix(φ, flip) @ c`` are ``cos φ a + sin φ b``
+    for two fixed fields ``a, b`` per flip, combinations of the divergence ``s``, the curl
+    ``t`` and the two shears ``u, w`` of ``c`` itself (central differences as
+    ``np.gradient``), summed over the positions where ``c`` is finite: six sums in all.
+    """
+    ss, tt, st, uu, ww, uw = curl_sums(np.ascontiguousarray(com, dtype=np.float64))
+    # no flip: curl = cos φ t - sin φ s, div = cos φ s + sin φ t; flip: curl = cos φ u + sin φ w,
+    # div = cos φ w - sin φ u
+    return {False: (np.array([[tt, -st], [-st, ss]]), np.array([[ss, st], [st, tt]])),
+            True: (np.array([[uu, uw], [uw, ww]]), np.array([[ww, -uw], [-uw, uu]]))}
+
+
+def _curl_minimum(com: np.ndarray, forms: dict | None = None) -> tuple[float, bool, float]:
     """Rotation (mod 180°), flip and relative curl of the least-curl scan frame of a CoM field ``(Rx, Ry, 2)``.
 
     The curl and divergence of ``scan_frame_matrix(φ, flip) @ c`` are ``cos φ a + sin φ b``
     for two fixed fields ``a, b`` per flip (combinations of the four derivatives of ``c``),
-    so their mean squares are 2x2 quadratic forms in ``(cos φ, sin φ)`` and the least-curl
-    angle is the smallest eigenvector; no search, no record (what
+    so their mean squares are 2x2 quadratic forms in ``(cos φ, sin φ)`` (:func:`_curl_forms`)
+    and the least-curl angle is the smallest eigenvector; no search, no record (what
     :func:`~fourd_widgets.analysis.calibration.measure_qr_rotation` measures, without its
     180° choice, which a mod-180° comparison does not need).
 
@@ -302,26 +323,25 @@ def _curl_minimum(com: np.ndarray) -> tuple[float, bool, float]:
     >>> round(deg % 180.0, 6), flip, curl < 1e-6
     (25.0, True, True)
     """
-    cx, cy = com[..., 0], com[..., 1]
-    ok = np.isfinite(cx) & np.isfinite(cy)
-    cxx, cxy = np.gradient(np.where(ok, cx, 0.0))
-    cyx, cyy = np.gradient(np.where(ok, cy, 0.0))
+    forms = _curl_forms(com) if forms is None else forms
     best: tuple[float, bool, float] | None = None
     for flip in (False, True):
-        if flip:
-            c0, c1, d0, d1 = cxx - cyy, cyx + cxy, cyx + cxy, cyy - cxx
-        else:
-            c0, c1, d0, d1 = cyx - cxy, -(cxx + cyy), cxx + cyy, cyx - cxy
-        a = np.stack([c0[ok], c1[ok]])
-        d = np.stack([d0[ok], d1[ok]])
-        evals, evecs = np.linalg.eigh(a @ a.T)
+        A, D = forms[flip]
+        evals, evecs = np.linalg.eigh(A)
         v = evecs[:, 0]
-        div2 = float(v @ (d @ d.T) @ v)
+        div2 = float(v @ D @ v)
         curl = math.sqrt(max(evals[0], 0.0) / max(div2, 1e-300))
         deg = math.degrees(math.atan2(v[1], v[0]))
         if best is None or curl < best[2]:
             best = (deg, flip, curl)
     return best  # type: ignore[return-value]
+
+
+def _frame_curl(forms: dict, rotation_deg: float, flip: bool) -> float:
+    """:func:`relative_curl` of ``scan_frame_matrix(rotation_deg, flip) @ c`` from :func:`_curl_forms`."""
+    A, D = forms[bool(flip)]
+    v = np.array([math.cos(math.radians(rotation_deg)), math.sin(math.radians(rotation_deg))])
+    return math.sqrt(max(float(v @ A @ v), 0.0) / max(float(v @ D @ v), 1e-300))
 
 
 def resolve_rotation(com: np.ndarray, cal: Calibration, mode: str, rotation_deg: float, flip: bool,
@@ -342,8 +362,9 @@ def resolve_rotation(com: np.ndarray, cal: Calibration, mode: str, rotation_deg:
     if mode == "curl":
         found = measure_qr_rotation((com[..., 0], com[..., 1]))
         return found.rotation_deg, found.flip
-    ours = relative_curl(com @ scan_frame_matrix(cal.rotation_deg, cal.flip).T)
-    found_deg, found_flip, best = _curl_minimum(com)
+    forms = _curl_forms(com)  # one set of derivatives for the calibration's curl and the least curl
+    ours = _frame_curl(forms, cal.rotation_deg, cal.flip)
+    found_deg, found_flip, best = _curl_minimum(com, forms)
     off = abs((cal.rotation_deg - found_deg + 90.0) % 180.0 - 90.0)
     if (found_flip != cal.flip or off > tolerance_deg) and ours > 2 * best:
         raise CalibrationError(
