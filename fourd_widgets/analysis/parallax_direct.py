@@ -170,10 +170,13 @@ class DirectFit:
         such pixels crosses the edge over the projection of its rectangle on the
         radial direction.
         """
-        r = np.hypot(kx, ky)
-        inv = 1.0 / np.maximum(r, 1e-12)
-        w = (np.abs(kx) * inv * self.group_px[:, 0, None] + np.abs(ky) * inv * self.group_px[:, 1, None]) * self.dk
-        return np.clip((self.k_alpha - r) / w + 0.5, 0.0, 1.0)
+        kx, ky = np.abs(kx.astype(np.float32)), np.abs(ky.astype(np.float32))
+        r = np.sqrt(kx * kx + ky * ky)
+        # (k_alpha − r) / w with w = (|kx| nx + |ky| ny) dk / r
+        width = (kx * self.group_px[:, 0, None].astype(np.float32) + ky * self.group_px[:, 1, None].astype(np.float32))
+        width *= np.float32(self.dk)
+        return np.clip((np.float32(self.k_alpha) - r) * r / np.maximum(width, np.float32(1e-12)) + np.float32(0.5),
+                       np.float32(0.0), np.float32(1.0))
 
 
 def merge_groups(images: np.ndarray, k: np.ndarray, group_px: np.ndarray, dk: float, bin: int,
@@ -252,43 +255,48 @@ def params_to_model(x: np.ndarray) -> tuple[Aberrations, float]:
     return Aberrations(C10=C10, C12=math.hypot(a, b), phi12_deg=0.5 * math.degrees(math.atan2(b, a))), rot
 
 
-def _newton(f, x: np.ndarray, h: np.ndarray, free: np.ndarray, limit: np.ndarray, steps: int) -> np.ndarray:
-    """Maximise ``f`` from ``x`` by Newton steps with central differences (``h``), steps capped at ``limit``."""
+def _newton(f, x: np.ndarray, h: np.ndarray, free: np.ndarray, limit: np.ndarray, steps: int,
+            hessian: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Maximise ``f`` from ``x`` by Newton steps with central differences (``h``), steps capped at ``limit``.
+
+    The curvature is measured once (or taken from ``hessian``) and kept: near the maximum it
+    hardly changes, and each later step then costs a gradient only. Returns ``x`` and the curvature.
+    """
     idx = np.flatnonzero(free)
     n = len(idx)
+    hh = h[idx]
+    E = np.zeros((n, len(x)))
+    E[np.arange(n), idx] = hh
+    f0 = f(x)
     for _ in range(steps):
-        f0 = f(x)
-        E = np.zeros((n, len(x)))
-        E[np.arange(n), idx] = h[idx]
         fp = np.array([f(x + e) for e in E])
         fm = np.array([f(x - e) for e in E])
-        hh = h[idx]
         g = (fp - fm) / (2 * hh)
-        Hm = np.diag((fp - 2 * f0 + fm) / hh ** 2)
-        for i in range(n):
-            for j in range(i + 1, n):
-                Hm[i, j] = Hm[j, i] = (f(x + E[i] + E[j]) - fp[i] - fp[j] + f0) / (hh[i] * hh[j])
-        evals, evecs = np.linalg.eigh(Hm)
-        # maximum: use the negative curvatures; a direction with none gets a capped gradient step
+        if hessian is None:
+            hessian = np.diag((fp - 2 * f0 + fm) / hh ** 2)
+            for i in range(n):
+                for j in range(i + 1, n):
+                    hessian[i, j] = hessian[j, i] = (f(x + E[i] + E[j]) - fp[i] - fp[j] + f0) / (hh[i] * hh[j])
+        evals, evecs = np.linalg.eigh(hessian)
+        # a maximum: use the negative curvatures; a direction with none gets a capped gradient step
         neg = np.minimum(evals, -np.abs(evals).max() * 1e-3 - 1e-300)
         step = -(evecs @ ((evecs.T @ g) / neg))
         scale = np.max(np.abs(step) / limit[idx])
         if scale > 1:
             step = step / scale
-        best = f0
         for _half in range(6):
             trial = x.copy()
             trial[idx] += step
             ft = f(trial)
-            if ft > best:
-                x, best = trial, ft
+            if ft > f0:
+                x, f0 = trial, ft
                 break
             step = step / 2
         else:
             break
         if np.all(np.abs(step) < 0.05 * hh):
             break
-    return x
+    return x, hessian
 
 
 def fit_aberrations_direct(fit: DirectFit, start: Aberrations, rotation_deg: float, fit_rotation: bool = True,
@@ -316,9 +324,10 @@ def fit_aberrations_direct(fit: DirectFit, start: Aberrations, rotation_deg: flo
     h = np.array([0.01 * size, 0.01 * size, 0.01 * size, 0.05])
     limit = np.array([0.2 * size, 0.2 * size, 0.2 * size, 3.0])
     free = np.array([True, True, True, bool(fit_rotation)])
+    hessian = None
     for _ in range(rounds):
         fit.align(x)
-        new = _newton(fit.objective, x, h, free, limit, steps)
+        new, hessian = _newton(fit.objective, x, h, free, limit, steps, hessian)
         moved = np.abs(new - x)
         x = new
         if np.all(moved < np.array([0.002 * size, 0.002 * size, 0.002 * size, 0.01])):
