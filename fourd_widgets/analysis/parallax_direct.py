@@ -44,6 +44,7 @@ References
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import scipy.fft as sfft
@@ -191,6 +192,14 @@ def merge_groups(images: np.ndarray, k: np.ndarray, group_px: np.ndarray, dk: fl
     Returns
     -------
     images (N', Rx, Ry), k (N', 2), group_px (N', 2)
+
+    Examples
+    --------
+    >>> images = np.arange(4.0)[:, None, None] * np.ones((4, 2, 2))  # four one-pixel groups
+    >>> k = np.array([[0.0, 0.0], [0.0, 0.1], [0.1, 0.0], [0.1, 0.1]])  # detector step 0.1 1/Å
+    >>> merged, kc, px = merge_groups(images, k, np.ones((4, 2), int), 0.1, 1, target_px=2)
+    >>> merged[:, 0, 0].tolist(), kc.round(6).tolist(), px.tolist()
+    ([1.5], [[0.05, 0.05]], [[2, 2]])
     """
     f = max(1, int(target_px) // max(int(bin), 1))
     if f == 1:
@@ -246,16 +255,18 @@ def _dirichlet(u: np.ndarray, n: int) -> np.ndarray:
 
 
 def model_to_params(ab: Aberrations, rotation_deg: float) -> np.ndarray:
+    """``(C10, C12 cos 2φ12, C12 sin 2φ12, θ)``: smooth coordinates (no angle jump at C12 = 0)."""
     t = math.radians(2 * ab.phi12_deg)
     return np.array([ab.C10, ab.C12 * math.cos(t), ab.C12 * math.sin(t), rotation_deg])
 
 
 def params_to_model(x: np.ndarray) -> tuple[Aberrations, float]:
+    """Inverse of :func:`model_to_params`."""
     C10, a, b, rot = (float(v) for v in x)
     return Aberrations(C10=C10, C12=math.hypot(a, b), phi12_deg=0.5 * math.degrees(math.atan2(b, a))), rot
 
 
-def _newton(f, x: np.ndarray, h: np.ndarray, free: np.ndarray, limit: np.ndarray, steps: int,
+def _newton(f: Callable[[np.ndarray], float], x: np.ndarray, h: np.ndarray, free: np.ndarray, limit: np.ndarray, steps: int,
             hessian: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Maximise ``f`` from ``x`` by Newton steps with central differences (``h``), steps capped at ``limit``.
 
