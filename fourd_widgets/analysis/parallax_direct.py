@@ -329,8 +329,14 @@ def fit_aberrations_direct(fit: DirectFit, start: Aberrations, rotation_deg: flo
     Returns
     -------
     aberrations, rotation_deg
+        The start unchanged when the parallax shifts reach beyond 40 % of the scan
+        (the windows that follow them would keep less than a fifth of it).
     """
     x = model_to_params(start, rotation_deg)
+    reach = np.abs(fit.shifts_A(x) / fit.step_A).max(axis=0)
+    if np.any(reach > 0.4 * np.array(fit.images.shape[1:])):
+        # the moving windows would keep less than a fifth of the scan: the shift fit stands
+        return start, rotation_deg
     size = max(abs(start.C10), start.C12, 10.0)
     h = np.array([0.01 * size, 0.01 * size, 0.01 * size, 0.05])
     limit = np.array([0.2 * size, 0.2 * size, 0.2 * size, 3.0])
