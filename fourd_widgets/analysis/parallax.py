@@ -21,6 +21,11 @@ calibration's :func:`~fourd_widgets.analysis.calibration.scan_frame_matrix`) [1]
    scan rotation from the calibration (checked against the CoM curl, as DPC does)
    is kept, then ``C10 = tr H / 2`` and ``C12 e^{2iφ12} = (H00 − H11)/2 + i H01``.
    The flip is the calibration's (defocus and astigmatism cannot tell it).
+   With ``direct_fit`` (default) C10, C12, φ12 and θ are then fitted to the images
+   themselves, every group and every frequency where a scattered disk overlaps the
+   unscattered one (:mod:`~fourd_widgets.analysis.parallax_direct`): in the single side
+   bands the images carry the aberrations' phase at full contrast, which the shifts
+   (double side band, ``2 sin χ(q)``) do not at small defocus.
 4. tcBF: every image's samples are placed at ``R − d(k)`` on a grid ``upsample``
    times finer (bilinear splatting with a Gaussian kernel); the CTF correction
    multiplies by ``sign(sin χ(q))`` (phase flipping: a weak phase ``φ`` gives
@@ -49,6 +54,7 @@ from ..engine.job import ImageJob
 from ..engine.run import run_job
 from .aberrations import Aberrations, chi, detector_k, parallax_shift
 from .calibration import scan_frame_matrix
+from .parallax_direct import DirectFit, fit_aberrations_direct, merge_groups
 from .phase_common import (bright_field, measure_shifts, read_fields, resolve_rotation, shift_images, splat,
                            step_engine, tukey_window, write_fields)
 
@@ -61,9 +67,10 @@ class ParallaxParams(Params):
     """Record of a parallax (tcBF) reconstruction with its aberration fit."""
 
     step = "parallax"
-    # version 2: joint Newton refinement of the shift field (version 1 stopped at the per-image peaks)
+    # version 2: joint Newton refinement of the shift field (version 1 stopped at the per-image peaks);
+    # direct_fit came later within version 2 (default on): version-1 records migrate without it
     schema_version = 2
-    migrations = {1: lambda d: {**d, "joint_steps": 0}}
+    migrations = {1: lambda d: {**d, "joint_steps": 0, "direct_fit": False}}
 
     bin: int = param(1, ge=1, le=16, doc="detector pixels grouped bin x bin into one bright-field image")
     edge_margin: float = param(1.0, ge=0, units="px", doc="leave out groups closer than this to the disk edge")
@@ -85,6 +92,10 @@ class ParallaxParams(Params):
     joint_steps: int = param(
         8, ge=0, le=50, doc="then Newton steps on the whole linear shift field (every image and frequency "
         "weighted by its precision); 0: the per-image peaks alone")
+    direct_fit: bool = param(
+        True, doc="then fit C10, C12, phi12 and the rotation to the images themselves, every group and every "
+        "frequency where a scattered disk overlaps the unscattered one (both side bands or one): the shifts "
+        "alone see only the double-side-band contrast, which is weak at small defocus")
     upsample: int = param(2, ge=1, le=8, doc="tcBF image grid: this many pixels per scan step")
     kernel_px: float = param(0.5, gt=0, le=4, units="px", doc="Gaussian splatting kernel, upsampled pixels")
     shifts: Literal["fit", "measured", "manual"] = param(
@@ -237,6 +248,15 @@ def _groups(bf: Any, shape: tuple[int, int], b: int, margin: float) -> tuple[np.
     return order, starts, kc / counts[:, None]
 
 
+def _group_px(order: np.ndarray, starts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels of each (rectangular) group along each detector axis, ``(N, 2)``."""
+    if len(starts) == 0:
+        return np.zeros((0, 2), int)
+    i, j = np.divmod(order, shape[1])
+    return np.stack([np.maximum.reduceat(i, starts) - np.minimum.reduceat(i, starts) + 1,
+                     np.maximum.reduceat(j, starts) - np.minimum.reduceat(j, starts) + 1], -1)
+
+
 @dataclass(frozen=True, eq=False)
 class ParallaxData:
     """The bright-field images of a cube, cached for repeated fits and tcBF previews.
@@ -252,6 +272,8 @@ class ParallaxData:
     calibration : Calibration
     bin : int
     edge_margin : float
+    group_px : (N, 2) int array, optional
+        Detector pixels of each group along each axis (None: ``bin`` x ``bin``).
     """
 
     images: np.ndarray
@@ -260,6 +282,7 @@ class ParallaxData:
     calibration: Any
     bin: int
     edge_margin: float
+    group_px: np.ndarray | None = None
 
 
 def parallax_prepare(cube: Any, bin: int = 1, edge_margin: float = 1.0, *, progress: Any = None,
@@ -290,7 +313,8 @@ def parallax_prepare(cube: Any, bin: int = 1, edge_margin: float = 1.0, *, progr
     images = np.moveaxis(stack[..., :n], -1, 0).astype(np.float64)
     mean = images.mean(axis=(1, 2), keepdims=True)
     images = images / np.where(mean > 0, mean, 1.0) - 1.0
-    return ParallaxData(images=images, k=k, com=com, calibration=cal, bin=int(bin), edge_margin=float(edge_margin))
+    return ParallaxData(images=images, k=k, com=com, calibration=cal, bin=int(bin), edge_margin=float(edge_margin),
+                        group_px=_group_px(order, starts, (Qx, Qy)))
 
 
 def tcbf(data: ParallaxData, aberrations: Aberrations, rotation_deg: float, flip: bool = False, *, upsample: int = 2,
@@ -385,6 +409,14 @@ def parallax(cube: Any, params: ParallaxParams | None = None, *, progress: Any =
         ab, rot, offset = fit_parallax_shifts(kf, model * step_A, lam, rot0, flip, p.fit_rotation)
         model = _model(kf, ab, lam, rot, flip, offset) / step_A
         measured = np.where(np.isfinite(own), own, measured)
+    if p.direct_fit:
+        gpx = data.group_px if data.group_px is not None else np.full((len(k), 2), data.bin)
+        dk = cal.reciprocal_step_in("1/Å")
+        direct = DirectFit(*merge_groups(images, k, gpx, dk, data.bin), step_A, lam, k_alpha, dk, flip)
+        ab, rot = fit_aberrations_direct(direct, ab, rot, p.fit_rotation)
+        bare = _model(kf, ab, lam, rot, flip, np.zeros(2)) / step_A
+        offset = np.mean(measured - bare, axis=0) * step_A  # a common shift: the model does not see it
+        model = bare + offset / step_A
     residual = float(np.sqrt(np.mean(np.sum((measured - model) ** 2, axis=1))))
     if p.shifts == "manual":
         image = tcbf(data, Aberrations(p.C10, p.C12, p.phi12_deg), rot0, flip, upsample=p.upsample,
