@@ -68,9 +68,9 @@ class ParallaxParams(Params):
 
     step = "parallax"
     # version 2: joint Newton refinement of the shift field (version 1 stopped at the per-image peaks);
-    # direct_fit came later within version 2 (default on): version-1 records migrate without it
-    schema_version = 2
-    migrations = {1: lambda d: {**d, "joint_steps": 0, "direct_fit": False}}
+    # version 3: the direct fit to the images (default on). Older records replay as they were made.
+    schema_version = 3
+    migrations = {1: lambda d: {**d, "joint_steps": 0}, 2: lambda d: {**d, "direct_fit": False}}
 
     bin: int = param(1, ge=1, le=16, doc="detector pixels grouped bin x bin into one bright-field image")
     edge_margin: float = param(1.0, ge=0, units="px", doc="leave out groups closer than this to the disk edge")

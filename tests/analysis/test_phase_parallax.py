@@ -151,9 +151,10 @@ def test_version_1_records_replay_without_the_joint_refinement():
     """Schema 1 stopped at the per-image peaks: its records migrate to joint_steps=0 and replay unchanged."""
     d = ParallaxParams().to_dict()
     d.pop("joint_steps")
+    d.pop("direct_fit")
     d["schema_version"] = 1
     old = ParallaxParams.from_dict(d)
-    assert old.joint_steps == 0 and old.schema_version == 2
+    assert old.joint_steps == 0 and old.schema_version == 3
     assert ParallaxParams().joint_steps > 0
 
 
@@ -192,10 +193,14 @@ def test_direct_fit_merges_groups_into_blocks_of_the_same_counts(film):
         np.testing.assert_allclose(images[n], counts / counts.mean() - 1.0, atol=0.02)
 
 
-def test_version_1_records_migrate_without_the_direct_fit():
+def test_older_records_migrate_without_the_direct_fit():
+    """Records of versions 1 and 2 were made without the direct fit: they replay without it."""
     d = ParallaxParams().to_dict()
-    d.pop("joint_steps")
     d.pop("direct_fit")
+    d["schema_version"] = 2
+    v2 = ParallaxParams.from_dict(d)
+    assert v2.direct_fit is False and v2.joint_steps == ParallaxParams().joint_steps
+    d.pop("joint_steps")
     d["schema_version"] = 1
     assert ParallaxParams.from_dict(d).direct_fit is False
-    assert ParallaxParams().direct_fit is True
+    assert ParallaxParams().direct_fit is True and ParallaxParams().schema_version == 3
