@@ -172,8 +172,8 @@ def test_small_defocus_at_1e4_meets_the_rotation_defocus_and_angle_targets(film)
 
 def test_small_defocus_at_1e4_on_a_64x64_scan_meets_every_target(film):
     """The 50 Å / 15 Å / 1e4 e- case on a 64x64 scan (25.6 Å at 0.4 Å steps, inside the 64 Å film; real
-    parallax scans are 128x128 or larger) meets all four targets, |C12| included: twice the field gives
-    four times the spatial frequencies and fewer objects cut by the scan's edges. Measured at bin 2 over
+    parallax scans are 128x128 or larger) meets all four targets, |C12| included: twice the field samples
+    the spectrum four times as densely and leaves half the share of it at the scan's edges. Measured at bin 2 over
     Poisson seeds 7, 1-6, 8: C10 within 1.2 %, |C12| −2.4 to +2.5 %, φ12 within 1.4°, rotation within 0.16°
     (without noise +0.1 %, +0.5 %, 1.0°, 0.003°); at bin 4: 1.4 %, −3.6 to +2.8 %, 1.6°, 0.37°. Seed 7 (this
     test's) at bin 2: +0.8 %, −0.6 %, 0.3°, −0.03°. About 8 s (simulation 3-4 s, fit 4-7 s)."""
