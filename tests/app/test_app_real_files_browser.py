@@ -20,19 +20,18 @@ from fourd_widgets.app.files import list_data_files
 from .app_helpers import AppProcess
 from .test_app_browser import PAGE_TIMEOUT_MS, assert_no_code_and_no_traceback, browser_page  # noqa: F401
 
-#: What the page shows once a file is open (or refused): painted explorer views, or a message.
-SETTLED = """(name) => {
+#: What the page shows once a file is open (or refused): painted explorer views, or a message. The
+#: state is read in the same call that sees the page settled (a separate read could catch the views
+#: while they are being redrawn).
+SETTLED_STATE = """(name) => {
     const info = document.querySelector('.fw-dashboard-info');
     const err = document.querySelector('.fw-dashboard-error');
-    if (err) return err.innerText.includes(name.split('/').pop()) || !info.innerText.includes('opening');
-    if (!info || !info.innerText.startsWith(name + ':')) return false;  // the file picked, not the one before
     const views = Array.from(document.querySelectorAll('.fw-explorer .fw-view')).filter(v => v.offsetParent);
-    return views.length > 0 && views.every(v => +v.dataset.imageVersion >= 1);
-}"""
-
-STATE = """() => {
-    const err = document.querySelector('.fw-dashboard-error');
-    const views = Array.from(document.querySelectorAll('.fw-explorer .fw-view')).filter(v => v.offsetParent);
+    let settled;
+    if (err) settled = err.innerText.includes(name.split('/').pop()) || !info.innerText.includes('opening');
+    else settled = !!info && info.innerText.startsWith(name + ':')  // the file picked, not the one before
+                   && views.length > 0 && views.every(v => +v.dataset.imageVersion >= 1);
+    if (!settled) return false;
     const first = views[0];
     const centres = {};
     if (first) for (const o of JSON.parse(first.dataset.overlays || '[]')) if ('x' in o) centres[o.id] = [o.x, o.y];
@@ -67,8 +66,7 @@ def test_every_real_file_shows_views_or_says_why(real_dashboard, browser_page) -
     problems = []
     for name in files:
         select.select_option(name)
-        page.wait_for_function(SETTLED, arg=name, timeout=PAGE_TIMEOUT_MS)
-        state = page.evaluate(STATE)
+        state = page.wait_for_function(SETTLED_STATE, arg=name, timeout=PAGE_TIMEOUT_MS).json_value()
         if state["error"]:
             # refused with a message: it must name the file and say something beyond a type name
             if name.split("/")[-1] not in state["error"] and "scan" not in state["error"]:
