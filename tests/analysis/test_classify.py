@@ -232,3 +232,17 @@ def test_bragg_classes_without_detector_or_origin_says_what_is_missing():
     peaks = PeakTable((2, 2), np.zeros(5, np.int64), [], [], [], [])
     with pytest.raises(ParameterError, match="detector_shape=\\(Qx, Qy\\) and origin="):
         bragg_classes(peaks)
+
+
+def test_clustering_regularised_on_the_scan_grid_gives_the_contiguous_bands():
+    """method='connectivity': Ward clustering joined only between scan neighbours. Heavy noise scatters
+    single positions in feature space; the grid keeps each class one connected band."""
+    from scipy import ndimage
+
+    cube, truth = phases_cube(noise=0.05)
+    r = classify(cube, ClassifyParams(features=FeatureParams(bin=2), n_components=3, n_classes=3,
+                                      method="connectivity"))
+    assert all(len(np.unique(r.labels[truth == k])) == 1 for k in range(3))
+    assert len(np.unique(r.labels)) == 3
+    for k in range(3):
+        assert ndimage.label(r.labels == k)[1] == 1  # each class one connected region of the scan

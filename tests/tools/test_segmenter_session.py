@@ -98,3 +98,28 @@ def test_a_classification_record_alone_sets_the_features_of_both():
         assert s.decomposition.maps.shape[-1] == 3 and s.decomposition.loading_images.shape[1:] == (8, 8)
     finally:
         s.close()
+
+
+def test_a_slow_refit_keeps_the_previous_classes_shown_with_progress(session, monkeypatch):
+    """Issue 15: for NMF, ICA and GMM the previous result stays, with progress shown, until the refit arrives."""
+    import threading
+
+    import fourd_widgets.tools.segmenter as segmenter
+
+    s, _ = session
+    before = s.classification
+    gate, entered = threading.Event(), threading.Event()
+    real = segmenter.classify_features
+
+    def slow(*args, **kwargs):  # the refit, held until the test has looked at the session
+        entered.set()
+        gate.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(segmenter, "classify_features", slow)
+    s.set(method="gmm", n_classes=2)
+    assert entered.wait(30)
+    assert s.classification is before and s.busy  # the old classes stay, and the session says it is working
+    gate.set()
+    s.wait()
+    assert s.classification is not before and s.classification.n_classes == 2 and not s.busy
