@@ -29,7 +29,7 @@ from ..engine.job import Buffer, Job
 from ..engine.run import run_job
 from .crystal import excitation_error, shape_function
 from .orientation_plan import (OrientationPlan, OrientationPlanParams, PhasePlan, angular_kernel, build_plan,
-                               frame_matrices, polar_templates, reciprocal_step_invA)
+                               frame_matrices, in_plane_rotation, polar_templates, reciprocal_step_invA)
 from .orientation_results import OrientationMap, misorientation_deg
 from .peak_calibration import calibrated_peaks, scan_frame_matrix
 from .peaks import PeakTable
@@ -155,10 +155,6 @@ def _peak_angle(c: np.ndarray, i: int) -> float:
     return i + (0.5 * (a - d) / den if den < 0 else 0.0)
 
 
-def _rz(t: float) -> np.ndarray:
-    c, s = math.cos(t), math.sin(t)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
 
 def _fit_in_plane(U: np.ndarray, q: np.ndarray, w: np.ndarray, ph: PhasePlan, plan: OrientationPlan) -> np.ndarray:
     """Turn U about the beam so its simulated spots land on the peaks (weighted least squares)."""
@@ -181,7 +177,7 @@ def _fit_in_plane(U: np.ndarray, q: np.ndarray, w: np.ndarray, ph: PhasePlan, pl
             return U
         a, b, ww = spots[j[ok]], q[ok], w[ok]
         t = math.atan2(np.sum(ww * (a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0])), np.sum(ww * np.sum(a * b, axis=1)))
-        U = _rz(t) @ U
+        U = in_plane_rotation(t) @ U
         if abs(t) < 1e-7:
             break
     return U
@@ -207,9 +203,9 @@ def _refine(ph: PhasePlan, z: int, theta: float, spec: np.ndarray, pnorm: float,
         k, i = np.unravel_index(int(np.argmax(corr)), corr.shape)
         if corr[k, i] > best_c:
             best_dir, best_c, best_t = dirs[k], float(corr[k, i]), _peak_angle(corr[k], i) * 2 * math.pi / n
-    U = _rz(best_t) @ frame_matrices(best_dir[None])[0]
+    U = in_plane_rotation(best_t) @ frame_matrices(best_dir[None])[0]
     if best_c == -np.inf:
-        U = _rz(theta) @ U0
+        U = in_plane_rotation(theta) @ U0
     return _fit_in_plane(U, q, w, ph, plan), best_c
 
 

@@ -43,7 +43,7 @@ from typing import Callable
 import numpy as np
 
 from .crystal import excitation_error, shape_function
-from .orientation_plan import OrientationPlan, PhasePlan, angular_kernel, frame_matrices
+from .orientation_plan import OrientationPlan, PhasePlan, angular_kernel, frame_matrices, in_plane_rotation
 from .orientation_results import misorientation_deg
 
 __all__ = ["RingFit", "ring_fit", "candidate_spots", "pair_energy", "spot_intensities", "spot_rings", "decompose",
@@ -251,10 +251,6 @@ def _zones(corr: np.ndarray, phase: PhasePlan, first: np.ndarray | None, min_ang
     return zones
 
 
-def _rz(t: float) -> np.ndarray:
-    c, s = math.cos(t), math.sin(t)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
 
 def _padded(spots: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     m = max(1, max(len(s) for s, _ in spots))
@@ -315,7 +311,7 @@ def decompose(corr: np.ndarray, fit: RingFit, phase: PhasePlan, plan: Orientatio
         c0 = correlate_templates(item, one, n, pp.kernel_size)  # type: ignore[arg-type]
         frames, spectra, rows = np.concatenate([f0, frames]), np.concatenate([s0, spectra]), np.concatenate([c0, rows])
     zs, ks = _candidates(rows, frames, spectra, n)
-    U = [_rz(k * 2 * math.pi / n) @ frames[z] for z, k in zip(zs, ks)]
+    U = [in_plane_rotation(k * 2 * math.pi / n) @ frames[z] for z, k in zip(zs, ks)]
     cval = [float(rows[z, k]) for z, k in zip(zs, ks)]
     zone = [int(z) for z in zs]  # candidates of one zone axis turn about the beam only
     spots = [candidate_spots(phase, u, plan, nf) for u in U]
@@ -329,7 +325,7 @@ def decompose(corr: np.ndarray, fit: RingFit, phase: PhasePlan, plan: Orientatio
             zr = _zones(cr, phase, None, min_angle_deg)[:NUM_RESIDUAL_ZONES]
             z2, k2 = _candidates(cr[zr], phase.frames[zr], phase.spectra[zr], n)
             for z, k in zip(z2, k2):
-                U.append(_rz(k * 2 * math.pi / n) @ phase.frames[zr[z]])
+                U.append(in_plane_rotation(k * 2 * math.pi / n) @ phase.frames[zr[z]])
                 cval.append(float(corr[zr[z], k]))
                 zone.append(len(frames) + int(zr[z]))
                 spots.append(candidate_spots(phase, U[-1], plan, nf))
@@ -384,7 +380,8 @@ def decompose(corr: np.ndarray, fit: RingFit, phase: PhasePlan, plan: Orientatio
     total_w = w_i + w_j
     if gain < MIN_GAIN or total_w <= 0 or min(w_i, w_j) < MIN_WEIGHT * total_w:
         return None
-    mats = [_rz(turn[0] * 2 * math.pi / nf) @ U[i], _rz(turn[1] * 2 * math.pi / nf) @ U[j]]
+    mats = [in_plane_rotation(turn[0] * 2 * math.pi / nf) @ U[i],
+            in_plane_rotation(turn[1] * 2 * math.pi / nf) @ U[j]]
     x, _ = spot_intensities(fit, np.concatenate([si, sj]), np.concatenate([ai, aj]), np.concatenate([vi, vj]))
     fitted = [(si[vi], ai[vi], x[:len(si)][vi]), (sj[vj], aj[vj], x[len(si):][vj])]
     order = [0, 1] if w_i >= w_j else [1, 0]

@@ -24,7 +24,8 @@ from ..core.params import Params, param
 from .crystal import Crystal, Reflections, excitation_error, shape_function
 
 __all__ = ["CrystalParams", "OrientationPlanParams", "OrientationPlan", "PhasePlan", "build_plan",
-           "frame_matrices", "polar_templates", "angular_kernel", "detector_g_max", "reciprocal_step_invA"]
+           "frame_matrices", "in_plane_rotation", "polar_templates", "angular_kernel", "detector_g_max",
+           "reciprocal_step_invA"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,16 @@ class OrientationPlanParams(Params):
                                    "strongest are left out")
     precession_angle_deg: float = param(0.0, units="deg", ge=0, le=5, doc="precession half-angle of the data "
                                         "(0: none) [precession_angle_degrees]")
+
+
+def in_plane_rotation(theta: float) -> np.ndarray:
+    """The (3, 3) rotation by ``theta`` (radians) about the beam axis z, counter-clockwise.
+
+    >>> np.round(in_plane_rotation(np.pi / 2) @ [1.0, 0.0, 0.0], 12).tolist()
+    [0.0, 1.0, 0.0]
+    """
+    c, s = math.cos(theta), math.sin(theta)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def frame_matrices(directions: np.ndarray) -> np.ndarray:
