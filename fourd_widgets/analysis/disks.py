@@ -135,6 +135,9 @@ __all__ = [
 
 #: The refinements that re-examine each found peak in its own window (after the whole-pattern correlation).
 REFINED = ("disk", "edge", "spot")
+#: Those that correlate each disk again at full resolution: the whole-pattern correlation may be
+#: sampled every other pixel for them (correlation_step).
+COARSE_GRID_REFINED = ("disk", "edge")
 
 
 class NoPeaksWarning(UserWarning):
@@ -270,7 +273,7 @@ class DiskCorrelation:
 
     def _edge_spacing(self, params: FindDisksParams) -> tuple[float, float]:
         """Edge and spacing filters in units of the ``corr`` grid."""
-        if self.step > 1 and params.subpixel not in ("disk", "edge"):
+        if self.step > 1 and params.subpixel not in COARSE_GRID_REFINED:
             raise ParameterError(f"this correlation is sampled every {self.step} px, which only "
                                  f"subpixel='disk' or 'edge' refines; correlate again for "
                                  f"subpixel={params.subpixel!r}",
@@ -498,7 +501,7 @@ def correlation_step(params: FindDisksParams, shape: tuple[int, int]) -> int:
     (2, 1)
     """
     H, W = shape
-    if params.subpixel not in ("disk", "edge") or H % 4 or W % 4 or H < 16 or W < 16:
+    if params.subpixel not in COARSE_GRID_REFINED or H % 4 or W % 4 or H < 16 or W < 16:
         return 1
     gain = math.exp(-2.0 * math.pi ** 2 * params.sigma_cc ** 2 * 0.25 ** 2)
     return 2 if gain <= DECIMATION_GAIN else 1

@@ -25,8 +25,7 @@ __all__ = ["StripRequest", "StripUpdate", "CORRELATION_FIELDS", "TEMPLATE_SOURCE
            "detect_message", "find_disks_record", "strip_origins", "refinement_note"]
 
 #: Fields of FindDisksParams that change the correlation maps (the others only re-filter them).
-# subpixel too: only "disk" and "edge" (which starts with it) let the correlation be sampled every other
-# pixel (correlation_step)
+# subpixel too: only disks.COARSE_GRID_REFINED let the correlation be sampled every other pixel (correlation_step)
 CORRELATION_FIELDS = ("template", "corr_power", "sigma_dp", "sigma_cc", "log", "radial_background", "subpixel")
 #: What the template can be made from, as the source buttons name them.
 TEMPLATE_SOURCES = {"synthetic": "synthetic", "vacuum region": "vacuum_region", "vacuum image": "vacuum_image"}
