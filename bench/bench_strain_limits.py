@@ -1,6 +1,6 @@
 """Strain accuracy at its limits (issue 10 "strain with defaults", issue 12 item 16): what moves the figures.
 
-    python bench/bench_strain_limits.py
+    python bench/bench_strain_limits.py [--part all|peers] [--venvs /work/venvs]
 
 Two targets are still open on the shared abTEM Si [001] files, and this script measures what
 was tried against them, with every default of the chain (``find_disks`` -> ``CalibrationSession``
@@ -19,12 +19,22 @@ the bicrystal: it removes from every pure-grain pattern the other grain's disks,
 other lattice's sites (an upper bound for any two-lattice model fitted to the data), with the
 amplitude read from the part of each such disk that lies outside the own disk, and optionally an
 overlap-lens term, then runs the default chain again. Part 3 prints ε_xx along the pure rows
-(it oscillates with the probe position).
+(it oscillates with the probe position). Part 4 (``--part peers``) puts the per-position reading in
+context: the pure-grain positions' disks found by py4DSTEM 0.14.18 ``find_Bragg_disks`` (``multicorr``
+with the vacuum probe's flat kernel, ``bench/peers/disks_py4dstem.py``) and by our ``find_disks``, each
+fitted by one and the same lattice fit written here (disks assigned to the grain's true sites within
+3 px; origin, g1, g2 by weighted least squares) and read against the median lattice of its grain, so
+that a detector's common bias cancels as it does against a reference region; ``si_001_unstrained`` as
+the control.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import json
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -150,8 +160,93 @@ def remove_other_grain(data: np.ndarray, frac: np.ndarray, radius: float, lens: 
     return out
 
 
+def lattice_fit(qx: np.ndarray, qy: np.ndarray, w: np.ndarray, g1: np.ndarray, g2: np.ndarray,
+                origin: np.ndarray) -> np.ndarray | None:
+    """(g1, g2) of one pattern's disks: each assigned to the nearest site of the true lattice within 3 px,
+    then origin + h g1 + k g2 fitted by least squares with weights ``w``; None below 4 assigned disks."""
+    hk = np.array([(h, k) for h in range(-4, 5) for k in range(-4, 5)], float)
+    sites = origin + hk[:, :1] * g1 + hk[:, 1:] * g2
+    pts = np.stack([qx, qy], 1)
+    d = np.linalg.norm(pts[:, None] - sites[None], axis=2)
+    j = d.argmin(1)
+    ok = d[np.arange(len(pts)), j] < 3
+    if ok.sum() < 4:
+        return None
+    a = np.column_stack([np.ones(ok.sum()), hk[j[ok]]])
+    sw = np.sqrt(np.clip(w[ok], 1e-12, None))[:, None]
+    sol = np.linalg.lstsq(a * sw, pts[ok] * sw, rcond=None)[0]
+    return np.concatenate([sol[1], sol[2]])
+
+
+def per_position_figures(cols: tuple, offsets: np.ndarray, frac: np.ndarray, truth: dict, origin: np.ndarray,
+                         weights: str) -> tuple[float, float, int, int]:
+    """Worst and median per-position |ε| (%) over the pure-grain positions, each against its grain's median
+    fitted lattice, with the count above 0.1 % and the positions read."""
+    qx, qy, inten = cols
+    fits: dict[str, list[np.ndarray]] = {k: [] for k in truth}
+    for p in range(frac.size):
+        f = frac.flat[p]
+        grain = ("A" if f < PURE else "B" if f > 1 - PURE else None) if len(truth) == 2 else ""
+        if grain is None:
+            continue
+        s = slice(offsets[p], offsets[p + 1])
+        w = inten[s] if weights == "intensity" else np.ones(offsets[p + 1] - offsets[p])
+        g = lattice_fit(qx[s], qy[s], w, *truth[grain], origin)
+        if g is not None:
+            fits[grain].append(g)
+    errs = []
+    for g in fits.values():
+        if not g:
+            continue
+        g = np.array(g)
+        ref = np.median(g, 0)
+        e = strain_from_lattice(g[:, :2], g[:, 2:], ref[:2], ref[2:])
+        errs.append(np.max(np.abs([e["exx"], e["eyy"], e["exy"]]), 0))
+    e = np.concatenate(errs)
+    return 100 * float(e.max()), 100 * float(np.median(e)), int((e > 1e-3).sum()), e.size
+
+
+def peer_figures(venvs: Path) -> None:
+    """Part 4: the pure-grain positions' per-position reading, py4DSTEM's disks against ours."""
+    py = venvs / "py4dstem" / "bin" / "python"
+    print("| file | disks | weights | worst position | median | positions > 0.1 % |")
+    print("|---|---|---|---|---|---|")
+    for name in (BICRYSTAL, "si_001_unstrained"):
+        with h5py.File(SHARED / f"{name}.h5", "r") as f:
+            data, probe = f["data"][()], f["vacuum_probe"][()]
+            origin = np.asarray(f.attrs["origin_px"], float)
+            frac = (f["ground_truth/fraction_probe_on_grainB"][()] if name == BICRYSTAL
+                    else np.zeros(data.shape[:2]))
+        cube = fw.load(SHARED / f"{name}.h5")
+        t = fw.find_disks(cube, fw.FindDisksParams())
+        sources = {"fourd_widgets find_disks (defaults)": ((t.qx, t.qy, t.intensity), t.offsets)}
+        if py.exists():
+            with tempfile.TemporaryDirectory() as tmp:
+                np.save(Path(tmp) / "cube.npy", data)
+                np.save(Path(tmp) / "probe.npy", probe)
+                r = subprocess.run([str(py), str(HERE / "peers" / "disks_py4dstem.py"), "--npy", f"{tmp}/cube.npy",
+                                    "--probe", f"{tmp}/probe.npy", "--out", f"{tmp}/p4.npz", "--n",
+                                    str(frac.size)], capture_output=True, text=True, check=True)
+                run = json.loads([ln for ln in r.stdout.splitlines() if ln.startswith("FOURD_BENCH_RESULT ")][-1][19:])
+                z = np.load(f"{tmp}/p4.npz")
+                sources[f"py4DSTEM {run['version']} multicorr, vacuum probe"] = (
+                    (z["qx"], z["qy"], z["intensity"]), np.concatenate([[0], np.cumsum(z["counts"])]))
+        for label, (cols, offsets) in sources.items():
+            for weights in ("intensity", "uniform"):
+                worst, med, above, n = per_position_figures(cols, offsets, frac, truth_px(name), origin, weights)
+                print(f"| {name} | {label} | {weights} | {worst:.3f} % | {med:.3f} % | {above} of {n} |", flush=True)
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("all", "peers"), default="all")
+    ap.add_argument("--venvs", type=Path, default=Path("/work/venvs"))
+    args = ap.parse_args()
     t0 = time.perf_counter()
+    if args.part == "peers":
+        peer_figures(args.venvs)
+        print(f"\n{time.perf_counter() - t0:.0f} s in all")
+        return
     cubes = {n: fw.load(SHARED / f"{n}.h5") for n in HOMOGENEOUS + (BICRYSTAL,)}
     with h5py.File(SHARED / f"{BICRYSTAL}.h5", "r") as f:
         frac = f["ground_truth/fraction_probe_on_grainB"][()]
@@ -179,6 +274,8 @@ def main() -> None:
     print("\nε_xx (%) along the pure rows (scan y = 0..15, 1 Å steps):")
     for rx in np.flatnonzero((frac < PURE).all(1) | (frac > 1 - PURE).all(1)):
         print(f"  row {rx:2d}: " + " ".join(f"{v:+.3f}" for v in 100 * s.exx[rx]))
+    print()
+    peer_figures(args.venvs)
     print(f"\n{time.perf_counter() - t0:.0f} s in all")
 
 
