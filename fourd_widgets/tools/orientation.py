@@ -13,7 +13,7 @@ Compute policy:
 Events (besides the Tool ones): ``'pattern'`` (the selected position's view data: image, spots of
 each match in detector px with their hkl, matches, correlation against in-plane angle, the
 stereographic heat map of the zone axes), ``'chosen'`` (the chosen positions' matches), ``'route'``
-(``'peaks'`` or ``'patterns'``, see :mod:`.orientation_route`),
+(``'peaks'`` or ``'patterns'``, see :mod:`.orientation_route`), ``'record'`` (the record after each change),
 ``'ipf'`` (``(rgb, done, total)``), ``'grains'``.
 ``fw.run(session.params, cube)["orientation_map"]`` equals :attr:`OrientationSession.result`.
 """
@@ -37,7 +37,7 @@ from ..core.calibration import Calibration
 from ..core.errors import ParameterError
 from ..core.recipe import Recipe
 from .base import Request, Tool
-from .orientation_route import PATTERNS, OrientationRoute, convert_record
+from .orientation_route import PATTERNS, OrientationRoute, check_route_fields, convert_record
 
 __all__ = ["OrientationSession", "default_positions", "stereographic"]
 
@@ -139,13 +139,19 @@ class OrientationSession(OrientationRoute, Tool):
 
     # --- changes -----------------------------------------------------------------------------------------
     def set(self, **changes: Any) -> "OrientationSession":
-        """Change fields of the record (``plan=`` a new OrientationPlanParams, or plan fields by name)."""
+        """Change fields of the record (``plan=`` a new OrientationPlanParams, or plan fields by name).
+
+        A field of the other route's record only (``read``, ``decompose`` on the peak route) is refused
+        with a :class:`~fourd_widgets.core.errors.ParameterError` naming it.
+        """
         plan_fields = set(type(self.record.plan).__dataclass_fields__) - {"crystals"}
         plan_changes = {k: changes.pop(k) for k in list(changes) if k in plan_fields}
+        check_route_fields(self.record, changes)
         p = self.record.replace(**changes) if changes else self.record
         if plan_changes:
             p = p.replace(plan=p.plan.replace(**plan_changes))
         self.record = p
+        self._emit("record", p)
         self._worker.submit(Request(p))
         return self
 
@@ -204,7 +210,11 @@ class OrientationSession(OrientationRoute, Tool):
         self._notify()
 
     def pattern_view(self) -> dict[str, Any]:
-        """What the pattern panel shows at the selected position (image, spots per match, curves)."""
+        """What the pattern panel shows at the selected position (image, spots per match, curves).
+
+        With ``decompose`` on the raw route each match has its ``weight``: its share of the fitted spot
+        intensity (the two grains under the probe), as the whole-scan map's ``weight``.
+        """
         rx, ry = self.selected
         m = self.chosen.get(self.selected)
         view: dict[str, Any] = {"position": (rx, ry), "image": np.asarray(self.cube.pattern(rx, ry)), "spots": [],
@@ -223,6 +233,8 @@ class OrientationSession(OrientationRoute, Tool):
             view["matches"].append({"phase": crystal.name, "correlation": float(m["correlation"][k]),
                                     "zone_axis": np.round(m["zone_axis"][k], 3).tolist(),
                                     "in_plane_deg": float(m["in_plane_deg"][k])})
+            if "weight" in m and np.isfinite(m["weight"][k]):  # decomposed (NaN: not)
+                view["matches"][-1]["weight"] = float(m["weight"][k])
         view.update(reliability=float(m["reliability"]), angles_deg=m["angles_deg"],
                     angle_correlation=m["angle_correlation"], stereo_xy=stereographic(m["directions"]),
                     zone_correlation=m["zone_correlation"])

@@ -1,7 +1,10 @@
 """``fw.OrientationMapper``: the orientation mapper's view over an :class:`OrientationSession`.
 
-Left: the route (detected peaks or raw patterns), the plan and matching controls, the selected pattern with the indexed spots of its three
-best matches (yellow, cyan, magenta), the matches table, the correlation against the in-plane
+Left: the route (detected peaks or raw patterns) with the raw route's own controls (:data:`RAW_CONTROLS`:
+what is read, the two-grain decomposition; hidden and disabled on the peak route), the plan and matching
+controls, the selected pattern with the indexed spots of its three
+best matches (yellow, cyan, magenta), the matches table (with each match's weight when the patterns
+are decomposed into two grains), the correlation against the in-plane
 angle and the stereographic heat map of the correlation over the zone axes. Right: the map (the
 best correlation per position; click a position to show it), "run on all", the IPF-z map painted
 as chunks finish (with its colour key), and the grain threshold.
@@ -9,25 +12,40 @@ as chunks finish (with its colour key), and the grain threshold.
 
 from __future__ import annotations
 
+import dataclasses
 import html
-from typing import Any
+import typing
+from typing import Any, Literal
 
 import bqplot as bq
 import ipywidgets as w
 import numpy as np
 
 from ..analysis.orientation import OrientationMapParams
+from ..analysis.orientation_raw import OrientationMapRawParams
 from ..tools.orientation import OrientationSession
+from ..tools.orientation_route import PATTERNS
 from .colormaps import png_bytes
 from .image_view import ImageView
 from .overlays import make_overlay
 from .tool_view import Busy, ToolView, error_text
 
-__all__ = ["OrientationMapper", "POSITION_ID", "MATCH_COLORS"]
+__all__ = ["OrientationMapper", "POSITION_ID", "MATCH_COLORS", "RAW_CONTROLS", "field_control"]
 
 POSITION_ID = "position"
 MATCH_COLORS = ("#ffd23d", "#3dd9ff", "#ff3df2")
 _INITIAL = {"description_width": "initial"}
+#: The raw-pattern route's own record fields shown as controls: field -> (label, tooltip, one tooltip per
+#: choice). A boolean, number or choice field of OrientationMapRawParams becomes a control with one line here.
+RAW_CONTROLS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "read": ("read", "What each raw pattern is matched on (raw-patterns route)",
+             ("The intensity: for spots, or disks that do not overlap",
+              "Where the disk rims are: each resolved disk read as a spot at its centre, also where the disks "
+              "of two grains overlap (needs the disk radius: the convergence semi-angle)")),
+    "decompose": ("two grains", "Fit each pattern as the sum of two orientations' spots, for the two grains under "
+                  "the probe at a boundary: matches 1 and 2 are the two grains, with their weights (each one's "
+                  "share of the fitted spot intensity). Slower: 4-8x the matching time", ()),
+}
 
 
 def _rgb_png(rgb: np.ndarray) -> bytes:
@@ -35,6 +53,35 @@ def _rgb_png(rgb: np.ndarray) -> bytes:
     a = np.clip(np.nan_to_num(np.transpose(rgb, (1, 0, 2))), 0, 1)
     rgba = np.concatenate([a, np.ones(a.shape[:2] + (1,))], -1)
     return png_bytes(np.round(rgba[::-1] * 255).astype(np.uint8))
+
+
+def field_control(record: type, name: str, label: str, tooltip: str, choice_tips: tuple[str, ...] = ()) -> w.Widget:
+    """A control for the field ``name`` of the record class ``record``, from its type, default and range.
+
+    A choice (``Literal``) gives toggle buttons (underscores read as spaces), a bool a checkbox, an int or
+    float a bounded number box.
+
+    >>> field_control(OrientationMapRawParams, "read", "read", "what is read").options
+    (('intensity', 'intensity'), ('disk rims', 'disk_rims'))
+    >>> type(field_control(OrientationMapRawParams, "decompose", "two grains", "fit two")).__name__
+    'Checkbox'
+    """
+    f = {f.name: f for f in dataclasses.fields(record)}[name]
+    kind, meta = typing.get_type_hints(record)[name], f.metadata
+    if typing.get_origin(kind) is Literal:
+        opts = [(str(v).replace("_", " "), v) for v in typing.get_args(kind)]
+        return w.ToggleButtons(options=opts, value=f.default, description=label, tooltip=tooltip,
+                               tooltips=list(choice_tips) or [tooltip] * len(opts), style={"button_width": "90px"})
+    if kind is bool:
+        return w.Checkbox(value=f.default, description=label, tooltip=tooltip, indent=False,
+                          layout=w.Layout(width="120px"))
+    if kind in (int, float):
+        lo = next((meta[k] for k in ("ge", "gt") if meta.get(k) is not None), -1e9)
+        hi = next((meta[k] for k in ("le", "lt") if meta.get(k) is not None), 1e9)
+        box = w.BoundedIntText if kind is int else w.BoundedFloatText
+        return box(value=f.default, min=lo, max=hi, description=label, tooltip=tooltip, style=_INITIAL,
+                   layout=w.Layout(width="210px"))
+    raise TypeError(f"no control for {record.__name__}.{name} of type {kind}")
 
 
 class OrientationMapper(ToolView):
@@ -64,6 +111,9 @@ class OrientationMapper(ToolView):
                                                 "Match the raw patterns by polar template matching, for spotty or "
                                                 "precession data (orientation_map_raw)"])
         lay = lambda width="210px": w.Layout(width=width)  # noqa: E731
+        self.raw_controls = {name: field_control(OrientationMapRawParams, name, *spec)
+                             for name, spec in RAW_CONTROLS.items()}
+        self.raw_box = w.HBox(list(self.raw_controls.values()))
         self._zone_step = w.BoundedFloatText(value=p.plan.zone_axis_step_deg, min=0.25, max=20, step=0.25,
                                              description="zone step °", layout=lay(), style=_INITIAL,
                                              tooltip="Zone-axis sampling of the plan, degrees (rebuilds the plan)")
@@ -112,7 +162,7 @@ class OrientationMapper(ToolView):
         self.stereo_plot = bq.Figure(marks=[self.stereo], title="correlation over the zone axes (stereographic)",
                                      axes=[bq.Axis(scale=sx), bq.Axis(scale=sy, orientation="vertical")],
                                      layout=w.Layout(width=f"{size}px", height=f"{size}px"))
-        controls = w.VBox([self._route, w.HBox([self._zone_step, self._plane_step]), self._kernel, self._ipower,
+        controls = w.VBox([self._route, self.raw_box, w.HBox([self._zone_step, self._plane_step]), self._kernel, self._ipower,
                            w.HBox([self._matches, self._refine]), self._min_angle, self.message])
         left = w.VBox([controls, self.pattern_view, self.table, w.HBox([self.angle_plot, self.stereo_plot])])
         right = w.VBox([self.map_view, w.HBox([self._run]), self.ipf, self._grain, self.grain_label])
@@ -122,6 +172,9 @@ class OrientationMapper(ToolView):
                            (self._matches, "num_matches"), (self._min_angle, "min_angle_deg"),
                            (self._refine, "refine")):
             ctl.observe(lambda ch, f=field: self._unless_syncing(self._change, f, ch["new"]), names="value")
+        for field, ctl in self.raw_controls.items():
+            ctl.observe(lambda ch, f=field: self._unless_syncing(self._change, f, ch["new"]), names="value")
+        self._synced(self._show_record)
         self._route.observe(lambda ch: self._unless_syncing(self._set_route, ch["new"]), names="value")
         self._run.on_click(lambda _: self.session.run_on_all())
         self._grain.observe(lambda ch: self.session.set_grain_threshold(ch["new"]), names="value")
@@ -135,6 +188,16 @@ class OrientationMapper(ToolView):
             self.message.value = ""
         except Exception as exc:  # noqa: BLE001 - a refused value is shown beside the controls
             self.message.value = error_text(exc)
+
+    def _show_record(self) -> None:
+        """The raw route's controls from the session's record: shown and enabled on the raw route only."""
+        s = self.session
+        raw = s.route == PATTERNS
+        self.raw_box.layout.display = "" if raw else "none"
+        for name, ctl in self.raw_controls.items():
+            ctl.disabled = not raw
+            if raw:
+                ctl.value = getattr(s.record, name)
 
     def _set_route(self, route: str) -> None:
         try:
@@ -163,6 +226,9 @@ class OrientationMapper(ToolView):
                 self.map_view.set_image(np.nan_to_num(self.session.result.correlation[..., 0]))
         elif event == "route":
             self._synced(lambda: setattr(self._route, "value", value))
+            self._synced(self._show_record)
+        elif event == "record":
+            self._synced(self._show_record)
         elif event == "grains":
             st = value.statistics()
             self.grain_label.value = (f"{value.count} grains, mean {st['mean']:.1f} positions "
@@ -176,17 +242,22 @@ class OrientationMapper(ToolView):
         pv.set_image(v["image"])
         pv.remove_markers([f"match{k}" for k in range(5)])
         rows = []
+        weighted = any("weight" in m for m in v["matches"])  # decomposed into two grains
         for k, (spots, m) in enumerate(zip(v["spots"], v["matches"])):
             pv.set_markers(f"match{k}", spots["xy"], style="circle", color=MATCH_COLORS[k % 3],
                            radius=4.0 if k == 0 else 3.0)
             strongest = ", ".join("(" + " ".join(str(int(i)) for i in h) + ")" for h in spots["hkl"][:4])
             rows.append(f"<tr><td style='color:{MATCH_COLORS[k % 3]}'>●</td><td>{html.escape(m['phase'])}</td>"
                         f"<td>[{' '.join(f'{x:.2f}' for x in m['zone_axis'])}]</td>"
-                        f"<td>{m['in_plane_deg']:.2f}°</td><td>{m['correlation']:.3f}</td><td>{strongest}</td></tr>")
+                        f"<td>{m['in_plane_deg']:.2f}°</td><td>{m['correlation']:.3f}</td>"
+                        + ((f"<td>{m['weight']:.2f}</td>" if "weight" in m else "<td>–</td>") if weighted else "")
+                        + f"<td>{strongest}</td></tr>")
         rel = v.get("reliability", float("nan"))
         self.table.value = (f"<b>position {v['position']}</b>, reliability {rel:.2f}<table><tr><th></th><th>phase</th>"
-                            "<th>zone axis</th><th>in-plane</th><th>corr.</th><th>strongest spots</th></tr>"
-                            + "".join(rows) + "</table>")
+                            "<th>zone axis</th><th>in-plane</th><th>corr.</th>" + ("<th>weight</th>" if weighted else "")
+                            + "<th>strongest spots</th></tr>" + "".join(rows) + "</table>"
+                            + ("<small>weight: each grain's share of the fitted spot intensity (two grains)</small>"
+                               if weighted else ""))
         if len(v.get("angle_correlation", ())):
             self.angle_line.x, self.angle_line.y = v["angles_deg"], v["angle_correlation"]
             xy = v["stereo_xy"]

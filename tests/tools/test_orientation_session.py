@@ -9,7 +9,10 @@ import fourd_widgets as fw
 from fourd_widgets.analysis.crystal import Crystal, zone_axis_matrix
 from fourd_widgets.analysis.orientation import OrientationMapParams
 from fourd_widgets.analysis.orientation_plan import OrientationPlanParams
+from fourd_widgets.analysis.orientation_raw import OrientationMapRawParams
 from fourd_widgets.analysis.orientation_results import misorientation_deg
+from fourd_widgets.core import DataCube
+from fourd_widgets.core.recipe import Recipe
 from fourd_widgets.datasets.crystal import Grain
 from fourd_widgets.tools.orientation import OrientationSession, default_positions
 
@@ -125,5 +128,119 @@ def test_the_raw_pattern_route_matches_the_chosen_patterns_and_replays(scene):
         assert s.record.step == "orientation_map" and s.record.num_matches == 2
         with pytest.raises(fw.errors.ParameterError, match="route"):
             s.set_route("pixels")
+    finally:
+        s.close()
+
+
+# --- the raw route's two-grain decomposition -----------------------------------------------------------------------
+#: The probe fraction on grain B (Si [001] at 35 deg) of each position of the mixed scene, the rest on grain A
+#: (Si [001] at 20 deg): pure A, 30 %, 50 %, 70 %, pure B, 40 %.
+FRACTION_B = np.array([[0.0, 0.3, 0.5], [0.7, 1.0, 0.4]])
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """Two grains 15 deg apart under the probe, mixed at known fractions (a grain boundary's patterns)."""
+    kw = dict(reciprocal_step=0.02, convergence_semiangle_mrad=1.5, seed=4)
+    a, _ = fw.datasets.simulate((1, 1), (96, 96), grains=[Grain.preset("Si", zone_axis=(0, 0, 1), rotation_deg=20.0)], **kw)
+    b, _ = fw.datasets.simulate((1, 1), (96, 96), grains=[Grain.preset("Si", zone_axis=(0, 0, 1), rotation_deg=35.0)], **kw)
+    A, B = np.asarray(a.pattern(0, 0), float), np.asarray(b.pattern(0, 0), float)
+    f = FRACTION_B[..., None, None]
+    cube = DataCube(((1 - f) * A + f * B).astype(np.float32), calibration=a.calibration)
+    si = Crystal.from_parameters(5.431, 227, [("Si", 0, 0, 0)])
+    sym = np.asarray(si.laue_group.proper_subgroup.to_matrix()).reshape(-1, 3, 3)
+    return cube, [zone_axis_matrix(si, (0, 0, 1), 20.0), zone_axis_matrix(si, (0, 0, 1), 35.0)], sym
+
+
+def test_the_two_grain_controls_set_the_record_and_the_map_has_weights_that_replay(mixed):
+    cube, truth, sym = mixed
+    s = OrientationSession(cube, params=OrientationMapParams(plan=SMALL_PLAN), start=False)
+    try:
+        s.set_route("patterns")
+        assert s.record.read == "intensity" and s.record.decompose is False  # the record's defaults
+        s.set(decompose=True).wait()
+        assert s.error == "" and s.record.decompose is True and s.params.steps[0].decompose is True
+        # the preview of the chosen patterns is decomposed: each match shows its weight
+        view = s.pattern_view()
+        assert all("weight" in m for m in view["matches"]) and view["matches"][0]["weight"] > 0
+        s.run_on_all().wait()
+        assert s.error == ""
+        w = s.result.weight
+        assert np.isfinite(w).all() and np.all((w >= 0) & (w <= 1))
+        np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-9)  # shares of one fitted intensity
+        for (rx, ry), fb in np.ndenumerate(FRACTION_B):
+            if fb in (0.0, 0.5, 1.0):
+                continue  # pure grains and the even mixture: no order to check
+            # at a mixed position the first two matches are the two grains, and the grain with more of the probe
+            # has the larger weight. 2 deg (two in-plane steps of the plan; the grains are 15 deg apart): the other
+            # grain's spots pull the refinement of a mixed pattern's matches (1.1 deg measured at 30 %)
+            U = s.result.matrix[rx, ry]
+            err = np.array([[_err(U[m], T, sym) for T in truth] for m in range(2)])
+            pick = np.argmin(err, axis=1)
+            assert sorted(pick.tolist()) == [0, 1] and err.min(axis=1).max() < 2.0, err
+            w_b = w[rx, ry, int(np.argmax(pick == 1))]
+            assert (w_b > 0.5) == (fb > 0.5), (fb, w[rx, ry])
+        # the chosen patterns' preview weights are the whole-scan map's
+        for (rx, ry), m in s.chosen.items():
+            np.testing.assert_allclose(m["weight"], w[rx, ry], atol=1e-9)
+        # the recipe keeps both fields through JSON and replays the same map, weights included
+        rec = Recipe.from_json(s.params.to_json())
+        assert rec.steps[0] == s.record and rec.steps[0].decompose is True
+        assert fw.run(rec, cube)["orientation_map_raw"] == s.result
+        again = OrientationSession.from_params(cube, rec, start=False)
+        assert again.route == "patterns" and again.record.decompose is True
+        again.close()
+    finally:
+        s.close()
+
+
+def test_the_read_control_sets_the_record_and_replays(mixed):
+    cube, _, _ = mixed
+    s = OrientationSession(cube, params=OrientationMapRawParams(plan=SMALL_PLAN), start=False)
+    events = []
+    s.listen(lambda e, v: events.append(v) if e == "record" else None)
+    try:
+        s.set(read="disk_rims").wait()
+        assert s.error == "" and s.record.read == "disk_rims" and events[-1].read == "disk_rims"
+        assert s.chosen and all("weight" not in m for m in s.pattern_view()["matches"])  # not decomposed
+        s.run_on_all().wait()
+        assert s.error == "" and np.isnan(s.result.weight).all()
+        assert fw.run(Recipe.from_json(s.params.to_json()), cube)["orientation_map_raw"] == s.result
+        with pytest.raises(fw.errors.ParameterError, match="read"):
+            s.set(read="edges")
+    finally:
+        s.close()
+
+
+def test_the_raw_route_s_fields_are_refused_on_the_peak_route_and_kept_for_the_raw_one(mixed):
+    cube, _, _ = mixed
+    s = OrientationSession(cube, params=OrientationMapRawParams(plan=SMALL_PLAN, decompose=True), start=False)
+    try:
+        s.set_route("peaks")
+        before = s.record
+        for field, value in (("decompose", True), ("read", "disk_rims")):
+            with pytest.raises(fw.errors.ParameterError, match=f"'{field}'.*raw-patterns route") as caught:
+                s.set(**{field: value})
+            assert isinstance(caught.value, fw.errors.FourDError) and caught.value.field == field
+            assert "set_route('patterns')" in str(caught.value)  # what to do
+        assert s.record is before
+        s.set(num_matches=2)
+        s.set_route("patterns")  # its own fields come back; the shared ones as set meanwhile
+        assert s.record.decompose is True and s.record.num_matches == 2
+    finally:
+        s.close()
+
+
+@pytest.mark.xfail(strict=False, reason="analysis/orientation_raw.py disk_rims runs ndi.sobel over the whole (n, Qx, Qy) "
+                   "chunk, which also smooths [1, 2, 1] across neighbouring patterns: the one-pattern preview and the "
+                   "whole scan read different rims (weights 1.0 vs 0.94 at the pure-A position of this scene)")
+def test_the_disk_rims_preview_weights_are_the_whole_scan_s(mixed):
+    cube, _, _ = mixed
+    s = OrientationSession(cube, params=OrientationMapRawParams(plan=SMALL_PLAN, read="disk_rims", decompose=True))
+    try:
+        s.wait().run_on_all().wait()
+        assert s.error == ""
+        for (rx, ry), m in s.chosen.items():
+            np.testing.assert_allclose(m["weight"], s.result.weight[rx, ry], atol=1e-6)
     finally:
         s.close()
