@@ -61,3 +61,25 @@ def test_the_route_buttons_switch_to_raw_patterns(tool):
     assert [p.step for p in tool.params.steps] == ["orientation_map_raw"]
     tool.session.set_route("peaks").wait()
     assert tool._route.value == "peaks"  # the buttons follow the session
+
+
+def test_the_raw_route_s_read_and_two_grain_controls(tool):
+    read, two = tool.raw_controls["read"], tool.raw_controls["decompose"]
+    tool.session.set_route("peaks").wait()
+    # the peak route's record has no such fields: hidden and disabled
+    assert tool.raw_box.layout.display == "none" and read.disabled and two.disabled
+    tool._route.value = "patterns"
+    tool.wait()
+    assert tool.raw_box.layout.display != "none" and not read.disabled and not two.disabled
+    assert read.description == "read" and two.description == "two grains"
+    assert [v for _, v in read.options] == ["intensity", "disk_rims"]
+    two.value = True
+    tool.wait()
+    assert tool.session.record.decompose is True and tool.error == ""
+    assert "<th>weight</th>" in tool.table.value  # each match's share of the fitted spot intensity
+    assert tool.params.steps[0].decompose is True
+    tool.session.set(read="disk_rims", decompose=False).wait()  # from Python: the controls follow the record
+    assert read.value == "disk_rims" and two.value is False and "<th>weight</th>" not in tool.table.value
+    assert list(unexplained(tool.widget)) == []
+    tool.session.set_route("peaks").wait()
+    assert read.disabled and two.disabled and tool._route.value == "peaks"
