@@ -1,5 +1,6 @@
 """The OrientationMapper in a real browser (Voila + Chromium): click a position on the map and see its
-pattern with the best match's spots drawn; run on all and see the IPF map; Python sees the same."""
+pattern with the best match's spots drawn; run on all and see the IPF map; switch to the raw patterns and
+tick "two grains": the matches table gains the weights; Python sees the same."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def dump(*_):
         state = {{"selected": list(s.selected), "table": mapper.table.value, "spots": len(xy),
                   "ipf_bytes": len(mapper.ipf.value), "done": s.result is not None,
                   "zone": None if s.result is None else s.result.zone_axis[..., 0, :].round(2).tolist(),
-                  "updates": mapper.updates}}
+                  "updates": mapper.updates, "route": s.route, "decompose": getattr(s.record, "decompose", None),
+                  "raw_disabled": [c.disabled for c in mapper.raw_controls.values()]}}
         tmp = STATE / "state.tmp.json"
         tmp.write_text(json.dumps(state))
         os.replace(tmp, STATE / "state.json")
@@ -73,3 +75,16 @@ def test_voila_click_a_position_then_run_on_all(page, voila, notebook_root: Path
     page.wait_for_function("() => Array.from(document.querySelectorAll('img')).some("
                            "i => (i.src || '').startsWith('blob:') || (i.src || '').startsWith('data:image/png'))",
                            timeout=WAIT_S * 1000)
+    # the raw route's own controls: disabled on the peak route, enabled on the raw one; "two grains" decomposes
+    assert done["raw_disabled"] == [True, True] and done["route"] == "peaks"
+    page.get_by_role("button", name="raw patterns").click()
+    wait_state(tmp_path, lambda s: s["route"] == "patterns" and s["raw_disabled"] == [False, False],
+               "the raw route with its controls enabled")
+    two = page.get_by_role("checkbox", name="two grains")
+    two.scroll_into_view_if_needed()
+    assert two.is_visible() and two.is_enabled()
+    assert page.get_by_role("button", name="disk rims").is_enabled()
+    two.click()
+    decomposed = wait_state(tmp_path, lambda s: s["decompose"] is True and "<th>weight</th>" in s["table"],
+                            "the decomposed matches with their weights")
+    assert "share of the fitted spot intensity" in decomposed["table"]
