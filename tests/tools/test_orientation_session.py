@@ -244,3 +244,28 @@ def test_the_disk_rims_preview_weights_are_the_whole_scan_s(mixed):
             np.testing.assert_allclose(m["weight"], s.result.weight[rx, ry], atol=1e-6)
     finally:
         s.close()
+
+
+@pytest.mark.shared_data
+def test_the_bicrystal_through_the_session_s_two_grain_controls(shared_data):
+    """The real case: abTEM Si bicrystal, grains 10 deg apart with overlapping disks, boundary across the scan."""
+    cube, truth = fw.datasets.load_shared("si_001_bicrystal_10deg", root=shared_data)
+    s = OrientationSession(cube, route="patterns", start=False)
+    try:
+        s.set(read="disk_rims", decompose=True)
+        # the record the analysis documents for overlapping disks, reached through the controls' fields alone
+        assert s.record == OrientationMapRawParams(read="disk_rims", decompose=True)
+        s.wait()
+        assert s.error == "" and all(np.isfinite(m["weight"]).all() for m in s.chosen.values())
+        s.run_on_all().wait()
+        assert s.error == ""
+        w, fb = s.result.weight, np.asarray(truth["fraction_probe_on_grainB"])
+        np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-9)
+        # where the probe is on one grain (fraction < 0.1 or > 0.9) the first match is that grain and carries most
+        # of the fitted intensity. 0.5 deg: twice the 0.24 deg measured (the issue's 0.2 deg target is checked by
+        # tests/analysis/test_orientation_accuracy.py); Si [001] repeats every 90 deg in-plane
+        pure = (fb < 0.1) | (fb > 0.9)
+        d = (s.result.in_plane_deg[..., 0] - np.asarray(truth["rotation_deg"]) + 45.0) % 90.0 - 45.0
+        assert np.abs(d[pure]).max() < 0.5 and w[..., 0][pure].min() > 0.5
+    finally:
+        s.close()
