@@ -64,10 +64,10 @@ def route_fields(route: str) -> tuple[str, ...]:
 def check_route_fields(record: Any, changes: dict[str, Any]) -> None:
     """Refuse a change of a field the other route's record has, naming the route it needs.
 
-    >>> check_route_fields(OrientationMapParams(), {"decompose": True})
+    >>> check_route_fields(OrientationMapParams(), {"decompose": True})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    fourd_widgets.core.errors.ParameterError: 'decompose' is a setting of the raw-patterns route (orientation_map_raw), not of orientation_map: switch the route first (set_route('patterns'))
+    fourd_widgets.core.errors.ParameterError: 'decompose' is a setting of the raw-patterns route ...
     """
     route = route_of(record)
     other = next(r for r in ROUTES if r != route)

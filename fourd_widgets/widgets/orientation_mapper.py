@@ -162,7 +162,8 @@ class OrientationMapper(ToolView):
         self.stereo_plot = bq.Figure(marks=[self.stereo], title="correlation over the zone axes (stereographic)",
                                      axes=[bq.Axis(scale=sx), bq.Axis(scale=sy, orientation="vertical")],
                                      layout=w.Layout(width=f"{size}px", height=f"{size}px"))
-        controls = w.VBox([self._route, self.raw_box, w.HBox([self._zone_step, self._plane_step]), self._kernel, self._ipower,
+        controls = w.VBox([self._route, self.raw_box, w.HBox([self._zone_step, self._plane_step]), self._kernel,
+                           self._ipower,
                            w.HBox([self._matches, self._refine]), self._min_angle, self.message])
         left = w.VBox([controls, self.pattern_view, self.table, w.HBox([self.angle_plot, self.stereo_plot])])
         right = w.VBox([self.map_view, w.HBox([self._run]), self.ipf, self._grain, self.grain_label])
@@ -254,7 +255,8 @@ class OrientationMapper(ToolView):
                         + f"<td>{strongest}</td></tr>")
         rel = v.get("reliability", float("nan"))
         self.table.value = (f"<b>position {v['position']}</b>, reliability {rel:.2f}<table><tr><th></th><th>phase</th>"
-                            "<th>zone axis</th><th>in-plane</th><th>corr.</th>" + ("<th>weight</th>" if weighted else "")
+                            "<th>zone axis</th><th>in-plane</th><th>corr.</th>"
+                            + ("<th>weight</th>" if weighted else "")
                             + "<th>strongest spots</th></tr>" + "".join(rows) + "</table>"
                             + ("<small>weight: each grain's share of the fitted spot intensity (two grains)</small>"
                                if weighted else ""))

@@ -142,8 +142,10 @@ FRACTION_B = np.array([[0.0, 0.3, 0.5], [0.7, 1.0, 0.4]])
 def mixed():
     """Two grains 15 deg apart under the probe, mixed at known fractions (a grain boundary's patterns)."""
     kw = dict(reciprocal_step=0.02, convergence_semiangle_mrad=1.5, seed=4)
-    a, _ = fw.datasets.simulate((1, 1), (96, 96), grains=[Grain.preset("Si", zone_axis=(0, 0, 1), rotation_deg=20.0)], **kw)
-    b, _ = fw.datasets.simulate((1, 1), (96, 96), grains=[Grain.preset("Si", zone_axis=(0, 0, 1), rotation_deg=35.0)], **kw)
+    a, _ = fw.datasets.simulate((1, 1), (96, 96), grains=[Grain.preset("Si", zone_axis=(0, 0, 1), rotation_deg=20.0)],
+                                **kw)
+    b, _ = fw.datasets.simulate((1, 1), (96, 96), grains=[Grain.preset("Si", zone_axis=(0, 0, 1), rotation_deg=35.0)],
+                                **kw)
     A, B = np.asarray(a.pattern(0, 0), float), np.asarray(b.pattern(0, 0), float)
     f = FRACTION_B[..., None, None]
     cube = DataCube(((1 - f) * A + f * B).astype(np.float32), calibration=a.calibration)
@@ -231,9 +233,9 @@ def test_the_raw_route_s_fields_are_refused_on_the_peak_route_and_kept_for_the_r
         s.close()
 
 
-@pytest.mark.xfail(strict=False, reason="analysis/orientation_raw.py disk_rims runs ndi.sobel over the whole (n, Qx, Qy) "
-                   "chunk, which also smooths [1, 2, 1] across neighbouring patterns: the one-pattern preview and the "
-                   "whole scan read different rims (weights 1.0 vs 0.94 at the pure-A position of this scene)")
+@pytest.mark.xfail(strict=False, reason="analysis/orientation_raw.py disk_rims runs ndi.sobel over the whole "
+                   "(n, Qx, Qy) chunk, which also smooths [1, 2, 1] across neighbouring patterns: the one-pattern "
+                   "preview and the whole scan read different rims (weights 1.0 vs 0.94 at the pure-A position of this scene)")
 def test_the_disk_rims_preview_weights_are_the_whole_scan_s(mixed):
     cube, _, _ = mixed
     s = OrientationSession(cube, params=OrientationMapRawParams(plan=SMALL_PLAN, read="disk_rims", decompose=True))
