@@ -65,6 +65,9 @@ def field_control(record: type, name: str, label: str, tooltip: str, choice_tips
     (('intensity', 'intensity'), ('disk rims', 'disk_rims'))
     >>> type(field_control(OrientationMapRawParams, "decompose", "two grains", "fit two")).__name__
     'Checkbox'
+    >>> box = field_control(OrientationMapRawParams, "radial_step_px", "radial step", "bin width, px")
+    >>> type(box).__name__, box.min, box.max, box.value
+    ('BoundedFloatText', 0.0, 4.0, 0.5)
     """
     f = {f.name: f for f in dataclasses.fields(record)}[name]
     kind, meta = typing.get_type_hints(record)[name], f.metadata

@@ -72,7 +72,7 @@ def test_the_raw_route_s_read_and_two_grain_controls(tool):
     tool.wait()
     assert tool.raw_box.layout.display != "none" and not read.disabled and not two.disabled
     assert read.description == "read" and two.description == "two grains"
-    assert [v for _, v in read.options] == ["intensity", "disk_rims"]
+    assert {"intensity", "disk_rims"} <= {v for _, v in read.options}  # the record's choices
     two.value = True
     tool.wait()
     assert tool.session.record.decompose is True and tool.error == ""
