@@ -262,7 +262,9 @@ def disk_rims(patterns: np.ndarray, radius_px: float) -> np.ndarray:
     ex, ey = np.mgrid[-h:h + 1, -h:h + 1].astype(float)
     r = np.hypot(ex, ey)
     ring = np.exp(-0.5 * ((r - radius_px) / 0.7) ** 2) / np.maximum(r, 1e-9)
-    votes = sum(fftconvolve(ndi.sobel(a, axis), (e * ring)[None], mode="same", axes=(1, 2))
+    # Sobel within each pattern: ndi.sobel on the stack would also smooth across neighbouring patterns (axis 0)
+    votes = sum(fftconvolve(ndi.correlate1d(ndi.correlate1d(a, [-1.0, 0.0, 1.0], axis), [1.0, 2.0, 1.0], 3 - axis),
+                            (e * ring)[None], mode="same", axes=(1, 2))
                 for axis, e in ((1, ex), (2, ey)))
     return np.clip(votes, 0, None)
 
