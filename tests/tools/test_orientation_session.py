@@ -233,9 +233,6 @@ def test_the_raw_route_s_fields_are_refused_on_the_peak_route_and_kept_for_the_r
         s.close()
 
 
-@pytest.mark.xfail(strict=False, reason="analysis/orientation_raw.py disk_rims runs ndi.sobel over the whole "
-                   "(n, Qx, Qy) chunk, which also smooths [1, 2, 1] across neighbouring patterns: the one-pattern "
-                   "preview and the whole scan read different rims (weights 1.0 vs 0.94 at the pure-A position of this scene)")
 def test_the_disk_rims_preview_weights_are_the_whole_scan_s(mixed):
     cube, _, _ = mixed
     s = OrientationSession(cube, params=OrientationMapRawParams(plan=SMALL_PLAN, read="disk_rims", decompose=True))
