@@ -106,6 +106,8 @@ class OrientationSession(OrientationRoute, Tool):
         self.selected = self.positions[0]
         self.chosen: dict[tuple[int, int], dict[str, Any]] = {}
         self.result: OrientationMap | None = None
+        #: The record :attr:`result` was computed with.
+        self.result_record: Any = None
         self.grains: Grains | None = None
         self.grain_threshold_deg = 5.0
         self._worker = self._add_worker(self._compute, self._deliver)
@@ -213,12 +215,14 @@ class OrientationSession(OrientationRoute, Tool):
         """What the pattern panel shows at the selected position (image, spots per match, curves).
 
         With ``decompose`` on the raw route each match has its ``weight``: its share of the fitted spot
-        intensity (the two grains under the probe), as the whole-scan map's ``weight``.
+        intensity (the two grains under the probe), from this pattern alone. ``map_matches``: the whole-scan
+        map's matches at this position with their weights, once "run on all" has run with the current record
+        (the map's decomposition may also use the grains around the position).
         """
         rx, ry = self.selected
         m = self.chosen.get(self.selected)
         view: dict[str, Any] = {"position": (rx, ry), "image": np.asarray(self.cube.pattern(rx, ry)), "spots": [],
-                                "matches": []}
+                                "matches": [], "map_matches": self._map_matches()}
         if m is None or self.plan is None:
             return view
         for k in range(len(m["phase"])):
@@ -240,6 +244,17 @@ class OrientationSession(OrientationRoute, Tool):
                     zone_correlation=m["zone_correlation"])
         return view
 
+    def _map_matches(self) -> list[dict[str, Any]]:
+        """The decomposed whole-scan map's matches at the selected position (none without one for this record)."""
+        r = self.result
+        if r is None or self.result_record != self.record or not np.isfinite(r.weight[self.selected]).any():
+            return []
+        names = [c.name for c in r.crystals]
+        return [{"phase": names[int(ph)], "zone_axis": np.round(r.zone_axis[self.selected][k], 3).tolist(),
+                 "in_plane_deg": float(r.in_plane_deg[self.selected][k]),
+                 "correlation": float(r.correlation[self.selected][k]), "weight": float(r.weight[self.selected][k])}
+                for k, ph in enumerate(r.phase[self.selected]) if ph >= 0]
+
     def detector_px(self, g: np.ndarray) -> np.ndarray:
         """Scan-frame vectors (1/Å) -> detector pixels (inverse of the calibration's scan-frame map)."""
         cal = self.calibration
@@ -257,17 +272,19 @@ class OrientationSession(OrientationRoute, Tool):
 
     def _run_all(self) -> None:
         token = self._start("matching every pattern")
+        record = self.record
         try:
-            plan = self._plan(self.record)
-            if self.route == PATTERNS:
-                result = self._map_raw(plan, token)
+            plan = self._plan(record)
+            if isinstance(record, OrientationMapRawParams):
+                result = self._map_raw(record, plan, token)
             else:
-                result = orientation_map(self._table(token), self.record, self.calibration, plan=plan,
+                result = orientation_map(self._table(token), record, self.calibration, plan=plan,
                                          progress=self._report, cancel=token, on_partial=self._partial)
-            self.result = result
+            self.result, self.result_record = result, record
             self.grains = segment_grains(result, self.grain_threshold_deg)
             self._emit("ipf", (ipf_colors(result, "z"), 1, 1))
             self._emit("grains", self.grains)
+            self._emit("pattern", self.pattern_view())  # with the map's weights at the selected position
             self._notify()
         except Exception as exc:  # noqa: BLE001 - shown beside the run button, never raised into the notebook
             self._fail("run", exc)

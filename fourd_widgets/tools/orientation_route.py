@@ -119,7 +119,7 @@ class OrientationRoute:
         return {(rx, ry): match_pattern_details(self.cube.pattern(rx, ry), plan, self.calibration, record,
                                                 position=(rx, ry), polar=polar) for rx, ry in self.positions}
 
-    def _map_raw(self, plan: OrientationPlan, token: Any) -> Any:
+    def _map_raw(self, record: OrientationMapRawParams, plan: OrientationPlan, token: Any) -> Any:
         """The whole scan on the raw route (engine pass, partial maps)."""
-        return orientation_map_raw(self.cube, self.record, plan=plan, progress=self._report, cancel=token,
+        return orientation_map_raw(self.cube, record, plan=plan, progress=self._report, cancel=token,
                                    on_partial=self._partial)

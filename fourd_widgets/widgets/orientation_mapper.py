@@ -87,6 +87,14 @@ def field_control(record: type, name: str, label: str, tooltip: str, choice_tips
     raise TypeError(f"no control for {record.__name__}.{name} of type {kind}")
 
 
+def _row(marker: str, m: dict[str, Any], weighted: bool, strongest: str) -> str:
+    """One match as a row of the matches table (HTML)."""
+    weight = (f"<td>{m['weight']:.2f}</td>" if "weight" in m else "<td>–</td>") if weighted else ""
+    return (f"<tr><td>{marker}</td><td>{html.escape(m['phase'])}</td>"
+            f"<td>[{' '.join(f'{x:.2f}' for x in m['zone_axis'])}]</td><td>{m['in_plane_deg']:.2f}°</td>"
+            f"<td>{m['correlation']:.3f}</td>{weight}<td>{strongest}</td></tr>")
+
+
 class OrientationMapper(ToolView):
     """Orientation and phase mapping of Bragg peaks or raw patterns, with why each pattern matched what it did.
 
@@ -246,22 +254,23 @@ class OrientationMapper(ToolView):
         pv.set_image(v["image"])
         pv.remove_markers([f"match{k}" for k in range(5)])
         rows = []
-        weighted = any("weight" in m for m in v["matches"])  # decomposed into two grains
+        weighted = any("weight" in m for m in v["matches"]) or bool(v.get("map_matches"))  # two grains
         for k, (spots, m) in enumerate(zip(v["spots"], v["matches"])):
             pv.set_markers(f"match{k}", spots["xy"], style="circle", color=MATCH_COLORS[k % 3],
                            radius=4.0 if k == 0 else 3.0)
             strongest = ", ".join("(" + " ".join(str(int(i)) for i in h) + ")" for h in spots["hkl"][:4])
-            rows.append(f"<tr><td style='color:{MATCH_COLORS[k % 3]}'>●</td><td>{html.escape(m['phase'])}</td>"
-                        f"<td>[{' '.join(f'{x:.2f}' for x in m['zone_axis'])}]</td>"
-                        f"<td>{m['in_plane_deg']:.2f}°</td><td>{m['correlation']:.3f}</td>"
-                        + ((f"<td>{m['weight']:.2f}</td>" if "weight" in m else "<td>–</td>") if weighted else "")
-                        + f"<td>{strongest}</td></tr>")
+            rows.append(_row(f"<span style='color:{MATCH_COLORS[k % 3]}'>●</span>", m, weighted, strongest))
+        if v.get("map_matches"):  # the whole-scan decomposition may also use the grains around the position
+            rows.append("<tr><td colspan='7'><i>run on all, this position:</i></td></tr>")
+            rows += [_row("map", m, weighted, "") for m in v["map_matches"]]
         rel = v.get("reliability", float("nan"))
         self.table.value = (f"<b>position {v['position']}</b>, reliability {rel:.2f}<table><tr><th></th><th>phase</th>"
                             "<th>zone axis</th><th>in-plane</th><th>corr.</th>"
                             + ("<th>weight</th>" if weighted else "")
                             + "<th>strongest spots</th></tr>" + "".join(rows) + "</table>"
-                            + ("<small>weight: each grain's share of the fitted spot intensity (two grains)</small>"
+                            + ("<small>weight: each grain's share of the fitted spot intensity (two grains under the "
+                               "probe); the coloured rows from this pattern alone, the 'map' rows from run on all"
+                               "</small>"
                                if weighted else ""))
         if len(v.get("angle_correlation", ())):
             self.angle_line.x, self.angle_line.y = v["angles_deg"], v["angle_correlation"]

@@ -78,6 +78,8 @@ def test_the_raw_route_s_read_and_two_grain_controls(tool):
     assert tool.session.record.decompose is True and tool.error == ""
     assert "<th>weight</th>" in tool.table.value  # each match's share of the fitted spot intensity
     assert tool.params.steps[0].decompose is True
+    tool.run_on_all().wait()  # the map's matches at the selected position join the table, with their weights
+    assert "run on all, this position" in tool.table.value and tool.table.value.count("<td>map</td>") >= 2
     tool.session.set(read="disk_rims", decompose=False).wait()  # from Python: the controls follow the record
     assert read.value == "disk_rims" and two.value is False and "<th>weight</th>" not in tool.table.value
     assert list(unexplained(tool.widget)) == []
