@@ -36,7 +36,8 @@ POSITION_ID = "position"
 MATCH_COLORS = ("#ffd23d", "#3dd9ff", "#ff3df2")
 _INITIAL = {"description_width": "initial"}
 #: The raw-pattern route's own record fields shown as controls: field -> (label, tooltip, one tooltip per
-#: choice). A boolean, number or choice field of OrientationMapRawParams becomes a control with one line here.
+#: choice). A boolean, number or choice field of OrientationMapRawParams becomes a control with one line here;
+#: a line naming a field the record does not have is skipped.
 RAW_CONTROLS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "read": ("read", "What each raw pattern is matched on (raw-patterns route)",
              ("The intensity: for spots, or disks that do not overlap",
@@ -45,6 +46,10 @@ RAW_CONTROLS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "decompose": ("two grains", "Fit each pattern as the sum of two orientations' spots, for the two grains under "
                   "the probe at a boundary: matches 1 and 2 are the two grains, with their weights (each one's "
                   "share of the fitted spot intensity). Slower: 4-8x the matching time", ()),
+    # shown when the record has the field (the analysis's second pass over the grains around each position)
+    "boundary_radius_px": ("grains within (scan px)", "With two grains, in run on all only: the grains found within "
+                           "this many scan positions are tried as the pair at each position, and kept where they "
+                           "explain its pattern nearly as well (0: each pattern alone)", ()),
 }
 
 
@@ -123,7 +128,8 @@ class OrientationMapper(ToolView):
                                                 "precession data (orientation_map_raw)"])
         lay = lambda width="210px": w.Layout(width=width)  # noqa: E731
         self.raw_controls = {name: field_control(OrientationMapRawParams, name, *spec)
-                             for name, spec in RAW_CONTROLS.items()}
+                             for name, spec in RAW_CONTROLS.items()
+                             if name in OrientationMapRawParams.__dataclass_fields__}
         self.raw_box = w.HBox(list(self.raw_controls.values()))
         self._zone_step = w.BoundedFloatText(value=p.plan.zone_axis_step_deg, min=0.25, max=20, step=0.25,
                                              description="zone step °", layout=lay(), style=_INITIAL,

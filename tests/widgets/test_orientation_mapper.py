@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipywidgets
 import numpy as np
 import pytest
 
@@ -82,6 +83,10 @@ def test_the_raw_route_s_read_and_two_grain_controls(tool):
     assert "run on all, this position" in tool.table.value and tool.table.value.count("<td>map</td>") >= 2
     tool.session.set(read="disk_rims", decompose=False).wait()  # from Python: the controls follow the record
     assert read.value == "disk_rims" and two.value is False and "<th>weight</th>" not in tool.table.value
+    for name, ctl in tool.raw_controls.items():  # any number field of the record shown (one line of RAW_CONTROLS)
+        if isinstance(ctl, (ipywidgets.BoundedFloatText, ipywidgets.BoundedIntText)):
+            ctl.value = ctl.value + 1
+            assert getattr(tool.session.record, name) == ctl.value
     assert list(unexplained(tool.widget)) == []
     tool.session.set_route("peaks").wait()
-    assert read.disabled and two.disabled and tool._route.value == "peaks"
+    assert all(c.disabled for c in tool.raw_controls.values()) and tool._route.value == "peaks"
