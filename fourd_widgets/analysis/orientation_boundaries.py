@@ -138,10 +138,13 @@ def grain_cores(om: OrientationMap, threshold_deg: float, clear_weight: float = 
         k = int(om.phase[..., 0][sel][0])
         sym = _symmetry(om, k)
         U = om.matrix[..., 0, :, :][sel]
-        ref = U[0]
-        variants = np.concatenate([U[:, None] @ sym[None], (_HALF_TURN @ U)[:, None] @ sym[None]], axis=1)
-        best = np.argmin(np.linalg.norm(variants - ref, axis=(-1, -2)), axis=1)
-        aligned[sel] = variants[np.arange(len(U)), best]
+        ref, out = U[0], np.empty_like(U)
+        for start in range(0, len(U), 4096):  # (n, 2 x symmetry, 3, 3) variants: in batches on large scans
+            u = U[start:start + 4096]
+            variants = np.concatenate([u[:, None] @ sym[None], (_HALF_TURN @ u)[:, None] @ sym[None]], axis=1)
+            best = np.argmin(np.linalg.norm(variants - ref, axis=(-1, -2)), axis=1)
+            out[start:start + 4096] = variants[np.arange(len(u)), best]
+        aligned[sel] = out
     return GrainCores(labels, aligned, om.phase[..., 0].copy())
 
 
@@ -225,6 +228,8 @@ def boundary_fit(fit: RingFit, phase: PhasePlan, plan: OrientationPlan, own: np.
     alone = [energy(G)[0] for G in grains]
     for i in range(len(grains)):
         for j in range(i + 1, len(grains)):
+            if _near(grains[i], grains[j], sym, threshold_deg):  # one grain split by a band of unclear positions
+                continue
             e, wi, wj = energy(grains[i], grains[j])
             e1 = max(alone[i], alone[j])
             if (wi + wj <= 0 or min(wi, wj) < MIN_WEIGHT * (wi + wj)

@@ -119,5 +119,6 @@ def test_records_before_the_grains_pass_replay_as_they_were():
     p = OrientationMapRawParams.from_dict(old)
     assert (p.read, p.decompose, p.boundary_radius_px) == ("disk_rims", True, 0.0)
     assert OrientationMapRawParams.from_dict(p.to_dict()) == p
-    assert OrientationMapRawParams.from_dict({"step": "orientation_map_raw", "schema_version": 1}).boundary_radius_px == 0
+    first = OrientationMapRawParams.from_dict({"step": "orientation_map_raw", "schema_version": 1})
+    assert first.boundary_radius_px == 0
     assert OrientationMapRawParams().boundary_radius_px > 0  # new records take the grains around
