@@ -89,6 +89,8 @@ def decomposed(shared_data):
 
 
 def test_bicrystal_mixed_positions_give_both_grains(maps, decomposed):
+    """Issue target. Measured: within 1 deg in sum at 80 of 80 (median 0.05, worst 0.09 deg) with the grains'
+    second pass; each pattern alone (boundary_radius_px=0) 21 of 80 (bench/RESULTS.md, orientation section)."""
     _, _, plan = maps["si_001_bicrystal_10deg"]
     om, truth = decomposed
     crystal, sym = plan.phases[0].crystal, plan.phases[0].symmetry
