@@ -24,8 +24,10 @@ with the gradient's component towards the circle's centre (a circular Hough tran
 :func:`disk_rims`), which peaks at every disk's centre, overlapping or not; each peak is kept at
 its radial maximum only. ``decompose=True`` then fits each pattern as the sum of two orientations'
 spots (:mod:`.orientation_pairs`): matches 1 and 2 are the two grains, with their weights
-(``OrientationMap.weight``). This is the route for patterns of two grains with overlapping disks
-(measured on the abTEM Si bicrystal in bench/RESULTS.md, orientation section).
+(``OrientationMap.weight``); a second pass then fits each position with the grains around it, measured
+at their single-grain positions (``boundary_radius_px``, :mod:`.orientation_boundaries`), and takes them
+where they explain the pattern nearly as well. This is the route for patterns of two grains with
+overlapping disks (measured on the abTEM Si bicrystal in bench/RESULTS.md, orientation section).
 
 From there the match is the peak route's (:func:`.orientation.match_spectra`): the same plan, one
 complex multiply-add per shell and an inverse FFT along the in-plane angle per zone axis,
@@ -54,6 +56,7 @@ from .crystal import simulate_spots
 from .orientation import MatchJob, PatternSpectrum, correlate_templates, match_spectra, plan_for
 from .orientation_plan import (OrientationPlan, OrientationPlanParams, angular_kernel, detector_g_max,
                                reciprocal_step_invA)
+from .orientation_boundaries import BoundaryJob
 from .orientation_pairs import decompose as decompose_pair
 from .orientation_pairs import describe, ring_fit
 from .orientation_results import OrientationMap, misorientation_deg
@@ -77,8 +80,10 @@ class OrientationMapRawParams(Params):
     """Orientation matching of raw patterns (polar template matching; pyxem ``get_orientation`` in brackets)."""
 
     step = "orientation_map_raw"
-    schema_version = 2
-    migrations = {1: lambda d: dict(d)}  # version 2 added read and decompose (their defaults: as before)
+    schema_version = 3
+    # version 2 added read and decompose (their defaults: as before); version 3 boundary_radius_px, 0 for the
+    # records before it (each pattern decomposed alone, as they were)
+    migrations = {1: lambda d: dict(d), 2: lambda d: {**d, "boundary_radius_px": 0.0}}
 
     plan: OrientationPlanParams = param(OrientationPlanParams(), doc="the template library (shared with the "
                                         "peak route)")
@@ -99,6 +104,10 @@ class OrientationMapRawParams(Params):
     decompose: bool = param(False, doc="fit each pattern as the sum of two orientations' spots (grain "
                             "boundaries, overlapping grains): matches 1 and 2 are then the two, with their weights "
                             "(4-8x the matching time; grains closer than min_angle_deg + 4 deg count as one)")
+    boundary_radius_px: float = param(8.0, units="px", ge=0, doc="with decompose: the grains within this scan "
+                                      "distance, measured at their single-grain positions, are fitted as the pair "
+                                      "at each position and taken when they explain it nearly as well as its own "
+                                      "pair (a second pass; 0: each pattern alone)")
 
     def validate(self) -> None:
         if self.read == "disk_rims" and self.disk_radius_px == 0:
@@ -450,7 +459,12 @@ def orientation_map_raw(cube: Any, params: OrientationMapRawParams | None = None
     built, p = _plan(p, cal, cube.detector_shape, plan)
     polar = PatternPolar(built, p, cal, cube.scan_shape, cube.detector_shape)
     engine.setdefault("chunk_bytes", _CHUNK_PATTERNS * cube.pattern_nbytes)
-    return run_job(cube, RawMatchJob(built, p, polar), **{"progress": False, **engine})
+    engine = {"progress": False, **engine}
+    job = RawMatchJob(built, p, polar)
+    om = run_job(cube, job, **engine)
+    if p.decompose and p.boundary_radius_px > 0:  # the neighbouring grains' pairs (.orientation_boundaries)
+        om = run_job(cube, BoundaryJob(job, om), **engine)
+    return om
 
 
 def orientation_map_raw_step(cube: Any, params: OrientationMapRawParams, context: RunContext) -> OrientationMap:
