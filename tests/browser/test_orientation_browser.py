@@ -76,9 +76,9 @@ def test_voila_click_a_position_then_run_on_all(page, voila, notebook_root: Path
                            "i => (i.src || '').startsWith('blob:') || (i.src || '').startsWith('data:image/png'))",
                            timeout=WAIT_S * 1000)
     # the raw route's own controls: disabled on the peak route, enabled on the raw one; "two grains" decomposes
-    assert done["raw_disabled"] == [True, True] and done["route"] == "peaks"
+    assert len(done["raw_disabled"]) >= 2 and all(done["raw_disabled"]) and done["route"] == "peaks"
     page.get_by_role("button", name="raw patterns").click()
-    wait_state(tmp_path, lambda s: s["route"] == "patterns" and s["raw_disabled"] == [False, False],
+    wait_state(tmp_path, lambda s: s["route"] == "patterns" and not any(s["raw_disabled"]),
                "the raw route with its controls enabled")
     two = page.get_by_role("checkbox", name="two grains")
     two.scroll_into_view_if_needed()
