@@ -57,7 +57,7 @@ from ..core.params import Params, param
 from ..engine.job import Buffer
 from ..engine.run import run_job
 from .crystal import simulate_spots
-from .orientation import MatchJob, PatternSpectrum, _fit_in_plane, correlate_templates, match_spectra, plan_for
+from .orientation import MatchJob, PatternSpectrum, correlate_templates, fit_in_plane, match_spectra, plan_for
 from .orientation_plan import (OrientationPlan, OrientationPlanParams, angular_kernel, detector_g_max,
                                reciprocal_step_invA)
 from .orientation_boundaries import BoundaryJob
@@ -446,7 +446,7 @@ def _decompose(out: dict[str, np.ndarray], item: PatternSpectrum, rings: np.ndar
     old = {name: out[name].copy() for name in ("matrix", "phase", "correlation")}
     # each turned about the beam onto its spots' rim peaks (the fit's fine grid is a tenth of the plan's step, and
     # its spots are as wide as the plan's kernel; the other grain's peaks are further than half a kernel)
-    rows = [(_fit_in_plane(U, item.q, item.w, ph, plan), float(c), float(w))
+    rows = [(fit_in_plane(U, item.q, item.w, ph, plan), float(c), float(w))
             for U, c, w in zip(pair["matrix"], pair["correlation"], pair["weight"])]
     # the stronger one: the (refined) single-template match of the whole pattern when it is this grain: the
     # weaker one's spots are too weak to pull it, and it has the beam tilt of the kinematic correlation.
