@@ -36,7 +36,8 @@ from .peaks import PeakTable
 from .steps import RunContext, current_calibration, own_record, split_engine
 
 __all__ = ["OrientationMapParams", "orientation_map", "orientation_map_step", "match_peaks", "match_details", "MatchJob",
-           "PeakSource", "scan_frame_peaks", "plan_for", "PatternSpectrum", "match_spectra", "correlate_templates"]
+           "PeakSource", "scan_frame_peaks", "plan_for", "PatternSpectrum", "match_spectra", "correlate_templates",
+           "fit_in_plane"]
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,25 @@ def _peak_angle(c: np.ndarray, i: int) -> float:
 
 
 
-def _fit_in_plane(U: np.ndarray, q: np.ndarray, w: np.ndarray, ph: PhasePlan, plan: OrientationPlan) -> np.ndarray:
-    """Turn U about the beam so its simulated spots land on the peaks (weighted least squares)."""
+def fit_in_plane(U: np.ndarray, q: np.ndarray, w: np.ndarray, ph: PhasePlan, plan: OrientationPlan) -> np.ndarray:
+    """Turn U about the beam so its simulated spots land on the peaks (weighted least squares).
+
+    Parameters
+    ----------
+    U : (3, 3) array
+        The orientation (scan frame).
+    q : (n, 2) array
+        Peaks, 1/Å from the origin, scan frame.
+    w : (n,) array
+        Their weights. Each peak counts for its nearest spot within half the plan's kernel; with fewer
+        than two such peaks U is returned as it is.
+    ph : PhasePlan
+    plan : OrientationPlan
+
+    Returns
+    -------
+    (3, 3) array
+    """
     p = plan.params
     if len(q) < 2:  # a raw pattern: no peaks to fit
         return U
@@ -206,7 +224,7 @@ def _refine(ph: PhasePlan, z: int, theta: float, spec: np.ndarray, pnorm: float,
     U = in_plane_rotation(best_t) @ frame_matrices(best_dir[None])[0]
     if best_c == -np.inf:
         U = in_plane_rotation(theta) @ U0
-    return _fit_in_plane(U, q, w, ph, plan), best_c
+    return fit_in_plane(U, q, w, ph, plan), best_c
 
 
 _HALF_TURN = np.diag([-1.0, -1.0, 1.0])
@@ -311,7 +329,7 @@ def match_spectra(inputs: list[PatternSpectrum | None], plan: OrientationPlan, n
             U, c_ref = _refine(plan.phases[k], z, theta, item.spec, item.norm, plan, item.q, item.w)
             c = max(c, c_ref)
         elif refine:  # the other matches: their in-plane angle only (they are alternatives, not answers)
-            U = _fit_in_plane(U, item.q, item.w, plan.phases[k], plan)
+            U = fit_in_plane(U, item.q, item.w, plan.phases[k], plan)
         chosen.append((c, k, U))
     second = coarse[1][0] if len(coarse) > 1 else 0.0
     for m, (c, k, U) in enumerate(chosen):

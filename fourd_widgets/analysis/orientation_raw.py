@@ -22,7 +22,11 @@ per spot pair; ``read="disk_rims"`` reads each pattern instead as where its disk
 gradient of the square-root intensity gathered on circles of the disk radius, each point voting
 with the gradient's component towards the circle's centre (a circular Hough transform, see
 :func:`disk_rims`), which peaks at every disk's centre, overlapping or not; each peak is kept at
-its radial maximum only. ``decompose=True`` then fits each pattern as the sum of two orientations'
+its radial maximum only. The rims' peaks (:func:`rim_peaks`, sub-pixel) also serve the refinement
+as a peak table serves the peak route's: the best match is turned about the beam so that its spots
+land on them (the single-template correlation, smoothed by the plan's kernel, is pulled by a second
+grain's faint spots 10 degrees away: up to 0.2 degrees on the abTEM bicrystal, 0.09 on the peaks), and
+so are the two orientations of a decomposed pair. ``decompose=True`` then fits each pattern as the sum of two orientations'
 spots (:mod:`.orientation_pairs`): matches 1 and 2 are the two grains, with their weights
 (``OrientationMap.weight``); a second pass then fits each position with the grains around it, measured
 at their single-grain positions (``boundary_radius_px``, :mod:`.orientation_boundaries`), and takes them
@@ -53,24 +57,31 @@ from ..core.params import Params, param
 from ..engine.job import Buffer
 from ..engine.run import run_job
 from .crystal import simulate_spots
-from .orientation import MatchJob, PatternSpectrum, correlate_templates, match_spectra, plan_for
+from .orientation import MatchJob, PatternSpectrum, correlate_templates, fit_in_plane, match_spectra, plan_for
 from .orientation_plan import (OrientationPlan, OrientationPlanParams, angular_kernel, detector_g_max,
                                reciprocal_step_invA)
 from .orientation_boundaries import BoundaryJob
 from .orientation_pairs import decompose as decompose_pair
 from .orientation_pairs import describe, ring_fit
 from .orientation_results import OrientationMap, misorientation_deg
+from .peak_calibration import calibrated_peaks
+from .peaks import PeakTable
 from .polar import PolarGroups, PolarParams, as_cube, bin_means, split_block
 from .steps import RunContext, current_calibration, own_record, split_engine
 
 __all__ = ["OrientationMapRawParams", "orientation_map_raw", "orientation_map_raw_step", "PatternPolar",
            "RawMatchJob", "match_pattern", "match_pattern_details", "disk_radius_px",
-           "raw_plan", "disk_rims"]
+           "raw_plan", "disk_rims", "rim_peaks"]
 
 _HALF_TURN = np.diag([-1.0, -1.0, 1.0])
 #: Radial half-width of a disk-rims peak, as a fraction of the disk radius: each peak is kept only at its
 #: largest value within it along the radius (the rims of a disk's inside would light the neighbouring shells).
 RIM_WIDTH = 0.5
+#: Rim peaks (the refinement's in-plane fit): local maxima of a disk-rim reading over this many px either side
+#: (the disks of two grains 10 degrees apart are 5.8 px apart on the abTEM bicrystal's first ring) ...
+RIM_PEAK_SEPARATION_PX = 2
+#: ... and above this fraction of the pattern's strongest.
+RIM_PEAK_FLOOR = 0.02
 #: Patterns per engine chunk by default: partial maps paint every fraction of a second.
 _CHUNK_PATTERNS = 64
 
@@ -160,6 +171,9 @@ class PatternPolar:
         k = self.groups.reference.q * step  # ring radii, 1/Å
         self.background = params.background
         self.power = plan.params.intensity_power if params.intensity_power is None else params.intensity_power
+        self.calibration, self.step = calibration, step
+        self.g_max, self.radial_power = plan.g_max, plan.params.radial_power
+        self.inner = [float(ph.shells[0]) for ph in plan.phases]
         self.weights, self.radial, self.smooth = [], [], []
         for ph in plan.phases:
             # the plan's radial kernel (a Gaussian) about each shell, at r - delta and r + delta for
@@ -235,11 +249,49 @@ class PatternPolar:
 
     def polar_block(self, block: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
         """(n, n_theta, n_q) polar bin means of a (nx, ny, Qx, Qy) block at scan slices (rx, ry)."""
+        return self._polar(self._readout(block), rx, ry)
+
+    def read_block(self, block: np.ndarray, rx: slice,
+                   ry: slice) -> list[tuple[list[PatternSpectrum | None], list[np.ndarray]]]:
+        """:meth:`read_pattern` of every pattern of a (nx, ny, Qx, Qy) block (row-major). Read as disk rims, each
+        spectrum also holds the rims' peaks (``q`` in 1/Å, scan frame, ``w`` weighted as the peak route weighs a
+        peak): the refinement fits the best match's in-plane angle to them, as on the peak route."""
+        nx, ny = block.shape[:2]
+        flat = self._readout(block)
+        out = []
+        for idx, img in enumerate(self._polar(flat, rx, ry)):
+            items, rings = self.read_pattern(img)
+            if self.read == "disk_rims":
+                q, w = self.rim_peaks(flat[idx], rx.start + idx // ny, ry.start + idx % ny)
+                r = np.hypot(q[:, 0], q[:, 1])
+                items = [None if it is None else
+                         PatternSpectrum(it.spec, it.norm, q[(r > 0.5 * s0) & (r <= self.g_max)],
+                                         w[(r > 0.5 * s0) & (r <= self.g_max)])
+                         for it, s0 in zip(items, self.inner)]
+            out.append((items, rings))
+        return out
+
+    def rim_peaks(self, rims: np.ndarray, rx: int, ry: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 2) peaks (1/Å from the origin, scan frame) of one pattern's (Qx, Qy) disk-rim reading at scan
+        position (rx, ry), and (n,) their weights ``height^power |q|^radial_power``."""
+        px, height = rim_peaks(rims)
+        cal = self.calibration
+        if cal.origin_map is not None:
+            cal = cal.replace(origin=cal.origin_at(rx, ry), origin_map=None)
+        table = PeakTable((1, 1), np.array([0, len(px)]), px[:, 0], px[:, 1], height, height, None, units="px")
+        t = calibrated_peaks(table, cal, scan_frame=True)
+        q = np.stack([t.qx, t.qy], -1) * (self.step / float(cal.reciprocal_step))
+        w = (height ** self.power if self.power > 0 else np.ones(len(height))) * np.hypot(q[:, 0], q[:, 1]) ** \
+            self.radial_power
+        return q, w
+
+    def _readout(self, block: np.ndarray) -> np.ndarray:
         nx, ny = block.shape[:2]
         flat = block.reshape(nx * ny, *block.shape[2:])
-        if self.read == "disk_rims":
-            flat = disk_rims(flat, self.rim_px)
-        out = np.empty((nx * ny,) + self.groups.reference.area.shape)
+        return disk_rims(flat, self.rim_px) if self.read == "disk_rims" else flat
+
+    def _polar(self, flat: np.ndarray, rx: slice, ry: slice) -> np.ndarray:
+        out = np.empty((len(flat),) + self.groups.reference.area.shape)
         for geo, idx in self.groups.groups(rx, ry):
             out[idx] = bin_means(split_block(flat, geo, idx), geo)
         return out
@@ -276,6 +328,41 @@ def disk_rims(patterns: np.ndarray, radius_px: float) -> np.ndarray:
                             (e * ring)[None], mode="same", axes=(1, 2))
                 for axis, e in ((1, ex), (2, ey)))
     return np.clip(votes, 0, None)
+
+
+def rim_peaks(rims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel positions (detector px) and heights of the peaks of one pattern's (Qx, Qy) disk-rim reading.
+
+    The local maxima over ``RIM_PEAK_SEPARATION_PX`` either side, above ``RIM_PEAK_FLOOR`` of the strongest, each
+    placed by a parabola through three pixels along each axis. The rims are sharp at the disks' centres, so the
+    disks of two grains that overlap give two peaks: fitted to these, the in-plane angle of one grain is not
+    pulled by the other's spots, as the single-template correlation (smoothed by the plan's kernel) is.
+
+    Examples
+    --------
+    >>> y, x = np.mgrid[:64, :64]
+    >>> disk = (np.hypot(x - 40.3, y - 20.0) < 8).astype(float)
+    >>> px, h = rim_peaks(disk_rims(disk[None], 8.0)[0])
+    >>> bool(np.all(np.abs(px[np.argmax(h)] - [20.0, 40.3]) < 0.2))  # (row, column), within a fifth of a pixel
+    True
+    """
+    from scipy import ndimage as ndi
+
+    r = np.asarray(rims, float)
+    top = float(r.max()) if r.size else 0.0
+    if top <= 0:
+        return np.zeros((0, 2)), np.zeros(0)
+    peak = (r >= ndi.maximum_filter(r, size=2 * RIM_PEAK_SEPARATION_PX + 1, mode="nearest")) & (r > RIM_PEAK_FLOOR * top)
+    peak[0], peak[-1], peak[:, 0], peak[:, -1] = False, False, False, False
+    i, j = np.nonzero(peak)
+    c = r[i, j]
+
+    def offset(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        den = lo - 2 * c + hi
+        return np.where(den < 0, 0.5 * (lo - hi) / np.where(den < 0, den, -1.0), 0.0)
+
+    px = np.stack([i + offset(r[i - 1, j], r[i + 1, j]), j + offset(r[i, j - 1], r[i, j + 1])], -1)
+    return px, c
 
 
 def _ring_median(img: np.ndarray) -> np.ndarray:
@@ -325,8 +412,8 @@ class RawMatchJob(MatchJob):
 
     def process(self, block: np.ndarray, rx: slice, ry: slice) -> dict[str, np.ndarray]:
         nx, ny = block.shape[:2]
-        res = [_match(*self.polar.read_pattern(img), self.plan, self.params, self.polar)
-               for img in self.polar.polar_block(block, rx, ry)]
+        res = [_match(items, rings, self.plan, self.params, self.polar)
+               for items, rings in self.polar.read_block(block, rx, ry)]
         return {k: np.stack([r[k] for r in res]).reshape((nx, ny) + res[0][k].shape) for k in res[0]}
 
 
@@ -357,7 +444,10 @@ def _decompose(out: dict[str, np.ndarray], item: PatternSpectrum, rings: np.ndar
         out["weight"][0] = 1.0
         return
     old = {name: out[name].copy() for name in ("matrix", "phase", "correlation")}
-    rows = [(U, float(c), float(w)) for U, c, w in zip(pair["matrix"], pair["correlation"], pair["weight"])]
+    # each turned about the beam onto its spots' rim peaks (the fit's fine grid is a tenth of the plan's step, and
+    # its spots are as wide as the plan's kernel; the other grain's peaks are further than half a kernel)
+    rows = [(fit_in_plane(U, item.q, item.w, ph, plan), float(c), float(w))
+            for U, c, w in zip(pair["matrix"], pair["correlation"], pair["weight"])]
     # the stronger one: the (refined) single-template match of the whole pattern when it is this grain: the
     # weaker one's spots are too weak to pull it, and it has the beam tilt of the kinematic correlation.
     # Refining either on the pattern less the other's fitted spots was measured worse (bench/RESULTS.md)
@@ -508,7 +598,7 @@ def _details(image: Any, plan: OrientationPlan, calibration: Calibration, params
         raise ParameterError("the calibration has an origin map: give the pattern's position=(rx, ry)",
                              field="position")
     rx, ry = position or (0, 0)
-    items, rings = polar.read_pattern(polar.polar_block(img[None, None], slice(rx, rx + 1), slice(ry, ry + 1))[0])
+    items, rings = polar.read_block(img[None, None], slice(rx, rx + 1), slice(ry, ry + 1))[0]
     out: dict[str, Any] = _match(items, rings, plan, p, polar)
     if not details:
         return out

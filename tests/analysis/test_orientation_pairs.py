@@ -81,3 +81,22 @@ def test_records_of_the_first_schema_still_load():
     assert OrientationMapRawParams.from_dict(p.to_dict()) == p
     with pytest.raises(fw.errors.ParameterError, match="disk_radius_px"):
         OrientationMapRawParams(read="disk_rims", disk_radius_px=0.0)
+
+
+def test_a_faint_second_grain_does_not_turn_the_first():
+    """Disks of 8 px (2.5 mrad): Si [001] at 10.4 degrees, alone and with 4 % of the same zone axis at 0.4 degrees
+    added (a grain boundary's edge: its rims overlap the first grain's). Match 1's in-plane angle is fitted to the
+    rims' peaks, which the faint grain's disks (5.8 px away on the first ring) do not move: within 0.1 degree
+    (the kinematic spots are exact; measured 0.007 and 0.031 degrees). The single-template correlation's angle,
+    smoothed by the plan's kernel (4.4 degrees on the first ring), was pulled 0.18 degrees towards the faint grain."""
+    grains = [Grain.preset("Si", zone_axis=(0, 0, 1), rotation_deg=r) for r in (10.4, 0.4)]
+    cube, _ = fw.datasets.simulate((2, 1), (128, 128), grains=grains, grain_map=np.arange(2).reshape(-1, 1),
+                                   reciprocal_step=0.0156, convergence_semiangle_mrad=2.5, seed=5, background=0.05)
+    single = cube.to_numpy().astype(float)
+    data = np.stack([single[0], 0.96 * single[0] + 0.04 * single[1]])
+    plan = build_plan(OrientationPlanParams(), cube.calibration, detector_shape=(128, 128))
+    om = orientation_map_raw(DataCube(data, cube.calibration), OrientationMapRawParams(read="disk_rims", decompose=True),
+                             plan=plan)
+    truth = orientation_matrix(grains[0])
+    for k in range(2):
+        assert _err(om.matrix[k, 0, 0], truth, plan.phases[0].symmetry) < 0.1, k
