@@ -256,7 +256,7 @@ class PatternPolar:
         """:meth:`read_pattern` of every pattern of a (nx, ny, Qx, Qy) block (row-major). Read as disk rims, each
         spectrum also holds the rims' peaks (``q`` in 1/Å, scan frame, ``w`` weighted as the peak route weighs a
         peak): the refinement fits the best match's in-plane angle to them, as on the peak route."""
-        nx, ny = block.shape[:2]
+        ny = block.shape[1]
         flat = self._readout(block)
         out = []
         for idx, img in enumerate(self._polar(flat, rx, ry)):
@@ -264,10 +264,9 @@ class PatternPolar:
             if self.read == "disk_rims":
                 q, w = self.rim_peaks(flat[idx], rx.start + idx // ny, ry.start + idx % ny)
                 r = np.hypot(q[:, 0], q[:, 1])
-                items = [None if it is None else
-                         PatternSpectrum(it.spec, it.norm, q[(r > 0.5 * s0) & (r <= self.g_max)],
-                                         w[(r > 0.5 * s0) & (r <= self.g_max)])
-                         for it, s0 in zip(items, self.inner)]
+                keep = [(r > 0.5 * s0) & (r <= self.g_max) for s0 in self.inner]  # each phase's shells
+                items = [None if it is None else PatternSpectrum(it.spec, it.norm, q[k], w[k])
+                         for it, k in zip(items, keep)]
             out.append((items, rings))
         return out
 
