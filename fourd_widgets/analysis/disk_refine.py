@@ -208,7 +208,8 @@ def refine_disk_edges(patterns: np.ndarray, pidx: np.ndarray, qx: np.ndarray, qy
     What it does and does not do (measured; ``bench/bench_disk_edges.py``, figures in
     ``bench/RESULTS.md``): on the shared abTEM Si [001] files, after the default ``'disk'``
     refinement, the median lattice of ``si_001_unstrained``, ``_exx_1pct`` and ``_rot_10deg`` is
-    0.015 / 0.018 / 0.013 % from the truth (0.023 / 0.015 / 0.027 % without), strain between two
+    0.015 / 0.018 / 0.013 % from the truth (0.023 / 0.015 / 0.027 % with the window correlation
+    alone; the default probe fit, :mod:`.disk_probe_fit`, 0.006 / 0.005 / 0.019 %), strain between two
     of them 0.020 % (0.027 %), and the bicrystal's worst pure-grain position 0.17 % (0.23 %); the
     mean per-disk error is the default's (0.016-0.020 px). But the edge map weights each part of
     the rim by its step, so an intensity ramp across a disk pulls it about twice as far as the

@@ -454,15 +454,24 @@ class ProbeTemplate:
         The correlation kernel, centred at pixel (0, 0).
     kind : str
         Kernel type.
+    recorded : (Qx, Qy) float64 array
+        The central disk as recorded: the vacuum image, or for a synthetic template the mean
+        pattern it was measured from (what ``FindDisksParams.probe_fit`` fits each disk with).
+    recorded_center : (float, float)
+        Its disk's centre, px.
     """
 
     def __init__(self, probe: np.ndarray, kernel: np.ndarray, center: tuple[float, float], radius: float,
-                 kind: str = "flat") -> None:
+                 kind: str = "flat", recorded: np.ndarray | None = None,
+                 recorded_center: tuple[float, float] | None = None) -> None:
         self.probe = np.asarray(probe, dtype=np.float64)
         self.kernel = np.asarray(kernel, dtype=np.float64)
         self.center = (float(center[0]), float(center[1]))
         self.radius = float(radius)
         self.kind = kind
+        self.recorded = self.probe if recorded is None else np.asarray(recorded, dtype=np.float64)
+        rc = self.center if recorded_center is None else recorded_center
+        self.recorded_center = (float(rc[0]), float(rc[1]))
         self._spec: np.ndarray | None = None
 
     @property
@@ -510,16 +519,23 @@ class ProbeTemplate:
         group.attrs["center"] = np.asarray(self.center, dtype=np.float64)
         group.attrs["radius"] = self.radius
         group.attrs["kind"] = self.kind
+        if self.recorded is not self.probe:
+            group.create_dataset("recorded", data=self.recorded, compression="gzip")
+        group.attrs["recorded_center"] = np.asarray(self.recorded_center, dtype=np.float64)
 
     @classmethod
     def from_h5(cls, group: Any) -> "ProbeTemplate":
         """Read a template written by :meth:`to_h5`."""
         c = group.attrs["center"]
+        # files written before the recorded disk was kept: the probe stands for it
+        rc = group.attrs.get("recorded_center", c)
         return cls(group["probe"][()], group["kernel"][()], (float(c[0]), float(c[1])),
-                   float(group.attrs["radius"]), str(group.attrs["kind"]))
+                   float(group.attrs["radius"]), str(group.attrs["kind"]),
+                   group["recorded"][()] if "recorded" in group else None, (float(rc[0]), float(rc[1])))
 
     def __reduce__(self) -> tuple:
-        return (ProbeTemplate, (self.probe, self.kernel, self.center, self.radius, self.kind))
+        return (ProbeTemplate, (self.probe, self.kernel, self.center, self.radius, self.kind, self.recorded,
+                                self.recorded_center))
 
     def __repr__(self) -> str:
         return (f"ProbeTemplate(kind={self.kind!r}, shape={self.shape}, radius={self.radius:.2f}, "
@@ -589,11 +605,13 @@ def probe_template(source: Any, params: ProbeTemplateParams | None = None, **opt
         probe = vacuum_probe_from_region(source, np.asarray(p.region), align=p.align, **engine)
     else:
         mean = _check_image(source if is_array else _cube_mean(source, engine), "the mean pattern")
-        radius = p.radius if p.radius is not None else measure_disk(mean, p.threshold)[1]
+        mean_centre, mean_radius = measure_disk(mean, p.threshold)
+        radius = p.radius if p.radius is not None else mean_radius
         H, W = mean.shape
         centre = (float(H // 2), float(W // 2))
         probe = synthetic_disk(mean.shape, radius, centre, p.edge_width)
-    if p.source != "synthetic":
-        centre, radius = measure_disk(probe, p.threshold)
+        kernel = make_kernel(probe, p.kernel, centre, radius, p.sigma, p.radii)
+        return ProbeTemplate(probe, kernel, centre, radius, p.kernel, mean, mean_centre)
+    centre, radius = measure_disk(probe, p.threshold)
     kernel = make_kernel(probe, p.kernel, centre, radius, p.sigma, p.radii)
     return ProbeTemplate(probe, kernel, centre, radius, p.kernel)

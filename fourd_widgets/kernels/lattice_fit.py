@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["fit_pattern", "fit_patterns"]
+__all__ = ["fit_pattern", "fit_patterns", "solve_small_system"]
 
 #: A step shorter than this many of its own standard errors ends the fit.
 STEP_IN_SIGMA = 0.05
@@ -92,8 +92,8 @@ def _window(c, half, n):
 
 
 @njit(cache=True, nogil=True)
-def _solve_sym(a, b):
-    """Solve a small symmetric positive system by Gaussian elimination with partial pivoting (copies)."""
+def solve_small_system(a, b):
+    """Solve a small system ``a x = b`` by Gaussian elimination with partial pivoting (on copies); ``(x, ok)``."""
     n = a.shape[0]
     m = a.copy()
     x = b.copy()
@@ -422,9 +422,9 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
             if fit_background and R[6, 6] > 0:
                 dl[6] = V[6] / R[6, 6]
         elif fit_background:
-            dl, ok = _solve_sym(R, V)
+            dl, ok = solve_small_system(R, V)
         else:
-            d6, ok = _solve_sym(R[:6, :6].copy(), V[:6].copy())
+            d6, ok = solve_small_system(R[:6, :6].copy(), V[:6].copy())
             dl[:6] = d6
         if not ok:
             status = 2
@@ -500,7 +500,7 @@ def fit_pattern(counts, t, half, up, hk, theta, amps, bg, fix_lattice, fit_backg
     for c in range(6):
         e = np.zeros(6)
         e[c] = 1.0
-        x, ok = _solve_sym(S6, e)
+        x, ok = solve_small_system(S6, e)
         if not ok:
             cov[:, :] = np.nan
             return it, 2, loglik

@@ -127,15 +127,18 @@ def refinement_note(p: FindDisksParams, radius: float | None) -> str:
     'auto → spot: probe radius 2.00 px < 4 px, small spots are refined by their centroid'
     >>> refinement_note(FindDisksParams(subpixel="dft"), 2.0)
     'dft'
+    >>> refinement_note(FindDisksParams(), 8.0).endswith("then fitted with the recorded central disk")
+    True
     """
+    fit = ", then fitted with the recorded central disk" if p.probe_fit else ""
     if p.subpixel != "auto":
-        return p.subpixel
+        return p.subpixel + (fit if p.subpixel == "disk" else "")
     if radius is None:
         return "auto: chosen by the probe radius once the template is made"
     chosen = resolve_subpixel(p, radius).subpixel
     why = (f"probe radius {radius:.2f} px < {SPOT_RADIUS_PX:g} px, small spots are refined by their centroid"
            if chosen == "spot" else
-           f"probe radius {radius:.2f} px ≥ {SPOT_RADIUS_PX:g} px, each disk is correlated with the probe")
+           f"probe radius {radius:.2f} px ≥ {SPOT_RADIUS_PX:g} px, each disk is correlated with the probe{fit}")
     return f"auto → {chosen}: {why}"
 
 

@@ -136,7 +136,7 @@ class DiskTuner(ToolView):
         template_box = w.VBox([self._source, w.HBox([self._region_kind, self._kernel]),
                                w.HBox([self._measure, self._radius]), self._sigma, self._radii,
                                self.template_message])
-        detect_box = w.VBox([self._corr_power, self._sigma_cc, w.HBox([self._subpixel, self._subpixel_note]),
+        detect_box = w.VBox([self._corr_power, self._sigma_cc, w.HBox([self._subpixel, self._probe_fit, self._subpixel_note]),
                              self._min_rel, w.HBox([self._rel_to, self._min_abs]), self._spacing, self._edge, self._max_peaks,
                              self.detect_message])
         self._strip = w.Box(list(self.strip_views), layout=lay(flex_flow="row wrap"))

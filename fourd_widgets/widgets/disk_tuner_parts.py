@@ -29,6 +29,7 @@ COLORS = ("#ffd23d", "#5ad1ff", "#ff6f91", "#9dff6f", "#c79bff", "#ffa64d", "#ff
 TEMPLATE_FIELDS = {"_kernel": "kernel", "_radius": "radius", "_sigma": "sigma", "_radii": "radii"}
 #: Detection controls -> the FindDisksParams field each sets.
 DETECT_FIELDS = {"_corr_power": "corr_power", "_sigma_cc": "sigma_cc", "_subpixel": "subpixel",
+                 "_probe_fit": "probe_fit",
                  "_min_rel": "min_relative_intensity", "_rel_to": "relative_to_peak",
                  "_min_abs": "min_absolute_intensity", "_spacing": "min_peak_spacing", "_edge": "edge_boundary",
                  "_max_peaks": "max_num_peaks"}
@@ -52,6 +53,7 @@ def tuner_controls(detector_shape: tuple[int, int], has_vacuum_image: bool) -> S
         _subpixel=w.Dropdown(options=("auto", "none", "parabola", "dft", "disk", "edge", "spot"),
                              description="subpixel",
                              layout=lay(width="180px")),
+        _probe_fit=w.Checkbox(description="fit probe", indent=False, layout=lay(width="100px")),
         _subpixel_note=w.HTML(layout=lay(margin="0 0 0 8px")),
         _min_rel=w.FloatLogSlider(min=MIN_LOG_REL, max=0, step=0.05, base=10, description="min rel",
                                   readout_format=".4f"),
@@ -92,6 +94,7 @@ def show_record(view: Any, p: FindDisksParams, radius: float | None) -> None:
     view._corr_power.value = p.corr_power
     view._sigma_cc.value = min(p.sigma_cc, view._sigma_cc.max)
     view._subpixel.value = p.subpixel
+    view._probe_fit.value = p.probe_fit
     view._subpixel_note.value = f"<small>{html.escape(refinement_note(p, radius))}</small>"
     view._min_rel.value = max(p.min_relative_intensity, 10.0 ** view._min_rel.min)
     view._rel_to.value = min(p.relative_to_peak, view._rel_to.max)

@@ -227,7 +227,7 @@ def test_params_round_trip():
     assert DiskLatticeParams.from_dict(lat.to_dict()) == lat
     p = FindDisksParams(min_absolute_intensity=0.02, lattice=lat)
     d = json.loads(json.dumps(p.to_dict()))
-    assert d["lattice"]["step"] == "disk_lattice" and d["schema_version"] == 1
+    assert d["lattice"]["step"] == "disk_lattice" and d["schema_version"] == 2  # schema 2: probe_fit
     assert FindDisksParams.from_dict(d) == p
     back = fw.Recipe.from_json(fw.Recipe([p]).to_json()).steps[0]
     assert back == p and back.lattice.scan_sigma == 2.0

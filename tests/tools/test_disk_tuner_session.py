@@ -82,7 +82,11 @@ def test_the_tuner_shows_which_refinement_auto_chose(session) -> None:
     assert session.find_params.subpixel == "auto"
     r = session.template.radius
     assert session.refinement == (f"auto → disk: probe radius {r:.2f} px ≥ 4 px, each disk is correlated "
+                                  "with the probe, then fitted with the recorded central disk")
+    session.set(probe_fit=False).wait()
+    assert session.refinement == (f"auto → disk: probe radius {r:.2f} px ≥ 4 px, each disk is correlated "
                                   "with the probe")
+    session.set(probe_fit=True).wait()
     alpha = 2.0 * 1000 * 0.019687 * 0.0156  # 2 px spots at the simulator's 300 kV and 0.0156 1/Å per px
     spots, _ = fw.datasets.simulate((3, 3), (96, 96), convergence_semiangle_mrad=alpha)
     small = DiskTunerSession(spots, n_positions=2).wait()

@@ -307,6 +307,12 @@ def test_the_subpixel_note_names_the_refinement_auto_chose():
         tuner._show_params()
         assert tuner._subpixel.value == "auto"
         assert "auto → disk" in tuner._subpixel_note.value
+        assert tuner._probe_fit.value and "recorded central disk" in tuner._subpixel_note.value
+        tuner._probe_fit.value = False  # the checkbox sets the record's probe_fit
+        tuner.session.wait()
+        tuner._show_params()
+        assert tuner.session.find_params.probe_fit is False
+        assert "recorded central disk" not in tuner._subpixel_note.value
         tuner._subpixel.value = "spot"
         tuner.session.wait()
         tuner._show_params()
