@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--venvs", default=os.environ.get("FOURD_BENCH_VENVS", "/work/venvs"))
     ap.add_argument("--cache-dir", default="/tmp/fourd_bench")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-probe-fit", action="store_true", help="the window correlation alone (probe_fit=False), "
+                    "to measure what the default probe fit costs")
     args = ap.parse_args()
     cache = Path(args.cache_dir); cache.mkdir(parents=True, exist_ok=True)
     with h5py.File(SHARED / "si_001_unstrained.h5", "r") as f:
@@ -88,7 +90,7 @@ def main() -> None:
     big = np.load(npy)
     cube = fw.DataCube(big)
     tmpl = probe_template(vac)
-    params = FindDisksParams(edge_boundary=8.0, min_peak_spacing=8.0)
+    params = FindDisksParams(edge_boundary=8.0, min_peak_spacing=8.0, probe_fit=not args.no_probe_fit)
     find_disks(fw.DataCube(big[:2]), params, template=tmpl, workers=2)  # JIT warm-up (cached on disk)
     py = Path(args.venvs) / "py4dstem" / "bin" / "python"
     peer = [str(py), str(HERE / "peers" / "disks_py4dstem.py"), "--probe", str(cache / "disks_probe.npy")]
