@@ -1,8 +1,9 @@
-"""Issue 12 item 16: the default lattice-fit weighting, judged on the shared abTEM Si [001] files.
+"""Issue 12 item 16: the lattice with defaults, and the default lattice-fit weighting, on the shared abTEM
+Si [001] files.
 
-Every default: ``find_disks`` with ``FindDisksParams()``, ``strain_map`` with ``StrainMapParams()``.
-The lattice of a file is the median of its per-position fits; the figures for each weighting are in
-``fit_lattice``'s docstring (the evidence the default was chosen by).
+Every default: ``find_disks`` with ``FindDisksParams()`` (its probe fit included), ``strain_map`` with
+``StrainMapParams()``. The lattice of a file (of a row, of a grain) is the median of its per-position fits;
+the figures for each weighting are in ``fit_lattice``'s docstring (the evidence the default was chosen by).
 """
 
 from __future__ import annotations
@@ -52,10 +53,13 @@ def lattice(found, name, weights=None):
     """The file's median fitted (g1, g2), ordered and signed like the true pair, and the true pair."""
     peaks, cal, (t1, t2) = found[name]
     sm = strain_map(peaks, StrainMapParams() if weights is None else StrainMapParams(weights=weights), cal)
-    g1, g2 = (np.nanmedian(g.reshape(-1, 2), axis=0) for g in (sm.g1, sm.g2))
+    return like_truth(*(np.nanmedian(g.reshape(-1, 2), axis=0) for g in (sm.g1, sm.g2)), t1, t2), (t1, t2)
+
+
+def like_truth(g1, g2, t1, t2):
+    """The fitted pair (g1, g2) ordered and signed like the true pair (t1, t2)."""
     options = [(s1 * a, s2 * b) for a, b in ((g1, g2), (g2, g1)) for s1 in (1, -1) for s2 in (1, -1)]
-    g1, g2 = min(options, key=lambda ab: np.hypot(*(ab[0] - t1)) + np.hypot(*(ab[1] - t2)))
-    return (g1, g2), (t1, t2)
+    return min(options, key=lambda ab: np.hypot(*(ab[0] - t1)) + np.hypot(*(ab[1] - t2)))
 
 
 def worst_strain_between_files(found, weights=None):
@@ -132,3 +136,70 @@ def test_the_edge_stage_reaches_the_lattice_target(found_edge):
     0.015 / 0.018 / 0.013 %) and keeps strain between files within its 0.05 % (measured 0.020 %)."""
     assert max(lattice_error(found_edge, n) for n in HOMOGENEOUS) < LATTICE_TARGET
     assert worst_strain_between_files(found_edge) < STRAIN_TOL
+
+
+def _row_lattices(name, shared_data, params, truths=None, rows_of_means=True):
+    """Per scan row: the lattice fitted to the row's mean pattern (``rows_of_means``) or the median of its
+    positions' fits, against the truth; largest error of g1, g2 in % of |g|."""
+    from fourd_widgets.analysis.disks import find_disks_in_patterns
+
+    cube = fw.load(shared_data / f"{name}.h5")
+    if truths is None:
+        with h5py.File(shared_data / f"{name}.h5", "r") as f:
+            gt = f["ground_truth"].attrs
+            dk = float(np.ravel(f.attrs["reciprocal_sampling_invA"])[0])
+            truths = [(np.asarray(gt["g1_invA"]) / dk, np.asarray(gt["g2_invA"]) / dk)] * cube.scan_shape[0]
+    if rows_of_means:
+        means = cube.to_numpy().astype(np.float32).mean(axis=1)
+        peaks = find_disks_in_patterns(means[:, None], fw.probe_template(cube), params)
+        found = (peaks, cube.calibration)
+    else:
+        found = (fw.find_disks(cube, params), cube.calibration)
+    sm = strain_map(found[0], StrainMapParams(), found[1])
+    errs = []
+    for r, (t1, t2) in enumerate(truths):
+        g1, g2 = like_truth(*(np.nanmedian(v[r].reshape(-1, 2), axis=0) for v in (sm.g1, sm.g2)), t1, t2)
+        errs.append(max(np.hypot(*(g1 - t1)), np.hypot(*(g2 - t2))) / np.hypot(*t1))
+    return np.array(errs)
+
+
+@pytest.mark.parametrize("probe_fit", [True, False])
+def test_rows_of_one_crystal_differ_beyond_the_target_in_the_data(shared_data, probe_fit):
+    """Why the per-row target of the gradient file is out of reach. In si_001_rot_10deg every row has the
+    same true lattice and its disks the same places on the pixel grid, yet each row's MEAN pattern (all the
+    data a row holds) gives row lattices up to 0.042 % (probe fit) or 0.049 % (correlation alone) from the
+    truth while the whole file is within 0.019 %: each row's strip of crystal carries its own frozen-phonon
+    disorder (the two estimators' row deviations correlate, r = 0.5-0.9; bench/RESULTS.md)."""
+    errs = _row_lattices("si_001_rot_10deg", shared_data, fw.FindDisksParams(probe_fit=probe_fit))
+    assert errs.max() > LATTICE_TARGET
+
+
+@pytest.mark.xfail(strict=True, reason="rows of 16 positions: the data's row-to-row scatter (test above) is beyond "
+                   "0.02 %; measured worst row 0.051 %, 5 of 16 rows within")
+def test_gradient_rows_within_the_issue_s_target(shared_data):
+    with h5py.File(shared_data / "si_001_exx_gradient.h5", "r") as f:
+        exx = np.asarray(f["ground_truth"].attrs["strain_exx_per_row"], float)
+    with h5py.File(shared_data / "si_001_unstrained.h5", "r") as f:
+        g0 = (np.asarray(f.attrs["g1_px"], float), np.asarray(f.attrs["g2_px"], float))
+    truths = [tuple(g * np.array([1 / (1 + e), 1.0]) for g in g0) for e in exx]  # F = diag(1 + exx, 1)
+    errs = _row_lattices("si_001_exx_gradient", shared_data, fw.FindDisksParams(), truths, rows_of_means=False)
+    assert errs.max() < LATTICE_TARGET
+
+
+@pytest.mark.xfail(strict=True, reason="every scanned position is within 8 Å of the boundary with 1.7-6 % of the "
+                   "probe on the other grain, whose interference moves the disks: grain lattices 0.100 / 0.068 %; a "
+                   "coherent two-disk model with the other grain's disk at its true site moves rows 0-1 only from "
+                   "0.067 to 0.054 % (bench/RESULTS.md, 'Fitting each disk with the recorded probe')")
+def test_bicrystal_grains_within_the_issue_s_target(shared_data):
+    name = "si_001_bicrystal_10deg"
+    cube = fw.load(shared_data / f"{name}.h5")
+    with h5py.File(shared_data / f"{name}.h5", "r") as f:
+        frac = f["ground_truth/fraction_probe_on_grainB"][()]
+        gt = f["ground_truth"].attrs
+        dk = float(np.ravel(f.attrs["reciprocal_sampling_invA"])[0])
+        truth = {k: (np.asarray(gt[f"g1_invA_grain{k}"]) / dk, np.asarray(gt[f"g2_invA_grain{k}"]) / dk) for k in "AB"}
+    sm = strain_map(fw.find_disks(cube, fw.FindDisksParams()), StrainMapParams(), cube.calibration)
+    for grain, where in (("A", frac < 0.05), ("B", frac > 0.95)):
+        t1, t2 = truth[grain]
+        g1, g2 = like_truth(*(np.nanmedian(v[where].reshape(-1, 2), axis=0) for v in (sm.g1, sm.g2)), t1, t2)
+        assert max(np.hypot(*(g1 - t1)), np.hypot(*(g2 - t2))) / np.hypot(*t1) < LATTICE_TARGET, grain
