@@ -227,11 +227,6 @@ def fit_probe_windows(patterns, pidx, qx, qy, amp, mx, my, radius, window, itera
                     if b + 1 < S and msk[a, b + 1]:
                         lag += R[a, b] * R[a, b + 1]
                         pairs += 1
-            npix = 0
-            for a in range(S):
-                for b in range(S):
-                    if msk[a, b]:
-                        npix += 1
-            structured = lag / pairs * npix if pairs > 0 else 0.0
+            structured = lag / pairs * npix if pairs > 0 else 0.0  # npix: the window's pixels, counted above
             misfit[d] = math.sqrt(max(structured, 0.0) / tss) if tss > 0 else np.nan
             residual[d] = last
