@@ -99,9 +99,10 @@ def dataset(request, shared_data):
 
 def test_clean(dataset):
     # Target of the issue: median <= 0.05 px, none missed, none spurious, at the defaults
-    # (subpixel='disk': each disk correlated on its own with the probe). Measured 0.014-0.018 px
-    # on the single-crystal files (p95 <= 0.04, max <= 0.061) and 0.047 on the bicrystal, whose
-    # kept positions still hold 1.7-4.5 % of the other grain (rotated disks overlapping).
+    # (subpixel='disk': each disk correlated on its own with the probe, then the probe fit). Measured
+    # 0.010-0.014 px on the single-crystal files (p95 <= 0.033; 0.014-0.018 px and 0.04 without the probe
+    # fit) and 0.048 on the bicrystal (0.047 without), whose kept positions still hold 1.7-4.5 % of the
+    # other grain (rotated disks overlapping; the fit passes over most of those disks).
     name, data, vac, lat, keep = dataset
     t = find_disks_in_patterns(data.reshape((-1,) + data.shape[2:]), probe_template(vac), FindDisksParams())
     errs, missed, spurious = score(t, lat, keep)
