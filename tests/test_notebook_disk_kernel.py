@@ -27,4 +27,5 @@ def test_the_tutorial_template_uses_the_default_flat_kernel():
     assert chosen == "flat"
     # and the tutorial says why, with the figures of both kernels
     text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
-    assert "## Which kernel?" in text and "`'gaussian'` | 0.024 px" in text
+    assert "## Which kernel?" in text and "`'gaussian'` | off | 0.024 px" in text
+    assert "`'flat'` (default) | on (default) |" in text  # and with the default probe fit
