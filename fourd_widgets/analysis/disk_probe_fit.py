@@ -60,10 +60,12 @@ import numpy as np
 
 from ..kernels import disk_fit as KF
 
-__all__ = ["FIT_ITERATIONS", "FIT_MAX_MISFIT", "FIT_MAX_MOVE", "FIT_MAX_RESIDUAL", "FIT_WINDOW", "amplitude_template", "fit_disks_to_probe"]
+__all__ = ["FIT_ITERATIONS", "FIT_MAX_MISFIT", "FIT_MAX_MOVE", "FIT_MAX_RESIDUAL", "FIT_WINDOW", "amplitude_template",
+           "fit_disks_to_probe"]
 
 #: Pixels within this many disk radii of the start take part in a disk's fit (the ringing rim included,
-#: the neighbours' rims not, for disks at least 2.6 radii apart).
+#: the neighbours' rims not, for disks more than 2.3 radii apart; closer, overlapping disks leave a misfit
+#: and keep the correlation's estimate).
 FIT_WINDOW = 1.3
 #: Gauss-Newton rounds at most (started within a few hundredths of a pixel, it settles in two or three).
 FIT_ITERATIONS = 3
@@ -76,7 +78,7 @@ FIT_MAX_MISFIT = 0.1
 #: A disk whose pixel noise, or whose fit's whole residual, is above this fraction of its window's RMS
 #: keeps its start: with few counts per pixel the fit gains little over the window correlation and costs
 #: its time (si_001_unstrained with Poisson noise, per-position strain RMS: 1e6 electrons per pattern, where
-#: the zero beam and (220) disks pass, 0.069 % against 0.077 % with the correlation alone; at 1e5 electrons
+#: the zero beam and (220) disks pass, 0.070 % against 0.077 % with the correlation alone; at 1e5 electrons
 #: no Bragg disk passes; letting every disk through: 0.066 % at 1e6, 0.243 % against 0.246 % at 1e5, 1.02 %
 #: against 0.95 % at 1e4).
 FIT_MAX_RESIDUAL = 0.3
