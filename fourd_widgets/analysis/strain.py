@@ -268,14 +268,14 @@ def fit_lattice(peaks: PeakTable, g1: Any, g2: Any, calibration: Calibration | N
     error of ``ε_xx, ε_yy, ε_xy`` between any two of the 19 single-crystal lattices (342 ordered pairs),
     and between the three homogeneous files:
 
-    ===============  =====================  ============  ==============  ===================  ============
-    weights          lattice: homogeneous   lattice:      bicrystal       strain between two:  between the
-                                            gradient rows grain A / B     max (median)         homogeneous
-    ===============  =====================  ============  ==============  ===================  ============
-    ``intensity``    0.006 / 0.005 / 0.019  0.051 %       0.100 / 0.068 % 0.073 (0.020) %      0.010 %
-    ``correlation``  0.006 / 0.005 / 0.019  0.051 %       0.100 / 0.068 % 0.073 (0.019) %      0.010 %
-    ``uniform``      0.006 / 0.008 / 0.013  0.050 %       0.096 / 0.054 % 0.065 (0.019) %      0.007 %
-    ===============  =====================  ============  ==============  ===================  ============
+    ===============  =====================  =============  ===============  ===================  ============
+    weights          lattice: homogeneous   lattice:       bicrystal        strain between two:  between the
+                                            gradient rows  grain A / B      max (median)         homogeneous
+    ===============  =====================  =============  ===============  ===================  ============
+    ``intensity``    0.006 / 0.005 / 0.019  0.051 %        0.100 / 0.068 %  0.073 (0.020) %      0.010 %
+    ``correlation``  0.006 / 0.005 / 0.019  0.051 %        0.100 / 0.068 %  0.073 (0.019) %      0.010 %
+    ``uniform``      0.006 / 0.008 / 0.013  0.050 %        0.096 / 0.054 %  0.065 (0.019) %      0.007 %
+    ===============  =====================  =============  ===============  ===================  ============
 
     On these noise-free files the weightings differ by a few thousandths of a percent and both meet
     0.02 % on the homogeneous lattices (that is the disk refinement's doing: without
