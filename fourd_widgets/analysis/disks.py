@@ -341,11 +341,10 @@ class DiskCorrelation:
                                      "correlate_patterns()", field="subpixel")
             qx, qy, _ = refine_disks(self.patterns, pidx, table.qx, table.qy, self.template, p.disk_corr_power,
                                      p.disk_sigma, p.disk_window, p.upsample_factor, self.workers)
-            if p.subpixel == "disk" and p.probe_fit and not p.log:
-                found = np.flatnonzero(np.isfinite(qx) & np.isfinite(qy))
+            if p.subpixel == "disk" and p.probe_fit and not p.log:  # NaN starts stay NaN
                 t = self.template
-                qx[found], qy[found], _ = fit_disks_to_probe(self.patterns, pidx[found], qx[found], qy[found],
-                                                          t.recorded, t.recorded_center, self.radius)
+                qx, qy, _ = fit_disks_to_probe(self.patterns, pidx, qx, qy, t.recorded, t.recorded_center,
+                                               self.radius)
             if p.subpixel == "edge":
                 found = np.flatnonzero(np.isfinite(qx) & np.isfinite(qy))
                 qx[found], qy[found], _ = refine_disk_edges(self.patterns, pidx[found], qx[found], qy[found],

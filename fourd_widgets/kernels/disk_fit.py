@@ -82,6 +82,8 @@ def fit_probe_windows(patterns, pidx, qx, qy, amp, mx, my, radius, window, itera
     FY = np.empty((S, S))
     F = np.empty((S, S))
     R = np.zeros((S, S))
+    U = np.empty((S, S))  # each window pixel's offset from the start, in disk radii
+    V = np.empty((S, S))
     G = np.empty((4, 4))
     rhs = np.empty(4)
     col = np.empty(4)
@@ -96,8 +98,8 @@ def fit_probe_windows(patterns, pidx, qx, qy, amp, mx, my, radius, window, itera
         for a in range(S):
             for b in range(S):
                 X, Y = ix - h + a, iy - h + b
-                u, v = (X - x0) / radius, (Y - y0) / radius
-                inside = 0 <= X < H and 0 <= Y < W and u * u + v * v <= window * window
+                U[a, b], V[a, b] = (X - x0) / radius, (Y - y0) / radius
+                inside = 0 <= X < H and 0 <= Y < W and U[a, b] ** 2 + V[a, b] ** 2 <= window * window
                 msk[a, b] = inside
                 y[a, b] = patterns[p, X, Y] if inside else 0.0
                 if inside and abs(y[a, b]) > scale:
@@ -117,9 +119,8 @@ def fit_probe_windows(patterns, pidx, qx, qy, amp, mx, my, radius, window, itera
                     continue
                 ssq += y[a, b] * y[a, b]
                 npix += 1
-                u, v = (ix - h + a - x0) / radius, (iy - h + b - y0) / radius
-                v2 = (iy - h + b + 1 - y0) / radius
-                if b + 1 < S and msk[a, b + 1] and u * u + v * v <= inner * inner and u * u + v2 * v2 <= inner * inner:
+                if (b + 1 < S and msk[a, b + 1] and U[a, b] ** 2 + V[a, b] ** 2 <= inner * inner
+                        and U[a, b + 1] ** 2 + V[a, b + 1] ** 2 <= inner * inner):
                     dsq += (y[a, b + 1] - y[a, b]) ** 2
                     nd += 1
         if nd == 0 or math.sqrt(dsq / (2.0 * nd)) > max_residual * math.sqrt(ssq / npix):
@@ -157,7 +158,7 @@ def fit_probe_windows(patterns, pidx, qx, qy, amp, mx, my, radius, window, itera
                     FX[a, b] = fx
                     FY[a, b] = fy
                     M[a, b] = f * f
-                    u, v = (ix - h + a - x0) / radius, (iy - h + b - y0) / radius
+                    u, v = U[a, b], V[a, b]
                     col[0], col[1], col[2], col[3] = M[a, b], M[a, b] * u, M[a, b] * v, 1.0
                     for i in range(4):
                         rhs[i] += col[i] * y[a, b]
@@ -180,7 +181,7 @@ def fit_probe_windows(patterns, pidx, qx, qy, amp, mx, my, radius, window, itera
                 for b in range(S):
                     if not msk[a, b]:
                         continue
-                    u, v = (ix - h + a - x0) / radius, (iy - h + b - y0) / radius
+                    u, v = U[a, b], V[a, b]
                     gain = beta[0] + beta[1] * u + beta[2] * v
                     res = y[a, b] - gain * M[a, b] - beta[3]
                     R[a, b] = res
