@@ -20,6 +20,8 @@ PY4DSTEM_REQS="py4DSTEM==0.14.18 numpy==1.26.4 threadpoolctl"
 LIBERTEM_REQS="libertem threadpoolctl"
 # pyxem's template matching (bench/bench_orientation.py --raw); installs as is, numpy 2 included
 PYXEM_REQS="pyxem==0.21.0 diffsims==0.7.0 orix==0.15.0 hyperspy==2.5.0"
+# the simulator that made the shared Si files (bench/bench_strain_resimulated.py re-simulates with it)
+ABTEM_REQS="abtem==1.0.11 ase==3.29.0"
 
 make_venv() {
     local name="$1" reqs="$2"
@@ -41,9 +43,10 @@ make_venv() {
 
 want="${1:-all}"
 case "$want" in
-    all) make_venv py4dstem "$PY4DSTEM_REQS"; make_venv libertem "$LIBERTEM_REQS"; make_venv pyxem "$PYXEM_REQS" ;;
+    all) make_venv py4dstem "$PY4DSTEM_REQS"; make_venv libertem "$LIBERTEM_REQS"; make_venv pyxem "$PYXEM_REQS"; make_venv abtem "$ABTEM_REQS" ;;
     py4dstem) make_venv py4dstem "$PY4DSTEM_REQS" ;;
     libertem) make_venv libertem "$LIBERTEM_REQS" ;;
     pyxem) make_venv pyxem "$PYXEM_REQS" ;;
-    *) echo "usage: $0 [all|py4dstem|libertem|pyxem]" >&2; exit 2 ;;
+    abtem) make_venv abtem "$ABTEM_REQS" ;;
+    *) echo "usage: $0 [all|py4dstem|libertem|pyxem|abtem]" >&2; exit 2 ;;
 esac

@@ -283,11 +283,13 @@ def fit_lattice(peaks: PeakTable, g1: Any, g2: Any, calibration: Calibration | N
     weights are close to the inverse variance of each disk's position, and on ``si_001_unstrained`` with
     Poisson noise the per-position strain scatters 0.25 % RMS with them against 0.44 % with uniform
     weights (1e5 electrons per pattern; 0.95 against 1.35 % at 1e4), so they are the default. The
-    gradient rows and the bicrystal's grains are further off for reasons no weighting reaches: 16
-    positions of a row sample too little of each crystal's frozen-phonon disorder (single rows of
-    ``si_001_unstrained`` scatter up to 0.024 %, of ``si_001_rot_10deg`` up to 0.05 %), and the
-    bicrystal's "pure" positions still have 1.7-4.5 % of the probe on the other grain, whose
-    interference moves the disks (row by row the error grows with that fraction, 0.05 % at 1.7 %).
+    gradient rows and the bicrystal's grains are further off for reasons no weighting reaches, which
+    re-simulating the files with their own settings shows to be in the data
+    (``bench/bench_strain_resimulated.py``): each crystal is cut to a periodic 64 Å box, and its reading
+    changes with the probe's distance to the box's seam (by 0.03 % between the gradient's scanned rows
+    and the box centre, 0.2 % at 16 Å); the four frozen-phonon configurations move a row by up to
+    0.03 %. At the box centre without phonons every gradient row is within 0.012 %. The bicrystal's
+    grains are 32 Å wide, so no position is farther than 16 Å from a boundary.
     """
     g1, g2 = vec2(g1, "g1"), vec2(g2, "g2")
     check_basis(g1, g2)
