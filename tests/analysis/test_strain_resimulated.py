@@ -11,7 +11,8 @@ planes jump at the box edge; the shared scan lies 24-39 Å from it. Read with ev
   is what the shipped file's strict xfail (``test_strain_weights.py``) asks of its rows;
 * closer to the seam the same crystal reads differently, by more than that target at the file's first
   scanned row (24 Å) and by 0.2 % at 16 Å: the shipped rows carry it, together with the draw of their four
-  frozen-phonon configurations (``python bench/bench_strain_resimulated.py``, bench/RESULTS.md).
+  frozen-phonon configurations (``python bench/bench_strain_resimulated.py``, bench/RESULTS.md);
+* the bicrystal's grains are 32 Å wide, and even their centres read beyond the target.
 """
 
 from __future__ import annotations
@@ -39,12 +40,14 @@ SEAM_X = (16.0, 24.0, 32.0)   # distance to the box edge: 16, 24 (the file's fir
 @pytest.fixture(scope="module")
 def resimulated(shared_data, tmp_path_factory):
     """Patterns and atom counts: the gradient's 16 row crystals at the box centre (16 positions each), the
-    row-13 crystal at ``SEAM_X``, and the unstrained crystal at the shipped file's first 16 positions."""
+    row-13 crystal at ``SEAM_X``, the unstrained crystal at the shipped file's first 16 positions, and the
+    bicrystal at its grains' centres (x = 16 and 48 Å, y = 32 Å)."""
     with h5py.File(shared_data / "si_001_exx_gradient.h5", "r") as f:
         exx = [float(e) for e in f["ground_truth"].attrs["strain_exx_per_row"]]
     jobs = [{"kind": "crystal", "fp": 0, "exx": e, "positions": [[32.0, 24.0 + j] for j in range(16)]} for e in exx]
     jobs.append({"kind": "crystal", "fp": 0, "exx": exx[13], "positions": [[x, 32.0] for x in SEAM_X]})
     jobs.append({"kind": "crystal", "fp": 0, "positions": [[24.0, 24.0 + j] for j in range(16)]})
+    jobs.append({"kind": "bicrystal", "fp": 0, "positions": [[16.0, 32.0], [48.0, 32.0]]})
     tmp = tmp_path_factory.mktemp("resimulated")
     (tmp / "jobs.json").write_text(json.dumps(jobs))
     done = subprocess.run([sys.executable, str(WORKER), "--jobs", str(tmp / "jobs.json"), "--out",
@@ -52,8 +55,8 @@ def resimulated(shared_data, tmp_path_factory):
     assert done.returncode == 0, done.stderr[-2000:]
     line = [s for s in done.stdout.splitlines() if s.startswith("FOURD_BENCH_RESULT ")][-1]
     pats = np.load(tmp / "patterns.npy")
-    return {"rows": pats[:256], "seam": pats[256:256 + len(SEAM_X)], "unstrained": pats[256 + len(SEAM_X):],
-            "atoms": json.loads(line.split(" ", 1)[1])["num_atoms"], "exx": exx}
+    return {"rows": pats[:256], "seam": pats[256:256 + len(SEAM_X)], "unstrained": pats[256 + len(SEAM_X):-2],
+            "bicrystal": pats[-2:], "atoms": json.loads(line.split(" ", 1)[1])["num_atoms"], "exx": exx}
 
 
 def _truths(shared_data, exx):
@@ -77,7 +80,7 @@ def test_the_re_simulation_is_the_shipped_experiment(shared_data, resimulated):
     with h5py.File(shared_data / "si_001_exx_gradient.h5", "r") as f:
         assert resimulated["atoms"][0] == int(f.attrs["num_atoms"])
     with h5py.File(shared_data / "si_001_unstrained.h5", "r") as f:
-        assert resimulated["atoms"][-1] == int(f.attrs["num_atoms"])
+        assert resimulated["atoms"][-2] == int(f.attrs["num_atoms"])
         shipped = f["data"][0]
     again = resimulated["unstrained"]
     assert np.linalg.norm(again - shipped) / np.linalg.norm(shipped) < 0.01
@@ -105,3 +108,19 @@ def test_the_box_seam_moves_the_reading_of_one_crystal(shared_data, resimulated,
     assert abs(gx[0] - gx[2]) > 5 * LATTICE_TARGET
     if probe_fit:
         assert abs(gx[1] - gx[2]) > LATTICE_TARGET
+
+
+def test_the_bicrystal_s_grain_centres_are_not_away_from_a_boundary(shared_data, resimulated):
+    """The bicrystal's grains are 32 Å wide between the boundary (x = 32 Å) and the periodic box edge, so a
+    grain's centre is 16 Å from both. Read there without phonons, with defaults, grain A is 0.036 % and grain
+    B 0.058 % off (measured): no position of this box is "away from the boundary" at the issue's 0.02 %."""
+    with h5py.File(shared_data / "si_001_bicrystal_10deg.h5", "r") as f:
+        assert resimulated["atoms"][-1] == int(f.attrs["num_atoms"])
+        gt = f["ground_truth"].attrs
+        dk = float(np.ravel(f.attrs["reciprocal_sampling_invA"])[0])
+        truth = {k: (np.asarray(gt[f"g1_invA_grain{k}"]) / dk, np.asarray(gt[f"g2_invA_grain{k}"]) / dk) for k in "AB"}
+    g1, g2 = _lattices(shared_data, resimulated["bicrystal"])
+    for i, grain in enumerate("AB"):
+        t1, t2 = truth[grain]
+        m1, m2 = like_truth(g1[i], g2[i], t1, t2)
+        assert max(np.hypot(*(m1 - t1)), np.hypot(*(m2 - t2))) / np.hypot(*t1) > LATTICE_TARGET, grain
