@@ -4,8 +4,8 @@ The shared ``si_001_*`` files record how abTEM made them (root attributes). The 
 ``bench/peers/simulate_si_abtem.py`` rebuilds the same crystals (the atom counts agree) and simulates
 chosen probe positions with abTEM 1.0.11 (a test dependency), here without frozen phonons so that the 16
 patterns of a row are one crystal's and nothing else. Each crystal is cut to a periodic 64 Å box, so its
-planes jump at the box edge; the shared scan lies 24-39 Å from it. Read with every default (``find_disks``,
-``strain_map``):
+planes jump at the box edge; the shared scan (x, y = 24-39 Å) lies 24-32 Å from it. Read with every
+default (``find_disks``, ``strain_map``):
 
 * at the box centre every row of the gradient is within the issue's 0.02 % of its true g vectors, which
   is what the shipped file's strict xfail (``test_strain_weights.py``) asks of its rows;
