@@ -3,7 +3,8 @@
 A Bragg disk is the probe's aperture moved by ``g``. On the detector's pixel grid
 a move by a fraction of a pixel is a band-limited (sinc) interpolation of the
 aperture's amplitude: in a multislice simulation whose crystal does not repeat
-with the simulation box, exactly so, and the disks' rims ring with it (on the
+with the simulation box, exactly so while the probe stays clear of the box's
+edge, and the disks' rims ring with it (on the
 shared abTEM Si files the recorded (220) disk matches the moved amplitude of
 the central disk pixel by pixel, overshoot at the rim included);
 on a real detector, whose point spread makes the recorded disk band-limited,

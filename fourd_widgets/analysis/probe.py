@@ -585,6 +585,7 @@ def probe_template(source: Any, params: ProbeTemplateParams | None = None, **opt
         params = ProbeTemplateParams(source="vacuum_image")
     p = own_record(params, ProbeTemplateParams, changes, "probe_template")
     det_shape = source.shape[-2:] if is_array else tuple(source.detector_shape)
+    recorded = recorded_centre = None   # a vacuum probe is its own recorded disk
     if p.source == "vacuum_image":
         if p.image is not None:
             probe = _check_image(p.image, "probe_template.image")
@@ -610,8 +611,8 @@ def probe_template(source: Any, params: ProbeTemplateParams | None = None, **opt
         H, W = mean.shape
         centre = (float(H // 2), float(W // 2))
         probe = synthetic_disk(mean.shape, radius, centre, p.edge_width)
-        kernel = make_kernel(probe, p.kernel, centre, radius, p.sigma, p.radii)
-        return ProbeTemplate(probe, kernel, centre, radius, p.kernel, mean, mean_centre)
-    centre, radius = measure_disk(probe, p.threshold)
+        recorded, recorded_centre = mean, mean_centre
+    if p.source != "synthetic":
+        centre, radius = measure_disk(probe, p.threshold)
     kernel = make_kernel(probe, p.kernel, centre, radius, p.sigma, p.radii)
-    return ProbeTemplate(probe, kernel, centre, radius, p.kernel)
+    return ProbeTemplate(probe, kernel, centre, radius, p.kernel, recorded, recorded_centre)

@@ -70,7 +70,7 @@ DISK_TUNER = {
                 "or 'spot' (background-subtracted centroid of small spots).",
     "fit probe": "With 'disk': finish each disk with a least-squares fit of the recorded central disk, moved "
                  "by a sinc shift and scaled by a linear intensity ramp. Free of the pixel-grid bias of the "
-                 "correlation (lattice within 0.02 % on the simulated Si files); a disk the fit does not "
+                 "correlation (a whole file's lattice within 0.02 % on the simulated Si crystals); a disk the fit does not "
                  "describe (overlapping grains, few counts) keeps the correlation's estimate.",
     "min rel": "Keep peaks at least this fraction of the reference peak's correlation (log scale).",
     "rel. to peak": "Which peak the 'min rel' threshold is relative to (0 = the brightest, 1 = the second, "
